@@ -1,0 +1,197 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Puzzle.IO;
+using Puzzle.Model;
+using static TorchSharp.torch;
+
+namespace Puzzle.Checkpoints;
+
+/// <summary>Reads HF Llama / DeciLM checkpoint directories into a <see cref="CausalLm"/> and writes them back.</summary>
+public static class Checkpoint
+{
+    public const string SingleFile = "model.safetensors";
+    public const string IndexFile = "model.safetensors.index.json";
+    public static readonly string[] TokenizerFiles =
+        ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"];
+
+    /// <summary>Which file holds each tensor: from the shard index, or the single model.safetensors.</summary>
+    public static Dictionary<string, string> WeightMap(string modelDir)
+    {
+        string index = Path.Combine(modelDir, IndexFile);
+        if (File.Exists(index))
+        {
+            JsonObject root;
+            try { root = JsonNode.Parse(File.ReadAllText(index)) as JsonObject ?? throw new PuzzleException($"{index}: expected a JSON object"); }
+            catch (JsonException e) { throw new PuzzleException($"{index}: malformed JSON: {e.Message}"); }
+            if (root["weight_map"] is not JsonObject map) throw new PuzzleException($"{index}: weight_map is missing");
+            var result = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var (name, file) in map)
+            {
+                string shard = Path.Combine(modelDir, file?.GetValue<string>() ?? throw new PuzzleException($"{index}: weight_map['{name}'] is null"));
+                if (!File.Exists(shard)) throw new PuzzleException($"{index}: weight_map['{name}'] names {file}, which does not exist");
+                result[name] = shard;
+            }
+            return result;
+        }
+        string single = Path.Combine(modelDir, SingleFile);
+        if (!File.Exists(single))
+            throw new PuzzleException($"{modelDir}: no {SingleFile} and no {IndexFile}");
+        using var singleFile = SafeTensorsFile.Open(single);
+        return singleFile.Tensors.Keys.ToDictionary(k => k, _ => single, StringComparer.Ordinal);
+    }
+
+    /// <summary>Reads config.json and the weights, tensor by tensor from memory maps, strictly by name and shape.</summary>
+    public static CausalLm Load(string modelDir, Device? device = null, ScalarType dtype = ScalarType.Float32)
+    {
+        var config = HfConfig.Read(modelDir);
+        var model = new CausalLm(config, device ?? CPU, dtype);
+        try
+        {
+            LoadWeights(model, modelDir);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
+    public static void LoadWeights(CausalLm model, string modelDir)
+    {
+        var weightMap = WeightMap(modelDir);
+        var expected = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        bool Ignorable(string name) =>
+            name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal) ||
+            (name == "lm_head.weight" && model.Config.TieWordEmbeddings);
+        var missing = expected.Keys.Where(k => !weightMap.ContainsKey(k)).ToList();
+        var unexpected = weightMap.Keys.Where(k => !expected.ContainsKey(k) && !Ignorable(k)).ToList();
+        if (missing.Count > 0 || unexpected.Count > 0)
+        {
+            string where = weightMap.Count > 0 && weightMap.Values.Distinct().Count() == 1
+                ? weightMap.Values.First() : modelDir;
+            var parts = new List<string>();
+            if (missing.Count > 0) parts.Add($"missing tensors ({missing.Count}): {Sample(missing)}");
+            if (unexpected.Count > 0) parts.Add($"unexpected tensors ({unexpected.Count}): {Sample(unexpected)}");
+            throw new PuzzleException($"{where}: checkpoint does not match config.json: {string.Join("; ", parts)}");
+        }
+
+        var files = new Dictionary<string, SafeTensorsFile>();
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var (name, parameter) in expected)
+            {
+                string path = weightMap[name];
+                if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
+                var info = file.Tensors[name];
+                if (!info.Shape.SequenceEqual(parameter.shape))
+                    throw new PuzzleException(
+                        $"{path}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the config needs [{string.Join(", ", parameter.shape)}]");
+                using var value = file.Read(name);
+                parameter.copy_(value);
+            }
+        }
+        finally
+        {
+            foreach (var f in files.Values) f.Dispose();
+        }
+    }
+
+    static string Sample(IReadOnlyList<string> names) =>
+        string.Join(", ", names.Take(6)) + (names.Count > 6 ? $", … ({names.Count - 6} more)" : "");
+
+    /// <summary>Writes a DeciLM (nemotron-nas) directory: config, weights (no tensors for no-op sublayers), tokenizer.</summary>
+    public static void SaveDeciLm(CausalLm model, string outDir, ScalarType dtype = ScalarType.Float32,
+        string? tokenizerDir = null, long maxShardBytes = 5L << 30) =>
+        Save(model, outDir, HfConfig.ToDeciLm(model.Config, TorchDtypeName(dtype)), dtype, tokenizerDir, maxShardBytes);
+
+    /// <summary>Writes a plain LlamaForCausalLM directory (homogeneous models only).</summary>
+    public static void SaveLlama(CausalLm model, string outDir, ScalarType dtype = ScalarType.Float32,
+        string? tokenizerDir = null, long maxShardBytes = 5L << 30) =>
+        Save(model, outDir, HfConfig.ToLlama(model.Config, TorchDtypeName(dtype)), dtype, tokenizerDir, maxShardBytes);
+
+    static void Save(CausalLm model, string outDir, JsonObject config, ScalarType dtype, string? tokenizerDir, long maxShardBytes)
+    {
+        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
+            throw new PuzzleException($"checkpoints are written as float32, bfloat16 or float16, not {dtype}");
+        Directory.CreateDirectory(outDir);
+        // Remove weights of an earlier save so a reader never mixes shards of two saves.
+        foreach (var stale in Directory.GetFiles(outDir, "model*.safetensors*")) File.Delete(stale);
+
+        var named = model.named_parameters().Select(p => (p.name, p.parameter)).ToList();
+        var shards = new List<List<(string Name, Tensor Tensor)>> { new() };
+        long shardBytes = 0;
+        long elementSize = dtype == ScalarType.Float32 ? 4 : 2;
+        foreach (var (name, parameter) in named)
+        {
+            long bytes = parameter.NumberOfElements * elementSize;
+            if (shards[^1].Count > 0 && shardBytes + bytes > maxShardBytes)
+            {
+                shards.Add([]);
+                shardBytes = 0;
+            }
+            shards[^1].Add((name, parameter));
+            shardBytes += bytes;
+        }
+
+        void WriteShard(string path, List<(string Name, Tensor Tensor)> tensors)
+        {
+            using var scope = NewDisposeScope();
+            var converted = tensors.Select(t => (t.Name, t.Tensor.detach().to(dtype))).ToList();
+            SafeTensorsWriter.Write(path, converted);
+        }
+
+        if (shards.Count == 1) WriteShard(Path.Combine(outDir, SingleFile), shards[0]);
+        else
+        {
+            var weightMap = new JsonObject();
+            long total = 0;
+            for (int i = 0; i < shards.Count; i++)
+            {
+                string file = $"model-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
+                WriteShard(Path.Combine(outDir, file), shards[i]);
+                foreach (var (name, tensor) in shards[i])
+                {
+                    weightMap[name] = file;
+                    total += tensor.NumberOfElements * elementSize;
+                }
+            }
+            AtomicFile.WriteJson(Path.Combine(outDir, IndexFile), new JsonObject
+            {
+                ["metadata"] = new JsonObject { ["total_size"] = total },
+                ["weight_map"] = weightMap,
+            });
+        }
+
+        var c = model.Config;
+        var generation = new JsonObject { ["bos_token_id"] = c.BosTokenId, ["do_sample"] = false };
+        generation["eos_token_id"] = config["eos_token_id"]?.DeepClone();
+        AtomicFile.WriteJson(Path.Combine(outDir, "generation_config.json"), generation);
+        if (tokenizerDir is not null && Path.GetFullPath(tokenizerDir) != Path.GetFullPath(outDir))
+            foreach (string name in TokenizerFiles)
+            {
+                string source = Path.Combine(tokenizerDir, name);
+                if (File.Exists(source)) AtomicFile.Copy(source, Path.Combine(outDir, name));
+            }
+        // config.json last: its presence marks a complete checkpoint.
+        AtomicFile.WriteJson(Path.Combine(outDir, "config.json"), config);
+    }
+
+    public static string TorchDtypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        _ => dtype.ToString().ToLowerInvariant(),
+    };
+
+    public static ScalarType ParseDtype(string name) => name.ToLowerInvariant() switch
+    {
+        "float32" or "fp32" or "f32" => ScalarType.Float32,
+        "bfloat16" or "bf16" => ScalarType.BFloat16,
+        "float16" or "fp16" or "f16" => ScalarType.Float16,
+        _ => throw new PuzzleException($"unknown dtype '{name}' (expected float32, bfloat16 or float16)"),
+    };
+}

@@ -1,0 +1,236 @@
+using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Puzzle.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Puzzle.Checkpoints;
+
+/// <summary>One tensor's entry in a safetensors header.</summary>
+public sealed record SafeTensorInfo(string Name, string Dtype, long[] Shape, long Begin, long End)
+{
+    public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// A safetensors file opened for reading: the header is parsed and validated up front (sizes, offsets, overlaps),
+/// the data is memory-mapped and read tensor by tensor, so a checkpoint larger than RAM can be loaded.
+/// </summary>
+public sealed class SafeTensorsFile : IDisposable
+{
+    public string Path { get; }
+    public IReadOnlyDictionary<string, SafeTensorInfo> Tensors { get; }
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    readonly long _dataStart;
+    readonly long _fileLength;
+    MemoryMappedFile? _map;
+
+    SafeTensorsFile(string path, Dictionary<string, SafeTensorInfo> tensors, Dictionary<string, string> metadata,
+        long dataStart, long fileLength)
+    {
+        Path = path;
+        Tensors = tensors;
+        Metadata = metadata;
+        _dataStart = dataStart;
+        _fileLength = fileLength;
+    }
+
+    public static SafeTensorsFile Open(string path)
+    {
+        if (!File.Exists(path)) throw new PuzzleException($"{path}: safetensors file not found");
+        long fileLength = new FileInfo(path).Length;
+        if (fileLength < 8) throw new PuzzleException($"{path}: truncated safetensors file ({fileLength} bytes; the header length alone needs 8)");
+        byte[] headerBytes;
+        ulong headerLength;
+        using (var stream = File.OpenRead(path))
+        {
+            Span<byte> lengthBytes = stackalloc byte[8];
+            stream.ReadExactly(lengthBytes);
+            headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
+            if (headerLength > (ulong)(fileLength - 8))
+                throw new PuzzleException(
+                    $"{path}: corrupt safetensors: header length {headerLength} goes beyond the file ({fileLength} bytes)");
+            if (headerLength > 100_000_000)
+                throw new PuzzleException($"{path}: corrupt safetensors: header length {headerLength} is implausibly large");
+            headerBytes = new byte[headerLength];
+            stream.ReadExactly(headerBytes);
+        }
+        JsonObject header;
+        try
+        {
+            header = JsonNode.Parse(Encoding.UTF8.GetString(headerBytes)) as JsonObject
+                ?? throw new PuzzleException($"{path}: corrupt safetensors: header is not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new PuzzleException($"{path}: corrupt safetensors: header is not valid JSON ({e.Message})");
+        }
+
+        long dataStart = 8 + (long)headerLength;
+        long dataLength = fileLength - dataStart;
+        var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
+        var metadata = new Dictionary<string, string>();
+        foreach (var (name, node) in header)
+        {
+            if (name == "__metadata__")
+            {
+                if (node is JsonObject m)
+                    foreach (var (k, v) in m) metadata[k] = v?.ToString() ?? "";
+                continue;
+            }
+            if (node is not JsonObject entry) throw new PuzzleException($"{path}: tensor '{name}': header entry is not an object");
+            string dtype = entry["dtype"]?.GetValue<string>() ?? throw new PuzzleException($"{path}: tensor '{name}' has no dtype");
+            int elementSize = ElementSize(dtype, path, name);
+            long[] shape = (entry["shape"] as JsonArray ?? throw new PuzzleException($"{path}: tensor '{name}' has no shape"))
+                .Select(x => x!.GetValue<long>()).ToArray();
+            var offsets = entry["data_offsets"] as JsonArray;
+            if (offsets is null || offsets.Count != 2) throw new PuzzleException($"{path}: tensor '{name}' needs data_offsets [begin, end]");
+            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            if (shape.Any(d => d < 0)) throw new PuzzleException($"{path}: tensor '{name}' has a negative dimension in shape [{string.Join(", ", shape)}]");
+            if (begin < 0 || end < begin || end > dataLength)
+                throw new PuzzleException(
+                    $"{path}: tensor '{name}': data_offsets [{begin}, {end}] are out of range (the data section holds {dataLength} bytes)");
+            var info = new SafeTensorInfo(name, dtype, shape, begin, end);
+            if (info.NumElements * elementSize != end - begin)
+                throw new PuzzleException(
+                    $"{path}: tensor '{name}': shape [{string.Join(", ", shape)}] of {dtype} needs {info.NumElements * elementSize} bytes but data_offsets [{begin}, {end}] hold {end - begin}");
+            tensors[name] = info;
+        }
+        var ordered = tensors.Values.Where(t => t.End > t.Begin).OrderBy(t => t.Begin).ToArray();
+        for (int i = 1; i < ordered.Length; i++)
+            if (ordered[i].Begin < ordered[i - 1].End)
+                throw new PuzzleException(
+                    $"{path}: corrupt safetensors: tensors '{ordered[i - 1].Name}' [{ordered[i - 1].Begin}, {ordered[i - 1].End}] and '{ordered[i].Name}' [{ordered[i].Begin}, {ordered[i].End}] overlap");
+        return new SafeTensorsFile(path, tensors, metadata, dataStart, fileLength);
+    }
+
+    /// <summary>Reads one tensor (a copy, in its stored dtype, on the CPU) from the memory map.</summary>
+    public Tensor Read(string name)
+    {
+        if (!Tensors.TryGetValue(name, out var info)) throw new PuzzleException($"{Path}: no tensor named '{name}'");
+        var tensor = empty(info.Shape, dtype: ScalarTypeOf(info.Dtype));
+        long length = info.End - info.Begin;
+        if (length == 0) return tensor;
+        _map ??= MemoryMappedFile.CreateFromFile(Path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        using var view = _map.CreateViewAccessor(_dataStart + info.Begin, length, MemoryMappedFileAccess.Read);
+        unsafe
+        {
+            byte* pointer = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+            try
+            {
+                // Copy in chunks of whole elements: a Span holds at most 2^31 bytes and a tensor may be larger.
+                byte* source = pointer + view.PointerOffset;
+                using var flat = tensor.view(-1);
+                long elementSize = tensor.ElementSize, total = info.NumElements;
+                long chunk = (1L << 30) / elementSize;
+                for (long first = 0; first < total; first += chunk)
+                {
+                    long count = Math.Min(chunk, total - first);
+                    using var part = flat.narrow(0, first, count);
+                    new ReadOnlySpan<byte>(source + first * elementSize, (int)(count * elementSize)).CopyTo(part.bytes);
+                }
+            }
+            finally
+            {
+                view.SafeMemoryMappedViewHandle.ReleasePointer();
+            }
+        }
+        return tensor;
+    }
+
+    public void Dispose()
+    {
+        _map?.Dispose();
+        _map = null;
+    }
+
+    public static ScalarType ScalarTypeOf(string dtype) => dtype switch
+    {
+        "F32" => ScalarType.Float32,
+        "F16" => ScalarType.Float16,
+        "BF16" => ScalarType.BFloat16,
+        "F64" => ScalarType.Float64,
+        "I64" => ScalarType.Int64,
+        "I32" => ScalarType.Int32,
+        "I16" => ScalarType.Int16,
+        "I8" => ScalarType.Int8,
+        "U8" => ScalarType.Byte,
+        "BOOL" => ScalarType.Bool,
+        _ => throw new PuzzleException($"safetensors dtype '{dtype}' is not supported"),
+    };
+
+    public static string DtypeName(ScalarType type) => type switch
+    {
+        ScalarType.Float32 => "F32",
+        ScalarType.Float16 => "F16",
+        ScalarType.BFloat16 => "BF16",
+        ScalarType.Float64 => "F64",
+        ScalarType.Int64 => "I64",
+        ScalarType.Int32 => "I32",
+        ScalarType.Int16 => "I16",
+        ScalarType.Int8 => "I8",
+        ScalarType.Byte => "U8",
+        ScalarType.Bool => "BOOL",
+        _ => throw new PuzzleException($"tensor dtype {type} cannot be written to safetensors"),
+    };
+
+    static int ElementSize(string dtype, string path, string name) => dtype switch
+    {
+        "F64" or "I64" => 8,
+        "F32" or "I32" => 4,
+        "F16" or "BF16" or "I16" => 2,
+        "I8" or "U8" or "BOOL" => 1,
+        _ => throw new PuzzleException($"{path}: tensor '{name}' has unsupported dtype '{dtype}' (F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL)"),
+    };
+}
+
+/// <summary>Writes safetensors files: 8-byte aligned header, metadata {"format": "pt"}, atomic rename.</summary>
+public static class SafeTensorsWriter
+{
+    public static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var header = new JsonObject();
+        var meta = new JsonObject { ["format"] = "pt" };
+        if (metadata is not null)
+            foreach (var (k, v) in metadata) meta[k] = v;
+        header["__metadata__"] = meta;
+        long offset = 0;
+        foreach (var (name, tensor) in tensors)
+        {
+            long size = tensor.NumberOfElements * tensor.ElementSize;
+            header[name] = new JsonObject
+            {
+                ["dtype"] = SafeTensorsFile.DtypeName(tensor.dtype),
+                ["shape"] = new JsonArray(tensor.shape.Select(d => (JsonNode)JsonValue.Create(d)).ToArray()),
+                ["data_offsets"] = new JsonArray(offset, offset + size),
+            };
+            offset += size;
+        }
+        byte[] headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
+        int padded = (headerBytes.Length + 7) / 8 * 8;
+        AtomicFile.Write(path, stream =>
+        {
+            Span<byte> length = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)padded);
+            stream.Write(length);
+            stream.Write(headerBytes);
+            for (int i = headerBytes.Length; i < padded; i++) stream.WriteByte((byte)' ');
+            foreach (var (_, tensor) in tensors)
+            {
+                using var cpu = tensor.detach().cpu().contiguous();
+                using var flat = cpu.view(-1);
+                long chunk = (1L << 30) / cpu.ElementSize;
+                for (long first = 0; first < flat.shape[0]; first += chunk)
+                {
+                    using var part = flat.narrow(0, first, Math.Min(chunk, flat.shape[0] - first));
+                    stream.Write(part.bytes);
+                }
+            }
+        });
+    }
+}

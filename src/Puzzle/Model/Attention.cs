@@ -1,0 +1,83 @@
+using TorchSharp;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace Puzzle.Model;
+
+/// <summary>What every attention sublayer of one forward shares: RoPE tables, the additive mask, the cache.</summary>
+public sealed record AttentionInputs(Tensor Cos, Tensor Sin, Tensor? Mask, KvCache? Cache, int Layer);
+
+/// <summary>An attention sublayer variant: GQA or a linear map (no-op variants are simply not built).</summary>
+public abstract class AttentionSublayer(string name) : nn.Module(name)
+{
+    public abstract Tensor Forward(Tensor x, AttentionInputs inputs);                 // [B, T, H] -> [B, T, H]
+}
+
+/// <summary>Grouped-query attention with its own KV-head count (HF names q_proj, k_proj, v_proj, o_proj).</summary>
+public sealed class GqaAttention : AttentionSublayer
+{
+    [ComponentName(Name = "q_proj")] readonly Projection _qProj;
+    [ComponentName(Name = "k_proj")] readonly Projection _kProj;
+    [ComponentName(Name = "v_proj")] readonly Projection _vProj;
+    [ComponentName(Name = "o_proj")] readonly Projection _oProj;
+    readonly int _heads, _kvHeads, _headDim;
+    readonly double _scale;
+
+    public GqaAttention(ModelConfig config, int kvHeads, Device device, ScalarType dtype) : base(nameof(GqaAttention))
+    {
+        (_heads, _kvHeads, _headDim) = (config.NumAttentionHeads, kvHeads, config.HeadDim);
+        _scale = 1.0 / Math.Sqrt(_headDim);
+        _qProj = new Projection(config.HiddenSize, _heads * _headDim, device, dtype);
+        _kProj = new Projection(config.HiddenSize, _kvHeads * _headDim, device, dtype);
+        _vProj = new Projection(config.HiddenSize, _kvHeads * _headDim, device, dtype);
+        _oProj = new Projection(_heads * _headDim, config.HiddenSize, device, dtype);
+        RegisterComponents();
+    }
+
+    public Projection QProj => _qProj;
+    public Projection KProj => _kProj;
+    public Projection VProj => _vProj;
+    public Projection OProj => _oProj;
+    public int KeyValueHeads => _kvHeads;
+
+    public override Tensor Forward(Tensor x, AttentionInputs inputs)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        int group = _heads / _kvHeads;
+        var q = _qProj.call(x).view(b, t, _heads, _headDim).transpose(1, 2);            // [B, nH, T, hd]
+        var k = _kProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);          // [B, nKV, T, hd]
+        var v = _vProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+        q = RotaryEmbedding.Apply(q, inputs.Cos, inputs.Sin);
+        k = RotaryEmbedding.Apply(k, inputs.Cos, inputs.Sin);
+        if (inputs.Cache is { } cache) (k, v) = cache.Append(inputs.Layer, k, v);        // [B, nKV, S, hd]
+        long s = k.shape[2];
+        // Query head h uses KV head h / group: fold the group into the query rows, no copy of K or V.
+        var qg = q.reshape(b, _kvHeads, group * t, _headDim);                            // [B, nKV, G*T, hd]
+        var scores = qg.matmul(k.transpose(-1, -2)).mul_(_scale);                         // [B, nKV, G*T, S]
+        if (inputs.Mask is { } mask)
+            scores = (scores.view(b, _kvHeads, group, t, s) + mask).view(b, _kvHeads, group * t, s);
+        var probs = scores.dtype == ScalarType.Float32
+            ? scores.softmax(-1)
+            : scores.softmax(-1, ScalarType.Float32).to(scores.dtype);
+        var context = probs.matmul(v)                                                     // [B, nKV, G*T, hd]
+            .view(b, _heads, t, _headDim).transpose(1, 2).reshape(b, t, _heads * _headDim);
+        return _oProj.call(context).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Attention replaced by one H×H map per token (no mixing across positions; HF name linear_attn).</summary>
+public sealed class LinearAttention : AttentionSublayer
+{
+    [ComponentName(Name = "linear_attn")] readonly Projection _linear;
+
+    public LinearAttention(ModelConfig config, Device device, ScalarType dtype) : base(nameof(LinearAttention))
+    {
+        _linear = new Projection(config.HiddenSize, config.HiddenSize, device, dtype);
+        RegisterComponents();
+    }
+
+    public Projection Linear => _linear;
+
+    public override Tensor Forward(Tensor x, AttentionInputs inputs) => _linear.call(x);
+}

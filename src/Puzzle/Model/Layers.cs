@@ -1,0 +1,67 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace Puzzle.Model;
+
+/// <summary>A bias-free linear map with an HF-named <c>weight</c> [out, in]; created uninitialised (no wasted init).</summary>
+public sealed class Projection : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "weight")] readonly Parameter _weight;
+
+    public Projection(long inFeatures, long outFeatures, Device device, ScalarType dtype) : base(nameof(Projection))
+    {
+        _weight = new Parameter(empty(outFeatures, inFeatures, dtype, device));
+        RegisterComponents();
+    }
+
+    public Parameter Weight => _weight;
+
+    public override Tensor forward(Tensor x) => nn.functional.linear(x, _weight);   // [.., in] -> [.., out]
+}
+
+/// <summary>RMSNorm as HF Llama: normalise in float32, cast back, then scale.</summary>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "weight")] readonly Parameter _weight;
+    readonly double _eps;
+
+    public RmsNorm(long size, double eps, Device device, ScalarType dtype) : base(nameof(RmsNorm))
+    {
+        _weight = new Parameter(ones(size, dtype, device));
+        _eps = eps;
+        RegisterComponents();
+    }
+
+    public Parameter Weight => _weight;
+
+    public override Tensor forward(Tensor x)                                           // [.., H] -> [.., H]
+    {
+        using var scope = NewDisposeScope();
+        var x32 = x.to(ScalarType.Float32);
+        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + _eps).rsqrt();
+        return (_weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Token embedding table (<c>weight</c> [vocab, hidden]).</summary>
+public sealed class Embedding : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "weight")] readonly Parameter _weight;
+
+    public Embedding(long vocab, long hidden, Device device, ScalarType dtype) : base(nameof(Embedding))
+    {
+        _weight = new Parameter(empty(vocab, hidden, dtype, device));
+        RegisterComponents();
+    }
+
+    public Parameter Weight => _weight;
+
+    public override Tensor forward(Tensor ids)                                         // [B, T] -> [B, T, H]
+    {
+        using var flat = ids.reshape(-1);
+        using var rows = _weight.index_select(0, flat);
+        return rows.view([.. ids.shape, _weight.shape[1]]);
+    }
+}

@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using Puzzle.Model;
+using static TorchSharp.torch;
+
+namespace Puzzle.Runtime;
+
+public sealed record GenerationOptions
+{
+    public int MaxNewTokens { get; init; } = 128;
+    /// <summary>0 = greedy.</summary>
+    public double Temperature { get; init; }
+    public double TopP { get; init; } = 1.0;
+    public long Seed { get; init; }
+    public bool StopAtEos { get; init; } = true;
+}
+
+/// <summary>New tokens per row (EOS included when it ended the row), and timings of the two phases.</summary>
+public sealed record GenerationResult(int[][] NewTokens, double PrefillSeconds, double DecodeSeconds)
+{
+    public int GeneratedTokens => NewTokens.Sum(t => t.Length);
+}
+
+/// <summary>Batched autoregressive generation over a preallocated KV cache: one prefill, then one token per step.</summary>
+public static class TextGenerator
+{
+    /// <param name="onStep">called after every step with the tokens just chosen, one per row (-1 for finished rows).</param>
+    public static GenerationResult Generate(CausalLm model, IReadOnlyList<int[]> prompts, GenerationOptions options,
+        IReadOnlyList<int> eosIds, Action<int[]>? onStep = null)
+    {
+        if (prompts.Count == 0) throw new PuzzleException("no prompts to generate from");
+        if (prompts.Any(p => p.Length == 0)) throw new PuzzleException("every prompt needs at least one token (e.g. BOS)");
+        if (options.Temperature < 0) throw new PuzzleException($"temperature must be >= 0, got {options.Temperature}");
+        if (options.TopP is <= 0 or > 1) throw new PuzzleException($"top-p must be in (0, 1], got {options.TopP}");
+        int batch = prompts.Count, longest = prompts.Max(p => p.Length);
+        int capacity = longest + options.MaxNewTokens;
+        var device = model.Device;
+        using var noGrad = no_grad();
+        using var cache = model.NewCache(batch, capacity);
+        var generator = new Generator((ulong)options.Seed, CPU);
+        var eos = eosIds.ToHashSet();
+
+        // Left-pad ragged prompts; the mask marks real tokens so padded rows see only their own positions.
+        bool ragged = prompts.Any(p => p.Length != longest);
+        var ids = new long[batch * longest];
+        var maskValues = new long[batch * capacity];
+        for (int r = 0; r < batch; r++)
+        {
+            int pad = longest - prompts[r].Length;
+            for (int c = 0; c < prompts[r].Length; c++) ids[r * longest + pad + c] = prompts[r][c];
+            for (int c = pad; c < capacity; c++) maskValues[r * capacity + c] = 1;
+        }
+        using var fullMask = ragged ? tensor(maskValues, [batch, capacity], device: device) : null;
+
+        var output = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        var finished = new bool[batch];
+        var clock = Stopwatch.StartNew();
+        double prefillSeconds = 0;
+        Tensor? logits = null;
+        try
+        {
+            using (var input = tensor(ids, [batch, longest], device: device))
+            using (var mask = fullMask?.narrow(1, 0, longest))
+                logits = model.Forward(input, cache, mask, lastOnly: true);                  // [B, 1, V]
+            for (int step = 0; step < options.MaxNewTokens; step++)
+            {
+                using var scope = NewDisposeScope();
+                var next = Sample(logits.select(1, 0), options, generator);                  // [B]
+                long[] chosen = next.cpu().data<long>().ToArray();
+                if (step == 0) prefillSeconds = clock.Elapsed.TotalSeconds;
+                var emitted = new int[batch];
+                for (int r = 0; r < batch; r++)
+                {
+                    if (finished[r]) { emitted[r] = -1; continue; }
+                    emitted[r] = (int)chosen[r];
+                    output[r].Add((int)chosen[r]);
+                    if (options.StopAtEos && eos.Contains((int)chosen[r])) finished[r] = true;
+                }
+                onStep?.Invoke(emitted);
+                if (finished.All(f => f) || step == options.MaxNewTokens - 1) break;
+                var mask = fullMask?.narrow(1, 0, cache.Length + 1);
+                var newLogits = model.Forward(next.view(batch, 1), cache, mask, lastOnly: true);
+                logits.Dispose();
+                logits = newLogits.MoveToOuterDisposeScope();
+            }
+        }
+        finally
+        {
+            logits?.Dispose();
+        }
+        double total = clock.Elapsed.TotalSeconds;
+        return new GenerationResult(output.Select(o => o.ToArray()).ToArray(), prefillSeconds, total - prefillSeconds);
+    }
+
+    /// <summary>Greedy at temperature 0; else temperature-scaled softmax, nucleus (top-p) filter, seeded draw.</summary>
+    public static Tensor Sample(Tensor logits, GenerationOptions options, Generator generator)  // [B, V] -> [B] int64
+    {
+        using var scope = NewDisposeScope();
+        if (options.Temperature <= 0) return logits.argmax(-1).MoveToOuterDisposeScope();
+        var probs = (logits.to(ScalarType.Float32) / options.Temperature).softmax(-1).cpu();
+        if (options.TopP < 1.0)
+        {
+            var (sorted, order) = probs.sort(-1, descending: true);
+            var before = sorted.cumsum(-1) - sorted;                                         // mass of better tokens
+            sorted = sorted.masked_fill(before.gt(options.TopP), 0.0);                       // keeps at least the best
+            probs = zeros_like(probs).scatter_(-1, order, sorted);
+        }
+        var drawn = multinomial(probs, 1, false, generator).squeeze(-1);
+        return drawn.to(logits.device).MoveToOuterDisposeScope();
+    }
+}
