@@ -1,2 +1,8 @@
-using TorchSharp;
-foreach (var m in typeof(torch.Tensor).GetMethods().Where(m => m.GetParameters().Any(p => p.ParameterType == typeof(torch.ScalarType)) && !m.Name.StartsWith("to"))) Console.WriteLine(m);
+using System.CommandLine;
+using Puzzle.Cli.Commands;
+
+var root = new RootCommand("Puzzle for .NET: distillation-based NAS that makes Llama-family LLMs cheaper to serve.");
+root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(PerplexityCommand.Create());
+return root.Parse(args).Invoke();

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for Puzzle: restores NuGet packages and builds the `puzzle` command (Release).
+# Needs only the .NET 10 SDK. On Debian 12 the build itself makes TorchSharp's native shim load
+# (build/TorchSharpShim.targets); nothing in the NuGet cache is modified.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+dotnet --version >/dev/null 2>&1 || { echo "error: the .NET 10 SDK is required (dotnet not found on PATH)" >&2; exit 1; }
+dotnet build src/Puzzle.Cli -c Release --nologo -v quiet -clp:NoSummary
+echo "setup: built $(ls "$root"/src/Puzzle.Cli/bin/Release/net10.0/Puzzle.Cli.dll)"

@@ -1,0 +1,34 @@
+using System.CommandLine;
+using Puzzle.Runtime;
+
+namespace Puzzle.Cli.Commands;
+
+/// <summary>Shared options and the error convention: one clear line on stderr, non-zero exit.</summary>
+internal static class CliSupport
+{
+    public static Option<string> DeviceOption() => new("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+
+    public static Option<string> DtypeOption() => new("--dtype") { Description = "compute dtype: float32 or bfloat16", DefaultValueFactory = _ => "float32" };
+
+    public static Argument<string> ModelArgument() => new("MODEL_DIR") { Description = "Hugging Face model directory (Llama or DeciLM)" };
+
+    public static int Run(Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (PuzzleException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+
+    public static TorchSharp.torch.Device Device(string name) => Devices.Parse(name);
+}

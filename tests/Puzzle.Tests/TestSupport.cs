@@ -1,0 +1,86 @@
+using Puzzle.Model;
+using static TorchSharp.torch;
+
+namespace Puzzle.Tests;
+
+/// <summary>Tiny models with fixed init, and locations of the shared fixtures.</summary>
+internal static class TestSupport
+{
+    public static ModelConfig TinyParentConfig(int layers = 2, bool tied = false) => new()
+    {
+        VocabSize = 96,
+        HiddenSize = 64,
+        NumAttentionHeads = 4,
+        HeadDim = 16,
+        Blocks = Enumerable.Repeat(BlockConfig.Llama(2, 160), layers).ToArray(),
+        RmsNormEps = 1e-5,
+        RopeTheta = 10000,
+        MaxPositionEmbeddings = 128,
+        TieWordEmbeddings = tied,
+        BosTokenId = 1,
+        EosTokenIds = [2],
+    };
+
+    /// <summary>Every kind of sublayer at least once.</summary>
+    public static ModelConfig TinyChildConfig() => TinyParentConfig() with
+    {
+        Blocks =
+        [
+            BlockConfig.Llama(2, 160),
+            new BlockConfig(AttentionConfig.Gqa(1), FfnConfig.SwiGlu(48)),
+            new BlockConfig(AttentionConfig.Linear, FfnConfig.Linear),
+            new BlockConfig(AttentionConfig.NoOperation, FfnConfig.SwiGlu(80)),
+            new BlockConfig(AttentionConfig.Gqa(4), FfnConfig.NoOperation),
+            new BlockConfig(AttentionConfig.NoOperation, FfnConfig.NoOperation),
+        ],
+    };
+
+    public static CausalLm Build(ModelConfig config, long seed = 7, ScalarType dtype = ScalarType.Float32) =>
+        new CausalLm(config, CPU, dtype).InitializeRandom(seed).Also(m => m.eval());
+
+    static T Also<T>(this T value, Action<T> action)
+    {
+        action(value);
+        return value;
+    }
+
+    public static Tensor RandomIds(int batch, int length, int vocab, long seed)
+    {
+        var generator = new Generator((ulong)seed);
+        return randint(vocab, [batch, length], dtype: ScalarType.Int64, generator: generator);
+    }
+
+    public static string TempDir()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "puzzle-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    /// <summary>../shared from the project root, found by walking up from the test binaries.</summary>
+    public static string? SharedDir()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "shared");
+            if (Directory.Exists(Path.Combine(candidate, "models")) || Directory.Exists(Path.Combine(candidate, "data")))
+                return candidate;
+        }
+        return null;
+    }
+
+    public static string Stories260K()
+    {
+        string? shared = SharedDir();
+        string? path = shared is null ? null : Path.Combine(shared, "models", "stories260K-hf");
+        Skip.If(path is null || !Directory.Exists(path),
+            "../shared/models/stories260K-hf is absent (it sits beside the project root); skipping the conformance test");
+        return path!;
+    }
+
+    public static float MaxAbsDiff(Tensor a, Tensor b)
+    {
+        using var d = (a.to(ScalarType.Float32) - b.to(ScalarType.Float32)).abs().max();
+        return d.item<float>();
+    }
+}
