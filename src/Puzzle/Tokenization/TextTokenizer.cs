@@ -15,6 +15,8 @@ public abstract class TextTokenizer : IDisposable
     /// <summary>Whether <see cref="Encode(string)"/> prepends BOS (tokenizer_config.json add_bos_token; default true).</summary>
     public bool AddBos { get; protected init; } = true;
     public bool AddEos { get; protected init; }
+    /// <summary>Size of the id space (largest id + 1), special tokens included.</summary>
+    public int VocabSize { get; protected init; }
     public abstract string Source { get; }
 
     /// <summary>Ids of the text without any special tokens.</summary>
@@ -120,6 +122,13 @@ public sealed class HfTokenizer : TextTokenizer
             .OfType<JsonObject>()
             .ToDictionary(t => t["content"]!.GetValue<string>(), t => t["id"]!.GetValue<int>());
         int? Lookup(string? token) => token is not null && added.TryGetValue(token, out int id) ? id : null;
+        int maxVocab = root["model"]?["vocab"] switch
+        {
+            JsonObject v => v.Select(kv => kv.Value!.GetValue<int>()).DefaultIfEmpty(-1).Max(),
+            JsonArray a => a.Count - 1,                                                    // Unigram: [piece, score] list
+            _ => -1,
+        };
+        VocabSize = Math.Max(maxVocab, added.Values.DefaultIfEmpty(-1).Max()) + 1;
         try
         {
             _tokenizer = new Tokenizers.DotNet.Tokenizer(path);
@@ -184,6 +193,7 @@ public sealed class SentencePieceTokenizer : TextTokenizer
             throw new PuzzleException($"{path}: not a readable SentencePiece model: {e.Message}", e);
         }
         BosId = settings.BosId ?? _tokenizer.BeginningOfSentenceId;
+        VocabSize = _tokenizer.Vocabulary.Count;
         EosIds = settings.EosIds.Count > 0 ? settings.EosIds : [_tokenizer.EndOfSentenceId];
         AddBos = settings.AddBos;
         AddEos = settings.AddEos;
