@@ -7,4 +7,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 dotnet --version >/dev/null 2>&1 || { echo "error: the .NET 10 SDK is required (dotnet not found on PATH)" >&2; exit 1; }
 dotnet build src/Puzzle.Cli -c Release --nologo -v quiet -clp:NoSummary
+# The demo corpus (State of the Union addresses, public domain) into data/corpus/sotu, checksum-verified, reused.
+"$root/scripts/fetch-sotu.sh"
 echo "setup: built $(ls "$root"/src/Puzzle.Cli/bin/Release/net10.0/Puzzle.Cli.dll)"

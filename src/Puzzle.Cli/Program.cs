@@ -5,4 +5,7 @@ var root = new RootCommand("Puzzle for .NET: distillation-based NAS that makes L
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(PerplexityCommand.Create());
+root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(TokenizerCommand.Create());
+root.Subcommands.Add(PretrainCommand.Create());
 return root.Parse(args).Invoke();

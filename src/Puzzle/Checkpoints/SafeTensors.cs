@@ -222,12 +222,13 @@ public static class SafeTensorsWriter
             for (int i = headerBytes.Length; i < padded; i++) stream.WriteByte((byte)' ');
             foreach (var (_, tensor) in tensors)
             {
-                using var cpu = tensor.detach().cpu().contiguous();
-                using var flat = cpu.view(-1);
+                using var scope = NewDisposeScope();
+                var cpu = tensor.detach().cpu().contiguous();
+                var flat = cpu.view(-1);
                 long chunk = (1L << 30) / cpu.ElementSize;
                 for (long first = 0; first < flat.shape[0]; first += chunk)
                 {
-                    using var part = flat.narrow(0, first, Math.Min(chunk, flat.shape[0] - first));
+                    var part = flat.narrow(0, first, Math.Min(chunk, flat.shape[0] - first));
                     stream.Write(part.bytes);
                 }
             }

@@ -231,7 +231,7 @@ public sealed class DocumentSources
             var field = reader.Schema.GetDataFields().FirstOrDefault(f => f.Name == TextField)
                 ?? throw new PuzzleException(
                     $"{path}: no column '{TextField}' (columns: {string.Join(", ", reader.Schema.GetDataFields().Select(f => f.Name))}); choose one with --text-field");
-            if (field.ClrType != typeof(string))
+            if (field.ClrType != typeof(string) && field.ClrType != typeof(ReadOnlyMemory<char>))
                 throw new PuzzleException($"{path}: column '{TextField}' holds {field.ClrType.Name}, not text");
             long row = 0;
             for (int g = 0; g < reader.RowGroupCount; g++)
