@@ -2,7 +2,17 @@ using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
+using Puzzle.Benchmarks;
 
-// TorchSharp loads native code: run benchmarks in-process (design.md 7).
-var config = DefaultConfig.Instance.AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithWarmupCount(1).WithIterationCount(5));
-BenchmarkSwitcher.FromAssembly(typeof(Puzzle.Benchmarks.GenerationBenchmark).Assembly).Run(args, config);
+// Scenario benchmarks print their own figures; the rest run under BenchmarkDotNet, in-process (TorchSharp loads
+// native code; design.md 7).
+switch (args.FirstOrDefault())
+{
+    case "pretrain":
+        PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
+        break;
+    default:
+        var config = DefaultConfig.Instance.AddJob(Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithWarmupCount(1).WithIterationCount(5));
+        BenchmarkSwitcher.FromAssembly(typeof(GenerationBenchmark).Assembly).Run(args, config);
+        break;
+}

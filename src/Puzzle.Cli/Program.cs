@@ -8,4 +8,5 @@ root.Subcommands.Add(PerplexityCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(TokenizerCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
+root.Subcommands.Add(LibraryCommand.Create());
 return root.Parse(args).Invoke();

@@ -10,6 +10,10 @@ internal static class CliSupport
 
     public static Option<string> DtypeOption() => new("--dtype") { Description = "compute dtype: float32 or bfloat16", DefaultValueFactory = _ => "float32" };
 
+    public static Option<string> RunOption() => new("--run") { Description = "run directory (holds config.json and the stages' artifacts)", Required = true };
+
+    public static Option<string?> ShardOption() => new("--shard") { Description = "i/n: do only this process's share of the work units (e.g. 0/2)" };
+
     public static Argument<string> ModelArgument() => new("MODEL_DIR") { Description = "Hugging Face model directory (Llama or DeciLM)" };
 
     public static int Run(Func<int> action)

@@ -125,10 +125,32 @@ public sealed class CausalLm : nn.Module
         return (newPositions, Additive(visible).view(b, 1, 1, t, s));
     }
 
-    Tensor Additive(Tensor visible)
+    Tensor Additive(Tensor visible) => AdditiveMask(visible, DType);
+
+    /// <summary>0 where visible, the dtype's most negative value elsewhere.</summary>
+    public static Tensor AdditiveMask(Tensor visible, ScalarType dtype)
     {
-        double min = DType == ScalarType.BFloat16 ? -3.3895e38 : DType == ScalarType.Float16 ? -65504.0 : float.MinValue;
-        return zeros(visible.shape, DType, visible.device).masked_fill(visible.logical_not(), min);
+        double min = dtype == ScalarType.BFloat16 ? -3.3895e38 : dtype == ScalarType.Float16 ? -65504.0 : float.MinValue;
+        return zeros(visible.shape, dtype, visible.device).masked_fill(visible.logical_not(), min);
+    }
+
+    /// <summary>RoPE tables and causal mask for a full (uncached) forward of T positions, in <paramref name="dtype"/>.</summary>
+    public AttentionInputs PrefillInputs(long t, int layer, ScalarType dtype)
+    {
+        var positions = arange(t, dtype: ScalarType.Int64, device: Device).unsqueeze(0);
+        var (cos, sin) = _rotary.For(positions, dtype);
+        var mask = AdditiveMask(ones(t, t, dtype: ScalarType.Bool, device: Device).tril(), dtype).view(1, 1, 1, t, t);
+        return new AttentionInputs(cos, sin, mask, null, layer);
+    }
+
+    /// <summary>The input of layer <paramref name="layer"/> (the embeddings for layer 0) for ids [B, T].</summary>
+    public Tensor LayerInput(Tensor inputIds, int layer)
+    {
+        using var scope = NewDisposeScope();
+        var inputs = PrefillInputs(inputIds.shape[1], 0, DType);
+        var h = _model.EmbedTokens.call(inputIds);
+        for (int i = 0; i < layer; i++) h = _model.Layers[i].Forward(h, inputs with { Layer = i });
+        return h.MoveToOuterDisposeScope();
     }
 
     public KvCache NewCache(int batchSize, int capacity, ScalarType? dtype = null) =>

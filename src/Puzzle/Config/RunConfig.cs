@@ -1,0 +1,130 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Puzzle.IO;
+
+namespace Puzzle.Config;
+
+/// <summary>
+/// The run config: one section per stage, defaults for everything, unknown keys and wrong types rejected with the
+/// key's path. Saved resolved (all defaults filled in) as RUN/config.json.
+/// </summary>
+public sealed record RunConfig
+{
+    public const string FileName = "config.json";
+    public int FormatVersion { get; init; } = 1;
+    public ParentSection Parent { get; init; } = new();
+    public DataSection Data { get; init; } = new();
+    public SearchSpaceSection SearchSpace { get; init; } = new();
+    public BldSection Bld { get; init; } = new();
+
+    static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        WriteIndented = true,
+        AllowTrailingCommas = true,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        NumberHandling = JsonNumberHandling.Strict,
+    };
+
+    public static RunConfig Parse(JsonObject root, string source)
+    {
+        try
+        {
+            return root.Deserialize<RunConfig>(Options) ?? new RunConfig();
+        }
+        catch (JsonException e)
+        {
+            string path = (e.Path ?? "$").TrimStart('$').TrimStart('.');
+            string what = e.Message.Contains("could not be mapped", StringComparison.Ordinal)
+                ? $"unknown key '{UnknownKey(e.Message, path)}'"
+                : $"'{path}' has the wrong type or value ({e.Message.Split(". Path:")[0]})";
+            throw new PuzzleException($"{source}: {what}");
+        }
+    }
+
+    static string UnknownKey(string message, string path)
+    {
+        int start = message.IndexOf('\'') + 1, end = message.IndexOf('\'', start);
+        string key = start > 0 && end > start ? message[start..end] : "?";
+        return string.IsNullOrEmpty(path) || path.EndsWith(key, StringComparison.Ordinal) ? (path.Length > 0 ? path : key) : $"{path}.{key}";
+    }
+
+    public static RunConfig Read(string path, IEnumerable<string>? overrides = null)
+    {
+        if (!File.Exists(path)) throw new PuzzleException($"{path}: run config not found");
+        JsonObject root;
+        try { root = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new PuzzleException($"{path}: expected a JSON object"); }
+        catch (JsonException e) { throw new PuzzleException($"{path}: malformed JSON: {e.Message}"); }
+        foreach (string o in overrides ?? []) ApplyOverride(root, o);
+        return Parse(root, path);
+    }
+
+    /// <summary>Applies "section.key=value" (value parsed as JSON when it is, else taken as a string).</summary>
+    public static void ApplyOverride(JsonObject root, string assignment)
+    {
+        int eq = assignment.IndexOf('=');
+        if (eq <= 0) throw new PuzzleException($"--set '{assignment}': expected section.key=value");
+        string[] keys = assignment[..eq].Split('.');
+        string raw = assignment[(eq + 1)..];
+        JsonNode? value;
+        try { value = JsonNode.Parse(raw); }
+        catch (JsonException) { value = JsonValue.Create(raw); }
+        JsonObject target = root;
+        foreach (string key in keys[..^1])
+        {
+            if (target[key] is not JsonObject child) target[key] = child = new JsonObject();
+            target = child;
+        }
+        target[keys[^1]] = value;
+    }
+
+    public JsonObject ToJson() => JsonSerializer.SerializeToNode(this, Options)!.AsObject();
+
+    public void Save(string path) => AtomicFile.WriteJson(path, ToJson());
+}
+
+public sealed record ParentSection
+{
+    /// <summary>HF model directory of the parent (Llama or DeciLM).</summary>
+    public string Path { get; init; } = "";
+}
+
+public sealed record DataSection
+{
+    /// <summary>Prepared data directory (`puzzle data prepare`).</summary>
+    public string Path { get; init; } = "";
+}
+
+/// <summary>Per-layer variants (design.md 2).</summary>
+public sealed record SearchSpaceSection
+{
+    /// <summary>KV-head counts for GQA variants; null = parent's, halved down to 1 (divisors of the head count).</summary>
+    public int[]? KvHeads { get; init; }
+    public bool AttentionLinear { get; init; } = true;
+    public bool AttentionNoOp { get; init; } = true;
+    public double[] FfnFractions { get; init; } = [1.0, 0.875, 0.75, 0.5, 0.25, 0.2, 0.1];
+    public bool FfnLinear { get; init; } = true;
+    public bool FfnNoOp { get; init; } = true;
+    /// <summary>FFN widths are rounded to this multiple; null = 256 when the parent's FFN is at least 2048 wide, else 8.</summary>
+    public int? FfnMultiple { get; init; }
+}
+
+/// <summary>Blockwise local distillation settings (defaults from Puzzletron).</summary>
+public sealed record BldSection
+{
+    public long TokensPerVariant { get; init; } = 262_144;
+    public int Batch { get; init; } = 16;
+    public double Lr { get; init; } = 1e-4;
+    public double Beta1 { get; init; } = 0.9;
+    public double Beta2 { get; init; } = 0.95;
+    public double WeightDecay { get; init; } = 0.1;
+    public double WarmupFraction { get; init; } = 0.05;
+    public double Clip { get; init; } = 1.0;
+    public long CalibrationTokens { get; init; } = 32_768;
+    public long ValidationTokens { get; init; } = 16_384;
+    public long Seed { get; init; }
+    public string Precision { get; init; } = "auto";
+    public string Device { get; init; } = "cpu";
+}

@@ -1,0 +1,242 @@
+using System.Diagnostics;
+using Puzzle.Checkpoints;
+using Puzzle.Config;
+using Puzzle.Data;
+using Puzzle.Model;
+using Puzzle.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Puzzle.Stages.Library;
+
+public sealed record LibraryResult(int Variants, int Trained, int Skipped, int Done, double Seconds, IReadOnlyList<VariantRecord> Records);
+
+/// <summary>
+/// Stage 3: blockwise local distillation (design.md 5). Every variant is a work unit: initialised from the parent,
+/// trained alone to reproduce the parent layer's output from the parent's own input to that layer, with the other
+/// sublayer the parent's (frozen), loss MSE(o_child, o_parent) / MSE(0, o_parent), its own AdamW. Variants of one
+/// layer train on the same batches; the parent's activations are recomputed per batch (no disk cache).
+/// </summary>
+public static class BlockLibraryBuilder
+{
+    public static LibraryResult Run(RunDirectory run, Shard shard, IProgressReporter? progress = null, Action<string>? log = null)
+    {
+        progress ??= Progress.Current;
+        log ??= Log.Info;
+        var clock = Stopwatch.StartNew();
+        var bld = run.Config.Bld;
+        var device = Runtime.Devices.Parse(bld.Device);
+        var compute = Training.Precision.Resolve(bld.Precision, device);
+        using var parent = Checkpoint.Load(run.ParentDir, device);
+        parent.eval();
+        foreach (var p in parent.parameters()) p.requires_grad = false;
+        var config = parent.Config;
+        var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
+        var manifest = DataManifest.Read(run.DataDir);
+        int seqLen = manifest.SeqLen;
+        string fingerprint = RunDirectory.Hash(
+            $"{RunDirectory.ParentFingerprint(run.ParentDir)}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{seqLen}|{bld with { Device = "" }}|{compute}");
+        Directory.CreateDirectory(run.Artifact(BlockLibrary.Folder));
+
+        // Canonical order -> shard ownership; finished units (same fingerprint) are skipped.
+        var mine = variants.Where((v, i) => shard.Owns(i)).ToList();
+        var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id)?.Fingerprint != fingerprint).ToList();
+        log($"library: {variants.Count} variants over {config.NumLayers} layers; shard {shard} owns {mine.Count}, {mine.Count - pending.Count} already done, " +
+            $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute)");
+
+        using var train = new TokenDataset(run.DataDir, "train");
+        string validationSplit = manifest.Splits.TryGetValue("validation", out var vs) && vs.Tokens > seqLen * 2 ? "validation" : "train";
+        using var validation = new TokenDataset(run.DataDir, validationSplit);
+        var validationIds = FixedWindows(validation, seqLen, bld.ValidationTokens, device);
+        var calibrationIds = FixedWindows(train, seqLen, bld.CalibrationTokens, device);
+        int steps = (int)Math.Max(1, bld.TokensPerVariant / ((long)bld.Batch * seqLen));
+        var schedule = new LearningRateSchedule(bld.Lr, Math.Max(1, (int)(steps * bld.WarmupFraction)), steps);
+        var settings = new AdamWSettings(bld.Beta1, bld.Beta2, bld.WeightDecay, 1e-8, bld.Clip);
+
+        int trained = 0, layersDone = 0;
+        var layers = pending.Select(v => v.Layer).Distinct().Order().ToList();
+        foreach (int layer in layers)
+        {
+            var units = pending.Where(v => v.Layer == layer).ToList();
+            var parentLayer = parent.Layer(layer);
+            Tensor? scores = units.Any(v => v.Ffn is { IsSwiGlu: true } f && f.IntermediateSize != config.Blocks[layer].Ffn.IntermediateSize)
+                ? ChannelScores(parent, layer, calibrationIds) : null;
+            var (valInputs, valTargets) = LayerIo(parent, layer, validationIds);
+
+            var workUnits = units.Select(v => new Unit(v, config, parentLayer, scores, device, compute, settings)).ToList();
+            try
+            {
+                foreach (var u in workUnits) u.NmseInit = Nmse(u.Master, parent, layer, valInputs, valTargets);
+                var training = workUnits.Where(u => u.Variant.NeedsTraining).ToList();
+                if (training.Count > 0)
+                {
+                    var loader = new TokenBatchLoader(train, seqLen, bld.Seed * 1_000_003 + layer);
+                    var tasks = training.ToDictionary(u => u, u => progress.Start($"{u.Variant.Id}", steps));
+                    var layerClock = Stopwatch.StartNew();
+                    var inputs = parent.PrefillInputs(seqLen, layer, compute);
+                    for (int step = 0; step < steps; step++)
+                    {
+                        using var scope = NewDisposeScope();
+                        var ids = tensor(loader.Next(bld.Batch), [bld.Batch, seqLen + 1], device: device).narrow(1, 0, seqLen);
+                        Tensor input, target;
+                        using (no_grad())
+                        {
+                            input = parent.LayerInput(ids, layer);
+                            target = parentLayer.Forward(input, parent.PrefillInputs(seqLen, layer, ScalarType.Float32));
+                        }
+                        var inputCompute = input.to(compute);
+                        double denominator = target.pow(2).mean().item<float>();
+                        double lr = schedule.At(step);
+                        foreach (var u in training)
+                        {
+                            using var unitScope = NewDisposeScope();
+                            var output = u.Work.Forward(inputCompute, inputs).to(ScalarType.Float32);
+                            var loss = (output - target).pow(2).mean() / denominator;
+                            loss.backward();
+                            u.LastLoss = loss.item<float>();
+                            u.Optimizer!.Step(lr);
+                        }
+                        double tokensPerSecond = (step + 1) * (double)bld.Batch * seqLen / layerClock.Elapsed.TotalSeconds;
+                        foreach (var u in training) tasks[u].Report(step + 1, $"nmse {u.LastLoss:F4} | {tokensPerSecond:N0} tok/s");
+                    }
+                    foreach (var task in tasks.Values) task.Dispose();
+                }
+                foreach (var u in workUnits)
+                {
+                    u.NmseFinal = u.Variant.NeedsTraining ? Nmse(u.Master, parent, layer, valInputs, valTargets) : u.NmseInit;
+                    Save(run, u, fingerprint, u.Variant.NeedsTraining ? steps : 0, (long)steps * bld.Batch * seqLen, clock);
+                    if (u.Variant.NeedsTraining) trained++;
+                }
+            }
+            finally
+            {
+                foreach (var u in workUnits) u.Dispose();
+                scores?.Dispose();
+                valInputs.Dispose();
+                valTargets.Dispose();
+            }
+            layersDone++;
+            double eta = clock.Elapsed.TotalSeconds / layersDone * (layers.Count - layersDone);
+            log($"library: layer {layer} done ({layersDone}/{layers.Count} layers), {clock.Elapsed.TotalSeconds:F0} s elapsed, ETA {TimeSpan.FromSeconds(eta):mm\\:ss}");
+        }
+        var index = BlockLibrary.WriteIndex(run.Path, variants, fingerprint);
+        var records = variants.Select(v => BlockLibrary.TryRead(run.Path, v.Id)).OfType<VariantRecord>().Where(r => r.Fingerprint == fingerprint).ToList();
+        log($"library: {records.Count}/{variants.Count} variants in {run.Artifact(BlockLibrary.Folder)} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
+        return new LibraryResult(variants.Count, trained, mine.Count - pending.Count, records.Count, clock.Elapsed.TotalSeconds, records);
+    }
+
+    /// <summary>A variant being built: fp32 master block, compute-dtype working copy, optimizer.</summary>
+    sealed class Unit : IDisposable
+    {
+        public SubblockVariant Variant { get; }
+        public DecoderLayer Master { get; }
+        public DecoderLayer Work { get; }
+        public MixedPrecisionOptimizer? Optimizer { get; }
+        public double NmseInit, NmseFinal, LastLoss;
+
+        public Unit(SubblockVariant v, ModelConfig config, DecoderLayer parentLayer, Tensor? scores, Device device, ScalarType compute, AdamWSettings settings)
+        {
+            Variant = v;
+            Master = VariantInitializer.BuildBlock(config, parentLayer, v, scores, device, ScalarType.Float32);
+            Work = compute == ScalarType.Float32 ? Master : VariantInitializer.BuildBlock(config, parentLayer, v, scores, device, compute);
+            foreach (var block in new[] { Master, Work })
+                foreach (var (name, p) in block.named_parameters())
+                    p.requires_grad = v.NeedsTraining && OwnsParameter(v, name);
+            if (v.NeedsTraining) Optimizer = new MixedPrecisionOptimizer(Master, Work == Master ? null : Work, settings);
+            Master.eval();
+            Work.train();
+        }
+
+        public void Dispose()
+        {
+            Optimizer?.Dispose();
+            if (Work != Master) Work.Dispose();
+            Master.Dispose();
+        }
+    }
+
+    /// <summary>Whether a block parameter belongs to the variant's sublayer (attention: input norm + self_attn).</summary>
+    public static bool OwnsParameter(SubblockVariant v, string name) => v.Kind == SubblockKind.Attention
+        ? name.StartsWith("input_layernorm.", StringComparison.Ordinal) || name.StartsWith("self_attn.", StringComparison.Ordinal)
+        : name.StartsWith("post_attention_layernorm.", StringComparison.Ordinal) || name.StartsWith("mlp.", StringComparison.Ordinal);
+
+    static void Save(RunDirectory run, Unit u, string fingerprint, int steps, long tokens, Stopwatch clock)
+    {
+        var v = u.Variant;
+        string? file = null;
+        long parameters = u.Master.named_parameters().Where(p => OwnsParameter(v, p.name)).Sum(p => p.parameter.NumberOfElements);
+        if (v.NeedsTraining)
+        {
+            file = Path.GetFileName(BlockLibrary.WeightsPath(run.Path, v.Id));
+            var tensors = u.Master.named_parameters().Where(p => OwnsParameter(v, p.name)).Select(p => (p.name, (Tensor)p.parameter)).ToList();
+            SafeTensorsWriter.Write(BlockLibrary.WeightsPath(run.Path, v.Id), tensors, new Dictionary<string, string> { ["variant"] = v.Id });
+        }
+        var record = new VariantRecord(v.Id, v.Layer, v.Kind, v.Attention, v.Ffn, v.IsParent, v.NeedsTraining, file, parameters,
+            steps, v.NeedsTraining ? tokens : 0, u.NmseInit, u.NmseFinal, clock.Elapsed.TotalSeconds, fingerprint);
+        IO.AtomicFile.WriteJson(BlockLibrary.RecordPath(run.Path, v.Id), record.ToJson());
+    }
+
+    /// <summary>The first windows of a split, in order: [N, T].</summary>
+    static Tensor FixedWindows(TokenDataset data, int seqLen, long tokens, Device device)
+    {
+        var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
+        int rows = (int)Math.Clamp(tokens / seqLen, 1, loader.Windows);
+        return tensor(loader.Next(rows), [rows, seqLen + 1], device: device).narrow(1, 0, seqLen);
+    }
+
+    /// <summary>Parent inputs to and outputs of one layer on fixed windows, in chunks: ([N, T, H], [N, T, H]).</summary>
+    static (Tensor Inputs, Tensor Targets) LayerIo(CausalLm parent, int layer, Tensor ids)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var inputs = new List<Tensor>();
+        var targets = new List<Tensor>();
+        var attention = parent.PrefillInputs(ids.shape[1], layer, ScalarType.Float32);
+        for (long start = 0; start < ids.shape[0]; start += 16)
+        {
+            var chunk = ids.narrow(0, start, Math.Min(16, ids.shape[0] - start));
+            var h = parent.LayerInput(chunk, layer);
+            inputs.Add(h);
+            targets.Add(parent.Layer(layer).Forward(h, attention));
+        }
+        return (cat(inputs, 0).MoveToOuterDisposeScope(), cat(targets, 0).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>MSE(o, o_parent) / MSE(0, o_parent) of a block on the validation inputs.</summary>
+    public static double Nmse(DecoderLayer block, CausalLm parent, int layer, Tensor inputs, Tensor targets)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var attention = parent.PrefillInputs(inputs.shape[1], layer, ScalarType.Float32);
+        double error = 0, energy = 0;
+        for (long start = 0; start < inputs.shape[0]; start += 16)
+        {
+            long n = Math.Min(16, inputs.shape[0] - start);
+            var output = block.Forward(inputs.narrow(0, start, n), attention);
+            var target = targets.narrow(0, start, n);
+            error += (output - target).pow(2).sum().item<float>();
+            energy += target.pow(2).sum().item<float>();
+        }
+        return error / energy;
+    }
+
+    /// <summary>Channel contributions of layer <paramref name="layer"/>'s FFN on the calibration windows.</summary>
+    static Tensor ChannelScores(CausalLm parent, int layer, Tensor ids)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var parentLayer = parent.Layer(layer);
+        var ffn = parentLayer.Mlp as SwiGluFfn ?? throw new PuzzleException($"layer {layer}: narrowing needs a SwiGLU parent FFN");
+        var attention = parent.PrefillInputs(ids.shape[1], layer, ScalarType.Float32);
+        Tensor? sum = null;
+        for (long start = 0; start < ids.shape[0]; start += 16)
+        {
+            var chunk = ids.narrow(0, start, Math.Min(16, ids.shape[0] - start));
+            var afterAttention = parentLayer.ForwardAttention(parent.LayerInput(chunk, layer), attention);
+            var normalised = parentLayer.PostAttentionLayernorm!.call(afterAttention);
+            var c = VariantInitializer.ChannelContribution(ffn, normalised) * chunk.shape[0];
+            sum = sum is null ? c : sum + c;
+        }
+        return (sum! / ids.shape[0]).MoveToOuterDisposeScope();
+    }
+}

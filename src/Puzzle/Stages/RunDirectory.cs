@@ -1,0 +1,64 @@
+using System.Security.Cryptography;
+using System.Text;
+using Puzzle.Config;
+
+namespace Puzzle.Stages;
+
+/// <summary>A run directory: its config (RUN/config.json; relative paths are relative to RUN) and its artifacts.</summary>
+public sealed class RunDirectory
+{
+    public string Path { get; }
+    public RunConfig Config { get; }
+
+    public RunDirectory(string path)
+    {
+        Path = System.IO.Path.GetFullPath(path);
+        string configPath = System.IO.Path.Combine(Path, RunConfig.FileName);
+        if (!File.Exists(configPath))
+            throw new PuzzleException($"{configPath}: not found (a run directory holds the run config; `puzzle run CONFIG --run {path}` creates it)");
+        Config = RunConfig.Read(configPath);
+        if (string.IsNullOrWhiteSpace(Config.Parent.Path)) throw new PuzzleException($"{configPath}: parent.path is not set");
+    }
+
+    public string Resolve(string path) => System.IO.Path.GetFullPath(System.IO.Path.Combine(Path, path));
+    public string ParentDir => Resolve(Config.Parent.Path);
+    public string DataDir => string.IsNullOrWhiteSpace(Config.Data.Path)
+        ? throw new PuzzleException($"{System.IO.Path.Combine(Path, RunConfig.FileName)}: data.path is not set")
+        : Resolve(Config.Data.Path);
+    public string Artifact(params string[] parts) => System.IO.Path.Combine([Path, .. parts]);
+
+    /// <summary>Identifies the parent's weights cheaply: config.json text plus each weight file's name, size and header.</summary>
+    public static string ParentFingerprint(string parentDir)
+    {
+        var text = new StringBuilder(File.ReadAllText(System.IO.Path.Combine(parentDir, "config.json")));
+        foreach (string file in Directory.GetFiles(parentDir, "*.safetensors").Order(StringComparer.Ordinal))
+        {
+            using var stream = File.OpenRead(file);
+            var head = new byte[Math.Min(stream.Length, 1 << 16)];
+            stream.ReadExactly(head);
+            text.Append($"|{System.IO.Path.GetFileName(file)}:{stream.Length}:{Convert.ToHexString(SHA256.HashData(head))}");
+        }
+        return Hash(text.ToString());
+    }
+
+    public static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
+}
+
+/// <summary>`--shard i/n`: this process does the work units whose index in canonical order is i modulo n.</summary>
+public sealed record Shard(int Index, int Count)
+{
+    public static readonly Shard All = new(0, 1);
+
+    public static Shard Parse(string? text)
+    {
+        if (string.IsNullOrEmpty(text)) return All;
+        var parts = text.Split('/');
+        if (parts.Length == 2 && int.TryParse(parts[0], out int i) && int.TryParse(parts[1], out int n) && n > 0 && i >= 0 && i < n)
+            return new Shard(i, n);
+        throw new PuzzleException($"--shard '{text}': expected i/n with 0 <= i < n, e.g. 0/2");
+    }
+
+    public bool Owns(int unitIndex) => unitIndex % Count == Index;
+
+    public override string ToString() => $"{Index}/{Count}";
+}

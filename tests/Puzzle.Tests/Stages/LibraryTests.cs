@@ -1,0 +1,107 @@
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.Config;
+using Puzzle.Model;
+using Puzzle.Stages;
+using Puzzle.Stages.Library;
+using static TorchSharp.torch;
+
+namespace Puzzle.Tests.Stages;
+
+public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
+{
+    static readonly Action<string> Quiet = _ => { };
+
+    [Fact]
+    public void Bld_LowersEveryTrainableVariantsValidationNmse_AndWritesTheLibrary()
+    {
+        string run = fixture.NewRun();
+        var result = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        // tiny parent: 4 heads, 2 KV heads, FFN 128 -> attn kv2 (parent), kv1, linear, noop; ffn 128, 112, 96, 64, 32, 24, 16, linear, noop
+        Assert.Equal(2 * (4 + 9), result.Variants);
+        Assert.Equal(2 * (2 + 7), result.Trained);
+        foreach (var r in result.Records.Where(r => r.Trained))
+        {
+            Assert.True(r.NmseFinal < r.NmseInit, $"{r.Id}: NMSE {r.NmseInit} -> {r.NmseFinal}");
+            Assert.True(File.Exists(BlockLibrary.WeightsPath(run, r.Id)));
+            Assert.Equal(12, r.Steps);
+        }
+        foreach (var r in result.Records.Where(r => r.IsParent)) Assert.Equal(0, r.NmseInit, 6);
+        Assert.All(result.Records.Where(r => !r.Trained), r => Assert.Null(r.File));
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "library", "library.json")))!;
+        Assert.True(index["complete"]!.GetValue<bool>());
+        Assert.Equal(26, index["variants"]!.AsArray().Count);
+
+        // Saved tensors are the variant's sublayer only, under the layer's HF names.
+        using var file = SafeTensorsFile.Open(BlockLibrary.WeightsPath(run, "L1.attn.kv1"));
+        Assert.Equal(["input_layernorm.weight", "self_attn.k_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.weight", "self_attn.v_proj.weight"],
+            file.Tensors.Keys.Order());
+        Assert.Equal([16L, 64], file.Tensors["self_attn.k_proj.weight"].Shape);
+        using var ffn = SafeTensorsFile.Open(BlockLibrary.WeightsPath(run, "L0.ffn.w0.5"));
+        Assert.Equal([64L, 64], ffn.Tensors["mlp.gate_proj.weight"].Shape);
+
+        // A rerun finds everything done and trains nothing.
+        var again = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        Assert.Equal(0, again.Trained);
+        Assert.Equal(26, again.Skipped);
+    }
+
+    [Fact]
+    public void TwoShards_ProduceTheSameLibraryAsOneProcess()
+    {
+        string single = fixture.NewRun(), sharded = fixture.NewRun();
+        BlockLibraryBuilder.Run(new RunDirectory(single), Shard.All, new LogProgress(), Quiet);
+        var first = BlockLibraryBuilder.Run(new RunDirectory(sharded), Shard.Parse("0/2"), new LogProgress(), Quiet);
+        Assert.Equal(13, first.Done);
+        Assert.False(JsonNode.Parse(File.ReadAllText(Path.Combine(sharded, "library", "library.json")))!["complete"]!.GetValue<bool>());
+        var second = BlockLibraryBuilder.Run(new RunDirectory(sharded), Shard.Parse("1/2"), new LogProgress(), Quiet);
+        Assert.Equal(26, second.Done);
+        AssertSameLibrary(single, sharded);
+    }
+
+    [Fact]
+    public void InterruptedRun_Rerun_RedoesOnlyTheMissingUnits_AndEndsTheSame()
+    {
+        string straight = fixture.NewRun(), interrupted = fixture.NewRun();
+        BlockLibraryBuilder.Run(new RunDirectory(straight), Shard.All, new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(interrupted), Shard.All, new LogProgress(), Quiet);
+        // Killed during layer 1: its units never got their records; one weight file was left half-written.
+        foreach (string record in Directory.GetFiles(Path.Combine(interrupted, "library"), "L1.*.json")) File.Delete(record);
+        File.WriteAllText(BlockLibrary.WeightsPath(interrupted, "L1.ffn.w0.5") + ".tmp-123-abc", "partial");
+        File.WriteAllText(BlockLibrary.WeightsPath(interrupted, "L1.attn.kv1"), "garbage from a crash");
+        var rerun = BlockLibraryBuilder.Run(new RunDirectory(interrupted), Shard.All, new LogProgress(), Quiet);
+        Assert.Equal(9, rerun.Trained);
+        Assert.Equal(13, rerun.Skipped);
+        AssertSameLibrary(straight, interrupted);
+    }
+
+    [Fact]
+    public void ChangedBldSettings_RetrainTheUnits()
+    {
+        string run = fixture.NewRun();
+        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "config.json")))!.AsObject();
+        config["bld"]!["lr"] = 2e-4;
+        File.WriteAllText(Path.Combine(run, "config.json"), config.ToJsonString());
+        Assert.Equal(18, BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet).Trained);
+    }
+
+    static void AssertSameLibrary(string a, string b)
+    {
+        foreach (string path in Directory.GetFiles(Path.Combine(a, "library"), "*.json").Where(p => !p.EndsWith("library.json")))
+        {
+            var ra = VariantRecord.FromJson(JsonNode.Parse(File.ReadAllText(path))!);
+            var rb = VariantRecord.FromJson(JsonNode.Parse(File.ReadAllText(Path.Combine(b, "library", Path.GetFileName(path))))!);
+            Assert.Equal(ra with { Seconds = 0 }, rb with { Seconds = 0 });
+            if (ra.File is null) continue;
+            using var fa = SafeTensorsFile.Open(Path.Combine(a, "library", ra.File));
+            using var fb = SafeTensorsFile.Open(Path.Combine(b, "library", rb.File!));
+            foreach (string name in fa.Tensors.Keys)
+            {
+                using var ta = fa.Read(name);
+                using var tb = fb.Read(name);
+                Assert.True(TestSupport.MaxAbsDiff(ta, tb) == 0, $"{ra.Id} {name}");
+            }
+        }
+    }
+}
