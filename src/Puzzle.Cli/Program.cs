@@ -9,4 +9,6 @@ root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(TokenizerCommand.Create());
 root.Subcommands.Add(PretrainCommand.Create());
 root.Subcommands.Add(LibraryCommand.Create());
+root.Subcommands.Add(ScoreCommand.Create());
+root.Subcommands.Add(CostsCommand.Create());
 return root.Parse(args).Invoke();

@@ -17,6 +17,8 @@ public sealed record RunConfig
     public DataSection Data { get; init; } = new();
     public SearchSpaceSection SearchSpace { get; init; } = new();
     public BldSection Bld { get; init; } = new();
+    public ScoringSection Scoring { get; init; } = new();
+    public ScenarioSection Scenario { get; init; } = new();
 
     static readonly JsonSerializerOptions Options = new()
     {
@@ -127,4 +129,31 @@ public sealed record BldSection
     public long Seed { get; init; }
     public string Precision { get; init; } = "auto";
     public string Device { get; init; } = "cpu";
+}
+
+/// <summary>Replace-1-block scoring.</summary>
+public sealed record ScoringSection
+{
+    /// <summary>"composed": every (attention, FFN) pair of a layer; "subblocks": each sublayer alone, assumed additive.</summary>
+    public string Mode { get; init; } = "composed";
+    public long ValidationTokens { get; init; } = 8_192;
+    public int Batch { get; init; } = 16;
+    public string Device { get; init; } = "cpu";
+}
+
+/// <summary>The serving target that costs are measured and estimated for.</summary>
+public sealed record ScenarioSection
+{
+    public int Batch { get; init; } = 16;
+    public int PromptLength { get; init; } = 128;
+    public int GenerationLength { get; init; } = 128;
+    /// <summary>Weight dtype for memory and roofline figures: bfloat16, float16, float32 or fp8.</summary>
+    public string WeightDtype { get; init; } = "bfloat16";
+    public string KvDtype { get; init; } = "bfloat16";
+    /// <summary>Where block times are measured.</summary>
+    public string Device { get; init; } = "cpu";
+    /// <summary>dtype the measurements run in on that device.</summary>
+    public string MeasureDtype { get; init; } = "float32";
+    public int WarmupRuns { get; init; } = 3;
+    public int Repeats { get; init; } = 9;
 }

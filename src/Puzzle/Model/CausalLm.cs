@@ -52,6 +52,7 @@ public sealed class CausalLm : nn.Module
     }
 
     public DecoderStack Model => _model;
+    public RotaryEmbedding Rotary => _rotary;
     public DecoderLayer Layer(int i) => _model.Layers[i];
     public Tensor LmHeadWeight => _lmHead?.Weight ?? _model.EmbedTokens.Weight;
 

@@ -14,7 +14,7 @@ public sealed class KvCache : IDisposable
     public int Capacity { get; }
     public int BatchSize { get; }
     /// <summary>Positions already written (the same for every layer between forwards).</summary>
-    public int Length { get; internal set; }
+    public int Length { get; set; }
 
     public KvCache(ModelConfig config, int batchSize, int capacity, Device device, ScalarType dtype)
     {

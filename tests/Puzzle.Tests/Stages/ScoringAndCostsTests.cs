@@ -1,0 +1,140 @@
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.Config;
+using Puzzle.Stages;
+using Puzzle.Stages.Costs;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Scoring;
+using static TorchSharp.torch;
+
+namespace Puzzle.Tests.Stages;
+
+public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<RunFixture>
+{
+    static readonly Action<string> Quiet = _ => { };
+
+    /// <summary>Only the parent's own subblocks, no-ops and (optionally) a narrower FFN: a library that trains little or nothing.</summary>
+    static void SmallSpace(JsonObject config, bool withNarrowFfn)
+    {
+        config["search_space"] = new JsonObject
+        {
+            ["kv_heads"] = new JsonArray(2), ["attention_linear"] = false, ["attention_no_op"] = true,
+            ["ffn_fractions"] = withNarrowFfn ? new JsonArray(1.0, 0.5) : new JsonArray(1.0), ["ffn_linear"] = false, ["ffn_no_op"] = true,
+        };
+        config["scoring"] = new JsonObject { ["validation_tokens"] = 32 * 12, ["batch"] = 6 };
+    }
+
+    /// <summary>A copy of the fixture's parent whose layer-1 attention output is scaled down to almost nothing.</summary>
+    string ParentWithQuietAttention()
+    {
+        string dir = TestSupport.TempDir();
+        using var parent = Checkpoint.Load(fixture.ParentDir);
+        using (no_grad())
+        {
+            var attention = (Puzzle.Model.GqaAttention)parent.Layer(1).SelfAttn!;
+            attention.OProj.Weight.mul_(1e-4);
+        }
+        Checkpoint.SaveLlama(parent, dir, tokenizerDir: fixture.ParentDir);
+        return dir;
+    }
+
+    [Fact]
+    public void Scores_ParentIsZero_NearIdentityNoOpIsNearZero_DamagedVariantIsHigh()
+    {
+        string parentDir = ParentWithQuietAttention();
+        string run = fixture.NewRun(c => { SmallSpace(c, withNarrowFfn: true); c["parent"]!["path"] = parentDir; });
+        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var result = BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        // per layer: attention {kv2, noop} × FFN {w1, w0.5, noop}
+        Assert.Equal(2 * 2 * 3, result.Candidates);
+        BlockScore Get(string a, string f) => result.Scores.Single(s => s.Attention == a && s.Ffn == f);
+
+        var parentBlock = Get("L0.attn.kv2", "L0.ffn.w1");
+        Assert.InRange(parentBlock.Kl, -1e-6, 1e-6);
+        Assert.Equal(1.0, parentBlock.Top1Agreement);
+        Assert.Equal(result.ParentLmLoss, parentBlock.LmLoss, 4);
+        Assert.InRange(Get("L1.attn.noop", "L1.ffn.w1").Kl, 0, 1e-4);                          // its attention barely contributed
+        double dropFfn = Get("L0.attn.kv2", "L0.ffn.noop").Kl;
+        Assert.True(dropFfn > 100 * Get("L1.attn.noop", "L1.ffn.w1").Kl, $"dropping an FFN: KL {dropFfn}");
+        Assert.True(Get("L0.attn.noop", "L0.ffn.noop").Kl >= dropFfn * 0.5);
+
+        // Damage a trained variant's weights: its score must be far worse than before.
+        double before = Get("L0.attn.kv2", "L0.ffn.w0.5").Kl;
+        string weights = BlockLibrary.WeightsPath(run, "L0.ffn.w0.5");
+        List<(string, Tensor)> tensors;
+        using (var file = SafeTensorsFile.Open(weights))
+            tensors = file.Tensors.Keys.Select(k => (k, randn(file.Tensors[k].Shape) * 3)).ToList();
+        SafeTensorsWriter.Write(weights, tensors);
+        foreach (var f in Directory.GetFiles(Path.Combine(run, "scores"), "L0.attn.kv2+L0.ffn.w0.5.json")) File.Delete(f);
+        var rescored = BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        Assert.Equal(1, rescored.Scored);
+        double after = rescored.Scores.Single(s => s.Id == "L0.attn.kv2+L0.ffn.w0.5").Kl;
+        Assert.True(after > 10 * before + 0.5, $"damaged variant KL {after} vs {before}");
+
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "scores.json")))!;
+        Assert.Equal("composed", json["mode"]!.GetValue<string>());
+        Assert.Equal(12, json["entries"]!.AsArray().Count);
+        Assert.Equal(32 * 12, json["entries"]![0]!["tokens"]!.GetValue<long>());
+    }
+
+    [Fact]
+    public void SubblockMode_ScoresEachSublayerAlone_AndShardsResume()
+    {
+        string run = fixture.NewRun(c => { SmallSpace(c, withNarrowFfn: false); c["scoring"]!["mode"] = "subblocks"; });
+        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var first = BlockScorer.Run(new RunDirectory(run), Shard.Parse("0/2"), new LogProgress(), Quiet);
+        Assert.Equal(2 * (2 + 2 - 1), first.Candidates);                                      // |A| + |F| - 1 per layer
+        Assert.Equal(3, first.Scores.Count);
+        var second = BlockScorer.Run(new RunDirectory(run), Shard.Parse("1/2"), new LogProgress(), Quiet);
+        Assert.Equal(6, second.Scores.Count);
+        Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(run, "scores.json")))!["complete"]!.GetValue<bool>());
+        var again = BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        Assert.Equal(0, again.Scored);
+        Assert.Equal("subblocks", JsonNode.Parse(File.ReadAllText(Path.Combine(run, "scores.json")))!["mode"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void Scoring_WithoutALibrary_SaysWhatToRun()
+    {
+        string run = fixture.NewRun(c => SmallSpace(c, false));
+        string message = Assert.Throws<PuzzleException>(() => BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet)).Message;
+        Assert.Contains("the library lacks 8 variants", message);
+        Assert.Contains("puzzle library --run", message);
+    }
+
+    [Fact]
+    public void Costs_CoverEveryVariant_WithMeasuredTimesRooflinesAndAdditivity()
+    {
+        string run = fixture.NewRun(c => c["scenario"] = new JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 16, ["repeats"] = 5, ["warmup_runs"] = 1 });
+        var costs = BlockCosts.Run(new RunDirectory(run), Quiet);
+        var config = HfConfig.Read(fixture.ParentDir);
+        var entries = costs["entries"]!.AsArray();
+        Assert.Equal(26, entries.Count);
+        JsonNode Entry(string id) => entries.Single(e => e!["variant"]!.GetValue<string>() == id)!;
+
+        var kv1 = Entry("L0.attn.kv1");
+        Assert.Equal(config.AttentionParameters(Puzzle.Model.AttentionConfig.Gqa(1)), kv1["parameters"]!.GetValue<long>());
+        Assert.Equal(2 * 1 * 16 * 2, kv1["kv_bytes_per_token"]!.GetValue<long>());           // K and V, 1 head × 16 dims, bf16
+        Assert.Equal(2 * 2 * 16 * 2, Entry("L0.attn.kv2")["kv_bytes_per_token"]!.GetValue<long>());
+        Assert.Equal(0, Entry("L0.attn.linear")["kv_bytes_per_token"]!.GetValue<long>());
+        Assert.True(Entry("L0.ffn.w1")["prefill"]!["measured"]!["median_ms"]!.GetValue<double>() > 0);
+        Assert.Equal(0, Entry("L0.ffn.noop")["decode"]!["measured"]!["median_ms"]!.GetValue<double>());
+
+        // FFN FLOPs: 2 · tokens · 3 · H · I; the H100 roofline of a decode step is the larger of compute and traffic.
+        var w1 = Entry("L1.ffn.w1");
+        Assert.Equal(2.0 * 4 * 32 * 3 * 64 * 128, w1["prefill"]!["flops"]!.GetValue<double>());
+        var h100 = Accelerators.Get("h100");
+        double flops = w1["decode"]!["flops"]!.GetValue<double>(), bytes = w1["decode"]!["bytes"]!.GetValue<double>();
+        Assert.Equal(Math.Max(flops / h100.Bf16Flops, bytes / h100.Bandwidth) * 1e3, w1["roofline"]!["h100"]!["decode_ms"]!.GetValue<double>(), 12);
+        Assert.Equal(4, costs["accelerators"]!.AsArray().Count);
+
+        var whole = costs["whole_parent"]!;
+        Assert.InRange(whole["additivity_ratio_prefill"]!.GetValue<double>(), 0.3, 3.0);
+        Assert.InRange(whole["additivity_ratio_decode"]!.GetValue<double>(), 0.3, 3.0);
+        Assert.Equal(config.NonBlockParameters, costs["non_block"]!["parameters"]!.GetValue<long>());
+
+        var logs = new List<string>();
+        BlockCosts.Run(new RunDirectory(run), logs.Add);
+        Assert.Contains(logs, l => l.Contains("reusing"));
+    }
+}
