@@ -11,4 +11,5 @@ root.Subcommands.Add(PretrainCommand.Create());
 root.Subcommands.Add(LibraryCommand.Create());
 root.Subcommands.Add(ScoreCommand.Create());
 root.Subcommands.Add(CostsCommand.Create());
+root.Subcommands.Add(SearchCommand.Create());
 return root.Parse(args).Invoke();

@@ -5,6 +5,7 @@ using Puzzle.Stages;
 using Puzzle.Stages.Costs;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Scoring;
+using Puzzle.Stages.Search;
 using static TorchSharp.torch;
 
 namespace Puzzle.Tests.Stages;
@@ -136,5 +137,63 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
         var logs = new List<string>();
         BlockCosts.Run(new RunDirectory(run), logs.Add);
         Assert.Contains(logs, l => l.Contains("reusing"));
+    }
+}
+
+public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixture>
+{
+    [Fact]
+    public void Search_OnARealRun_VerifiesStoresSweeps_AndNeverRecomputesScoresOrCosts()
+    {
+        string run = fixture.NewRun(c =>
+        {
+            c["search_space"] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["kv_heads"] = new System.Text.Json.Nodes.JsonArray(2, 1), ["attention_linear"] = true,
+                ["ffn_fractions"] = new System.Text.Json.Nodes.JsonArray(1.0, 0.5, 0.25), ["ffn_linear"] = false,
+            };
+            c["scoring"] = new System.Text.Json.Nodes.JsonObject { ["validation_tokens"] = 32 * 8, ["batch"] = 8 };
+            c["scenario"] = new System.Text.Json.Nodes.JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 32, ["repeats"] = 3, ["warmup_runs"] = 1 };
+        });
+        var directory = new RunDirectory(run);
+        BlockLibraryBuilder.Run(directory, Shard.All, new LogProgress(), _ => { });
+        BlockScorer.Run(directory, Shard.All, new LogProgress(), _ => { });
+        BlockCosts.Run(directory, _ => { });
+        var stamps = new[] { "scores.json", "costs.json" }.ToDictionary(f => f, f => File.GetLastWriteTimeUtc(Path.Combine(run, f)));
+
+        var files = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.2, Solutions = 2, Diversity = 0.5 }, _ => { });
+        Assert.Equal(2, files.Count);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "solutions", "solution-1.json")))!;
+        Assert.True(json["verified"]!["throughput_ratio"]!.GetValue<double>() >= 1.2 - 1e-9);
+        Assert.Equal(2, json["layers"]!.AsArray().Count);
+        Assert.Equal(json["solver"]!["objective"]!.GetValue<double>(), json["verified"]!["kl"]!.GetValue<double>(), 9);
+        Assert.Equal("h100", json["target"]!.GetValue<string>());
+
+        string message = Assert.Throws<PuzzleException>(() =>
+            Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1000 }, _ => { })).Message;
+        Assert.Contains("the highest feasible throughput is", message);
+
+        var sweep = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", Sweep = "throughput-ratio=1.0:1.6:0.3" }, _ => { });
+        Assert.Equal(3, sweep.Count);
+        var pareto = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "solutions", "pareto.json")))!;
+        var kls = pareto["points"]!.AsArray().Select(p => p!["kl"]!.GetValue<double>()).ToList();
+        Assert.Equal(kls.Order(), kls);                                                       // more throughput never costs less KL
+        Assert.True(PlotTests.HasText(Path.Combine(run, "solutions", "pareto.png")));
+        foreach (var (file, stamp) in stamps) Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(run, file)));
+    }
+}
+
+public static class PlotTests
+{
+    /// <summary>Dark pixels in the left margin, where only the rotated Y-axis label is drawn: text rendered.</summary>
+    public static bool HasText(string png)
+    {
+        using var bitmap = SkiaSharp.SKBitmap.Decode(png);
+        Assert.NotNull(bitmap);
+        int dark = 0;
+        for (int x = 0; x < 30; x++)
+            for (int y = 0; y < bitmap.Height; y++)
+                if (bitmap.GetPixel(x, y).Red < 100) dark++;
+        return dark > 50;
     }
 }

@@ -1,0 +1,53 @@
+namespace Puzzle.Stages.Search;
+
+/// <summary>One choice in a group: a composed block (attention + FFN) or, in subblock mode, one sublayer.</summary>
+public sealed record BlockOption(string AttentionId, string FfnId, double Kl, double TimeMs, double MemoryBytes, long Parameters)
+{
+    public string Id => FfnId.Length == 0 ? AttentionId : AttentionId.Length == 0 ? FfnId : $"{AttentionId}+{FfnId}";
+}
+
+/// <summary>Exactly one option of every group is chosen. Composed scoring: one group per layer; subblock scoring: two.</summary>
+public sealed record SearchGroup(int Layer, string Kind, IReadOnlyList<BlockOption> Options);
+
+/// <summary>
+/// The program's data: per-group options with their KL score and costs for the chosen target, the constant
+/// non-block costs, and the parent's own totals (for relative targets).
+/// </summary>
+public sealed record SearchProblem(
+    IReadOnlyList<SearchGroup> Groups, int Layers, double NonBlockTimeMs, double NonBlockMemoryBytes, long NonBlockParameters,
+    int Batch, int GenerationLength, string Target, string Mode)
+{
+    /// <summary>Tokens generated per scenario run: batch × generation length.</summary>
+    public double GeneratedTokens => (double)Batch * GenerationLength;
+
+    public SearchTotals Totals(IReadOnlyList<int> choice)
+    {
+        if (choice.Count != Groups.Count) throw new ArgumentException($"{choice.Count} choices for {Groups.Count} groups");
+        double kl = 0, time = NonBlockTimeMs, memory = NonBlockMemoryBytes;
+        long parameters = NonBlockParameters;
+        for (int g = 0; g < Groups.Count; g++)
+        {
+            var o = Groups[g].Options[choice[g]];
+            (kl, time, memory, parameters) = (kl + o.Kl, time + o.TimeMs, memory + o.MemoryBytes, parameters + o.Parameters);
+        }
+        return new SearchTotals(kl, time, memory, parameters, GeneratedTokens / (time / 1e3));
+    }
+
+    /// <summary>The parent's own choice (every group's parent option).</summary>
+    public IReadOnlyList<int> ParentChoice(Func<BlockOption, bool> isParent) =>
+        Groups.Select(g => g.Options.ToList().FindIndex(o => isParent(o))).ToArray();
+}
+
+/// <summary>Summed KL, generation time (prefill + all decode steps, ms), memory (bytes), parameters, tokens/s.</summary>
+public sealed record SearchTotals(double Kl, double TimeMs, double MemoryBytes, long Parameters, double TokensPerSecond);
+
+/// <summary>Upper bounds; null = unconstrained. Throughput targets become a bound on the generation time.</summary>
+public sealed record SearchConstraints(double? MaxMemoryBytes = null, double? MaxTimeMs = null, long? MaxParameters = null)
+{
+    public IEnumerable<string> Violations(SearchTotals t, double tolerance = 1e-6)
+    {
+        if (MaxMemoryBytes is { } m && t.MemoryBytes > m * (1 + tolerance)) yield return $"memory {t.MemoryBytes:N0} B > {m:N0} B";
+        if (MaxTimeMs is { } ms && t.TimeMs > ms * (1 + tolerance)) yield return $"generation time {t.TimeMs:F4} ms > {ms:F4} ms";
+        if (MaxParameters is { } p && t.Parameters > p) yield return $"parameters {t.Parameters:N0} > {p:N0}";
+    }
+}
