@@ -8,6 +8,9 @@ using Puzzle.Benchmarks;
 // native code; design.md 7).
 switch (args.FirstOrDefault())
 {
+    case "search":
+        SearchScale.Run();
+        break;
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
         break;

@@ -14,6 +14,7 @@ public static class HfConfig
 {
     public const string DeciModelType = "nemotron-nas";
     public const int FfnMultiple = 256;
+    static readonly HashSet<(int, int)> WarnedWidths = new();                                  // warn once per (width, hidden) per process
 
     public static ModelConfig Read(string modelDir)
     {
@@ -137,9 +138,8 @@ public static class HfConfig
             if (explicitSize is null && mult is null)
                 throw new PuzzleException($"{where}.ffn has neither ffn_mult nor intermediate_size");
             int size = explicitSize ?? FfnMultToIntermediateSize(mult!.Value, hidden);
-            if (explicitSize is { } e && mult is { } m && FfnMultToIntermediateSize(m, hidden) != e)
-                Log.Warning($"{where}.ffn: intermediate_size {e} differs from ffn_mult {m} -> {FfnMultToIntermediateSize(m, hidden)}; " +
-                            "using intermediate_size (engines that only read ffn_mult would build a different model)");
+            // intermediate_size (NVIDIA's newer schema, always written here) wins over ffn_mult; the writer warns
+            // when the two disagree, since engines that only read ffn_mult would build a different model.
             ffn = FfnConfig.SwiGlu(size);
         }
         return new BlockConfig(attention, ffn);
@@ -217,7 +217,7 @@ public static class HfConfig
                 int size = f.IntermediateSize!.Value;
                 double mult = IntermediateSizeToFfnMult(size, config.HiddenSize);
                 ffnMult = mult;
-                if (FfnMultToIntermediateSize(mult, config.HiddenSize) != size)
+                if (FfnMultToIntermediateSize(mult, config.HiddenSize) != size && WarnedWidths.Add((size, config.HiddenSize)))
                     Log.Warning($"layer {i}: FFN intermediate size {size} is not reproducible from ffn_mult {mult.ToString(CultureInfo.InvariantCulture)} " +
                                 $"(engines that only read ffn_mult would build {FfnMultToIntermediateSize(mult, config.HiddenSize)}); " +
                                 $"use multiples of {FfnMultiple} for portable exports");

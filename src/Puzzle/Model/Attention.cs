@@ -11,6 +11,17 @@ public sealed record AttentionInputs(Tensor Cos, Tensor Sin, Tensor? Mask, KvCac
 public abstract class AttentionSublayer(string name) : nn.Module(name)
 {
     public abstract Tensor Forward(Tensor x, AttentionInputs inputs);                 // [B, T, H] -> [B, T, H]
+
+    /// <summary>Prepare fused weights for inference (no-op unless the sublayer has several projections).</summary>
+    public virtual void Fuse() { }
+
+    public virtual void Unfuse() { }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) Unfuse();
+        base.Dispose(disposing);
+    }
 }
 
 /// <summary>Grouped-query attention with its own KV-head count (HF names q_proj, k_proj, v_proj, o_proj).</summary>
@@ -22,6 +33,7 @@ public sealed class GqaAttention : AttentionSublayer
     [ComponentName(Name = "o_proj")] readonly Projection _oProj;
     readonly int _heads, _kvHeads, _headDim;
     readonly double _scale;
+    Tensor? _fusedQkv;                                                                      // inference only: [q; k; v] rows
 
     public GqaAttention(ModelConfig config, int kvHeads, Device device, ScalarType dtype) : base(nameof(GqaAttention))
     {
@@ -40,14 +52,39 @@ public sealed class GqaAttention : AttentionSublayer
     public Projection OProj => _oProj;
     public int KeyValueHeads => _kvHeads;
 
+    /// <summary>One QKV matmul instead of three (a copy of the weights; call again after they change).</summary>
+    public override void Fuse()
+    {
+        Unfuse();
+        using var noGrad = no_grad();
+        _fusedQkv = cat([_qProj.Weight, _kProj.Weight, _vProj.Weight], 0).detach();
+    }
+
+    public override void Unfuse()
+    {
+        _fusedQkv?.Dispose();
+        _fusedQkv = null;
+    }
+
     public override Tensor Forward(Tensor x, AttentionInputs inputs)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
         int group = _heads / _kvHeads;
-        var q = _qProj.call(x).view(b, t, _heads, _headDim).transpose(1, 2);            // [B, nH, T, hd]
-        var k = _kProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);          // [B, nKV, T, hd]
-        var v = _vProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+        Tensor q, k, v;
+        if (_fusedQkv is not null)
+        {
+            var qkv = nn.functional.linear(x, _fusedQkv);                                    // [B, T, (nH + 2 nKV) hd]
+            q = qkv.narrow(-1, 0, _heads * _headDim).view(b, t, _heads, _headDim).transpose(1, 2);
+            k = qkv.narrow(-1, _heads * _headDim, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+            v = qkv.narrow(-1, (_heads + _kvHeads) * _headDim, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+        }
+        else
+        {
+            q = _qProj.call(x).view(b, t, _heads, _headDim).transpose(1, 2);                // [B, nH, T, hd]
+            k = _kProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);              // [B, nKV, T, hd]
+            v = _vProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+        }
         q = RotaryEmbedding.Apply(q, inputs.Cos, inputs.Sin);
         k = RotaryEmbedding.Apply(k, inputs.Cos, inputs.Sin);
         if (inputs.Cache is { } cache) (k, v) = cache.Append(inputs.Layer, k, v);        // [B, nKV, S, hd]

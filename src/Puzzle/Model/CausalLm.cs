@@ -82,6 +82,7 @@ public sealed class CausalLm : nn.Module
         var h = ForwardTrunk(inputIds, cache, attentionMask, hiddenStates);
         if (lastOnly) h = h.narrow(1, h.shape[1] - 1, 1);
         var logits = nn.functional.linear(_model.Norm.call(h), LmHeadWeight);
+        if (hiddenStates is not null) foreach (var state in hiddenStates) state.MoveToOuterDisposeScope();
         return logits.MoveToOuterDisposeScope();
     }
 
@@ -152,6 +153,28 @@ public sealed class CausalLm : nn.Module
         var h = _model.EmbedTokens.call(inputIds);
         for (int i = 0; i < layer; i++) h = _model.Layers[i].Forward(h, inputs with { Layer = i });
         return h.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Fused QKV and gate+up weights for fast inference. They are copies: call <see cref="Unfuse"/> (or fuse again)
+    /// once the weights change. <see cref="Runtime.TextGenerator"/> fuses for the duration of a generation.
+    /// </summary>
+    public void Fuse()
+    {
+        foreach (var layer in _model.Layers)
+        {
+            layer.SelfAttn?.Fuse();
+            (layer.Mlp as SwiGluFfn)?.Fuse();
+        }
+    }
+
+    public void Unfuse()
+    {
+        foreach (var layer in _model.Layers)
+        {
+            layer.SelfAttn?.Unfuse();
+            (layer.Mlp as SwiGluFfn)?.Unfuse();
+        }
     }
 
     public KvCache NewCache(int batchSize, int capacity, ScalarType? dtype = null) =>

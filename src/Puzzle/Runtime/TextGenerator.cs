@@ -36,6 +36,7 @@ public static class TextGenerator
         var device = model.Device;
         using var noGrad = no_grad();
         using var cache = model.NewCache(batch, capacity);
+        model.Fuse();
         var generator = new Generator((ulong)options.Seed, CPU);
         var eos = eosIds.ToHashSet();
 
@@ -86,6 +87,7 @@ public static class TextGenerator
         finally
         {
             logits?.Dispose();
+            model.Unfuse();
         }
         double total = clock.Elapsed.TotalSeconds;
         return new GenerationResult(output.Select(o => o.ToArray()).ToArray(), prefillSeconds, total - prefillSeconds);

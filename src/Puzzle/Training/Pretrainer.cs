@@ -67,8 +67,6 @@ public sealed record PretrainResult(int Steps, long TokensSeen, double TrainLoss
 /// </summary>
 public static class Pretrainer
 {
-    const string CheckpointFolder = "checkpoint";
-
     public static PretrainResult Run(PretrainOptions o, Action<string>? log = null)
     {
         log ??= Log.Info;
@@ -84,14 +82,11 @@ public static class Pretrainer
         var schedule = new LearningRateSchedule(o.LearningRate, Math.Max(1, (int)(steps * o.WarmupFraction)), steps, o.MinLrRatio);
         string fingerprint = $"{o.Shape}|{o.Tokens}|{o.Batch}|{o.LearningRate}|{o.WarmupFraction}|{o.MinLrRatio}|{o.AdamW}|{o.Seed}|{seqLen}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{compute}";
 
-        string checkpointDir = Path.Combine(o.OutDir, CheckpointFolder);
-        string statePath = Path.Combine(checkpointDir, "state.json");
-        JsonObject? state = File.Exists(statePath) ? JsonNode.Parse(File.ReadAllText(statePath))!.AsObject() : null;
-        if (state is not null && state["fingerprint"]!.GetValue<string>() != fingerprint)
-            throw new PuzzleException($"{statePath}: the checkpoint was made with other settings or data; use another --out or delete {checkpointDir}");
-        if (state?["finished"]?.GetValue<bool>() == true && File.Exists(Path.Combine(o.OutDir, "config.json")))
+        var checkpoint = new TrainingCheckpoint(o.OutDir, fingerprint);
+        JsonObject? state = checkpoint.Read();
+        if (TrainingCheckpoint.Finished(state) && File.Exists(Path.Combine(o.OutDir, "config.json")))
         {
-            log($"pretrain: {o.OutDir} is already trained ({state["step"]} steps); reusing it");
+            log($"pretrain: {o.OutDir} is already trained ({state!["step"]} steps); reusing it");
             return new PretrainResult(state["step"]!.GetValue<int>(), state["tokens_seen"]!.GetValue<long>(), state["train_loss"]?.GetValue<double>() ?? double.NaN,
                 state["validation_loss"]?.GetValue<double>() ?? double.NaN, 0, 0, true, true);
         }
@@ -110,11 +105,7 @@ public static class Pretrainer
         var history = new JsonArray();
         if (state is not null)
         {
-            step = state["step"]!.GetValue<int>();
-            using (var file = SafeTensorsFile.Open(Path.Combine(checkpointDir, state["model_file"]!.GetValue<string>())))
-                optimizer.LoadMasters(file.Read);
-            optimizer.LoadState(Path.Combine(checkpointDir, state["optimizer_file"]!.GetValue<string>()));
-            loader.State = new LoaderState(state["loader_epoch"]!.GetValue<int>(), state["loader_cursor"]!.GetValue<long>());
+            step = checkpoint.Restore(state, optimizer, loader);
             history = state["history"]!.AsArray().DeepClone().AsArray();
             log($"pretrain: resuming {o.OutDir} at step {step}/{steps}");
         }
@@ -167,7 +158,10 @@ public static class Pretrainer
                 history.Add(new JsonObject { ["step"] = step, ["train_loss"] = Number(lastTrainLoss), ["validation_loss"] = Number(lastValidation) });
             }
             if (step % o.CheckpointEvery == 0 || step == steps)
-                SaveCheckpoint(checkpointDir, optimizer, loader, step, steps, (long)step * o.Batch * seqLen, fingerprint, history, lastTrainLoss, lastValidation);
+                checkpoint.Save(optimizer, loader, step, steps, (long)step * o.Batch * seqLen, new JsonObject
+                {
+                    ["train_loss"] = Number(lastTrainLoss), ["validation_loss"] = Number(lastValidation), ["history"] = history.DeepClone(),
+                });
             if (o.StopAfterSteps is { } stop && stepsThisRun >= stop && step < steps)
                 return new PretrainResult(step, (long)step * o.Batch * seqLen, lastTrainLoss, lastValidation, 0, clock.Elapsed.TotalSeconds, false, false, liveFirst, liveLast);
         }
@@ -190,14 +184,12 @@ public static class Pretrainer
             ["compute_dtype"] = compute.ToString(),
             ["history"] = history.DeepClone(),
         });
-        var finalState = JsonNode.Parse(File.ReadAllText(statePath))!.AsObject();
-        finalState["finished"] = true;
-        AtomicFile.WriteJson(statePath, finalState);
+        checkpoint.MarkFinished(new JsonObject());
         log($"pretrain: done: {step} steps, train loss {lastTrainLoss:F4}, validation loss {lastValidation:F4} (perplexity {Math.Exp(lastValidation):F2}), {rate:N0} tokens/s -> {o.OutDir}");
         return new PretrainResult(step, (long)step * o.Batch * seqLen, lastTrainLoss, lastValidation, rate, seconds, true, false, liveFirst, liveLast);
     }
 
-    static JsonNode? Number(double value) => double.IsFinite(value) ? JsonValue.Create(value) : null;
+    static JsonNode? Number(double value) => TrainingCheckpoint.Number(value);
 
     /// <summary>Mean next-token loss over the first <paramref name="batches"/> windows of a split, in order.</summary>
     public static double Evaluate(CausalLm model, TokenDataset data, int seqLen, int batch, int batches)
@@ -218,33 +210,5 @@ public static class Pretrainer
         }
         if (training) model.train();
         return total / count;
-    }
-
-    static void SaveCheckpoint(string dir, MixedPrecisionOptimizer optimizer, TokenBatchLoader loader, int step, int steps, long tokensSeen,
-        string fingerprint, JsonArray history, double trainLoss, double validationLoss)
-    {
-        Directory.CreateDirectory(dir);
-        string modelFile = $"model-step{step:D7}.safetensors", optimizerFile = $"optimizer-step{step:D7}.bin";
-        SafeTensorsWriter.Write(Path.Combine(dir, modelFile), optimizer.Masters.Select(m => (m.Name, (Tensor)m.Master)).ToList());
-        optimizer.SaveState(Path.Combine(dir, optimizerFile));
-        AtomicFile.WriteJson(Path.Combine(dir, "state.json"), new JsonObject
-        {
-            ["format_version"] = 1,
-            ["fingerprint"] = fingerprint,
-            ["step"] = step,
-            ["steps"] = steps,
-            ["tokens_seen"] = tokensSeen,
-            ["loader_epoch"] = loader.State.Epoch,
-            ["loader_cursor"] = loader.State.Cursor,
-            ["model_file"] = modelFile,
-            ["optimizer_file"] = optimizerFile,
-            ["train_loss"] = Number(trainLoss),
-            ["validation_loss"] = Number(validationLoss),
-            ["history"] = history.DeepClone(),
-            ["finished"] = false,
-        });
-        // The state now names the new files: older checkpoints can go.
-        foreach (var old in Directory.GetFiles(dir, "*-step*.*").Where(f => !f.EndsWith(modelFile) && !f.EndsWith(optimizerFile)))
-            File.Delete(old);
     }
 }

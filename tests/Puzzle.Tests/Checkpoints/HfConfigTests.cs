@@ -27,14 +27,15 @@ public sealed class HfConfigTests
     [Fact]
     public void WritingNonPortableWidth_Warns_AndReadingPrefersIntermediateSize()
     {
-        var config = TestSupport.TinyChildConfig();                                       // widths 160, 48, 80: not multiples of 256
+        var child = TestSupport.TinyChildConfig();                                        // widths 160, 44, 80: not multiples of 256
+        var config = child with { Blocks = [.. child.Blocks.Select((b, i) => i == 1 ? b with { Ffn = FfnConfig.SwiGlu(44) } : b)] };
         var warnings = new List<string>();
         var previous = Log.Warning;
         Log.Warning = warnings.Add;
         JsonObject json;
         try { json = HfConfig.ToDeciLm(config, "float32"); }
         finally { Log.Warning = previous; }
-        Assert.Contains(warnings, w => w.Contains("layer 1: FFN intermediate size 48 is not reproducible from ffn_mult 1.125"));
+        Assert.Contains(warnings, w => w.Contains("layer 1: FFN intermediate size 44 is not reproducible from ffn_mult 1.03125"));
         var parsed = HfConfig.Parse(json, "test");
         Assert.Equal(config.Blocks, parsed.Blocks);
     }

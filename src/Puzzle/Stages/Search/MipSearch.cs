@@ -63,8 +63,9 @@ public static class MipSearch
         var choice = x.Select(row => Array.FindIndex(row, v => v.SolutionValue() > 0.5)).ToArray();
         double bound = goal.BestBound(), value = goal.Value();
         double gap = Math.Abs(value) < 1e-12 ? 0 : Math.Max(0, (value - bound) / Math.Abs(value));
-        return new SearchSolution(choice, p.Totals(choice), value, status == Solver.ResultStatus.OPTIMAL ? "optimal" : "feasible",
-            clock.Elapsed.TotalSeconds, gap);
+        string label = status != Solver.ResultStatus.OPTIMAL ? "feasible (time limit reached)"
+            : gap <= 1e-9 ? "optimal" : $"optimal within the relative gap {relativeGap:G3}";
+        return new SearchSolution(choice, p.Totals(choice), value, label, clock.Elapsed.TotalSeconds, gap);
     }
 
     public static double MaxShared(SearchProblem p, double diversity) => Math.Floor(diversity * p.Groups.Count + 1e-9);

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.Model;
+using Puzzle.Runtime;
+using static TorchSharp.torch;
+
+namespace Puzzle.Stages.Benchmark;
+
+public sealed record BenchOptions
+{
+    public required IReadOnlyList<string> Models { get; init; }
+    public int Batch { get; init; } = 16;
+    public int PromptLength { get; init; } = 128;
+    public int GenerationLength { get; init; } = 128;
+    public int Repeats { get; init; } = 5;
+    public int Warmup { get; init; } = 1;
+    public string Dtype { get; init; } = "float32";
+    public string Device { get; init; } = "cpu";
+    public long Seed { get; init; }
+}
+
+/// <summary>
+/// Side-by-side generation benchmark: every model in this process, the same engine, prompts and scenario, runs
+/// alternating (A B A B …) after warm-up; medians of prefill and decode tokens/s, end-to-end throughput
+/// (batch × generated / time) and time to first token, ratios to the first model.
+/// </summary>
+public static class BenchStage
+{
+    public static JsonObject Run(BenchOptions o, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        if (o.Models.Count == 0) throw new PuzzleException("bench: give at least one model");
+        if (o.Batch <= 0 || o.PromptLength <= 0 || o.GenerationLength <= 0 || o.Repeats <= 0)
+            throw new PuzzleException($"bench: batch ({o.Batch}), prompt length ({o.PromptLength}), generation length ({o.GenerationLength}) and repeats ({o.Repeats}) must be positive");
+        var device = Devices.Parse(o.Device);
+        var dtype = Checkpoint.ParseDtype(o.Dtype);
+        var models = new List<CausalLm>();
+        try
+        {
+            foreach (string dir in o.Models) models.Add(Checkpoint.Load(dir, device, dtype));
+            int vocab = models.Min(m => m.Config.VocabSize);
+            var random = new Random((int)o.Seed);
+            int[][] prompts = Enumerable.Range(0, o.Batch).Select(_ => Enumerable.Range(0, o.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
+            var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
+            var samples = models.Select(_ => new List<(double Prefill, double Decode, double Total)>()).ToArray();
+            log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
+                $"{o.Warmup} warm-up + {o.Repeats} alternating rounds");
+            for (int round = 0; round < o.Warmup + o.Repeats; round++)
+                for (int m = 0; m < models.Count; m++)
+                {
+                    var clock = Stopwatch.StartNew();
+                    var result = TextGenerator.Generate(models[m], prompts, options, []);
+                    double total = clock.Elapsed.TotalSeconds;
+                    if (round >= o.Warmup) samples[m].Add((result.PrefillSeconds, result.DecodeSeconds, total));
+                }
+            long peak = Process.GetCurrentProcess().PeakWorkingSet64;
+            var rows = new JsonArray();
+            JsonObject? first = null;
+            for (int m = 0; m < models.Count; m++)
+            {
+                double prefill = Median(samples[m].Select(s => s.Prefill)), decode = Median(samples[m].Select(s => s.Decode)), total = Median(samples[m].Select(s => s.Total));
+                var c = models[m].Config;
+                int elementBytes = dtype == ScalarType.Float32 ? 4 : 2;
+                long weights = c.TotalParameters * elementBytes, kv = c.KvBytesPerToken(elementBytes) * o.Batch * (o.PromptLength + o.GenerationLength);
+                var row = new JsonObject
+                {
+                    ["model"] = Path.GetFullPath(o.Models[m]),
+                    ["parameters"] = c.TotalParameters,
+                    ["prefill_tokens_per_s"] = o.Batch * (double)o.PromptLength / prefill,
+                    ["decode_tokens_per_s"] = o.Batch * (double)(o.GenerationLength - 1) / decode,
+                    ["end_to_end_tokens_per_s"] = o.Batch * (double)o.GenerationLength / total,
+                    ["time_to_first_token_ms"] = prefill * 1e3,
+                    ["total_ms"] = total * 1e3,
+                    ["weights_bytes"] = weights,
+                    ["kv_cache_bytes"] = kv,
+                    ["memory_bytes"] = weights + kv,
+                    ["samples"] = samples[m].Count,
+                };
+                first ??= row;
+                foreach (string key in new[] { "prefill_tokens_per_s", "decode_tokens_per_s", "end_to_end_tokens_per_s" })
+                    row[key.Replace("_tokens_per_s", "_ratio")] = row[key]!.GetValue<double>() / first[key]!.GetValue<double>();
+                row["memory_ratio"] = (double)(weights + kv) / first["memory_bytes"]!.GetValue<long>();
+                rows.Add(row);
+                log($"bench: {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
+                    $"({row["end_to_end_ratio"]!.GetValue<double>():F2}x), prefill {row["prefill_tokens_per_s"]!.GetValue<double>():N0} tokens/s, " +
+                    $"decode {row["decode_tokens_per_s"]!.GetValue<double>():N0} tokens/s, TTFT {prefill * 1e3:F1} ms, memory {(weights + kv) / (1 << 20):F1} MiB");
+            }
+            return new JsonObject
+            {
+                ["format_version"] = 1,
+                ["scenario"] = new JsonObject
+                {
+                    ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
+                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup,
+                },
+                ["process_peak_working_set_bytes"] = peak,
+                ["models"] = rows,
+            };
+        }
+        finally
+        {
+            foreach (var m in models) m.Dispose();
+        }
+    }
+
+    static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}

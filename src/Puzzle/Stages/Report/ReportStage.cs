@@ -1,0 +1,159 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.IO;
+using Puzzle.Model;
+using Puzzle.Stages.Search;
+
+namespace Puzzle.Stages.Report;
+
+/// <summary>
+/// RUN/report.md + report.json + PNGs: the parent-vs-child table (measured, not estimated), the child's per-layer
+/// architecture, and the search's Pareto front with the chosen point.
+/// </summary>
+public static class ReportStage
+{
+    public static JsonObject Write(RunDirectory run, string solutionName, string childDir, JsonNode eval, JsonNode bench, JsonNode? distillation, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        var parent = HfConfig.Read(run.ParentDir);
+        var child = HfConfig.Read(childDir);
+        var solution = JsonNode.Parse(File.ReadAllText(run.Artifact(SearchStage.Folder, solutionName + ".json")))!;
+        var sc = run.Config.Scenario;
+        int kvBytes = sc.KvDtype == "float32" ? 4 : sc.KvDtype is "fp8" or "int8" ? 1 : 2;
+        int weightBytes = sc.WeightDtype == "float32" ? 4 : sc.WeightDtype is "fp8" or "int8" ? 1 : 2;
+        long context = sc.PromptLength + sc.GenerationLength;
+        JsonObject Side(ModelConfig c, JsonNode metrics, JsonNode benchRow) => new()
+        {
+            ["parameters"] = c.TotalParameters,
+            ["memory_at_scenario_bytes"] = c.TotalParameters * weightBytes + (long)sc.Batch * context * c.KvBytesPerToken(kvBytes),
+            ["kv_bytes_per_token"] = c.KvBytesPerToken(kvBytes),
+            ["end_to_end_tokens_per_s"] = benchRow["end_to_end_tokens_per_s"]!.GetValue<double>(),
+            ["prefill_tokens_per_s"] = benchRow["prefill_tokens_per_s"]!.GetValue<double>(),
+            ["decode_tokens_per_s"] = benchRow["decode_tokens_per_s"]!.GetValue<double>(),
+            ["time_to_first_token_ms"] = benchRow["time_to_first_token_ms"]!.GetValue<double>(),
+            ["perplexity"] = metrics["perplexity"]!.GetValue<double>(),
+            ["next_token_accuracy"] = metrics["next_token_accuracy"]!.GetValue<double>(),
+            ["kl_to_parent"] = metrics["kl_to_reference"]?.GetValue<double>() ?? 0.0,
+            ["top1_agreement"] = metrics["top1_agreement"]?.GetValue<double>() ?? 1.0,
+            ["tasks"] = metrics["tasks"]!.DeepClone(),
+        };
+        var benchRows = bench["models"]!.AsArray();
+        var parentSide = Side(parent, eval["reference_metrics"]!, benchRows[0]!);
+        var childSide = Side(child, eval["metrics"]!, benchRows[1]!);
+        double throughputRatio = childSide["end_to_end_tokens_per_s"]!.GetValue<double>() / parentSide["end_to_end_tokens_per_s"]!.GetValue<double>();
+        double retention = eval["retention"]!["mean"]!.GetValue<double>();
+
+        var layers = new JsonArray();
+        var map = new List<(int, double, double, string, string)>();
+        for (int i = 0; i < child.NumLayers; i++)
+        {
+            var (pa, pf, ca, cf) = (parent.Blocks[i].Attention, parent.Blocks[i].Ffn, child.Blocks[i].Attention, child.Blocks[i].Ffn);
+            double kvShare = ca.NoOp ? 0 : ca.ReplaceWithLinear ? 0.05 : (double)ca.NumKeyValueHeads!.Value / (pa.NumKeyValueHeads ?? 1);
+            double ffnShare = cf.NoOp ? 0 : cf.ReplaceWithLinear ? 0.05 : (double)cf.IntermediateSize!.Value / (pf.IntermediateSize ?? 1);
+            string a = ca.NoOp ? "no-op" : ca.ReplaceWithLinear ? "linear" : $"GQA {ca.NumKeyValueHeads} KV heads";
+            string f = cf.NoOp ? "no-op" : cf.ReplaceWithLinear ? "linear" : $"SwiGLU {cf.IntermediateSize}";
+            layers.Add(new JsonObject { ["layer"] = i, ["attention"] = a, ["ffn"] = f, ["kv_share"] = kvShare, ["ffn_share"] = ffnShare });
+            map.Add((i, kvShare, ffnShare, a, f));
+        }
+        Plots.ArchitectureMap(run.Artifact("report-architecture.png"), map, $"Child architecture ({solutionName}) relative to the parent");
+        string paretoPath = run.Artifact(SearchStage.Folder, "pareto.json");
+        bool hasPareto = File.Exists(paretoPath);
+        if (hasPareto)
+        {
+            var verified = solution["verified"]!;
+            Plots.ParetoFront(run.Artifact("report-pareto.png"), JsonNode.Parse(File.ReadAllText(paretoPath))!,
+                (verified["throughput_ratio"]!.GetValue<double>(), verified["kl"]!.GetValue<double>(), $"chosen: {solutionName}"));
+        }
+
+        var report = new JsonObject
+        {
+            ["format_version"] = 1,
+            ["solution"] = solutionName,
+            ["parent_dir"] = run.ParentDir,
+            ["child_dir"] = Path.GetFullPath(childDir),
+            ["scenario"] = new JsonObject { ["batch"] = sc.Batch, ["prompt_length"] = sc.PromptLength, ["generation_length"] = sc.GenerationLength, ["weight_dtype"] = sc.WeightDtype, ["kv_dtype"] = sc.KvDtype },
+            ["constraints"] = solution["request"]!.DeepClone(),
+            ["estimated"] = solution["verified"]!.DeepClone(),
+            ["parent"] = parentSide,
+            ["child"] = childSide,
+            ["measured_throughput_ratio"] = throughputRatio,
+            ["retention"] = eval["retention"]!.DeepClone(),
+            ["quality_retention"] = retention,
+            ["distillation"] = distillation?.DeepClone(),
+            ["layers"] = layers,
+            ["bench"] = bench.DeepClone(),
+            ["plots"] = new JsonArray("report-architecture.png", hasPareto ? "report-pareto.png" : null),
+        };
+        AtomicFile.WriteJson(run.Artifact("report.json"), report);
+        // Re-read: numbers built in memory keep their CLR type, parsed ones convert freely.
+        AtomicFile.WriteAllText(run.Artifact("report.md"), Markdown(JsonNode.Parse(report.ToJsonString())!.AsObject(), hasPareto));
+        log($"report: measured throughput {throughputRatio:F2}x the parent, quality retention {retention:P1} -> {run.Artifact("report.md")}");
+        return report;
+    }
+
+    static string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
+
+    static string Markdown(JsonObject r, bool hasPareto)
+    {
+        var p = r["parent"]!;
+        var c = r["child"]!;
+        var s = r["scenario"]!;
+        var md = new StringBuilder();
+        md.AppendLine($"# Puzzle report: {r["solution"]}");
+        md.AppendLine();
+        md.AppendLine($"Parent `{r["parent_dir"]}` → child `{r["child_dir"]}`. Scenario: batch {s["batch"]}, prompt {s["prompt_length"]}, " +
+                      $"generation {s["generation_length"]}, weights {s["weight_dtype"]}, KV cache {s["kv_dtype"]}. Throughput and quality are measured " +
+                      "(`puzzle bench`, `puzzle eval`), not estimated.");
+        md.AppendLine();
+        md.AppendLine("| | parent | child | child / parent |");
+        md.AppendLine("|---|---:|---:|---:|");
+        void Row(string name, string key, string format, bool percent = false)
+        {
+            double a = p[key]!.GetValue<double>(), b = c[key]!.GetValue<double>();
+            string Show(double v) => percent ? F(100 * v, "0.00") + "%" : F(v, format);
+            md.AppendLine($"| {name} | {Show(a)} | {Show(b)} | {(a != 0 ? F(b / a, "0.000") : "–")} |");
+        }
+        Row("parameters", "parameters", "N0");
+        Row("memory at scenario (bytes)", "memory_at_scenario_bytes", "N0");
+        Row("KV cache per token (bytes)", "kv_bytes_per_token", "N0");
+        Row("end-to-end throughput (tokens/s)", "end_to_end_tokens_per_s", "N0");
+        Row("prefill (tokens/s)", "prefill_tokens_per_s", "N0");
+        Row("decode (tokens/s)", "decode_tokens_per_s", "N0");
+        Row("time to first token (ms)", "time_to_first_token_ms", "0.0");
+        Row("perplexity", "perplexity", "0.000");
+        Row("next-token accuracy", "next_token_accuracy", "", percent: true);
+        Row("top-1 agreement with the parent", "top1_agreement", "", percent: true);
+        md.AppendLine($"| KL(parent ‖ child) per token | 0 | {F(c["kl_to_parent"]!.GetValue<double>(), "0.0000")} | |");
+        foreach (var (name, task) in c["tasks"]!.AsObject())
+        {
+            double a = p["tasks"]![name]!["acc_norm"]!.GetValue<double>(), b = task!["acc_norm"]!.GetValue<double>();
+            md.AppendLine($"| {name} acc_norm | {F(100 * a, "0.00")}% | {F(100 * b, "0.00")}% | {(a > 0 ? F(b / a, "0.000") : "–")} |");
+        }
+        md.AppendLine();
+        md.AppendLine($"**Measured throughput: {F(r["measured_throughput_ratio"]!.GetValue<double>(), "0.00")}x the parent. " +
+                      $"Quality retention: {F(100 * r["quality_retention"]!.GetValue<double>(), "0.0")}%** " +
+                      $"(mean of {string.Join(", ", r["retention"]!["components"]!.AsObject().Select(kv => $"{kv.Key} {F(kv.Value!.GetValue<double>(), "0.000")}"))}).");
+        if (r["distillation"] is JsonObject d)
+            md.AppendLine($"\nGlobal distillation: validation KL {F(d["initial_validation_kl"]!.GetValue<double>(), "0.0000")} → {F(d["best_validation_kl"]!.GetValue<double>(), "0.0000")} ({d["tokens"]} tokens).");
+        var e = r["estimated"]!;
+        md.AppendLine($"\nThe search estimated {F(e["throughput_ratio"]!.GetValue<double>(), "0.00")}x throughput at summed replace-1-block KL {F(e["kl"]!.GetValue<double>(), "0.0000")}.");
+        md.AppendLine();
+        md.AppendLine("## Architecture");
+        md.AppendLine();
+        md.AppendLine("![per-layer architecture](report-architecture.png)");
+        md.AppendLine();
+        md.AppendLine("| layer | attention | FFN |");
+        md.AppendLine("|---:|---|---|");
+        foreach (var l in r["layers"]!.AsArray()) md.AppendLine($"| {l!["layer"]} | {l["attention"]} | {l["ffn"]} |");
+        if (hasPareto)
+        {
+            md.AppendLine();
+            md.AppendLine("## Search: quality vs throughput");
+            md.AppendLine();
+            md.AppendLine("![Pareto front](report-pareto.png)");
+        }
+        return md.ToString();
+    }
+}

@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.Data;
+using Puzzle.IO;
+using Puzzle.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Puzzle.Training;
+
+public sealed record DistillOptions
+{
+    public required string TeacherDir { get; init; }
+    public required string StudentDir { get; init; }
+    public required string DataDir { get; init; }
+    public required string OutDir { get; init; }
+    public long Tokens { get; init; } = 1_000_000;
+    public int Batch { get; init; } = 16;
+    public double LearningRate { get; init; } = 3e-4;
+    public double WarmupFraction { get; init; } = 0.05;
+    public double CosineWeight { get; init; } = 1.0;
+    public double KlWeight { get; init; } = 1.0;
+    /// <summary>Off by default: the paper found that the LM loss hurts GKD.</summary>
+    public double LmWeight { get; init; }
+    public double Temperature { get; init; } = 1.0;
+    public AdamWSettings AdamW { get; init; } = new();
+    public long Seed { get; init; }
+    public int CheckpointEvery { get; init; } = 100;
+    public int EvalEvery { get; init; } = 50;
+    public long ValidationTokens { get; init; } = 16_384;
+    public int LogEvery { get; init; } = 10;
+    public string Precision { get; init; } = "auto";
+    public string Device { get; init; } = "cpu";
+    public int? StopAfterSteps { get; init; }
+}
+
+public sealed record DistillResult(int Steps, double InitialValidationKl, double BestValidationKl, int BestStep, bool Finished, bool Reused, double Seconds);
+
+/// <summary>
+/// Stage 8: global knowledge distillation of the assembled child (design.md 5):
+/// L = w_cos · Σ_layers (1 − cos(h_child, h_parent)) + w_kl · T² · KL(p_parent || q_child) [+ w_lm · LM loss].
+/// The teacher runs under no_grad; validation KL is tracked and the best student is what OUT holds.
+/// </summary>
+public static class Distiller
+{
+    public static DistillResult Run(DistillOptions o, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        var clock = Stopwatch.StartNew();
+        var device = Runtime.Devices.Parse(o.Device);
+        var compute = Training.Precision.Resolve(o.Precision, device);
+        var manifest = DataManifest.Read(o.DataDir);
+        int seqLen = manifest.SeqLen;
+        int steps = (int)Math.Max(1, o.Tokens / ((long)o.Batch * seqLen));
+        var schedule = new LearningRateSchedule(o.LearningRate, Math.Max(1, (int)(steps * o.WarmupFraction)), steps);
+        string fingerprint = Stages.RunDirectory.Hash(
+            $"{Stages.RunDirectory.ParentFingerprint(o.TeacherDir)}|{Stages.RunDirectory.ParentFingerprint(o.StudentDir)}|{manifest.TokenizerSha256}|" +
+            $"{o with { OutDir = "", StopAfterSteps = null, Device = "" }}|{compute}");
+        var checkpoint = new TrainingCheckpoint(o.OutDir, fingerprint);
+        var state = checkpoint.Read();
+        if (TrainingCheckpoint.Finished(state) && File.Exists(Path.Combine(o.OutDir, "config.json")))
+        {
+            log($"distill: {o.OutDir} is already distilled; reusing it");
+            return new DistillResult(state!["step"]!.GetValue<int>(), state["initial_validation_kl"]!.GetValue<double>(),
+                state["best_validation_kl"]!.GetValue<double>(), state["best_step"]!.GetValue<int>(), true, true, 0);
+        }
+
+        using var teacher = Checkpoint.Load(o.TeacherDir, device, compute);
+        foreach (var p in teacher.parameters()) p.requires_grad = false;
+        using var master = Checkpoint.Load(o.StudentDir, device);
+        if (master.Config.NumLayers != teacher.Config.NumLayers || master.Config.HiddenSize != teacher.Config.HiddenSize || master.Config.VocabSize != teacher.Config.VocabSize)
+            throw new PuzzleException($"distill: student {o.StudentDir} ({master.Config.NumLayers} layers, hidden {master.Config.HiddenSize}, vocab {master.Config.VocabSize}) " +
+                                      $"does not match teacher {o.TeacherDir} ({teacher.Config.NumLayers}, {teacher.Config.HiddenSize}, {teacher.Config.VocabSize})");
+        using var work = compute == ScalarType.Float32 ? null : new CausalLm(master.Config, device, compute);
+        var student = work ?? master;
+        using var optimizer = new MixedPrecisionOptimizer(master, work, o.AdamW);
+        using var train = new TokenDataset(o.DataDir, "train");
+        var loader = new TokenBatchLoader(train, seqLen, o.Seed);
+        string validationSplit = manifest.Splits.TryGetValue("validation", out var vs) && vs.Tokens > seqLen * 2 ? "validation" : "train";
+        using var validation = new TokenDataset(o.DataDir, validationSplit);
+
+        int step = 0, bestStep = 0;
+        double initialKl, bestKl;
+        if (state is not null)
+        {
+            step = checkpoint.Restore(state, optimizer, loader);
+            initialKl = state["initial_validation_kl"]!.GetValue<double>();
+            bestKl = state["best_validation_kl"]!.GetValue<double>();
+            bestStep = state["best_step"]!.GetValue<int>();
+            log($"distill: resuming {o.OutDir} at step {step}/{steps} (best validation KL {bestKl:F4} at step {bestStep})");
+        }
+        else
+        {
+            initialKl = bestKl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch);
+            optimizer.CopyMastersTo(master);
+            Checkpoint.SaveDeciLm(master, o.OutDir, ScalarType.Float32, o.StudentDir);           // step 0 is the best so far
+            log($"distill: {steps} steps of {o.Batch}×{seqLen} tokens, {compute} compute; validation KL before GKD {initialKl:F4}");
+        }
+
+        student.train();
+        int startStep = step;
+        double lossSum = 0;
+        int lossCount = 0;
+        while (step < steps)
+        {
+            using (var scope = NewDisposeScope())
+            {
+                var batch = tensor(loader.Next(o.Batch), [o.Batch, seqLen + 1], device: device);
+                var ids = batch.narrow(1, 0, seqLen);
+                var teacherStates = new List<Tensor>();
+                Tensor teacherLogits;
+                using (no_grad()) teacherLogits = teacher.Forward(ids, hiddenStates: teacherStates);
+                var studentStates = new List<Tensor>();
+                var logits = student.Forward(ids, hiddenStates: studentStates);
+                var loss = Loss(o, logits, teacherLogits, studentStates, teacherStates, batch.narrow(1, 1, seqLen));
+                loss.backward();
+                lossSum += loss.item<float>();
+                lossCount++;
+            }
+            optimizer.Step(schedule.At(step));
+            step++;
+            if (step % o.LogEvery == 0 || step == steps)
+            {
+                double rate = (step - startStep) * (double)o.Batch * seqLen / clock.Elapsed.TotalSeconds;
+                log($"distill: step {step}/{steps} | loss {lossSum / lossCount:F4} | {rate:N0} tokens/s | ETA {TimeSpan.FromSeconds((steps - step) * (double)o.Batch * seqLen / rate):hh\\:mm\\:ss}");
+                lossSum = 0;
+                lossCount = 0;
+            }
+            if (step % o.EvalEvery == 0 || step == steps)
+            {
+                double kl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch);
+                string mark = "";
+                if (kl < bestKl)
+                {
+                    (bestKl, bestStep) = (kl, step);
+                    optimizer.CopyMastersTo(master);
+                    Checkpoint.SaveDeciLm(master, o.OutDir, ScalarType.Float32, o.StudentDir);
+                    mark = " (best; saved)";
+                }
+                log($"distill: step {step} | validation KL {kl:F4}{mark}");
+            }
+            if (step % o.CheckpointEvery == 0 || step == steps)
+                checkpoint.Save(optimizer, loader, step, steps, (long)step * o.Batch * seqLen, new JsonObject
+                {
+                    ["initial_validation_kl"] = initialKl, ["best_validation_kl"] = bestKl, ["best_step"] = bestStep,
+                });
+            if (o.StopAfterSteps is { } stop && step - startStep >= stop && step < steps)
+                return new DistillResult(step, initialKl, bestKl, bestStep, false, false, clock.Elapsed.TotalSeconds);
+        }
+        AtomicFile.WriteJson(Path.Combine(o.OutDir, "distillation.json"), new JsonObject
+        {
+            ["format_version"] = 1, ["teacher"] = Path.GetFullPath(o.TeacherDir), ["student"] = Path.GetFullPath(o.StudentDir),
+            ["steps"] = steps, ["tokens"] = (long)steps * o.Batch * seqLen, ["initial_validation_kl"] = initialKl,
+            ["best_validation_kl"] = bestKl, ["best_step"] = bestStep, ["cosine_weight"] = o.CosineWeight, ["kl_weight"] = o.KlWeight,
+            ["lm_weight"] = o.LmWeight, ["temperature"] = o.Temperature, ["compute_dtype"] = compute.ToString(),
+        });
+        checkpoint.MarkFinished(new JsonObject());
+        log($"distill: done: validation KL {initialKl:F4} -> {bestKl:F4} (best at step {bestStep}) in {clock.Elapsed.TotalSeconds:F0} s -> {o.OutDir}");
+        return new DistillResult(steps, initialKl, bestKl, bestStep, true, false, clock.Elapsed.TotalSeconds);
+    }
+
+    public static Tensor Loss(DistillOptions o, Tensor studentLogits, Tensor teacherLogits, List<Tensor> studentStates, List<Tensor> teacherStates, Tensor targets)
+    {
+        var loss = zeros(1, dtype: ScalarType.Float32, device: studentLogits.device).squeeze();
+        if (o.CosineWeight != 0)
+            for (int i = 0; i < studentStates.Count; i++)
+            {
+                var cos = nn.functional.cosine_similarity(studentStates[i].to(ScalarType.Float32), teacherStates[i].to(ScalarType.Float32), 2);
+                loss = loss + o.CosineWeight * (1 - cos).mean();
+            }
+        var logq = (studentLogits.to(ScalarType.Float32) / o.Temperature).log_softmax(-1);
+        if (o.KlWeight != 0)
+        {
+            var logp = (teacherLogits.to(ScalarType.Float32) / o.Temperature).log_softmax(-1);
+            var kl = (logp.exp() * (logp - logq)).sum(-1).mean();
+            loss = loss + o.KlWeight * o.Temperature * o.Temperature * kl;
+        }
+        if (o.LmWeight != 0)
+            loss = loss + o.LmWeight * nn.functional.cross_entropy(studentLogits.to(ScalarType.Float32).view(-1, studentLogits.shape[^1]), targets.reshape(-1));
+        return loss;
+    }
+
+    /// <summary>Mean per-token KL(teacher || student) on the first validation windows.</summary>
+    public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch)
+    {
+        using var noGrad = no_grad();
+        bool training = student.training;
+        student.eval();
+        var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
+        long rows = Math.Clamp(tokens / seqLen, 1, loader.Windows);
+        double kl = 0;
+        for (long start = 0; start < rows; start += batch)
+        {
+            using var scope = NewDisposeScope();
+            int n = (int)Math.Min(batch, rows - start);
+            var ids = tensor(loader.Next(n), [n, seqLen + 1], device: student.Device).narrow(1, 0, seqLen);
+            var logp = teacher.Forward(ids).to(ScalarType.Float32).log_softmax(-1);
+            var logq = student.Forward(ids).to(ScalarType.Float32).log_softmax(-1);
+            kl += (logp.exp() * (logp - logq)).sum().item<float>();
+        }
+        if (training) student.train();
+        return kl / (rows * seqLen);
+    }
+}
