@@ -6,6 +6,14 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 dotnet --version >/dev/null 2>&1 || { echo "error: the .NET 10 SDK is required (dotnet not found on PATH)" >&2; exit 1; }
+# Plots draw text with DejaVu Sans (ScottPlot renders no text without a font file).
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y -qq fonts-dejavu-core >/dev/null || echo "setup: could not install fonts-dejavu-core; plots will lack text" >&2
+  else
+    echo "setup: install fonts-dejavu-core (or any DejaVuSans.ttf) for text in plots" >&2
+  fi
+fi
 dotnet build src/Puzzle.Cli -c Release --nologo -v quiet -clp:NoSummary
 # The demo corpus (State of the Union addresses, public domain) into data/corpus/sotu, checksum-verified, reused.
 "$root/scripts/fetch-sotu.sh"

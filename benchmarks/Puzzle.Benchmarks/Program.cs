@@ -8,6 +8,9 @@ using Puzzle.Benchmarks;
 // native code; design.md 7).
 switch (args.FirstOrDefault())
 {
+    case "bld-activations":
+        BldActivations.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 16, args.Length > 3 ? int.Parse(args[3]) : 256);
+        break;
     case "search":
         SearchScale.Run();
         break;

@@ -2,6 +2,8 @@ using System.CommandLine;
 using Puzzle.Cli.Commands;
 
 var root = new RootCommand("Puzzle for .NET: distillation-based NAS that makes Llama-family LLMs cheaper to serve.");
+root.Subcommands.Add(RunCommands.Run());
+root.Subcommands.Add(RunCommands.Demo());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(PerplexityCommand.Create());

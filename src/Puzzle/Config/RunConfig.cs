@@ -19,6 +19,10 @@ public sealed record RunConfig
     public BldSection Bld { get; init; } = new();
     public ScoringSection Scoring { get; init; } = new();
     public ScenarioSection Scenario { get; init; } = new();
+    public SearchSection Search { get; init; } = new();
+    public GkdSection Gkd { get; init; } = new();
+    public EvaluationSection Evaluation { get; init; } = new();
+    public ExportSection Export { get; init; } = new();
 
     static readonly JsonSerializerOptions Options = new()
     {
@@ -55,13 +59,42 @@ public sealed record RunConfig
 
     public static RunConfig Read(string path, IEnumerable<string>? overrides = null)
     {
-        if (!File.Exists(path)) throw new PuzzleException($"{path}: run config not found");
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject ?? throw new PuzzleException($"{path}: expected a JSON object"); }
-        catch (JsonException e) { throw new PuzzleException($"{path}: malformed JSON: {e.Message}"); }
+        var root = ReadTree(path);
         foreach (string o in overrides ?? []) ApplyOverride(root, o);
         return Parse(root, path);
     }
+
+    /// <summary>The config file as a JSON tree: JSON, or YAML (.yaml / .yml) with numbers and booleans recognised.</summary>
+    public static JsonObject ReadTree(string path)
+    {
+        if (!File.Exists(path)) throw new PuzzleException($"{path}: run config not found");
+        string text = File.ReadAllText(path);
+        if (path.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
+        {
+            object? yaml;
+            try { yaml = new YamlDotNet.Serialization.DeserializerBuilder().Build().Deserialize<object>(text); }
+            catch (YamlDotNet.Core.YamlException e) { throw new PuzzleException($"{path}: malformed YAML at line {e.Start.Line}: {e.Message}"); }
+            return FromYaml(yaml) as JsonObject ?? (yaml is null ? new JsonObject() : throw new PuzzleException($"{path}: expected a mapping at the top"));
+        }
+        try
+        {
+            return JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+                ?? throw new PuzzleException($"{path}: expected a JSON object");
+        }
+        catch (JsonException e) { throw new PuzzleException($"{path}: malformed JSON: {e.Message}"); }
+    }
+
+    static JsonNode? FromYaml(object? node) => node switch
+    {
+        null => null,
+        IDictionary<object, object?> map => new JsonObject(map.Select(kv => KeyValuePair.Create(kv.Key.ToString()!, FromYaml(kv.Value)))),
+        IList<object?> list => new JsonArray(list.Select(FromYaml).ToArray()),
+        string s when s is "true" or "false" => JsonValue.Create(s == "true"),
+        string s when s is "null" or "~" => null,
+        string s when long.TryParse(s, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out long l) => JsonValue.Create(l),
+        string s when double.TryParse(s, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d) => JsonValue.Create(d),
+        var other => JsonValue.Create(other.ToString()),
+    };
 
     /// <summary>Applies "section.key=value" (value parsed as JSON when it is, else taken as a string).</summary>
     public static void ApplyOverride(JsonObject root, string assignment)
@@ -95,8 +128,13 @@ public sealed record ParentSection
 
 public sealed record DataSection
 {
-    /// <summary>Prepared data directory (`puzzle data prepare`).</summary>
+    /// <summary>Prepared data directory (`puzzle data prepare`); or leave empty and give inputs to prepare into RUN/data.</summary>
     public string Path { get; init; } = "";
+    /// <summary>.txt/.jsonl/.parquet files or folders to prepare with the parent's tokenizer when no path is given.</summary>
+    public string[] Inputs { get; init; } = [];
+    public int SeqLen { get; init; } = 256;
+    public double ValidationFraction { get; init; } = 0.05;
+    public string TextField { get; init; } = "text";
 }
 
 /// <summary>Per-layer variants (design.md 2).</summary>
@@ -156,4 +194,48 @@ public sealed record ScenarioSection
     public string MeasureDtype { get; init; } = "float32";
     public int WarmupRuns { get; init; } = 3;
     public int Repeats { get; init; } = 9;
+}
+
+/// <summary>The constraints of the mixed-integer program (see `puzzle search`).</summary>
+public sealed record SearchSection
+{
+    public double? MaxMemoryGib { get; init; }
+    public double? MinThroughputRatio { get; init; } = 2.0;
+    public double? MinTokensPerS { get; init; }
+    public double? MaxLatencyMs { get; init; }
+    public long? MaxParams { get; init; }
+    public string Target { get; init; } = "measured";
+    public int Solutions { get; init; } = 1;
+    public double Diversity { get; init; } = 0.8;
+    /// <summary>A Pareto sweep for the report, e.g. "throughput-ratio=1.0:3.0:0.25"; empty for none.</summary>
+    public string Sweep { get; init; } = "throughput-ratio=1.0:3.0:0.25";
+}
+
+/// <summary>Global knowledge distillation of the assembled child.</summary>
+public sealed record GkdSection
+{
+    public long Tokens { get; init; } = 1_000_000;
+    public int Batch { get; init; } = 16;
+    public double Lr { get; init; } = 3e-4;
+    public double CosineWeight { get; init; } = 1.0;
+    public double KlWeight { get; init; } = 1.0;
+    public double LmWeight { get; init; }
+    public double Temperature { get; init; } = 1.0;
+    public string Precision { get; init; } = "auto";
+}
+
+/// <summary>Evaluation and the side-by-side benchmark.</summary>
+public sealed record EvaluationSection
+{
+    public string[] Tasks { get; init; } = [];
+    public int TaskLimit { get; init; } = 300;
+    public long MaxTokens { get; init; } = 16_384;
+    public int BenchRepeats { get; init; } = 3;
+    public string BenchDtype { get; init; } = "bfloat16";
+}
+
+public sealed record ExportSection
+{
+    public string Dtype { get; init; } = "bfloat16";
+    public bool PadFfn { get; init; } = true;
 }

@@ -22,9 +22,10 @@ public sealed class RunDirectory
 
     public string Resolve(string path) => System.IO.Path.GetFullPath(System.IO.Path.Combine(Path, path));
     public string ParentDir => Resolve(Config.Parent.Path);
-    public string DataDir => string.IsNullOrWhiteSpace(Config.Data.Path)
-        ? throw new PuzzleException($"{System.IO.Path.Combine(Path, RunConfig.FileName)}: data.path is not set")
-        : Resolve(Config.Data.Path);
+    /// <summary>data.path, or RUN/data when the pipeline prepares data.inputs itself.</summary>
+    public string DataDir => !string.IsNullOrWhiteSpace(Config.Data.Path) ? Resolve(Config.Data.Path)
+        : Config.Data.Inputs.Length > 0 ? Artifact("data")
+        : throw new PuzzleException($"{System.IO.Path.Combine(Path, RunConfig.FileName)}: set data.path (prepared data) or data.inputs (text to prepare)");
     public string Artifact(params string[] parts) => System.IO.Path.Combine([Path, .. parts]);
 
     /// <summary>Identifies the parent's weights cheaply: config.json text plus each weight file's name, size and header.</summary>

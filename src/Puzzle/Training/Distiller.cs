@@ -33,6 +33,8 @@ public sealed record DistillOptions
     public string Precision { get; init; } = "auto";
     public string Device { get; init; } = "cpu";
     public int? StopAfterSteps { get; init; }
+    /// <summary>Start over (instead of refusing) when OUT holds a checkpoint made with other settings.</summary>
+    public bool RestartOnChangedSettings { get; init; }
 }
 
 public sealed record DistillResult(int Steps, double InitialValidationKl, double BestValidationKl, int BestStep, bool Finished, bool Reused, double Seconds);
@@ -56,8 +58,13 @@ public static class Distiller
         var schedule = new LearningRateSchedule(o.LearningRate, Math.Max(1, (int)(steps * o.WarmupFraction)), steps);
         string fingerprint = Stages.RunDirectory.Hash(
             $"{Stages.RunDirectory.ParentFingerprint(o.TeacherDir)}|{Stages.RunDirectory.ParentFingerprint(o.StudentDir)}|{manifest.TokenizerSha256}|" +
-            $"{o with { OutDir = "", StopAfterSteps = null, Device = "" }}|{compute}");
+            $"{o with { OutDir = "", StopAfterSteps = null, Device = "", RestartOnChangedSettings = false }}|{compute}");
         var checkpoint = new TrainingCheckpoint(o.OutDir, fingerprint);
+        if (o.RestartOnChangedSettings && !checkpoint.Matches())
+        {
+            log($"distill: {o.OutDir} was distilled with other settings or another student; starting over");
+            Directory.Delete(o.OutDir, recursive: true);
+        }
         var state = checkpoint.Read();
         if (TrainingCheckpoint.Finished(state) && File.Exists(Path.Combine(o.OutDir, "config.json")))
         {

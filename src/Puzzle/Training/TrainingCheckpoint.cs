@@ -25,6 +25,9 @@ public sealed class TrainingCheckpoint(string outDir, string fingerprint)
         return state;
     }
 
+    /// <summary>False when a saved state exists but was made with other settings.</summary>
+    public bool Matches() => !File.Exists(StatePath) || JsonNode.Parse(File.ReadAllText(StatePath))?["fingerprint"]?.GetValue<string>() == fingerprint;
+
     public static bool Finished(JsonObject? state) => state?["finished"]?.GetValue<bool>() == true;
 
     /// <summary>Restores masters, optimizer and loader from a state; returns the step.</summary>

@@ -117,6 +117,10 @@ public static class BlockCosts
             }).ToArray()),
             ["non_block"] = new JsonObject
             {
+                // What the whole model costs beyond its measured parts (per-step work outside the blocks: positions,
+                // masks, dispatch): added once to the measured target's estimate so it predicts the engine's speed.
+                ["overhead_prefill_ms"] = Math.Round(Math.Max(0, whole.Prefill.MedianMs - partsPrefill), 5),
+                ["overhead_decode_ms"] = Math.Round(Math.Max(0, whole.Decode.MedianMs - partsDecode), 5),
                 ["parameters"] = nonBlockParameters,
                 ["parameter_bytes"] = nonBlockParameters * weightBytes,
                 ["prefill"] = Phase(nonBlockTiming.Prefill, nonBlockPrefill),

@@ -263,7 +263,10 @@ public static class SearchStage
             }
         }
         var nonBlock = costs["non_block"]!;
-        return new SearchProblem(groups, layers, Time(nonBlock), nonBlock["parameter_bytes"]!.GetValue<double>(), nonBlock["parameters"]!.GetValue<long>(),
+        double nonBlockTime = Time(nonBlock);
+        if (key == "measured")
+            nonBlockTime += (nonBlock["overhead_prefill_ms"]?.GetValue<double>() ?? 0) + generation * (nonBlock["overhead_decode_ms"]?.GetValue<double>() ?? 0);
+        return new SearchProblem(groups, layers, nonBlockTime, nonBlock["parameter_bytes"]!.GetValue<double>(), nonBlock["parameters"]!.GetValue<long>(),
             batch, generation, key, mode);
     }
 

