@@ -22,11 +22,11 @@ public static class Demo
     {
         Parent = new ParentSection { Path = "parent" },
         Data = new DataSection { Path = "data" },
-        Bld = new BldSection { TokensPerVariant = 131_072, Batch = 16 },
-        Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 4_096, Batch = 16 },
+        Bld = new BldSection { TokensPerVariant = 262_144, Batch = 16 },
+        Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 8_192, Batch = 16 },
         Scenario = new ScenarioSection { Batch = 16, PromptLength = 128, GenerationLength = 128, MeasureDtype = "bfloat16" },
         Search = new SearchSection { MinThroughputRatio = 2.0, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
-        Gkd = new GkdSection { Tokens = 800_000, Batch = 16, Lr = 3e-4 },
+        Gkd = new GkdSection { Tokens = 2_000_000, Batch = 16, Lr = 3e-4 },
         Evaluation = new EvaluationSection { MaxTokens = 16_384, BenchRepeats = 3, BenchDtype = "bfloat16" },
     };
 

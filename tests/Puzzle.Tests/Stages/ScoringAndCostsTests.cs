@@ -180,6 +180,13 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         Assert.Equal(kls.Order(), kls);                                                       // more throughput never costs less KL
         Assert.True(PlotTests.HasText(Path.Combine(run, "solutions", "pareto.png")));
         foreach (var (file, stamp) in stamps) Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(run, file)));
+
+        // On the measured target the calibrated block costs add up to the parent's measured whole.
+        var problem = Puzzle.Stages.Search.SearchStage.BuildProblem(directory, "measured");
+        var parent = problem.Totals(Puzzle.Stages.Search.SearchStage.ParentChoice(directory, problem));
+        var costs = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "costs.json")))!["whole_parent"]!;
+        double whole = costs["prefill"]!["median_ms"]!.GetValue<double>() + 32 * costs["decode"]!["median_ms"]!.GetValue<double>();
+        Assert.Equal(whole, parent.TimeMs, whole * 1e-3);
     }
 }
 

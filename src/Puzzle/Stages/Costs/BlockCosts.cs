@@ -40,7 +40,7 @@ public static class BlockCosts
         var measureDtype = Checkpoint.ParseDtype(sc.MeasureDtype);
         int weightBytes = DtypeBytes(sc.WeightDtype, "scenario.weight_dtype"), kvBytes = DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
         int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
-        string fingerprint = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}");
+        string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}");
         string path = run.Artifact(FileName);
         if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path))?["fingerprint"]?.GetValue<string>() == fingerprint)
         {
@@ -117,10 +117,11 @@ public static class BlockCosts
             }).ToArray()),
             ["non_block"] = new JsonObject
             {
-                // What the whole model costs beyond its measured parts (per-step work outside the blocks: positions,
-                // masks, dispatch): added once to the measured target's estimate so it predicts the engine's speed.
-                ["overhead_prefill_ms"] = Math.Round(Math.Max(0, whole.Prefill.MedianMs - partsPrefill), 5),
-                ["overhead_decode_ms"] = Math.Round(Math.Max(0, whole.Decode.MedianMs - partsDecode), 5),
+                // Blocks inside the whole model cost more than alone (residual adds, scopes, dispatch): the factor that
+                // makes the parent's measured parts add up to its measured whole, applied to every block on the
+                // measured target. Per-layer work scales with the block, so a fully no-op layer costs nothing.
+                ["block_scale_prefill"] = Math.Round((whole.Prefill.MedianMs - nonBlockTiming.Prefill.MedianMs) / (partsPrefill - nonBlockTiming.Prefill.MedianMs), 5),
+                ["block_scale_decode"] = Math.Round((whole.Decode.MedianMs - nonBlockTiming.Decode.MedianMs) / (partsDecode - nonBlockTiming.Decode.MedianMs), 5),
                 ["parameters"] = nonBlockParameters,
                 ["parameter_bytes"] = nonBlockParameters * weightBytes,
                 ["prefill"] = Phase(nonBlockTiming.Prefill, nonBlockPrefill),

@@ -231,8 +231,11 @@ public static class SearchStage
         string mode = scores["mode"]!.GetValue<string>();
         int batch = costs["scenario"]!["batch"]!.GetValue<int>(), generation = costs["scenario"]!["generation_length"]!.GetValue<int>();
         string key = target.ToLowerInvariant() is "cpu" or "measured" ? "measured" : Accelerators.Get(target).Key;
-        double Time(JsonNode entry) => key == "measured"
-            ? entry["prefill"]!["measured"]!["median_ms"]!.GetValue<double>() + generation * entry["decode"]!["measured"]!["median_ms"]!.GetValue<double>()
+        var nonBlock = costs["non_block"]!;
+        double scalePrefill = nonBlock["block_scale_prefill"]?.GetValue<double>() ?? 1, scaleDecode = nonBlock["block_scale_decode"]?.GetValue<double>() ?? 1;
+        double Time(JsonNode entry, bool block) => key == "measured"
+            ? (block ? scalePrefill : 1) * entry["prefill"]!["measured"]!["median_ms"]!.GetValue<double>()
+              + generation * (block ? scaleDecode : 1) * entry["decode"]!["measured"]!["median_ms"]!.GetValue<double>()
             : entry["roofline"]![key]!["prefill_ms"]!.GetValue<double>() + generation * entry["roofline"]![key]!["decode_ms"]!.GetValue<double>();
         int context = costs["scenario"]!["prompt_length"]!.GetValue<int>() + generation;
         var cost = costs["entries"]!.AsArray().ToDictionary(e => e!["variant"]!.GetValue<string>(), e => e!);
@@ -242,7 +245,7 @@ public static class SearchStage
         BlockOption Option(string a, string f, double kl)
         {
             var parts = new[] { a, f }.Where(id => id.Length > 0).Select(Cost).ToList();
-            return new BlockOption(a, f, kl, parts.Sum(Time), parts.Sum(Memory), parts.Sum(e => e["parameters"]!.GetValue<long>()));
+            return new BlockOption(a, f, kl, parts.Sum(e => Time(e, block: true)), parts.Sum(Memory), parts.Sum(e => e["parameters"]!.GetValue<long>()));
         }
 
         var entries = scores["entries"]!.AsArray().Select(e => BlockScore.FromJson(e!)).ToList();
@@ -262,11 +265,7 @@ public static class SearchStage
                 groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option("", e.Ffn, e.Kl)).ToList()));
             }
         }
-        var nonBlock = costs["non_block"]!;
-        double nonBlockTime = Time(nonBlock);
-        if (key == "measured")
-            nonBlockTime += (nonBlock["overhead_prefill_ms"]?.GetValue<double>() ?? 0) + generation * (nonBlock["overhead_decode_ms"]?.GetValue<double>() ?? 0);
-        return new SearchProblem(groups, layers, nonBlockTime, nonBlock["parameter_bytes"]!.GetValue<double>(), nonBlock["parameters"]!.GetValue<long>(),
+        return new SearchProblem(groups, layers, Time(nonBlock, block: false), nonBlock["parameter_bytes"]!.GetValue<double>(), nonBlock["parameters"]!.GetValue<long>(),
             batch, generation, key, mode);
     }
 
