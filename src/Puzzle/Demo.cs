@@ -25,7 +25,8 @@ public static class Demo
         Bld = new BldSection { TokensPerVariant = 262_144, Batch = 16 },
         Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 8_192, Batch = 16 },
         Scenario = new ScenarioSection { Batch = 16, PromptLength = 128, GenerationLength = 128, MeasureDtype = "bfloat16" },
-        Search = new SearchSection { MinThroughputRatio = 2.0, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
+        // The calibrated cost model missed the measured speedup by -4% to +12% on this parent: aim a little above 2x.
+        Search = new SearchSection { MinThroughputRatio = 2.15, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
         Gkd = new GkdSection { Tokens = 2_000_000, Batch = 16, Lr = 3e-4 },
         Evaluation = new EvaluationSection { MaxTokens = 16_384, BenchRepeats = 3, BenchDtype = "bfloat16" },
     };

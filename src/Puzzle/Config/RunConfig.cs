@@ -167,6 +167,13 @@ public sealed record BldSection
     public long Seed { get; init; }
     public string Precision { get; init; } = "auto";
     public string Device { get; init; } = "cpu";
+    /// <summary>
+    /// "cache": the parent's activations for every batch, computed once and stored in bf16 on disk (fast);
+    /// "recompute": the parent's first layers rerun per batch and layer (no disk); "auto": cache when it needs at most
+    /// <see cref="CacheLimitGib"/>.
+    /// </summary>
+    public string Activations { get; init; } = "auto";
+    public double CacheLimitGib { get; init; } = 8;
 }
 
 /// <summary>Replace-1-block scoring.</summary>

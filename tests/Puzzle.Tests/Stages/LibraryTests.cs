@@ -76,6 +76,24 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     }
 
     [Fact]
+    public void CachedAndRecomputedActivations_BothLowerNmse_AndAgreeClosely()
+    {
+        string cached = fixture.NewRun(c => c["bld"]!["activations"] = "cache");
+        string recomputed = fixture.NewRun(c => c["bld"]!["activations"] = "recompute");
+        var a = BlockLibraryBuilder.Run(new RunDirectory(cached), Shard.All, new LogProgress(), Quiet);
+        var b = BlockLibraryBuilder.Run(new RunDirectory(recomputed), Shard.All, new LogProgress(), Quiet);
+        Assert.True(File.Exists(Path.Combine(cached, "library", "activations", "h0.bin")));
+        Assert.False(Directory.Exists(Path.Combine(recomputed, "library", "activations")));
+        foreach (var ra in a.Records.Where(r => r.Trained))
+        {
+            var rb = b.Records.Single(r => r.Id == ra.Id);
+            Assert.True(ra.NmseFinal < ra.NmseInit && rb.NmseFinal < rb.NmseInit, ra.Id);
+            Assert.Equal(ra.NmseInit, rb.NmseInit);                                               // same fp32 validation path
+            Assert.InRange(ra.NmseFinal / rb.NmseFinal, 0.9, 1.1);                                // bf16-rounded targets only
+        }
+    }
+
+    [Fact]
     public void ChangedBldSettings_RetrainTheUnits()
     {
         string run = fixture.NewRun();

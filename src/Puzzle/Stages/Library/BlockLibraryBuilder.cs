@@ -15,7 +15,8 @@ public sealed record LibraryResult(int Variants, int Trained, int Skipped, int D
 /// Stage 3: blockwise local distillation (design.md 5). Every variant is a work unit: initialised from the parent,
 /// trained alone to reproduce the parent layer's output from the parent's own input to that layer, with the other
 /// sublayer the parent's (frozen), loss MSE(o_child, o_parent) / MSE(0, o_parent), its own AdamW. Variants of one
-/// layer train on the same batches; the parent's activations are recomputed per batch (no disk cache).
+/// layer train on the same batches; the parent's activations come from a bf16 disk cache built with one parent
+/// forward per batch (or are recomputed per batch where the cache would not fit; bld.activations).
 /// </summary>
 public static class BlockLibraryBuilder
 {
@@ -35,7 +36,7 @@ public static class BlockLibraryBuilder
         var manifest = DataManifest.Read(run.DataDir);
         int seqLen = manifest.SeqLen;
         string fingerprint = RunDirectory.Hash(
-            $"{RunDirectory.ParentFingerprint(run.ParentDir)}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{seqLen}|{bld with { Device = "" }}|{compute}");
+            $"bld-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{seqLen}|{bld with { Device = "" }}|{compute}");
         Directory.CreateDirectory(run.Artifact(BlockLibrary.Folder));
 
         // Canonical order -> shard ownership; finished units (same fingerprint) are skipped.
@@ -55,6 +56,22 @@ public static class BlockLibraryBuilder
 
         int trained = 0, layersDone = 0;
         var layers = pending.Select(v => v.Layer).Distinct().Order().ToList();
+        // Every layer trains on the same batch sequence, so one parent forward per batch serves them all.
+        var trainingLayers = pending.Where(v => v.NeedsTraining).Select(v => v.Layer).Distinct().ToList();
+        var boundaries = trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().ToList();
+        long cacheBytes = ActivationCache.Bytes(steps, bld.Batch, seqLen, config.HiddenSize, boundaries.Count);
+        bool useCache = bld.Activations switch
+        {
+            "cache" => true,
+            "recompute" => false,
+            "auto" => cacheBytes <= bld.CacheLimitGib * (1L << 30),
+            _ => throw new PuzzleException($"bld.activations '{bld.Activations}' is not auto, cache or recompute"),
+        };
+        using var cache = useCache && trainingLayers.Count > 0
+            ? ActivationCache.Build(run.Path, parent, new TokenBatchLoader(train, seqLen, bld.Seed), steps, bld.Batch, seqLen, boundaries, fingerprint, log)
+            : null;
+        if (!useCache && trainingLayers.Count > 0)
+            log($"library: recomputing the parent's activations per batch (a cache would need {cacheBytes / (1 << 20)} MiB, over bld.cache_limit_gib)");
         foreach (int layer in layers)
         {
             var units = pending.Where(v => v.Layer == layer).ToList();
@@ -70,19 +87,27 @@ public static class BlockLibraryBuilder
                 var training = workUnits.Where(u => u.Variant.NeedsTraining).ToList();
                 if (training.Count > 0)
                 {
-                    var loader = new TokenBatchLoader(train, seqLen, bld.Seed * 1_000_003 + layer);
+                    var loader = new TokenBatchLoader(train, seqLen, bld.Seed);
                     var tasks = training.ToDictionary(u => u, u => progress.Start($"{u.Variant.Id}", steps));
                     var layerClock = Stopwatch.StartNew();
                     var inputs = parent.PrefillInputs(seqLen, layer, compute);
                     for (int step = 0; step < steps; step++)
                     {
                         using var scope = NewDisposeScope();
-                        var ids = tensor(loader.Next(bld.Batch), [bld.Batch, seqLen + 1], device: device).narrow(1, 0, seqLen);
                         Tensor input, target;
-                        using (no_grad())
+                        if (cache is not null)
                         {
-                            input = parent.LayerInput(ids, layer);
-                            target = parentLayer.Forward(input, parent.PrefillInputs(seqLen, layer, ScalarType.Float32));
+                            input = cache.Read(layer, step).to(device);
+                            target = cache.Read(layer + 1, step).to(device).to(ScalarType.Float32);
+                        }
+                        else
+                        {
+                            var ids = tensor(loader.Next(bld.Batch), [bld.Batch, seqLen + 1], device: device).narrow(1, 0, seqLen);
+                            using (no_grad())
+                            {
+                                input = parent.LayerInput(ids, layer);
+                                target = parentLayer.Forward(input, parent.PrefillInputs(seqLen, layer, ScalarType.Float32));
+                            }
                         }
                         var inputCompute = input.to(compute);
                         double denominator = target.pow(2).mean().item<float>();

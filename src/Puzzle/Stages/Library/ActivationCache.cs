@@ -1,0 +1,92 @@
+using System.Text.Json.Nodes;
+using Puzzle.Data;
+using Puzzle.IO;
+using Puzzle.Model;
+using static TorchSharp.torch;
+
+namespace Puzzle.Stages.Library;
+
+/// <summary>
+/// The parent's hidden states at the needed layer boundaries for every BLD batch, computed in one parent forward per
+/// batch and stored in bf16 (RUN/library/activations/h{l}.bin; h{l} is layer l's input and layer l−1's output).
+/// Measured on the demo parent: reading a batch back takes 0.2 ms where recomputing the deepest layer's input takes
+/// 251 ms (`benchmarks … bld-activations`).
+/// </summary>
+public sealed class ActivationCache : IDisposable
+{
+    readonly string _dir;
+    readonly int _batch, _seqLen, _hidden;
+    readonly Dictionary<int, FileStream> _readers = new();
+
+    ActivationCache(string dir, int batch, int seqLen, int hidden) => (_dir, _batch, _seqLen, _hidden) = (dir, batch, seqLen, hidden);
+
+    long BatchBytes => (long)_batch * _seqLen * _hidden * 2;
+
+    public static long Bytes(int steps, int batch, int seqLen, int hidden, int boundaries) => (long)steps * batch * seqLen * hidden * 2 * boundaries;
+
+    /// <summary>Reuses a complete cache with the same fingerprint, else computes it.</summary>
+    public static ActivationCache Build(string runDir, CausalLm parent, TokenBatchLoader loader, int steps, int batch, int seqLen,
+        IReadOnlyCollection<int> boundaries, string fingerprint, Action<string> log)
+    {
+        string dir = Path.Combine(runDir, BlockLibrary.Folder, "activations");
+        string metaPath = Path.Combine(dir, "activations.json");
+        var cache = new ActivationCache(dir, batch, seqLen, parent.Config.HiddenSize);
+        if (File.Exists(metaPath) && JsonNode.Parse(File.ReadAllText(metaPath)) is { } meta && meta["fingerprint"]?.GetValue<string>() == fingerprint &&
+            meta["steps"]!.GetValue<int>() == steps && boundaries.All(b => meta["boundaries"]!.AsArray().Any(x => x!.GetValue<int>() == b)) &&
+            boundaries.All(b => File.Exists(cache.PathOf(b)) && new FileInfo(cache.PathOf(b)).Length == steps * cache.BatchBytes))
+        {
+            log($"library: reusing the parent activations in {dir}");
+            return cache;
+        }
+        Directory.CreateDirectory(dir);
+        var writers = boundaries.ToDictionary(b => b, b => new FileStream(cache.PathOf(b) + $".tmp-{Environment.ProcessId}", FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20));
+        try
+        {
+            using var noGrad = no_grad();
+            var inputs = parent.PrefillInputs(seqLen, 0, parent.DType);
+            for (int step = 0; step < steps; step++)
+            {
+                using var scope = NewDisposeScope();
+                var ids = tensor(loader.Next(batch), [batch, seqLen + 1], device: parent.Device).narrow(1, 0, seqLen);
+                var h = parent.Model.EmbedTokens.call(ids);
+                for (int l = 0; l <= parent.Config.NumLayers; l++)
+                {
+                    if (writers.TryGetValue(l, out var writer)) writer.Write(h.to(ScalarType.BFloat16).contiguous().cpu().bytes);
+                    if (l < parent.Config.NumLayers) h = parent.Layer(l).Forward(h, inputs with { Layer = l });
+                }
+            }
+        }
+        finally
+        {
+            foreach (var w in writers.Values) w.Dispose();
+        }
+        foreach (int b in boundaries) File.Move(cache.PathOf(b) + $".tmp-{Environment.ProcessId}", cache.PathOf(b), overwrite: true);
+        AtomicFile.WriteJson(metaPath, new JsonObject
+        {
+            ["format_version"] = 1, ["fingerprint"] = fingerprint, ["steps"] = steps, ["batch"] = batch, ["seq_len"] = seqLen,
+            ["hidden"] = parent.Config.HiddenSize, ["dtype"] = "bfloat16",
+            ["boundaries"] = new JsonArray(boundaries.Order().Select(b => (JsonNode)b).ToArray()),
+        });
+        log($"library: cached the parent's activations at {boundaries.Count} layer boundaries for {steps} batches " +
+            $"({Bytes(steps, batch, seqLen, parent.Config.HiddenSize, boundaries.Count) / (1 << 20)} MiB, bf16) in {dir}");
+        return cache;
+    }
+
+    string PathOf(int boundary) => Path.Combine(_dir, $"h{boundary}.bin");
+
+    /// <summary>Batch <paramref name="step"/> at boundary <paramref name="boundary"/>: [B, T, H] bf16 on the CPU.</summary>
+    public Tensor Read(int boundary, int step)
+    {
+        if (!_readers.TryGetValue(boundary, out var stream))
+            _readers[boundary] = stream = new FileStream(PathOf(boundary), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        stream.Seek(step * BatchBytes, SeekOrigin.Begin);
+        var result = empty([_batch, _seqLen, _hidden], dtype: ScalarType.BFloat16);
+        stream.ReadExactly(result.bytes);
+        return result;
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in _readers.Values) s.Dispose();
+    }
+}
