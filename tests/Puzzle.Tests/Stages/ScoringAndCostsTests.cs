@@ -181,6 +181,15 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         Assert.True(PlotTests.HasText(Path.Combine(run, "solutions", "pareto.png")));
         foreach (var (file, stamp) in stamps) Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(run, file)));
 
+        // On the measured target, the chosen architecture is timed in the engine against the parent.
+        var measuredRun = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "measured", MinThroughputRatio = 1.1, Name = "measured" }, _ => { });
+        var check = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(measuredRun[0].Path))!["measured_check"]!;
+        var attempts = check["attempts"]!.AsArray();
+        Assert.InRange(attempts.Count, 1, 5);
+        Assert.True(attempts[0]!["measured_ratio"]!.GetValue<double>() > 0);
+        for (int i = 1; i < attempts.Count; i++)
+            Assert.True(attempts[i]!["max_time_ms"]!.GetValue<double>() < attempts[i - 1]!["max_time_ms"]!.GetValue<double>());
+
         // On the measured target the calibrated block costs add up to the parent's measured whole.
         var problem = Puzzle.Stages.Search.SearchStage.BuildProblem(directory, "measured");
         var parent = problem.Totals(Puzzle.Stages.Search.SearchStage.ParentChoice(directory, problem));

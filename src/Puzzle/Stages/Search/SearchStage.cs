@@ -25,6 +25,11 @@ public sealed record SearchRequest
     /// <summary>"throughput-ratio=1.2:3.0:0.2": a Pareto front over that target.</summary>
     public string? Sweep { get; init; }
     public double RelativeGap { get; init; } = 1e-3;
+    /// <summary>
+    /// On the measured target, time each chosen architecture against the parent in the engine and, while it falls
+    /// short of the throughput target, tighten the time bound by the shortfall and solve again (at most this many times).
+    /// </summary>
+    public int MeasuredChecks { get; init; } = 4;
 }
 
 public sealed record SolutionFile(string Name, string Path, SearchSolution Solution, SearchTotals Parent);
@@ -57,7 +62,7 @@ public static class SearchStage
                     _ => throw new PuzzleException($"--sweep: unknown target '{key}' (throughput-ratio, memory-gib or params)"),
                 };
                 string name = $"{request.Name}-{key}-{value.ToString("0.###", CultureInfo.InvariantCulture)}";
-                var solved = SolveAndStore(run, problem, parentTotals, r with { Solutions = 1, Name = name }, log, throwIfInfeasible: false);
+                var solved = SolveAndStore(run, problem, parentTotals, r with { Solutions = 1, Name = name, MeasuredChecks = 0 }, log, throwIfInfeasible: false);
                 foreach (var s in solved)
                 {
                     results.Add(s);
@@ -92,6 +97,9 @@ public static class SearchStage
         for (int k = 0; k < request.Solutions; k++)
         {
             var solution = MipSearch.Solve(problem, constraints, previous, request.Diversity, request.RelativeGap);
+            JsonObject? check = null;
+            if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0 && run.Config.Scenario.Device == "cpu")
+                (solution, check) = CheckMeasured(run, problem, constraints, previous, request, solution!, parent.TimeMs / bound, log);
             if (solution is null)
             {
                 string why = k == 0 ? Infeasible(problem, constraints, parent)
@@ -104,12 +112,52 @@ public static class SearchStage
             previous.Add(solution.Choice);
             string name = request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}";
             string path = run.Artifact(Folder, name + ".json");
-            AtomicFile.WriteJson(path, ToJson(name, problem, request, constraints, solution, verified, parent));
+            var json = ToJson(name, problem, request, constraints, solution, verified, parent);
+            if (check is not null) json["measured_check"] = check;
+            AtomicFile.WriteJson(path, json);
             log($"search: {name}: KL {verified.Kl:F4}, {verified.TokensPerSecond:N0} tokens/s ({verified.TokensPerSecond / parent.TokensPerSecond:F2}x the parent), " +
                 $"{verified.MemoryBytes / (1 << 20):F1} MiB, {verified.Parameters:N0} parameters; {solution.Status} (gap {solution.Gap:P2}) in {solution.Seconds:F2} s -> {path}");
             files.Add(new SolutionFile(name, path, solution, parent));
         }
         return files;
+    }
+
+    /// <summary>
+    /// Times the solution's architecture against the parent's (random weights, the generation engine, the scenario);
+    /// while the measured ratio misses the target, shrinks the time bound by the miss and solves again.
+    /// </summary>
+    static (SearchSolution? Solution, JsonObject Check) CheckMeasured(RunDirectory run, SearchProblem problem, SearchConstraints constraints,
+        IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio, Action<string> log)
+    {
+        var parentConfig = HfConfig.Read(run.ParentDir);
+        var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
+        var attempts = new JsonArray();
+        var current = constraints;
+        var best = solution;
+        double parentTime = problem.Totals(ParentChoice(run, problem)).TimeMs;
+        for (int attempt = 1; ; attempt++)
+        {
+            var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
+            {
+                var chosen = problem.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[best.Choice[x.i]]).ToList();
+                return new Model.BlockConfig(variants[chosen.Select(o => o.AttentionId).First(id => id.Length > 0)].Attention!,
+                                             variants[chosen.Select(o => o.FfnId).First(id => id.Length > 0)].Ffn!);
+            }).ToList();
+            var (parentTps, childTps) = ArchitectureTimer.Measure(parentConfig, parentConfig.WithBlocks(blocks), run.Config.Scenario);
+            double measured = childTps / parentTps, estimated = parentTime / best.Totals.TimeMs;
+            attempts.Add(new JsonObject
+            {
+                ["estimated_ratio"] = estimated, ["measured_ratio"] = measured, ["parent_tokens_per_s"] = parentTps, ["child_tokens_per_s"] = childTps,
+                ["max_time_ms"] = current.MaxTimeMs,
+            });
+            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine (target {targetRatio:F2}x)");
+            if (measured >= targetRatio * 0.99 || attempt > request.MeasuredChecks) break;
+            current = current with { MaxTimeMs = current.MaxTimeMs * measured / targetRatio };
+            var next = MipSearch.Solve(problem, current, previous, request.Diversity, request.RelativeGap);
+            if (next is null) { log("search: no architecture meets the tightened bound; keeping the last one"); break; }
+            best = next;
+        }
+        return (best, new JsonObject { ["target_ratio"] = targetRatio, ["attempts"] = attempts, ["final_max_time_ms"] = current.MaxTimeMs });
     }
 
     public static SearchConstraints Constraints(SearchProblem problem, SearchTotals parent, SearchRequest r)
