@@ -169,6 +169,12 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         Assert.Equal(json["solver"]!["objective"]!.GetValue<double>(), json["verified"]!["kl"]!.GetValue<double>(), 9);
         Assert.Equal("h100", json["target"]!.GetValue<string>());
 
+        var logs = new List<string>();
+        var again = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.2, Solutions = 2, Diversity = 0.5 }, logs.Add);
+        Assert.Contains(logs, l => l.Contains("already solved") && l.Contains("reusing"));
+        Assert.Equal(files.Select(f => f.Solution.Choice.ToArray()), again.Select(f => f.Solution.Choice.ToArray()));
+
+
         string message = Assert.Throws<PuzzleException>(() =>
             Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1000 }, _ => { })).Message;
         Assert.Contains("the highest feasible throughput is", message);

@@ -17,6 +17,9 @@ public sealed record SearchProblem(
     IReadOnlyList<SearchGroup> Groups, int Layers, double NonBlockTimeMs, double NonBlockMemoryBytes, long NonBlockParameters,
     int Batch, int GenerationLength, string Target, string Mode)
 {
+    /// <summary>Identifies the inputs (scores, costs, target) the problem was built from; empty for synthetic problems.</summary>
+    public string Fingerprint { get; init; } = "";
+
     /// <summary>Tokens generated per scenario run: batch × generation length.</summary>
     public double GeneratedTokens => (double)Batch * GenerationLength;
 

@@ -94,6 +94,21 @@ public static class SearchStage
         var constraints = Constraints(problem, parent, request);
         var previous = new List<IReadOnlyList<int>>();
         var files = new List<SolutionFile>();
+        // Same scores, costs and request: the stored solutions stand (their measured checks are not redone).
+        string key = RunDirectory.Hash($"{problem.Fingerprint}|{request with { Name = "" }}");
+        var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, (request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}") + ".json")).ToList();
+        if (stored.All(File.Exists) && stored.All(p => JsonNode.Parse(File.ReadAllText(p))?["fingerprint"]?.GetValue<string>() == key))
+        {
+            foreach (string p in stored)
+            {
+                var json = JsonNode.Parse(File.ReadAllText(p))!;
+                var choice = ChoiceOf(problem, json);
+                var totals = MipSearch.Verify(problem, constraints, choice);
+                files.Add(new SolutionFile(json["name"]!.GetValue<string>(), p, new SearchSolution(choice, totals, totals.Kl, json["solver"]!["status"]!.GetValue<string>(), 0, 0), parent));
+            }
+            log($"search: {string.Join(", ", files.Select(f => f.Name))} already solved for these scores, costs and constraints; reusing");
+            return files;
+        }
         for (int k = 0; k < request.Solutions; k++)
         {
             var solution = MipSearch.Solve(problem, constraints, previous, request.Diversity, request.RelativeGap);
@@ -113,6 +128,7 @@ public static class SearchStage
             string name = request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}";
             string path = run.Artifact(Folder, name + ".json");
             var json = ToJson(name, problem, request, constraints, solution, verified, parent);
+            json["fingerprint"] = key;
             if (check is not null) json["measured_check"] = check;
             AtomicFile.WriteJson(path, json);
             log($"search: {name}: KL {verified.Kl:F4}, {verified.TokensPerSecond:N0} tokens/s ({verified.TokensPerSecond / parent.TokensPerSecond:F2}x the parent), " +
@@ -158,6 +174,18 @@ public static class SearchStage
             best = next;
         }
         return (best, new JsonObject { ["target_ratio"] = targetRatio, ["attempts"] = attempts, ["final_max_time_ms"] = current.MaxTimeMs });
+    }
+
+    /// <summary>Option indices of a stored solution's per-layer choices.</summary>
+    static int[] ChoiceOf(SearchProblem problem, JsonNode json)
+    {
+        var layers = json["layers"]!.AsArray();
+        return problem.Groups.Select(g =>
+        {
+            var layer = layers[g.Layer]!;
+            string a = layer["attention"]!.GetValue<string>(), f = layer["ffn"]!.GetValue<string>();
+            return g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == a) && (o.FfnId.Length == 0 || o.FfnId == f));
+        }).ToArray();
     }
 
     public static SearchConstraints Constraints(SearchProblem problem, SearchTotals parent, SearchRequest r)
@@ -314,7 +342,10 @@ public static class SearchStage
             }
         }
         return new SearchProblem(groups, layers, Time(nonBlock, block: false), nonBlock["parameter_bytes"]!.GetValue<double>(), nonBlock["parameters"]!.GetValue<long>(),
-            batch, generation, key, mode);
+            batch, generation, key, mode)
+        {
+            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"]}|{costs["fingerprint"]}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
+        };
     }
 
     static HashSet<string> ParentVariantIds(RunDirectory run) =>
