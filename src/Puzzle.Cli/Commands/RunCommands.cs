@@ -59,29 +59,16 @@ internal static class RunCommands
         return command;
     }
 
-    static void PrintSummary(JsonObject built, string dir)
+    /// <summary>The report's parent-vs-child table and headline, then where the report and the exported child are.</summary>
+    static void PrintSummary(JsonObject report, string dir)
     {
-        var report = JsonNode.Parse(built.ToJsonString())!;                                    // parsed numbers convert freely
-        var p = report["parent"]!;
-        var c = report["child"]!;
+        string markdown = File.ReadAllText(Path.Combine(dir, "report.md"));
+        var lines = markdown.Split('\n').SkipWhile(l => !l.StartsWith("| |", StringComparison.Ordinal))
+            .TakeWhile(l => !l.StartsWith("## ", StringComparison.Ordinal)).Where(l => l.Trim().Length > 0);
         Console.WriteLine();
-        Console.WriteLine($"{"",-34} {"parent",14} {"child",14} {"ratio",8}");
-        void Row(string name, string key, string format)
-        {
-            double a = p[key]!.GetValue<double>(), b = c[key]!.GetValue<double>();
-            Console.WriteLine($"{name,-34} {a.ToString(format),14} {b.ToString(format),14} {(a != 0 ? b / a : 0),8:F3}");
-        }
-        Row("parameters", "parameters", "N0");
-        Row("memory at scenario (bytes)", "memory_at_scenario_bytes", "N0");
-        Row("KV cache per token (bytes)", "kv_bytes_per_token", "N0");
-        Row("end-to-end throughput (tokens/s)", "end_to_end_tokens_per_s", "N0");
-        Row("perplexity", "perplexity", "F3");
-        Row("next-token accuracy", "next_token_accuracy", "P2");
-        Row("top-1 agreement with parent", "top1_agreement", "P2");
-        Console.WriteLine($"{"KL(parent || child) per token",-34} {0,14:F4} {c["kl_to_parent"]!.GetValue<double>(),14:F4}");
+        foreach (string line in lines) Console.WriteLine(line.Replace("**", ""));
         Console.WriteLine();
-        Console.WriteLine($"measured throughput {report["measured_throughput_ratio"]!.GetValue<double>():F2}x the parent, quality retention {report["quality_retention"]!.GetValue<double>():P1}");
         Console.WriteLine($"report: {Path.GetFullPath(Path.Combine(dir, "report.md"))}");
-        Console.WriteLine($"exported child: {Path.GetFullPath(Path.Combine(dir, "export"))}");
+        Console.WriteLine($"exported child: {Path.GetFullPath(Path.Combine(dir, "export"))} ({JsonNode.Parse(report.ToJsonString())!["measured_throughput_ratio"]!.GetValue<double>():F2}x the parent, measured)");
     }
 }
