@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Puzzle.Model;
 using static TorchSharp.torch;
 
@@ -82,5 +83,24 @@ internal static class TestSupport
     {
         using var d = (a.to(ScalarType.Float32) - b.to(ScalarType.Float32)).abs().max();
         return d.item<float>();
+    }
+
+    /// <summary>Starts the real `puzzle` program (from the test output) as a user runs it, plain output (CI=true).</summary>
+    public static Process StartCli(params string[] args)
+    {
+        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Puzzle.Cli.dll"));
+        foreach (var a in args) info.ArgumentList.Add(a);
+        info.Environment["CI"] = "true";
+        return Process.Start(info)!;
+    }
+
+    public static (int Code, string Stdout, string Stderr) RunCli(params string[] args)
+    {
+        using var process = StartCli(args);
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        process.WaitForExit();
+        return (process.ExitCode, stdout.Result, stderr.Result);
     }
 }

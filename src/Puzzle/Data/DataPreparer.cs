@@ -160,11 +160,11 @@ public static class DataPreparer
         return new DataPrepareResult(DataManifest.Read(options.OutDir), sources.Skips, false, peak, clock.Elapsed.TotalSeconds);
     }
 
-    static readonly string[] TokenizerFileNames = ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
+    static readonly string[] TokenizerFileNames = [.. Checkpoints.Checkpoint.TokenizerFiles, "generation_config.json"];
 
     public static string TokenizerChecksum(string tokenizerDir)
     {
-        var parts = TokenizerFileNames.Take(3).Select(n => Path.Combine(tokenizerDir, n)).Where(File.Exists)
+        var parts = new[] { "tokenizer.json", "tokenizer.model", "tokenizer_config.json" }.Select(n => Path.Combine(tokenizerDir, n)).Where(File.Exists)
             .Select(f => $"{Path.GetFileName(f)}={Hashing.Sha256File(f)}").ToList();
         if (parts.Count == 0) throw new PuzzleException($"{tokenizerDir}: no tokenizer.json or tokenizer.model");
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(string.Join("\n", parts))));

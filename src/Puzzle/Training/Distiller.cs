@@ -189,24 +189,6 @@ public static class Distiller
     }
 
     /// <summary>Mean per-token KL(teacher || student) on the first validation windows.</summary>
-    public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch)
-    {
-        using var noGrad = no_grad();
-        bool training = student.training;
-        student.eval();
-        var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
-        long rows = Math.Clamp(tokens / seqLen, 1, loader.Windows);
-        double kl = 0;
-        for (long start = 0; start < rows; start += batch)
-        {
-            using var scope = NewDisposeScope();
-            int n = (int)Math.Min(batch, rows - start);
-            var ids = tensor(loader.Next(n), [n, seqLen + 1], device: student.Device).narrow(1, 0, seqLen);
-            var logp = teacher.Forward(ids).to(ScalarType.Float32).log_softmax(-1);
-            var logq = student.Forward(ids).to(ScalarType.Float32).log_softmax(-1);
-            kl += (logp.exp() * (logp - logq)).sum().item<float>();
-        }
-        if (training) student.train();
-        return kl / (rows * seqLen);
-    }
+    public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch) =>
+        Stages.Evaluation.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch).KlToReference!.Value;
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 
@@ -7,17 +6,7 @@ namespace Puzzle.Tests.Cli;
 /// <summary>The real `puzzle` program, run as a process, as a user runs it.</summary>
 public sealed class CliTests
 {
-    static (int Code, string Stdout, string Stderr) Puzzle(params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Puzzle.Cli.dll"));
-        foreach (var a in args) info.ArgumentList.Add(a);
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        process.WaitForExit();
-        return (process.ExitCode, stdout.Result, stderr.Result);
-    }
+    static (int Code, string Stdout, string Stderr) Puzzle(params string[] args) => TestSupport.RunCli(args);
 
     [Fact]
     public void Info_Json_DescribesHeterogeneousChild()

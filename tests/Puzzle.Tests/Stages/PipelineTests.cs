@@ -28,22 +28,12 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
         return path;
     }
 
-    static Process Start(params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Puzzle.Cli.dll"));
-        foreach (var a in args) info.ArgumentList.Add(a);
-        info.Environment["CI"] = "true";
-        return Process.Start(info)!;
-    }
+    static Process Start(params string[] args) => TestSupport.StartCli(args);
 
     static (int Code, string Output) RunCli(params string[] args)
     {
-        using var process = Start(args);
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        process.WaitForExit();
-        return (process.ExitCode, stdout.Result + stderr.Result);
+        var (code, stdout, stderr) = TestSupport.RunCli(args);
+        return (code, stdout + stderr);
     }
 
     [Fact]

@@ -21,8 +21,8 @@ public static class ReportStage
         var child = HfConfig.Read(childDir);
         var solution = JsonNode.Parse(File.ReadAllText(run.Artifact(SearchStage.Folder, solutionName + ".json")))!;
         var sc = run.Config.Scenario;
-        int kvBytes = sc.KvDtype == "float32" ? 4 : sc.KvDtype is "fp8" or "int8" ? 1 : 2;
-        int weightBytes = sc.WeightDtype == "float32" ? 4 : sc.WeightDtype is "fp8" or "int8" ? 1 : 2;
+        int kvBytes = Costs.BlockCosts.DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
+        int weightBytes = Costs.BlockCosts.DtypeBytes(sc.WeightDtype, "scenario.weight_dtype");
         long context = sc.PromptLength + sc.GenerationLength;
         JsonObject Side(ModelConfig c, JsonNode metrics, JsonNode benchRow) => new()
         {

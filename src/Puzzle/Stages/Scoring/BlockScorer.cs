@@ -68,12 +68,14 @@ public static class BlockScorer
         using var windows = tensor(loader.Next(rows), [rows, manifest.SeqLen + 1], device: device);
         long tokens = (long)rows * manifest.SeqLen;
 
-        using var cache = ParentCache.Build(parent, windows, s.Batch);
-        AtomicFile.WriteJson(run.Artifact(Folder, "parent.json"), new JsonObject
-        {
-            ["fingerprint"] = fingerprint, ["lm_loss"] = cache.LmLoss, ["tokens"] = tokens,
-        });
-        if (pending.Count > 0)
+        // The parent's pass over the windows is only needed for candidates still to score.
+        string parentPath = run.Artifact(Folder, "parent.json");
+        var stored = File.Exists(parentPath) ? JsonNode.Parse(File.ReadAllText(parentPath)) : null;
+        using var cache = pending.Count > 0 || stored?["fingerprint"]?.GetValue<string>() != fingerprint ? ParentCache.Build(parent, windows, s.Batch) : null;
+        double parentLmLoss = cache?.LmLoss ?? stored!["lm_loss"]!.GetValue<double>();
+        if (cache is not null)
+            AtomicFile.WriteJson(parentPath, new JsonObject { ["fingerprint"] = fingerprint, ["lm_loss"] = cache.LmLoss, ["tokens"] = tokens });
+        if (cache is not null && pending.Count > 0)
         {
             using var task = progress.Start("score", pending.Count);
             int done = 0;
@@ -94,14 +96,14 @@ public static class BlockScorer
             ["fingerprint"] = fingerprint,
             ["mode"] = s.Mode,
             ["tokens"] = tokens,
-            ["parent_lm_loss"] = cache.LmLoss,
+            ["parent_lm_loss"] = parentLmLoss,
             ["candidates_total"] = candidates.Count,
             ["complete"] = scores.Count == candidates.Count,
             ["entries"] = new JsonArray(scores.Select(x => (JsonNode)x.ToJson()).ToArray()),
         };
         AtomicFile.WriteJson(run.Artifact(FileName), index);
-        log($"score: {scores.Count}/{candidates.Count} candidates scored on {tokens:N0} tokens (parent LM loss {cache.LmLoss:F4}) in {clock.Elapsed.TotalSeconds:F1} s -> {run.Artifact(FileName)}");
-        return new ScoringResult(s.Mode, candidates.Count, pending.Count, mine.Count - pending.Count, cache.LmLoss, tokens, scores, clock.Elapsed.TotalSeconds);
+        log($"score: {scores.Count}/{candidates.Count} candidates scored on {tokens:N0} tokens (parent LM loss {parentLmLoss:F4}) in {clock.Elapsed.TotalSeconds:F1} s -> {run.Artifact(FileName)}");
+        return new ScoringResult(s.Mode, candidates.Count, pending.Count, mine.Count - pending.Count, parentLmLoss, tokens, scores, clock.Elapsed.TotalSeconds);
     }
 
     public sealed record Candidate(int Layer, SubblockVariant Attention, SubblockVariant Ffn)
