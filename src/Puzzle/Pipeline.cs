@@ -26,14 +26,23 @@ public static class Pipeline
 {
     public const string Solution = "child";
 
-    public static JsonObject Run(RunDirectory run, Action<string>? log = null)
+    /// <summary>The stages in order, as `puzzle stage NAME` and `puzzle slurm --stages` name them.</summary>
+    public static readonly string[] StageNames = ["parent", "data", "library", "score", "costs", "search", "assemble", "distill", "evaluate", "export"];
+
+    /// <summary>
+    /// Runs every stage, or with <paramref name="only"/> that one stage alone (a scheduler's job: no stage table);
+    /// <paramref name="shard"/> is the library's and scoring's share of the work units.
+    /// </summary>
+    public static JsonObject Run(RunDirectory run, Action<string>? log = null, string? only = null, Shard? shard = null)
     {
         log ??= Log.Info;
-        var stages = new StageTable(run, log);
+        if (only is not null && !StageNames.Contains(only))
+            throw new PuzzleException($"stage '{only}' is not one of {string.Join(", ", StageNames)}");
+        var stages = new StageTable(run, log, only);
         stages.Run("1 parent", () => DescribeParent(run));
         stages.Run("2 data", () => PrepareData(run));
-        stages.Run("3 library", () => BlockLibraryBuilder.Run(run, Shard.All));
-        stages.Run("4 score", () => BlockScorer.Run(run, Shard.All));
+        stages.Run("3 library", () => BlockLibraryBuilder.Run(run, shard ?? Shard.All));
+        stages.Run("4 score", () => BlockScorer.Run(run, shard ?? Shard.All));
         stages.Run("5 costs", () => BlockCosts.Run(run));
         stages.Run("6 search", () => Search(run));
         bool rebuilt = false;
@@ -178,7 +187,7 @@ public static class Pipeline
     }
 
     /// <summary>The stage table: done / running / pending with elapsed times; the last run's durations give ETAs.</summary>
-    sealed class StageTable(RunDirectory run, Action<string> log)
+    sealed class StageTable(RunDirectory run, Action<string> log, string? only)
     {
         readonly string _path = run.Artifact("pipeline.json");
         readonly List<(string Name, double Seconds)> _done = new();
@@ -201,6 +210,11 @@ public static class Pipeline
 
         public void Run(string name, Action stage)
         {
+            if (only is not null)
+            {
+                if (name[(name.IndexOf(' ') + 1)..] == only) stage();
+                return;
+            }
             var previous = Previous();
             log($"pipeline: {string.Join(" | ", Names.Select(n => _done.Any(d => d.Name == n) ? $"{n} done {_done.First(d => d.Name == n).Seconds:F0}s" : n == name ? $"{n} RUNNING" : $"{n} pending"))}" +
                 (Names.SkipWhile(n => n != name).All(n => previous.GetValueOrDefault(n) > 0)
@@ -213,6 +227,7 @@ public static class Pipeline
 
         public void Finish()
         {
+            if (only is not null) return;
             Save(Previous(), finished: true);
             log($"pipeline: all stages done in {_total.Elapsed.TotalSeconds:F0} s: {string.Join(", ", _done.Select(d => $"{d.Name} {d.Seconds:F1}s"))}");
         }
