@@ -61,6 +61,8 @@ internal static class SlurmCommand
         {
             string stage = r.GetValue(name)!;
             string? shardText = r.GetValue(shard);
+            if (!Pipeline.StageNames.Contains(stage))
+                throw new PuzzleException($"stage '{stage}' is not one of {string.Join(", ", Pipeline.StageNames)}");
             if (shardText is not null && stage is not ("library" or "score"))
                 throw new PuzzleException($"--shard {shardText}: only the library and score stages are split into shards, not '{stage}'");
             Pipeline.Run(new RunDirectory(r.GetValue(run)!), only: stage, shard: Shard.Parse(shardText));

@@ -47,6 +47,9 @@ public static class SlurmScripts
     public const string Folder = "slurm";
     public const string SubmitScript = "submit.sh";
 
+    /// <summary>Stages that compute on the configured device and so get --gpus-per-task; the others only read and write files.</summary>
+    public static readonly string[] DeviceStages = ["library", "score", "costs", "search", "distill", "evaluate"];
+
     static readonly Regex TimeFormat = new(@"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|UNLIMITED|INFINITE)$");
     static readonly Regex PartitionFormat = new(@"^[A-Za-z0-9_.,\-]+$");
 
@@ -137,7 +140,7 @@ public static class SlurmScripts
         s.Append("#SBATCH --kill-on-invalid-dep=yes\n");
         s.Append($"#SBATCH --chdir={run.Path}\n");
         if (o.Partition is not null) s.Append($"#SBATCH --partition={o.Partition}\n");
-        if (o.GpusPerTask > 0) s.Append($"#SBATCH --gpus-per-task={o.GpusPerTask}\n");
+        if (o.GpusPerTask > 0 && DeviceStages.Contains(job.Stage)) s.Append($"#SBATCH --gpus-per-task={o.GpusPerTask}\n");
         if (o.Time is not null) s.Append($"#SBATCH --time={o.Time}\n");
         string what = job.IsArray
             ? $"stage '{job.Stage}' of run {run.Path}: array task i does work units i, i+{job.ArrayTasks}, ... of {job.Units}. The shard count is\n" +
