@@ -154,7 +154,7 @@ public static class SlurmScripts
         string shard = job.IsArray ? $" --shard \"${{SLURM_ARRAY_TASK_ID}}/{job.ArrayTasks}\"" : "";
         string id = job.IsArray ? "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" : "${SLURM_JOB_ID}";
         s.Append($"echo \"puzzle slurm: {job.Name}{(job.IsArray ? $" shard ${{SLURM_ARRAY_TASK_ID}}/{job.ArrayTasks}" : "")}, job {id}, " +
-                 "restart ${SLURM_RESTART_COUNT:-0}, on $(hostname) at $(date -u +%FT%TZ)\"\n");
+                 "restart ${SLURM_RESTART_COUNT:-0}, on $(uname -n) at $(date -u +%FT%TZ)\"\n");
         s.Append($"exec {o.Command} stage {job.Stage} --run {Quote(run.Path)}{shard}\n");
         return s.ToString();
     }

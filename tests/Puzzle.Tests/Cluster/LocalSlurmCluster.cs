@@ -46,7 +46,7 @@ internal sealed class LocalSlurmCluster : IDisposable
                 $"--log-file={Dir}/log/munged.log", $"--seed-file={Dir}/munge/munged.seed");
             WaitFor(() => File.Exists(socket), startTimeout, "munged to create its socket");
 
-            string host = Environment.MachineName;
+            string host = Environment.MachineName.Split('.')[0];                                      // Slurm compares short host names
             File.WriteAllText(ConfigPath, $"""
                 ClusterName=puzzletest
                 SlurmctldHost={host}(127.0.0.1)
