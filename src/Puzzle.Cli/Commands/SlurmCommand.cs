@@ -25,16 +25,18 @@ internal static class SlurmCommand
         slurm.SetAction(r => CliSupport.Run(() =>
         {
             string dir = Path.GetFullPath(r.GetValue(runDir)!);
+            var options = new SlurmOptions
+            {
+                Command = r.GetValue(command) ?? SlurmScripts.CurrentCommand(), Tasks = r.GetValue(tasks), Partition = r.GetValue(partition),
+                GpusPerTask = r.GetValue(gpus), Time = r.GetValue(time),
+                Stages = (r.GetValue(stages) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            };
+            SlurmScripts.Validate(options);
             var resolved = RunCommands.Resolve(r.GetValue(config)!, r.GetValue(set) ?? []);
             Directory.CreateDirectory(dir);
             resolved.Save(Path.Combine(dir, RunConfig.FileName));
             var run = new RunDirectory(dir);
-            var jobs = SlurmScripts.Write(run, new SlurmOptions
-            {
-                RunDir = dir, Command = r.GetValue(command) ?? SlurmScripts.CurrentCommand(), Tasks = r.GetValue(tasks), Partition = r.GetValue(partition),
-                GpusPerTask = r.GetValue(gpus), Time = r.GetValue(time),
-                Stages = (r.GetValue(stages) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-            });
+            var jobs = SlurmScripts.Write(run, options);
             foreach (var job in jobs)
                 Console.WriteLine($"{job.Script}  {(job.IsArray ? $"array of {job.ArrayTasks} tasks over {job.Units} units" : job.Units > 0 ? "index of all shards" : "single job")}");
             string submitScript = run.Artifact(SlurmScripts.Folder, SlurmScripts.SubmitScript);

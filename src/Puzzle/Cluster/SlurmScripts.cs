@@ -9,11 +9,9 @@ using Puzzle.Stages.Scoring;
 
 namespace Puzzle.Cluster;
 
-/// <summary>What `puzzle slurm` writes: the run, the command that starts the CLI on a node, and the sbatch settings.</summary>
+/// <summary>How `puzzle slurm` writes a run's jobs: the command that starts the CLI on a node, and the sbatch settings.</summary>
 public sealed record SlurmOptions
 {
-    /// <summary>Run directory holding config.json (made absolute).</summary>
-    public required string RunDir { get; init; }
     /// <summary>Shell text that starts the `puzzle` CLI on a node, e.g. `'/usr/bin/dotnet' '/opt/puzzle/Puzzle.Cli.dll'`.</summary>
     public required string Command { get; init; }
     /// <summary>Array tasks for the library and scoring stages (capped at their work units).</summary>
@@ -99,7 +97,8 @@ public static class SlurmScripts
         return jobs;
     }
 
-    static void Validate(SlurmOptions o)
+    /// <summary>Checks the options (one line naming the option and value); Plan and Write call it too.</summary>
+    public static void Validate(SlurmOptions o)
     {
         if (o.Tasks < 1) throw new PuzzleException($"--tasks {o.Tasks}: need at least 1 array task");
         if (o.GpusPerTask < 0) throw new PuzzleException($"--gpus-per-task {o.GpusPerTask}: must be 0 or more");

@@ -23,9 +23,9 @@ public sealed class SlurmScriptsTests
         return new RunDirectory(run);
     }
 
-    static SlurmOptions Options(RunDirectory run) => new()
+    static SlurmOptions Options() => new()
     {
-        RunDir = run.Path, Command = "printf '%s\\n'", Tasks = 3, Partition = "gpu", GpusPerTask = 2, Time = "1-02:00:00",
+        Command = "printf '%s\\n'", Tasks = 3, Partition = "gpu", GpusPerTask = 2, Time = "1-02:00:00",
     };
 
     /// <summary>Runs a script with bash and the given environment; (exit code, stdout + stderr).</summary>
@@ -46,7 +46,7 @@ public sealed class SlurmScriptsTests
     public void Scripts_OnePerStage_ArraysForLibraryAndScoring_EachTaskRunsItsShard()
     {
         var run = TinyRun();
-        var jobs = SlurmScripts.Write(run, Options(run));
+        var jobs = SlurmScripts.Write(run, Options());
         Assert.Equal(["01-parent", "02-data", "03-library", "04-library-index", "05-score", "06-score-index", "07-costs", "08-search", "09-assemble",
             "10-distill", "11-evaluate", "12-export"], jobs.Select(j => j.Name));
         var parent = HfConfig.Read(run.ParentDir);
@@ -83,7 +83,7 @@ public sealed class SlurmScriptsTests
     public void SubmitScript_ChainsTheSelectedStagesWithAfterok_AndRejectsAnUnknownStart()
     {
         var run = TinyRun();
-        var jobs = SlurmScripts.Write(run, Options(run) with { Stages = ["score", "library"], Tasks = 1000 });
+        var jobs = SlurmScripts.Write(run, Options() with { Stages = ["score", "library"], Tasks = 1000 });
         Assert.Equal(["01-library", "02-library-index", "03-score", "04-score-index"], jobs.Select(j => j.Name));
         Assert.All(jobs.Where(j => j.IsArray), j => Assert.Equal(j.Units, j.ArrayTasks));          // no empty array tasks
         Assert.Equal(jobs.Select(j => j.Script).Order(), Directory.GetFiles(Path.Combine(run.Path, "slurm"), "*.sbatch").Order());
@@ -104,7 +104,7 @@ public sealed class SlurmScriptsTests
         Assert.Contains("submit.sh: no job '05-costs'; jobs: 01-library 02-library-index 03-score 04-score-index", output);
 
         // Regenerating for other stages removes the scripts of jobs no longer in the chain.
-        SlurmScripts.Write(run, Options(run) with { Stages = ["costs"] });
+        SlurmScripts.Write(run, Options() with { Stages = ["costs"] });
         Assert.Equal(["01-costs.sbatch"], Directory.GetFiles(Path.Combine(run.Path, "slurm"), "*.sbatch").Select(Path.GetFileName));
     }
 
@@ -116,7 +116,7 @@ public sealed class SlurmScriptsTests
     public void BadOptions_NameTheOptionAndValue(string which, string message)
     {
         var run = TinyRun();
-        var o = Options(run);
+        var o = Options();
         o = which switch
         {
             "tasks" => o with { Tasks = 0 },
