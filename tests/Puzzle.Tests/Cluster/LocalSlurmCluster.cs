@@ -46,14 +46,15 @@ internal sealed class LocalSlurmCluster : IDisposable
                 $"--log-file={Dir}/log/munged.log", $"--seed-file={Dir}/munge/munged.seed");
             WaitFor(() => File.Exists(socket), startTimeout, "munged to create its socket");
 
+            var (controllerPort, nodePort) = FreePorts();
             string host = Environment.MachineName.Split('.')[0];                                      // Slurm compares short host names
             File.WriteAllText(ConfigPath, $"""
                 ClusterName=puzzletest
                 SlurmctldHost={host}(127.0.0.1)
                 SlurmUser=root
                 SlurmdUser=root
-                SlurmctldPort={FreePort()}
-                SlurmdPort={FreePort()}
+                SlurmctldPort={controllerPort}
+                SlurmdPort={nodePort}
                 AuthType=auth/munge
                 CredType=cred/munge
                 AuthInfo=socket={socket}
@@ -92,11 +93,14 @@ internal sealed class LocalSlurmCluster : IDisposable
 
     static byte[] RandomNumberGenerator(int bytes) => System.Security.Cryptography.RandomNumberGenerator.GetBytes(bytes);
 
-    static int FreePort()
+    /// <summary>Two distinct ports free right now (both held while asking, so they differ).</summary>
+    static (int, int) FreePorts()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        using var a = new TcpListener(IPAddress.Loopback, 0);
+        using var b = new TcpListener(IPAddress.Loopback, 0);
+        a.Start();
+        b.Start();
+        return (((IPEndPoint)a.LocalEndpoint).Port, ((IPEndPoint)b.LocalEndpoint).Port);
     }
 
     void Start(string program, params string[] args)

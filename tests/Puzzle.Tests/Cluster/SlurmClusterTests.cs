@@ -119,22 +119,25 @@ public sealed class SlurmClusterTests(ITestOutputHelper output)
         using var cluster = new LocalSlurmCluster(TimeSpan.FromSeconds(30));
         Mark("cluster up");
         string run = Path.Combine(TestSupport.TempDir(), "run");
-        var (code, text) = Cli(cluster.ConfigPath, "slurm", config, "--run", run, "--tasks", "2", "--stages", "library,score", "--submit");
+        var (code, text) = Cli(cluster.ConfigPath, "slurm", config, "--run", run, "--tasks", "2", "--stages", "parent,data,library,score", "--submit");
         Assert.True(code == 0, text);
         var submitted = text.Split('\n').Where(l => l.StartsWith("submitted ", StringComparison.Ordinal)).Select(l => l.Split(' ')).ToDictionary(p => p[1], p => p[2]);
-        Assert.Equal(["01-library", "02-library-index", "03-score", "04-score-index"], submitted.Keys);
+        Assert.Equal(["01-parent", "02-data", "03-library", "04-library-index", "05-score", "06-score-index"], submitted.Keys);
         Mark("jobs submitted");
         AssertCompleted(cluster.WaitAll(submitted.Values, JobTimeout), cluster, run);
         Mark("jobs done");
 
         // One log per array task, each doing its own shard.
-        foreach (string job in new[] { "01-library", "03-score" })
+        foreach (string job in new[] { "03-library", "05-score" })
             for (int i = 0; i < 2; i++)
             {
                 string log = File.ReadAllText(Path.Combine(run, "slurm", "logs", $"{job}-{submitted[job]}_{i}.out"));
                 Assert.Contains($"puzzle slurm: {job} shard {i}/2", log);
                 Assert.Contains($"shard {i}/2 owns", log);
             }
+        foreach (string job in new[] { "01-parent", "02-data", "04-library-index", "06-score-index" })
+            Assert.Contains($"puzzle slurm: {job}, job {submitted[job]}", File.ReadAllText(Path.Combine(run, "slurm", "logs", $"{job}-{submitted[job]}.out")));
+        Assert.Contains("\"fingerprint\"", File.ReadAllText(Path.Combine(run, "parent.json")));
         Assert.Contains("\"complete\": true", File.ReadAllText(Path.Combine(run, "library", "library.json")));
         Assert.Contains("\"complete\": true", File.ReadAllText(Path.Combine(run, "scores.json")));
         Assert.True(reference.Wait(JobTimeout), "the one-process reference run did not finish");
@@ -151,12 +154,12 @@ public sealed class SlurmClusterTests(ITestOutputHelper output)
             File.Delete(Path.Combine(run, "library", id + ".safetensors"));
             File.Delete(Path.Combine(run, "library", id + ".json"));
         }
-        (code, text) = cluster.Tool("sbatch", "--parsable", "--array=1", Path.Combine(run, "slurm", "01-library.sbatch"));
+        (code, text) = cluster.Tool("sbatch", "--parsable", "--array=1", Path.Combine(run, "slurm", "03-library.sbatch"));
         Assert.True(code == 0, text);
         string again = text.Trim().Split(';')[0];
         AssertCompleted(cluster.WaitAll([again], JobTimeout), cluster, run);
-        Assert.False(File.Exists(Path.Combine(run, "slurm", "logs", $"01-library-{again}_0.out")));
-        string rerun = File.ReadAllText(Path.Combine(run, "slurm", "logs", $"01-library-{again}_1.out"));
+        Assert.False(File.Exists(Path.Combine(run, "slurm", "logs", $"03-library-{again}_0.out")));
+        string rerun = File.ReadAllText(Path.Combine(run, "slurm", "logs", $"03-library-{again}_1.out"));
         Assert.Contains("shard 1/2 owns", rerun);
         Assert.Contains($"({lost.Count} trained now,", rerun);
         Mark("rerun done");
