@@ -21,7 +21,8 @@ public static class Demo
     public static RunConfig Config => new()
     {
         Parent = new ParentSection { Path = "parent" },
-        Data = new DataSection { Path = "data" },
+        // 233 addresses: 12 validation documents (~168k tokens) and 21 test documents (~195k tokens), the rest train.
+        Data = new DataSection { Path = "data", ValidationFraction = 0.05, TestFraction = 0.10 },
         Bld = new BldSection { TokensPerVariant = 262_144, Batch = 16 },
         Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 8_192, Batch = 16 },
         Scenario = new ScenarioSection { Batch = 16, PromptLength = 128, GenerationLength = 128, MeasureDtype = "bfloat16" },
@@ -41,7 +42,8 @@ public static class Demo
         if (File.Exists(Path.Combine(tokenizer, "tokenizer.json"))) log($"demo: reusing the tokenizer in {tokenizer}");
         else BpeTrainer.Train([corpusDir], VocabSize, tokenizer, log: log);
         string data = Path.Combine(runDir, "data");
-        DataPreparer.Prepare(new DataPrepareOptions { TokenizerDir = tokenizer, Inputs = [corpusDir], OutDir = data, SeqLen = 256, ValidationFraction = 0.05 }, log);
+        DataPreparer.Prepare(new DataPrepareOptions { TokenizerDir = tokenizer, Inputs = [corpusDir], OutDir = data, SeqLen = 256,
+            ValidationFraction = Config.Data.ValidationFraction, TestFraction = Config.Data.TestFraction }, log);
         Pretrainer.Run(new PretrainOptions
         {
             DataDir = data, OutDir = Path.Combine(runDir, "parent"), Shape = ModelShape.Presets["demo"], Tokens = ParentTokens, Batch = 16,

@@ -62,13 +62,13 @@ public static class Pipeline
         var d = run.Config.Data;
         if (!string.IsNullOrWhiteSpace(d.Path))
         {
-            DataManifest.Read(run.DataDir);                                                        // prepared elsewhere: just check it
+            DataManifest.Read(run.DataDir).Split("test");                                          // prepared elsewhere: check it has a test split
             return;
         }
         DataPreparer.Prepare(new DataPrepareOptions
         {
             TokenizerDir = run.ParentDir, Inputs = d.Inputs.Select(run.Resolve).ToArray(), OutDir = run.DataDir,
-            SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TextField = d.TextField,
+            SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TestFraction = d.TestFraction, TextField = d.TextField,
         });
     }
 

@@ -134,6 +134,8 @@ public sealed record DataSection
     public string[] Inputs { get; init; } = [];
     public int SeqLen { get; init; } = 256;
     public double ValidationFraction { get; init; } = 0.05;
+    /// <summary>Share of documents held out for evaluation only (`puzzle eval`, the report).</summary>
+    public double TestFraction { get; init; } = 0.05;
     public string TextField { get; init; } = "text";
 }
 
