@@ -110,7 +110,7 @@ public static class Pipeline
         {
             TeacherDir = run.ParentDir, StudentDir = run.Artifact("child"), DataDir = run.DataDir, OutDir = outDir,
             Tokens = g.Tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
-            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, RestartOnChangedSettings = true,
+            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens, RestartOnChangedSettings = true,
         });
         string solution = Path.Combine(run.Artifact("child"), "puzzle_solution.json");
         if (File.Exists(solution)) AtomicFile.Copy(solution, Path.Combine(outDir, "puzzle_solution.json"));
@@ -130,7 +130,8 @@ public static class Pipeline
             var fresh = EvalStage.Run(new EvalOptions
             {
                 ModelDir = child, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
-                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens,
+                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, ContinuationItems = e.ContinuationItems,
+                ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
             });
             fresh["key"] = key;
             AtomicFile.WriteJson(evalPath, fresh);

@@ -39,7 +39,7 @@ public sealed record DataManifest(int SeqLen, string TokenDtype, int VocabSize, 
     public int RequireWindows(string split, long tokens, string purpose)
     {
         var info = Split(split);
-        long needWindows = Math.Max(1, (tokens + SeqLen - 1) / SeqLen);
+        long needWindows = Math.Max(1, tokens / SeqLen);
         long haveWindows = Math.Max(0, (info.Tokens - 1) / SeqLen);
         if (haveWindows < needWindows)
             throw new PuzzleException($"{ManifestPath}: split '{split}' holds {info.Tokens:N0} tokens ({haveWindows} windows of {SeqLen}), " +
