@@ -14,11 +14,11 @@ public sealed class RunFixture
 
     public RunFixture()
     {
-        string corpus = CorpusFixtures.TextFolder(60);
+        string corpus = CorpusFixtures.TextFolder(80);
         DataDir = TestSupport.TempDir();
         DataPreparer.Prepare(new DataPrepareOptions
         {
-            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = DataDir, SeqLen = 32, ValidationFraction = 0.15,
+            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = DataDir, SeqLen = 32, ValidationFraction = 0.15, TestFraction = 0.1,
         }, log: _ => { });
         ParentDir = TestSupport.TempDir();
         Pretrainer.Run(new PretrainOptions
