@@ -68,7 +68,7 @@ public static class Pipeline
         DataPreparer.Prepare(new DataPrepareOptions
         {
             TokenizerDir = run.ParentDir, Inputs = d.Inputs.Select(run.Resolve).ToArray(), OutDir = run.DataDir,
-            SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TestFraction = d.TestFraction, TextField = d.TextField,
+            SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TestFraction = d.TestFraction, TextField = d.TextField, TxtDocuments = d.TxtDocuments,
         });
     }
 

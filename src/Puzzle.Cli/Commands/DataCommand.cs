@@ -14,9 +14,10 @@ internal static class DataCommand
         var validation = new Option<double>("--validation-fraction") { Description = "share of documents held out for selection (checkpoints, scoring, search)", DefaultValueFactory = _ => 0.05 };
         var test = new Option<double>("--test-fraction") { Description = "share of documents held out for `puzzle eval` only", DefaultValueFactory = _ => 0.05 };
         var textField = new Option<string>("--text-field") { Description = "text field (jsonl) or column (parquet)", DefaultValueFactory = _ => "text" };
+        var txtDocuments = new Option<string>("--txt-documents") { Description = ".txt inputs: file (one document each) or paragraphs (blank-line separated)", DefaultValueFactory = _ => "file" };
         var seed = new Option<long>("--seed") { Description = "seed of the document split", DefaultValueFactory = _ => 0 };
         var prepare = new Command("prepare", "Tokenize a corpus into memory-mapped token shards with train/validation/test splits by document and a manifest.")
-            { tokenizer, input, output, seqLen, validation, test, textField, seed };
+            { tokenizer, input, output, seqLen, validation, test, textField, txtDocuments, seed };
         prepare.SetAction(r => CliSupport.Run(() =>
         {
             var result = DataPreparer.Prepare(new DataPrepareOptions
@@ -28,6 +29,7 @@ internal static class DataCommand
                 ValidationFraction = r.GetValue(validation),
                 TestFraction = r.GetValue(test),
                 TextField = r.GetValue(textField)!,
+                TxtDocuments = r.GetValue(txtDocuments)!,
                 Seed = r.GetValue(seed),
             });
             var splits = result.Manifest.Splits;

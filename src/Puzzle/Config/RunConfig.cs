@@ -137,6 +137,8 @@ public sealed record DataSection
     /// <summary>Share of documents held out for evaluation only (`puzzle eval`, the report).</summary>
     public double TestFraction { get; init; } = 0.05;
     public string TextField { get; init; } = "text";
+    /// <summary>.txt inputs: "file" (each file is one document) or "paragraphs" (blank-line separated blocks are documents).</summary>
+    public string TxtDocuments { get; init; } = "file";
 }
 
 /// <summary>Per-layer variants (design.md 2).</summary>

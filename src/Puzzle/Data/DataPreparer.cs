@@ -15,6 +15,8 @@ public sealed record DataPrepareOptions
     /// <summary>Share of documents held out for `puzzle eval` only (nothing that trains or selects reads them).</summary>
     public double TestFraction { get; init; } = 0.05;
     public string TextField { get; init; } = "text";
+    /// <summary>.txt documents: "file" (one per file) or "paragraphs" (blank-line separated blocks of one file).</summary>
+    public string TxtDocuments { get; init; } = "file";
     public long Seed { get; init; }
     public long MaxShardTokens { get; init; } = 1L << 26;
     /// <summary>Parts tokenized together in parallel; bounds memory.</summary>
@@ -38,7 +40,7 @@ public static class DataPreparer
         if (options.TestFraction is < 0 or >= 1 || options.ValidationFraction + options.TestFraction >= 1)
             throw new PuzzleException($"--test-fraction must be in [0, 1) and leave documents for training, got {options.TestFraction} (validation {options.ValidationFraction})");
         var clock = Stopwatch.StartNew();
-        var sources = new DocumentSources(options.Inputs, options.TextField);
+        var sources = new DocumentSources(options.Inputs, options.TextField, options.TxtDocuments);
         var sourceInfo = sources.Files.Select(f => (Path: Path.GetFullPath(f), Sha: Hashing.Sha256File(f), Bytes: new FileInfo(f).Length)).ToList();
         string tokenizerSha = TokenizerChecksum(options.TokenizerDir);
         string fingerprint = Fingerprint(options, sourceInfo.Select(s => s.Sha), tokenizerSha);
@@ -136,6 +138,7 @@ public static class DataPreparer
                              "u < validation_fraction + test_fraction: test; else train",
             ["seed"] = options.Seed,
             ["text_field"] = options.TextField,
+            ["txt_documents"] = options.TxtDocuments,
             ["token_dtype"] = dtype,
             ["tokenizer"] = new JsonObject
             {
@@ -189,7 +192,7 @@ public static class DataPreparer
 
     static string Fingerprint(DataPrepareOptions o, IEnumerable<string> sourceShas, string tokenizerSha) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
-            $"v{DataManifest.FormatVersion}|{string.Join(",", sourceShas)}|{tokenizerSha}|{o.SeqLen}|{o.ValidationFraction}|{o.TestFraction}|{o.TextField}|{o.Seed}|{o.MaxShardTokens}")));
+            $"v{DataManifest.FormatVersion}|{string.Join(",", sourceShas)}|{tokenizerSha}|{o.SeqLen}|{o.ValidationFraction}|{o.TestFraction}|{o.TextField}|{o.TxtDocuments}|{o.Seed}|{o.MaxShardTokens}")));
 
     /// <summary>Appends tokens to numbered shard files of one split; each shard appears under its final name only when complete.</summary>
     sealed class ShardWriter(string dir, string split, string dtype, long maxShardTokens) : IDisposable
