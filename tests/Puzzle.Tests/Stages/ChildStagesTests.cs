@@ -175,6 +175,16 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
             report["measured_throughput_ratio"]!.GetValue<double>(), 9);
         string md = File.ReadAllText(Path.Combine(fixture.Run, "report.md"));
         Assert.Contains("| end-to-end throughput (tokens/s) |", md);
+        // The metric is named and defined, the figures carry intervals, and the split sizes are shown.
+        Assert.Contains("Accuracy retention", md);
+        Assert.Contains(EvalStage.RetentionDefinition, md);
+        Assert.Contains($"| test | {eval["protocol"]!["splits"]!["test"]!["documents"]!.GetValue<long>():N0} |", md);
+        Assert.Contains("| next-token accuracy (accuracy) |", md);
+        Assert.Contains(EvalStage.FormatInterval(eval["retention"]!["ci95"], percent: true), md);
+        Assert.Contains(EvalStage.FormatInterval(eval["fidelity"]!["perplexity_ratio"]!["ci95"]), md);
+        Assert.Contains("(rounds ", md);
+        Assert.Equal(EvalStage.RetentionDefinition, report["accuracy_retention"]!["definition"]!.GetValue<string>());
+        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), report["accuracy_retention"]!["value"]!.GetValue<double>());
         Assert.Contains("report-architecture.png", md);
         Assert.True(PlotTests.HasText(Path.Combine(fixture.Run, "report-architecture.png")));
         Assert.True(PlotTests.HasText(Path.Combine(fixture.Run, "report-pareto.png")));
@@ -196,6 +206,8 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
         }
         string card = File.ReadAllText(Path.Combine(export, "README.md"));
         Assert.Contains("Measured throughput", card);
+        Assert.Contains("Accuracy retention", card);
+        Assert.Contains(EvalStage.RetentionDefinition, card);
         Assert.Contains("padded with zero channels", card);
         Assert.True(File.Exists(Path.Combine(export, "tokenizer.json")));
     }

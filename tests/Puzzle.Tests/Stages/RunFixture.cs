@@ -14,7 +14,7 @@ public sealed class RunFixture
 
     public RunFixture()
     {
-        string corpus = CorpusFixtures.TextFolder(80);
+        string corpus = CorpusFixtures.TextFolder(60);
         DataDir = TestSupport.TempDir();
         DataPreparer.Prepare(new DataPrepareOptions
         {
