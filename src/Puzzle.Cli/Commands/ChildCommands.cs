@@ -42,9 +42,10 @@ internal static class ChildCommands
         var lm = new Option<double>("--lm-weight") { Description = "weight of the LM loss (off by default)", DefaultValueFactory = _ => 0.0 };
         var temperature = new Option<double>("--temperature") { DefaultValueFactory = _ => 1.0 };
         var precision = new Option<string>("--precision") { DefaultValueFactory = _ => "auto" };
+        var validationTokens = new Option<long>("--validation-tokens") { Description = "validation tokens the best checkpoint is chosen on", DefaultValueFactory = _ => 16_384 };
         var device = CliSupport.DeviceOption();
         var command = new Command("distill", "Global knowledge distillation of a child from its parent (cosine on hidden states + KL on logits).")
-            { teacher, student, data, output, tokens, batch, lr, cosine, kl, lm, temperature, precision, device };
+            { teacher, student, data, output, tokens, batch, lr, cosine, kl, lm, temperature, precision, validationTokens, device };
         command.SetAction(r => CliSupport.Run(() =>
         {
             var result = Distiller.Run(new DistillOptions
@@ -52,6 +53,7 @@ internal static class ChildCommands
                 TeacherDir = r.GetValue(teacher)!, StudentDir = r.GetValue(student)!, DataDir = r.GetValue(data)!, OutDir = r.GetValue(output)!,
                 Tokens = r.GetValue(tokens), Batch = r.GetValue(batch), LearningRate = r.GetValue(lr), CosineWeight = r.GetValue(cosine),
                 KlWeight = r.GetValue(kl), LmWeight = r.GetValue(lm), Temperature = r.GetValue(temperature), Precision = r.GetValue(precision)!,
+                ValidationTokens = r.GetValue(validationTokens),
                 Device = r.GetValue(device)!,
             });
             Console.WriteLine($"{r.GetValue(output)}: validation KL {result.InitialValidationKl:F4} -> {result.BestValidationKl:F4} (best at step {result.BestStep})");
