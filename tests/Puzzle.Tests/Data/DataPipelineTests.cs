@@ -130,6 +130,20 @@ public sealed class DataPipelineTests
     }
 
     [Fact]
+    public void TxtParagraphs_AreDocuments_WhenAsked()
+    {
+        string dir = TestSupport.TempDir();
+        string file = Path.Combine(dir, "stories.txt");
+        File.WriteAllText(file, "first story line one\nline two\n\n\nsecond story\n  \nthird story\n");
+        var parts = new DocumentSources([file], txtDocuments: "paragraphs").Read().ToList();
+        Assert.Equal(["first story line one\nline two", "second story", "third story"], parts.Select(p => p.Text));
+        Assert.Equal(["stories.txt#0", "stories.txt#1", "stories.txt#2"], parts.Select(p => p.DocumentKey));
+        Assert.All(parts, p => Assert.True(p.IsFirst && p.IsLast));
+        Assert.Single(new DocumentSources([file]).Read());                                           // default: the file is one document
+        Assert.Contains("data.txt_documents 'lines'", Assert.Throws<PuzzleException>(() => new DocumentSources([file], txtDocuments: "lines")).Message);
+    }
+
+    [Fact]
     public void Prepare_BadInputs_AreCountedAndReported()
     {
         string corpus = CorpusFixtures.TextFolder(10);
