@@ -71,13 +71,13 @@ public static class Pipeline
         var d = run.Config.Data;
         if (!string.IsNullOrWhiteSpace(d.Path))
         {
-            DataManifest.Read(run.DataDir);                                                        // prepared elsewhere: just check it
+            DataManifest.Read(run.DataDir).Split("test");                                          // prepared elsewhere: check it has a test split
             return;
         }
         DataPreparer.Prepare(new DataPrepareOptions
         {
             TokenizerDir = run.ParentDir, Inputs = d.Inputs.Select(run.Resolve).ToArray(), OutDir = run.DataDir,
-            SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TextField = d.TextField,
+            SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TestFraction = d.TestFraction, TextField = d.TextField, TxtDocuments = d.TxtDocuments,
         });
     }
 
@@ -119,7 +119,7 @@ public static class Pipeline
         {
             TeacherDir = run.ParentDir, StudentDir = run.Artifact("child"), DataDir = run.DataDir, OutDir = outDir,
             Tokens = g.Tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
-            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, RestartOnChangedSettings = true,
+            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens, RestartOnChangedSettings = true,
         });
         string solution = Path.Combine(run.Artifact("child"), "puzzle_solution.json");
         if (File.Exists(solution)) AtomicFile.Copy(solution, Path.Combine(outDir, "puzzle_solution.json"));
@@ -139,7 +139,8 @@ public static class Pipeline
             var fresh = EvalStage.Run(new EvalOptions
             {
                 ModelDir = child, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
-                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens,
+                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, ContinuationItems = e.ContinuationItems,
+                ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
             });
             fresh["key"] = key;
             AtomicFile.WriteJson(evalPath, fresh);

@@ -42,9 +42,10 @@ internal static class ChildCommands
         var lm = new Option<double>("--lm-weight") { Description = "weight of the LM loss (off by default)", DefaultValueFactory = _ => 0.0 };
         var temperature = new Option<double>("--temperature") { DefaultValueFactory = _ => 1.0 };
         var precision = new Option<string>("--precision") { DefaultValueFactory = _ => "auto" };
+        var validationTokens = new Option<long>("--validation-tokens") { Description = "validation tokens the best checkpoint is chosen on", DefaultValueFactory = _ => 16_384 };
         var device = CliSupport.DeviceOption();
         var command = new Command("distill", "Global knowledge distillation of a child from its parent (cosine on hidden states + KL on logits).")
-            { teacher, student, data, output, tokens, batch, lr, cosine, kl, lm, temperature, precision, device };
+            { teacher, student, data, output, tokens, batch, lr, cosine, kl, lm, temperature, precision, validationTokens, device };
         command.SetAction(r => CliSupport.Run(() =>
         {
             var result = Distiller.Run(new DistillOptions
@@ -52,6 +53,7 @@ internal static class ChildCommands
                 TeacherDir = r.GetValue(teacher)!, StudentDir = r.GetValue(student)!, DataDir = r.GetValue(data)!, OutDir = r.GetValue(output)!,
                 Tokens = r.GetValue(tokens), Batch = r.GetValue(batch), LearningRate = r.GetValue(lr), CosineWeight = r.GetValue(cosine),
                 KlWeight = r.GetValue(kl), LmWeight = r.GetValue(lm), Temperature = r.GetValue(temperature), Precision = r.GetValue(precision)!,
+                ValidationTokens = r.GetValue(validationTokens),
                 Device = r.GetValue(device)!,
             });
             Console.WriteLine($"{r.GetValue(output)}: validation KL {result.InitialValidationKl:F4} -> {result.BestValidationKl:F4} (best at step {result.BestStep})");
@@ -63,26 +65,33 @@ internal static class ChildCommands
     public static Command Eval()
     {
         var model = CliSupport.ModelArgument();
-        var reference = new Option<string?>("--reference") { Description = "parent: adds KL, top-1 agreement and quality retention" };
-        var data = new Option<string>("--data") { Description = "prepared data directory (its validation split)", Required = true };
+        var reference = new Option<string?>("--reference") { Description = "parent: adds accuracy retention (child / parent), fidelity (perplexity ratio, KL, top-1 agreement)" };
+        var data = new Option<string>("--data") { Description = "prepared data directory (its held-out test split)", Required = true };
+        var split = new Option<string>("--split") { Description = "split to evaluate: test (held out from every stage that trains or selects); validation only to compare", DefaultValueFactory = _ => "test" };
         var tasks = new Option<string[]>("--tasks") { Description = "multiple-choice jsonl files", AllowMultipleArgumentsPerToken = true };
         var limit = new Option<int?>("--limit") { Description = "items per task", DefaultValueFactory = _ => 500 };
         var fewShot = new Option<int>("--few-shot") { Description = "examples prefixed from the task file", DefaultValueFactory = _ => 0 };
-        var maxTokens = new Option<long>("--max-tokens") { Description = "held-out tokens", DefaultValueFactory = _ => 16_384 };
+        var maxTokens = new Option<long?>("--max-tokens") { Description = "tokens of the split (its first windows); default: the whole split" };
+        var continuation = new Option<int>("--continuation-items") { Description = "items of an in-domain task built from the split: the true next sentence among 4", DefaultValueFactory = _ => 0 };
+        var resamples = new Option<int>("--bootstrap") { Description = "bootstrap resamples for the 95% intervals", DefaultValueFactory = _ => 1000 };
+        var seed = new Option<long>("--seed") { Description = "seed of the bootstrap and the continuation task", DefaultValueFactory = _ => 0 };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var device = CliSupport.DeviceOption();
-        var command = new Command("eval", "Perplexity, next-token accuracy, KL/agreement to a reference, multiple-choice tasks, quality retention.")
-            { model, reference, data, tasks, limit, fewShot, maxTokens, json, device };
+        var command = new Command("eval", "Next-token accuracy, perplexity and tasks on the held-out test split; with a reference: accuracy retention, fidelity, 95% intervals.")
+            { model, reference, data, split, tasks, limit, fewShot, maxTokens, continuation, resamples, seed, json, device };
         command.SetAction(r => CliSupport.Run(() =>
         {
             var result = EvalStage.Run(new EvalOptions
             {
-                ModelDir = r.GetValue(model)!, ReferenceDir = r.GetValue(reference), DataDir = r.GetValue(data)!, Tasks = r.GetValue(tasks) ?? [],
-                TaskLimit = r.GetValue(limit), FewShot = r.GetValue(fewShot), MaxTokens = r.GetValue(maxTokens), Device = r.GetValue(device)!,
+                ModelDir = r.GetValue(model)!, ReferenceDir = r.GetValue(reference), DataDir = r.GetValue(data)!, Split = r.GetValue(split)!, Tasks = r.GetValue(tasks) ?? [],
+                TaskLimit = r.GetValue(limit), FewShot = r.GetValue(fewShot), MaxTokens = r.GetValue(maxTokens), ContinuationItems = r.GetValue(continuation),
+                BootstrapResamples = r.GetValue(resamples), Seed = r.GetValue(seed), Device = r.GetValue(device)!,
             }, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             else if (result["retention"] is { } retention)
-                Console.WriteLine($"quality retention {retention["mean"]!.GetValue<double>():P1} ({string.Join(", ", retention["components"]!.AsObject().Select(kv => $"{kv.Key} {kv.Value!.GetValue<double>():F3}"))})");
+                Console.WriteLine($"accuracy retention {retention["value"]!.GetValue<double>():P1} {EvalStage.FormatInterval(retention["ci95"], percent: true)} " +
+                                  $"({string.Join(", ", retention["components"]!.AsObject().Select(kv => $"{kv.Key} {kv.Value!["ratio"]!.GetValue<double>():F3}"))}); " +
+                                  $"perplexity ratio {result["fidelity"]!["perplexity_ratio"]!["value"]!.GetValue<double>():F3}");
             return 0;
         }));
         return command;

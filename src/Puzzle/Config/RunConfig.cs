@@ -134,7 +134,11 @@ public sealed record DataSection
     public string[] Inputs { get; init; } = [];
     public int SeqLen { get; init; } = 256;
     public double ValidationFraction { get; init; } = 0.05;
+    /// <summary>Share of documents held out for evaluation only (`puzzle eval`, the report).</summary>
+    public double TestFraction { get; init; } = 0.05;
     public string TextField { get; init; } = "text";
+    /// <summary>.txt inputs: "file" (each file is one document) or "paragraphs" (blank-line separated blocks are documents).</summary>
+    public string TxtDocuments { get; init; } = "file";
 }
 
 /// <summary>Per-layer variants (design.md 2).</summary>
@@ -229,6 +233,8 @@ public sealed record GkdSection
     public double LmWeight { get; init; }
     public double Temperature { get; init; } = 1.0;
     public string Precision { get; init; } = "auto";
+    /// <summary>Validation tokens the best checkpoint is chosen on (KL to the parent).</summary>
+    public long ValidationTokens { get; init; } = 16_384;
 }
 
 /// <summary>Evaluation and the side-by-side benchmark.</summary>
@@ -236,7 +242,14 @@ public sealed record EvaluationSection
 {
     public string[] Tasks { get; init; } = [];
     public int TaskLimit { get; init; } = 300;
-    public long MaxTokens { get; init; } = 16_384;
+    /// <summary>Test-split tokens evaluated (its first windows); null: the whole test split.</summary>
+    public long? MaxTokens { get; init; }
+    /// <summary>Items of the in-domain continuation task built from the test split (0: none).</summary>
+    public int ContinuationItems { get; init; }
+    /// <summary>Resamples of the paired bootstrap behind the 95% intervals.</summary>
+    public int BootstrapResamples { get; init; } = 1000;
+    /// <summary>Seed of the bootstrap and of the continuation task.</summary>
+    public long Seed { get; init; }
     public int BenchRepeats { get; init; } = 3;
     public string BenchDtype { get; init; } = "bfloat16";
 }

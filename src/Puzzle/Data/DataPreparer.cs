@@ -12,7 +12,11 @@ public sealed record DataPrepareOptions
     public required string OutDir { get; init; }
     public int SeqLen { get; init; } = 256;
     public double ValidationFraction { get; init; } = 0.05;
+    /// <summary>Share of documents held out for `puzzle eval` only (nothing that trains or selects reads them).</summary>
+    public double TestFraction { get; init; } = 0.05;
     public string TextField { get; init; } = "text";
+    /// <summary>.txt documents: "file" (one per file) or "paragraphs" (blank-line separated blocks of one file).</summary>
+    public string TxtDocuments { get; init; } = "file";
     public long Seed { get; init; }
     public long MaxShardTokens { get; init; } = 1L << 26;
     /// <summary>Parts tokenized together in parallel; bounds memory.</summary>
@@ -33,8 +37,10 @@ public static class DataPreparer
         if (options.SeqLen < 2) throw new PuzzleException($"--seq-len must be at least 2, got {options.SeqLen}");
         if (options.ValidationFraction is < 0 or >= 1)
             throw new PuzzleException($"--validation-fraction must be in [0, 1), got {options.ValidationFraction}");
+        if (options.TestFraction is < 0 or >= 1 || options.ValidationFraction + options.TestFraction >= 1)
+            throw new PuzzleException($"--test-fraction must be in [0, 1) and leave documents for training, got {options.TestFraction} (validation {options.ValidationFraction})");
         var clock = Stopwatch.StartNew();
-        var sources = new DocumentSources(options.Inputs, options.TextField);
+        var sources = new DocumentSources(options.Inputs, options.TextField, options.TxtDocuments);
         var sourceInfo = sources.Files.Select(f => (Path: Path.GetFullPath(f), Sha: Hashing.Sha256File(f), Bytes: new FileInfo(f).Length)).ToList();
         string tokenizerSha = TokenizerChecksum(options.TokenizerDir);
         string fingerprint = Fingerprint(options, sourceInfo.Select(s => s.Sha), tokenizerSha);
@@ -54,8 +60,9 @@ public static class DataPreparer
         {
             ["train"] = new(options.OutDir, "train", dtype, options.MaxShardTokens),
             ["validation"] = new(options.OutDir, "validation", dtype, options.MaxShardTokens),
+            ["test"] = new(options.OutDir, "test", dtype, options.MaxShardTokens),
         };
-        var documents = new Dictionary<string, long> { ["train"] = 0, ["validation"] = 0 };
+        var documents = new Dictionary<string, long> { ["train"] = 0, ["validation"] = 0, ["test"] = 0 };
         var perSource = new long[sources.Files.Count, 2];   // documents, tokens
         long totalTokens = 0;
         var batch = new List<DocumentPart>();
@@ -69,8 +76,7 @@ public static class DataPreparer
             for (int i = 0; i < batch.Count; i++)
             {
                 var part = batch[i];
-                string split = options.ValidationFraction > 0 && Hashing.UnitInterval(options.Seed, part.DocumentKey) < options.ValidationFraction
-                    ? "validation" : "train";
+                string split = SplitOf(Hashing.UnitInterval(options.Seed, part.DocumentKey), options.ValidationFraction, options.TestFraction);
                 var writer = writers[split];
                 long before = writer.TotalTokens;
                 if (part.IsFirst && tokenizer.AddBos && tokenizer.BosId is { } bos) writer.Write(bos);
@@ -102,6 +108,8 @@ public static class DataPreparer
             throw new PuzzleException($"no training documents: {sources.Skips.Total} skipped ({string.Join("; ", sources.Skips.Counts.Select(kv => $"{kv.Key}: {kv.Value}"))})");
         if (options.ValidationFraction > 0 && documents["validation"] == 0)
             Log.Warning($"data: no document fell into the validation split (fraction {options.ValidationFraction}, {documents["train"]} documents)");
+        if (options.TestFraction > 0 && documents["test"] == 0)
+            Log.Warning($"data: no document fell into the test split (fraction {options.TestFraction}, {documents["train"]} documents)");
 
         long peak = Process.GetCurrentProcess().PeakWorkingSet64;
         var splits = new JsonObject();
@@ -121,12 +129,16 @@ public static class DataPreparer
         }
         var manifest = new JsonObject
         {
-            ["format_version"] = 1,
+            ["format_version"] = DataManifest.FormatVersion,
             ["fingerprint"] = fingerprint,
             ["seq_len"] = options.SeqLen,
             ["validation_fraction"] = options.ValidationFraction,
+            ["test_fraction"] = options.TestFraction,
+            ["split_rule"] = "by document: u = SHA-256(seed, document key) in [0, 1); u < validation_fraction: validation; " +
+                             "u < validation_fraction + test_fraction: test; else train",
             ["seed"] = options.Seed,
             ["text_field"] = options.TextField,
+            ["txt_documents"] = options.TxtDocuments,
             ["token_dtype"] = dtype,
             ["tokenizer"] = new JsonObject
             {
@@ -153,12 +165,20 @@ public static class DataPreparer
             ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2),
         };
         AtomicFile.WriteJson(manifestPath, manifest);
-        log($"data: {totalTokens:N0} tokens ({documents["train"]} train / {documents["validation"]} validation documents) in {clock.Elapsed.TotalSeconds:F1} s, " +
-            $"{writers["train"].TotalTokens:N0} train / {writers["validation"].TotalTokens:N0} validation tokens, {dtype}, peak working set {peak / (1 << 20)} MiB");
+        log($"data: {totalTokens:N0} tokens ({documents["train"]} train / {documents["validation"]} validation / {documents["test"]} test documents) in {clock.Elapsed.TotalSeconds:F1} s, " +
+            $"{writers["train"].TotalTokens:N0} train / {writers["validation"].TotalTokens:N0} validation / {writers["test"].TotalTokens:N0} test tokens, {dtype}, " +
+            $"peak working set {peak / (1 << 20)} MiB");
         if (sources.Skips.Total > 0)
             Log.Warning($"data: skipped {sources.Skips.Total} documents: {string.Join("; ", sources.Skips.Counts.Select(kv => $"{kv.Key}: {kv.Value}"))} (e.g. {sources.Skips.Examples[0]})");
         return new DataPrepareResult(DataManifest.Read(options.OutDir), sources.Skips, false, peak, clock.Elapsed.TotalSeconds);
     }
+
+    /// <summary>
+    /// The split of a document from its stable hash: validation below the validation fraction, test in the next
+    /// test-fraction slice, train above. Adding or growing the test split never moves a validation document.
+    /// </summary>
+    public static string SplitOf(double u, double validationFraction, double testFraction) =>
+        u < validationFraction ? "validation" : u < validationFraction + testFraction ? "test" : "train";
 
     static readonly string[] TokenizerFileNames = [.. Checkpoints.Checkpoint.TokenizerFiles, "generation_config.json"];
 
@@ -172,7 +192,7 @@ public static class DataPreparer
 
     static string Fingerprint(DataPrepareOptions o, IEnumerable<string> sourceShas, string tokenizerSha) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
-            $"{string.Join(",", sourceShas)}|{tokenizerSha}|{o.SeqLen}|{o.ValidationFraction}|{o.TextField}|{o.Seed}|{o.MaxShardTokens}")));
+            $"v{DataManifest.FormatVersion}|{string.Join(",", sourceShas)}|{tokenizerSha}|{o.SeqLen}|{o.ValidationFraction}|{o.TestFraction}|{o.TextField}|{o.TxtDocuments}|{o.Seed}|{o.MaxShardTokens}")));
 
     /// <summary>Appends tokens to numbered shard files of one split; each shard appears under its final name only when complete.</summary>
     sealed class ShardWriter(string dir, string split, string dtype, long maxShardTokens) : IDisposable

@@ -38,11 +38,16 @@ public sealed class DocumentSources
 
     public IReadOnlyList<string> Files { get; }
     public string TextField { get; }
+    /// <summary>.txt documents: "file" (each file is one document) or "paragraphs" (blank-line separated blocks).</summary>
+    public string TxtDocuments { get; }
     public SkipReport Skips { get; } = new();
 
-    public DocumentSources(IEnumerable<string> inputs, string textField = "text")
+    public DocumentSources(IEnumerable<string> inputs, string textField = "text", string txtDocuments = "file")
     {
         TextField = textField;
+        if (txtDocuments is not ("file" or "paragraphs"))
+            throw new PuzzleException($"data.txt_documents '{txtDocuments}' is not 'file' or 'paragraphs'");
+        TxtDocuments = txtDocuments;
         var files = new List<string>();
         foreach (string input in inputs)
         {
@@ -104,6 +109,14 @@ public sealed class DocumentSources
             Skips.Add("invalid UTF-8", $"{path} ({invalid})");
             yield break;
         }
+        if (TxtDocuments == "paragraphs")
+        {
+            int n = 0;
+            foreach (string paragraph in Paragraphs(path))
+                yield return new DocumentPart(index, $"{key}#{n++}", paragraph, true, true);
+            if (n == 0) Skips.Add("empty document (whitespace only)", path);
+            yield break;
+        }
         using var parts = TextParts(path).GetEnumerator();
         if (!parts.MoveNext())
         {
@@ -124,6 +137,26 @@ public sealed class DocumentSources
             yield break;
         }
         yield return new DocumentPart(index, key, current, first, true);
+    }
+
+    /// <summary>Blocks of non-blank lines, streamed (a blank line ends a document).</summary>
+    static IEnumerable<string> Paragraphs(string path)
+    {
+        using var reader = new StreamReader(path, StrictUtf8, detectEncodingFromByteOrderMarks: true);
+        var current = new StringBuilder();
+        string? line;
+        while ((line = reader.ReadLine()) is not null)
+        {
+            if (string.IsNullOrWhiteSpace(line))
+            {
+                if (current.Length > 0) yield return current.ToString();
+                current.Clear();
+                continue;
+            }
+            if (current.Length > 0) current.Append('\n');
+            current.Append(line);
+        }
+        if (current.Length > 0) yield return current.ToString();
     }
 
     /// <summary>The file's text in parts of about <see cref="TextPartChars"/>, cut after a line break or space.</summary>

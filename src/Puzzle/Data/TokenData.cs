@@ -12,6 +12,41 @@ public sealed record DataManifest(int SeqLen, string TokenDtype, int VocabSize, 
 {
     public const string FileName = "manifest.json";
     public const string TokenizerFolder = "tokenizer";
+    /// <summary>2: three splits (train / validation / test); 1 had no test split.</summary>
+    public const int FormatVersion = 2;
+
+    /// <summary>The format version the manifest was written with (1 when absent).</summary>
+    public int Format { get; init; } = 1;
+
+    /// <summary>Where the manifest was read from (for error messages).</summary>
+    public string ManifestPath { get; init; } = FileName;
+
+    /// <summary>The split's description; a clear error when the data was prepared without it (format 1: no test split).</summary>
+    public SplitInfo Split(string name)
+    {
+        if (Splits.TryGetValue(name, out var info)) return info;
+        if (name == "test")
+            throw new PuzzleException($"{ManifestPath}: no 'test' split (data format {Format}, prepared before held-out test documents existed); " +
+                                      "re-prepare it with `puzzle data prepare` (it now writes train, validation and test splits; see --test-fraction), " +
+                                      "or delete a pipeline's RUN/data so `puzzle run` prepares it again");
+        throw new PuzzleException($"{ManifestPath}: no split '{name}' (has {string.Join(", ", Splits.Keys)})");
+    }
+
+    /// <summary>
+    /// Checks that the split holds at least <paramref name="tokens"/> tokens in whole windows of the manifest's
+    /// sequence length (as the loaders serve them) and returns that window count; never falls back to another split.
+    /// </summary>
+    public int RequireWindows(string split, long tokens, string purpose)
+    {
+        var info = Split(split);
+        long needWindows = Math.Max(1, tokens / SeqLen);
+        long haveWindows = Math.Max(0, (info.Tokens - 1) / SeqLen);
+        if (haveWindows < needWindows)
+            throw new PuzzleException($"{ManifestPath}: split '{split}' holds {info.Tokens:N0} tokens ({haveWindows} windows of {SeqLen}), " +
+                                      $"but {purpose} needs {needWindows * SeqLen:N0} tokens ({needWindows} windows); " +
+                                      $"prepare the data with a larger {split} fraction or ask for fewer tokens");
+        return (int)needWindows;
+    }
 
     public static DataManifest Read(string dataDir)
     {
@@ -27,6 +62,9 @@ public sealed record DataManifest(int SeqLen, string TokenDtype, int VocabSize, 
                 node["tokens"]!.GetValue<long>(),
                 node["shards"]!.AsArray().Select(s => new ShardInfo(s!["file"]!.GetValue<string>(), s["tokens"]!.GetValue<long>())).ToArray());
         var tokenizer = root["tokenizer"]!;
+        int format = root["format_version"]?.GetValue<int>() ?? 1;
+        if (format > FormatVersion)
+            throw new PuzzleException($"{path}: format_version {format} is newer than this build reads ({FormatVersion})");
         return new DataManifest(
             root["seq_len"]!.GetValue<int>(),
             root["token_dtype"]!.GetValue<string>(),
@@ -34,7 +72,7 @@ public sealed record DataManifest(int SeqLen, string TokenDtype, int VocabSize, 
             tokenizer["bos_id"]?.GetValue<int>(),
             tokenizer["eos_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray(),
             splits,
-            tokenizer["sha256"]!.GetValue<string>());
+            tokenizer["sha256"]!.GetValue<string>()) { Format = format, ManifestPath = path };
     }
 }
 
@@ -55,8 +93,7 @@ public sealed class TokenDataset : IDisposable
     public TokenDataset(string dataDir, string split)
     {
         Manifest = DataManifest.Read(dataDir);
-        if (!Manifest.Splits.TryGetValue(split, out var info))
-            throw new PuzzleException($"{Path.Combine(dataDir, DataManifest.FileName)}: no split '{split}' (has {string.Join(", ", Manifest.Splits.Keys)})");
+        var info = Manifest.Split(split);
         Split = split;
         _bytesPerToken = Manifest.TokenDtype == "uint16" ? 2 : 4;
         var shards = new List<(MemoryMappedFile, MemoryMappedViewAccessor, long, long)>();
@@ -74,6 +111,30 @@ public sealed class TokenDataset : IDisposable
         }
         _shards = [.. shards];
         Tokens = first;
+    }
+
+    /// <summary>
+    /// Where each document of the split starts in its stream: after every end-of-document token the preparer wrote
+    /// (the manifest's EOS ids), or at every BOS where the tokenizer has no EOS; one document when it has neither.
+    /// </summary>
+    public long[] DocumentStarts()
+    {
+        var eos = Manifest.EosIds.Select(e => (long)e).ToHashSet();
+        long? bos = eos.Count == 0 ? Manifest.BosId : null;
+        var starts = new List<long> { 0 };
+        var buffer = new long[1 << 16];
+        for (long start = 0; start < Tokens; start += buffer.Length)
+        {
+            int n = (int)Math.Min(buffer.Length, Tokens - start);
+            Read(start, buffer.AsSpan(0, n));
+            for (int i = 0; i < n; i++)
+            {
+                long position = start + i;
+                if (eos.Contains(buffer[i]) && position + 1 < Tokens) starts.Add(position + 1);
+                else if (bos is { } b && buffer[i] == b && position > 0) starts.Add(position);
+            }
+        }
+        return [.. starts];
     }
 
     /// <summary>Copies tokens [start, start + destination.Length) of the split's stream.</summary>

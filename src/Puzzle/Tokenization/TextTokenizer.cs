@@ -12,7 +12,10 @@ public abstract class TextTokenizer : IDisposable
 {
     public int? BosId { get; protected init; }
     public IReadOnlyList<int> EosIds { get; protected init; } = [];
-    /// <summary>Whether <see cref="Encode(string)"/> prepends BOS (tokenizer_config.json add_bos_token; default true).</summary>
+    /// <summary>
+    /// Whether <see cref="Encode(string)"/> prepends BOS: tokenizer_config.json's add_bos_token where it says; else, for
+    /// tokenizer.json, whether its post-processor adds a BOS (as transformers' fast tokenizers do); else true (SentencePiece Llama).
+    /// </summary>
     public bool AddBos { get; protected init; } = true;
     public bool AddEos { get; protected init; }
     /// <summary>Size of the id space (largest id + 1), special tokens included.</summary>
@@ -51,11 +54,12 @@ public abstract class TextTokenizer : IDisposable
 }
 
 /// <summary>What tokenizer_config.json, config.json and generation_config.json say about special tokens.</summary>
-public sealed record TokenizerSettings(bool AddBos, bool AddEos, string? BosToken, string? EosToken, int? BosId, IReadOnlyList<int> EosIds)
+public sealed record TokenizerSettings(bool? AddBos, bool AddEos, string? BosToken, string? EosToken, int? BosId, IReadOnlyList<int> EosIds)
 {
     public static TokenizerSettings Read(string modelDir)
     {
-        bool addBos = true, addEos = false;
+        bool? addBos = null;
+        bool addEos = false;
         string? bosToken = null, eosToken = null;
         int? bosId = null;
         var eosIds = new List<int>();
@@ -148,7 +152,7 @@ public sealed class HfTokenizer : TextTokenizer
         var eos = settings.EosIds.ToList();
         if (eos.Count == 0 && Lookup(settings.EosToken) is { } eosId) eos.Add(eosId);
         EosIds = eos;
-        AddBos = settings.AddBos;
+        AddBos = settings.AddBos ?? (_prefix.Length > 0 && BosId is { } b && _prefix.Contains(b));
         AddEos = settings.AddEos;
     }
 
@@ -195,7 +199,7 @@ public sealed class SentencePieceTokenizer : TextTokenizer
         BosId = settings.BosId ?? _tokenizer.BeginningOfSentenceId;
         VocabSize = _tokenizer.Vocabulary.Count;
         EosIds = settings.EosIds.Count > 0 ? settings.EosIds : [_tokenizer.EndOfSentenceId];
-        AddBos = settings.AddBos;
+        AddBos = settings.AddBos ?? true;
         AddEos = settings.AddEos;
     }
 

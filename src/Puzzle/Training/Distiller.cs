@@ -84,8 +84,9 @@ public static class Distiller
         using var optimizer = new MixedPrecisionOptimizer(master, work, o.AdamW);
         using var train = new TokenDataset(o.DataDir, "train");
         var loader = new TokenBatchLoader(train, seqLen, o.Seed);
-        string validationSplit = manifest.Splits.TryGetValue("validation", out var vs) && vs.Tokens > seqLen * 2 ? "validation" : "train";
-        using var validation = new TokenDataset(o.DataDir, validationSplit);
+        // The best checkpoint is chosen on validation windows only; never on train or test text.
+        manifest.RequireWindows("validation", o.ValidationTokens, "gkd validation (gkd.validation_tokens)");
+        using var validation = new TokenDataset(o.DataDir, "validation");
 
         int step = 0, bestStep = 0;
         double initialKl, bestKl;
@@ -190,5 +191,5 @@ public static class Distiller
 
     /// <summary>Mean per-token KL(teacher || student) on the first validation windows.</summary>
     public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch) =>
-        Stages.Evaluation.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch).KlToReference!.Value;
+        Stages.Evaluation.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)").KlToReference!.Value;
 }

@@ -9,10 +9,10 @@ namespace Puzzle.Tests.Data;
 
 public sealed class DataPipelineTests
 {
-    static DataPrepareResult Prepare(string tokenizer, string[] inputs, string outDir, double validation = 0.2, int seqLen = 16, string field = "text", long seed = 0) =>
+    static DataPrepareResult Prepare(string tokenizer, string[] inputs, string outDir, double validation = 0.2, int seqLen = 16, string field = "text", long seed = 0, double test = 0) =>
         DataPreparer.Prepare(new DataPrepareOptions
         {
-            TokenizerDir = tokenizer, Inputs = inputs, OutDir = outDir, SeqLen = seqLen, ValidationFraction = validation, TextField = field, Seed = seed,
+            TokenizerDir = tokenizer, Inputs = inputs, OutDir = outDir, SeqLen = seqLen, ValidationFraction = validation, TestFraction = test, TextField = field, Seed = seed,
         }, log: _ => { });
 
     static long[] AllTokens(string dataDir, string split)
@@ -29,17 +29,19 @@ public sealed class DataPipelineTests
         string corpus = CorpusFixtures.TextFolder(40);
         string tokenizerDir = CorpusFixtures.Tokenizer(corpus);
         string outDir = TestSupport.TempDir();
-        var result = Prepare(tokenizerDir, [corpus], outDir);
+        var result = Prepare(tokenizerDir, [corpus], outDir, test: 0.2);
         using var tokenizer = TextTokenizer.Load(tokenizerDir);
         Assert.Equal("uint16", result.Manifest.TokenDtype);
         var train = result.Manifest.Splits["train"];
         var validation = result.Manifest.Splits["validation"];
-        Assert.Equal(40, train.Documents + validation.Documents);
+        var test = result.Manifest.Splits["test"];
+        Assert.Equal(40, train.Documents + validation.Documents + test.Documents);
         Assert.InRange(validation.Documents, 2, 16);
+        Assert.InRange(test.Documents, 2, 16);
 
         // Decode each split back into documents: every document appears whole, in exactly one split.
         var seen = new Dictionary<string, string>();
-        foreach (string split in new[] { "train", "validation" })
+        foreach (string split in new[] { "train", "validation", "test" })
         {
             long[] tokens = AllTokens(outDir, split);
             int bos = tokenizer.BosId!.Value, eos = tokenizer.EosIds[0];
@@ -61,7 +63,8 @@ public sealed class DataPipelineTests
             Assert.Empty(current);
         }
         Assert.Equal(40, seen.Count);
-        Assert.Equal(train.Tokens + validation.Tokens, result.Manifest.Splits.Values.Sum(s => s.Tokens));
+        Assert.Equal(train.Tokens + validation.Tokens + test.Tokens, result.Manifest.Splits.Values.Sum(s => s.Tokens));
+        Assert.Equal(2, JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")))!["format_version"]!.GetValue<int>());
         var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")))!;
         Assert.Equal(40, manifest["sources"]!.AsArray().Count);
         Assert.Equal(64, manifest["sources"]![0]!["sha256"]!.GetValue<string>().Length);
@@ -81,6 +84,63 @@ public sealed class DataPipelineTests
         Assert.NotEqual(AllTokens(a, "validation"), AllTokens(c, "validation"));
         Assert.True(Prepare(tokenizerDir, [corpus], a).Reused);
         Assert.False(Prepare(tokenizerDir, [corpus], a, seqLen: 32).Reused);                    // settings changed: redone
+    }
+
+    [Fact]
+    public void TestSplit_TakesOnlyTrainDocuments_KeepsValidation_AndDocumentStartsFindEveryDocument()
+    {
+        string corpus = CorpusFixtures.TextFolder(40);
+        string tokenizerDir = CorpusFixtures.Tokenizer(corpus);
+        string without = TestSupport.TempDir(), with = TestSupport.TempDir();
+        Prepare(tokenizerDir, [corpus], without, test: 0);
+        var result = Prepare(tokenizerDir, [corpus], with, test: 0.25);
+        Assert.Equal(AllTokens(without, "validation"), AllTokens(with, "validation"));              // growing the test split moves no validation document
+        using var tokenizer = TextTokenizer.Load(tokenizerDir);
+        HashSet<string> Documents(string dir, string split)
+        {
+            using var data = new TokenDataset(dir, split);
+            long[] starts = data.DocumentStarts();
+            long[] all = AllTokens(dir, split);
+            var texts = starts.Select((s, i) => tokenizer.Decode(all[(int)s..(int)(i + 1 < starts.Length ? starts[i + 1] : all.Length)].Select(t => (int)t).ToArray())).ToHashSet();
+            Assert.Equal(DataManifest.Read(dir).Splits[split].Documents, starts.Length);
+            return texts;
+        }
+        var test = Documents(with, "test");
+        Assert.Equal(result.Manifest.Splits["test"].Documents, test.Count);
+        Assert.InRange(test.Count, 3, 20);
+        Assert.Subset(Documents(without, "train"), test);                                           // test documents come from the old train split
+        Assert.Empty(test.Intersect(Documents(with, "train")));
+        Assert.All(test, t => Assert.StartsWith("Story number", t));
+
+        // Old data directories (format 1, no test split) and too-small splits: one clear line each.
+        string manifestPath = Path.Combine(without, "manifest.json");
+        var old = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        old["format_version"] = 1;
+        old["splits"]!.AsObject().Remove("test");
+        File.WriteAllText(manifestPath, old.ToJsonString());
+        string message = Assert.Throws<PuzzleException>(() => new TokenDataset(without, "test")).Message;
+        Assert.Contains($"{manifestPath}: no 'test' split (data format 1", message);
+        Assert.Contains("re-prepare it with `puzzle data prepare`", message);
+        var manifest = DataManifest.Read(with);
+        long validationTokens = manifest.Splits["validation"].Tokens;
+        message = Assert.Throws<PuzzleException>(() => manifest.RequireWindows("validation", validationTokens + 64, "scoring (scoring.validation_tokens)")).Message;
+        Assert.Contains($"split 'validation' holds {validationTokens:N0} tokens ({(validationTokens - 1) / 16} windows of 16), but scoring (scoring.validation_tokens) needs " +
+                        $"{(validationTokens + 64) / 16 * 16:N0} tokens", message);
+        Assert.Equal((int)((validationTokens - 1) / 16), manifest.RequireWindows("validation", (validationTokens - 1) / 16 * 16, "x"));
+    }
+
+    [Fact]
+    public void TxtParagraphs_AreDocuments_WhenAsked()
+    {
+        string dir = TestSupport.TempDir();
+        string file = Path.Combine(dir, "stories.txt");
+        File.WriteAllText(file, "first story line one\nline two\n\n\nsecond story\n  \nthird story\n");
+        var parts = new DocumentSources([file], txtDocuments: "paragraphs").Read().ToList();
+        Assert.Equal(["first story line one\nline two", "second story", "third story"], parts.Select(p => p.Text));
+        Assert.Equal(["stories.txt#0", "stories.txt#1", "stories.txt#2"], parts.Select(p => p.DocumentKey));
+        Assert.All(parts, p => Assert.True(p.IsFirst && p.IsLast));
+        Assert.Single(new DocumentSources([file]).Read());                                           // default: the file is one document
+        Assert.Contains("data.txt_documents 'lines'", Assert.Throws<PuzzleException>(() => new DocumentSources([file], txtDocuments: "lines")).Message);
     }
 
     [Fact]

@@ -149,11 +149,6 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
         Assert.Equal(acc / 4.0, metrics.Acc);
         Assert.Equal(accNorm / 4.0, metrics.AccNorm);
 
-        var retention = EvalStage.Retention(
-            new JsonObject { ["next_token_accuracy"] = 0.3, ["top1_agreement"] = 0.9, ["perplexity"] = 12.0, ["tasks"] = new JsonObject { ["t"] = new JsonObject { ["acc_norm"] = 0.5 } } },
-            new JsonObject { ["next_token_accuracy"] = 0.4, ["perplexity"] = 10.0, ["tasks"] = new JsonObject { ["t"] = new JsonObject { ["acc_norm"] = 0.6 } } });
-        Assert.Equal((0.75 + 0.9 + 0.5 / 0.6) / 3, retention["mean"]!.GetValue<double>(), 9);
-        Assert.Equal(1.2, retention["perplexity_ratio"]!.GetValue<double>(), 9);
     }
 
     [Fact]
@@ -166,7 +161,8 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
         }, _ => { });
         Assert.True(eval["metrics"]!["kl_to_reference"]!.GetValue<double>() > 0);
         Assert.Equal(0, eval["reference_metrics"]!["kl_to_reference"]?.GetValue<double>() ?? 0);
-        Assert.InRange(eval["retention"]!["mean"]!.GetValue<double>(), 0.1, 2);
+        Assert.InRange(eval["retention"]!["value"]!.GetValue<double>(), 0.1, 2);
+        Assert.Equal("test", eval["protocol"]!["split"]!.GetValue<string>());
 
         var bench = BenchStage.Run(new BenchOptions { Models = [fixture.Base.ParentDir, fixture.Child], Batch = 2, PromptLength = 8, GenerationLength = 6, Repeats = 2 }, _ => { });
         var rows = bench["models"]!.AsArray();
@@ -179,6 +175,16 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
             report["measured_throughput_ratio"]!.GetValue<double>(), 9);
         string md = File.ReadAllText(Path.Combine(fixture.Run, "report.md"));
         Assert.Contains("| end-to-end throughput (tokens/s) |", md);
+        // The metric is named and defined, the figures carry intervals, and the split sizes are shown.
+        Assert.Contains("Accuracy retention", md);
+        Assert.Contains(EvalStage.RetentionDefinition, md);
+        Assert.Contains($"| test | {eval["protocol"]!["splits"]!["test"]!["documents"]!.GetValue<long>():N0} |", md);
+        Assert.Contains("| next-token accuracy (accuracy) |", md);
+        Assert.Contains(EvalStage.FormatInterval(eval["retention"]!["ci95"], percent: true), md);
+        Assert.Contains(EvalStage.FormatInterval(eval["fidelity"]!["perplexity_ratio"]!["ci95"]), md);
+        Assert.Contains("(rounds ", md);
+        Assert.Equal(EvalStage.RetentionDefinition, report["accuracy_retention"]!["definition"]!.GetValue<string>());
+        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), report["accuracy_retention"]!["value"]!.GetValue<double>());
         Assert.Contains("report-architecture.png", md);
         Assert.True(PlotTests.HasText(Path.Combine(fixture.Run, "report-architecture.png")));
         Assert.True(PlotTests.HasText(Path.Combine(fixture.Run, "report-pareto.png")));
@@ -200,6 +206,8 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
         }
         string card = File.ReadAllText(Path.Combine(export, "README.md"));
         Assert.Contains("Measured throughput", card);
+        Assert.Contains("Accuracy retention", card);
+        Assert.Contains(EvalStage.RetentionDefinition, card);
         Assert.Contains("padded with zero channels", card);
         Assert.True(File.Exists(Path.Combine(export, "tokenizer.json")));
     }

@@ -20,7 +20,7 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
             Scoring = new ScoringSection { ValidationTokens = 32 * 8, Batch = 8 },
             Scenario = new ScenarioSection { Batch = 4, PromptLength = 32, GenerationLength = 32, WarmupRuns = 1, Repeats = 3 },
             Search = new SearchSection { MinThroughputRatio = 1.5, Target = "h100", Sweep = "throughput-ratio=1.0:2.0:0.5" },
-            Gkd = new GkdSection { Tokens = 8 * 32 * 8, Batch = 8, Lr = 1e-3 },
+            Gkd = new GkdSection { Tokens = 8 * 32 * 8, Batch = 8, Lr = 1e-3, ValidationTokens = 32 * 8 },
             Evaluation = new EvaluationSection { MaxTokens = 32 * 8, BenchRepeats = 1 },
             Export = new ExportSection { Dtype = "float32" },
         };

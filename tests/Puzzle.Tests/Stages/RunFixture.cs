@@ -18,7 +18,7 @@ public sealed class RunFixture
         DataDir = TestSupport.TempDir();
         DataPreparer.Prepare(new DataPrepareOptions
         {
-            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = DataDir, SeqLen = 32, ValidationFraction = 0.15,
+            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = DataDir, SeqLen = 32, ValidationFraction = 0.15, TestFraction = 0.1,
         }, log: _ => { });
         ParentDir = TestSupport.TempDir();
         Pretrainer.Run(new PretrainOptions

@@ -5,7 +5,7 @@ namespace Puzzle.Tests.Tokenization;
 public sealed class TokenizerTests
 {
     /// <summary>A Llama-3 style byte-level BPE tokenizer.json written here (vocabulary: bytes + two merges).</summary>
-    static string ByteLevelTokenizerDir()
+    internal static string ByteLevelTokenizerDir()
     {
         string dir = TestSupport.TempDir();
         var vocab = new Dictionary<string, int>();

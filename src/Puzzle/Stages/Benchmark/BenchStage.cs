@@ -21,9 +21,10 @@ public sealed record BenchOptions
 }
 
 /// <summary>
-/// Side-by-side generation benchmark: every model in this process, the same engine, prompts and scenario, runs
-/// alternating (A B A B …) after warm-up; medians of prefill and decode tokens/s, end-to-end throughput
-/// (batch × generated / time) and time to first token, ratios to the first model.
+/// Side-by-side generation benchmark: every model in this process, the same engine, prompts and scenario, runs in
+/// ABBA order (the order reverses every round, so no model always runs second) after warm-up; medians of prefill and
+/// decode tokens/s, end-to-end throughput (batch × generated / time) and time to first token, ratios to the first
+/// model, and the spread of the ratio over rounds (min and max of the per-round ratio).
 /// </summary>
 public static class BenchStage
 {
@@ -45,9 +46,9 @@ public static class BenchStage
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
             var samples = models.Select(_ => new List<(double Prefill, double Decode, double Total)>()).ToArray();
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
-                $"{o.Warmup} warm-up + {o.Repeats} alternating rounds");
+                $"{o.Warmup} warm-up + {o.Repeats} rounds in ABBA order");
             for (int round = 0; round < o.Warmup + o.Repeats; round++)
-                for (int m = 0; m < models.Count; m++)
+                foreach (int m in RoundOrder(round, models.Count))
                 {
                     var clock = Stopwatch.StartNew();
                     var result = TextGenerator.Generate(models[m], prompts, options, []);
@@ -80,6 +81,11 @@ public static class BenchStage
                 first ??= row;
                 foreach (string key in new[] { "prefill_tokens_per_s", "decode_tokens_per_s", "end_to_end_tokens_per_s" })
                     row[key.Replace("_tokens_per_s", "_ratio")] = row[key]!.GetValue<double>() / first[key]!.GetValue<double>();
+                // Per round: the first model's time over this model's (a throughput ratio), from the same round.
+                var perRound = samples[m].Select((s, i) => samples[0][i].Total / s.Total).ToArray();
+                row["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
+                row["end_to_end_ratio_min"] = perRound.Min();
+                row["end_to_end_ratio_max"] = perRound.Max();
                 row["memory_ratio"] = (double)(weights + kv) / first["memory_bytes"]!.GetValue<long>();
                 rows.Add(row);
                 log($"bench: {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
@@ -92,7 +98,7 @@ public static class BenchStage
                 ["scenario"] = new JsonObject
                 {
                     ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
-                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup,
+                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = "ABBA",
                 },
                 ["process_peak_working_set_bytes"] = peak,
                 ["models"] = rows,
@@ -103,6 +109,10 @@ public static class BenchStage
             foreach (var m in models) m.Dispose();
         }
     }
+
+    /// <summary>Model order of a round: forward in even rounds, reversed in odd ones (A B, B A, A B, … = ABBA).</summary>
+    public static int[] RoundOrder(int round, int models) =>
+        round % 2 == 0 ? [.. Enumerable.Range(0, models)] : [.. Enumerable.Range(0, models).Reverse()];
 
     static double Median(IEnumerable<double> values)
     {

@@ -11,88 +11,272 @@ public sealed record EvalOptions
     public required string ModelDir { get; init; }
     public string? ReferenceDir { get; init; }
     public required string DataDir { get; init; }
+    /// <summary>The split evaluated: "test" (held out from every stage that trains or selects); others only for comparisons.</summary>
+    public string Split { get; init; } = "test";
     public IReadOnlyList<string> Tasks { get; init; } = [];
     public int? TaskLimit { get; init; } = 500;
     public int FewShot { get; init; }
-    public long MaxTokens { get; init; } = 16_384;
+    /// <summary>Tokens of the split evaluated (its first whole windows); null: every window of the split.</summary>
+    public long? MaxTokens { get; init; }
+    /// <summary>Items of the in-domain continuation task built from the split (0: none).</summary>
+    public int ContinuationItems { get; init; }
+    /// <summary>Where to write the continuation task's items (jsonl), if anywhere.</summary>
+    public string? ContinuationTaskPath { get; init; }
+    public int BootstrapResamples { get; init; } = 1000;
+    public long Seed { get; init; }
     public string Device { get; init; } = "cpu";
 }
 
-/// <summary>`puzzle eval`: a model's metrics, the reference's, and the quality retention (model / reference per metric).</summary>
+/// <summary>
+/// `puzzle eval`: a model's metrics on the held-out test split and, given a reference (the parent), the accuracy
+/// retention as the Puzzle paper defines it, fidelity figures apart from it, and 95% paired-bootstrap intervals.
+/// </summary>
 public static class EvalStage
 {
+    public const string RetentionDefinition =
+        "accuracy_retention = mean, over the run's accuracy metrics, of child accuracy / parent accuracy: next-token accuracy on the " +
+        "held-out test split, and acc_norm of each multiple-choice task on which the parent scores above chance (the Puzzle paper's " +
+        "\"accuracy retention\": the child's downstream accuracy relative to the parent's). Perplexity ratio, KL(parent ‖ child) and " +
+        "top-1 agreement measure fidelity to the parent and are reported separately, never averaged into it.";
+
+    public const string IntervalDefinition =
+        "95% intervals: paired percentile bootstrap (child and parent resampled together) over test documents for token metrics " +
+        "and over items for each task";
+
     public static JsonObject Run(EvalOptions o, Action<string>? log = null)
     {
         log ??= Log.Info;
         var device = Runtime.Devices.Parse(o.Device);
         var manifest = DataManifest.Read(o.DataDir);
-        string split = manifest.Splits.TryGetValue("validation", out var v) && v.Tokens > manifest.SeqLen * 2 ? "validation" : "train";
-        using var data = new TokenDataset(o.DataDir, split);
+        using var data = new TokenDataset(o.DataDir, o.Split);
+        int seqLen = manifest.SeqLen;
         using var model = Checkpoint.Load(o.ModelDir, device);
         using var reference = o.ReferenceDir is null ? null : Checkpoint.Load(o.ReferenceDir, device);
         using var tokenizer = TextTokenizer.Load(o.ModelDir);
-        var tasks = o.Tasks.Select(t => (Name: Path.GetFileNameWithoutExtension(t), Items: Evaluator.ReadTask(t, o.TaskLimit is { } l ? l + o.FewShot : null))).ToList();
-
-        JsonObject Metrics(CausalLm m, CausalLm? r, string label)
+        var tasks = o.Tasks.Select(t => (Name: Path.GetFileNameWithoutExtension(t), Items: Evaluator.ReadTask(t, o.TaskLimit is { } l ? l + o.FewShot : null), FewShot: o.FewShot)).ToList();
+        if (o.ContinuationItems > 0)
         {
-            var tokens = Evaluator.Tokens(m, r, data, manifest.SeqLen, o.MaxTokens);
+            var items = ContinuationTask.Build(data, tokenizer, o.ContinuationItems, o.Seed);
+            if (o.ContinuationTaskPath is not null) ContinuationTask.Write(o.ContinuationTaskPath, items);
+            tasks.Add((ContinuationTask.Name(o.Split), items, 0));
+            log($"eval: built {items.Count} continuation items (4 choices) from the {o.Split} split's documents");
+        }
+
+        // Bootstrap units: the documents that own windows (a window belongs to the document it starts in).
+        long[] starts = data.DocumentStarts();
+        var windowsLoader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
+        long windowCount = o.MaxTokens is { } max ? manifest.RequireWindows(o.Split, max, "evaluation.max_tokens") : windowsLoader.Windows;
+        int[] windowDocument = new int[windowCount];
+        for (long w = 0; w < windowCount; w++)
+        {
+            int index = Array.BinarySearch(starts, w * seqLen);
+            windowDocument[w] = index >= 0 ? index : ~index - 1;
+        }
+        var documentIds = windowDocument.Distinct().Order().ToArray();
+        bool byDocument = documentIds.Length >= 2;
+        int[] windowUnit = byDocument ? windowDocument.Select(d => Array.BinarySearch(documentIds, d)).ToArray() : Enumerable.Range(0, (int)windowCount).ToArray();
+        int units = byDocument ? documentIds.Length : (int)windowCount;
+
+        (TokenMetrics Tokens, Dictionary<string, TaskMetrics> Tasks) Measure(CausalLm m, CausalLm? r, string label)
+        {
+            var tokens = Evaluator.Tokens(m, r, data, seqLen, windowCount * seqLen, purpose: "evaluation.max_tokens");
             log($"eval: {label}: perplexity {tokens.Perplexity:F3}, next-token accuracy {tokens.NextTokenAccuracy:P2}" +
-                (tokens.KlToReference is { } kl ? $", KL to reference {kl:F4}, top-1 agreement {tokens.Top1Agreement:P2}" : "") + $" on {tokens.Tokens:N0} {split} tokens");
-            var taskJson = new JsonObject();
-            foreach (var (name, items) in tasks)
+                (tokens.KlToReference is { } kl ? $", KL to reference {kl:F4}, top-1 agreement {tokens.Top1Agreement:P2}" : "") +
+                $" on {tokens.Tokens:N0} {o.Split} tokens ({units} {(byDocument ? "documents" : "windows")})");
+            var taskMetrics = new Dictionary<string, TaskMetrics>();
+            foreach (var (name, items, fewShot) in tasks)
             {
-                var t = Evaluator.Task(m, tokenizer, name, items, o.FewShot);
-                taskJson[name] = new JsonObject { ["items"] = t.Items, ["acc"] = t.Acc, ["acc_norm"] = t.AccNorm };
-                log($"eval: {label}: {name}: acc {t.Acc:P2}, acc_norm {t.AccNorm:P2} ({t.Items} items)");
+                var t = Evaluator.Task(m, tokenizer, name, items, fewShot);
+                taskMetrics[name] = t;
+                log($"eval: {label}: {name}: acc {t.Acc:P2}, acc_norm {t.AccNorm:P2} ({t.Items} items, chance {t.Chance:P1})");
+            }
+            return (tokens, taskMetrics);
+        }
+
+        var child = Measure(model, reference, "model");
+        var parent = reference is null ? ((TokenMetrics, Dictionary<string, TaskMetrics>)?)null : Measure(reference, null, "reference");
+
+        // Which accuracy metrics count towards retention is decided on the point estimates, then held fixed.
+        var included = new List<string>();
+        var excluded = new JsonObject();
+        if (parent is { } pm)
+        {
+            included.Add("next_token_accuracy");
+            foreach (var (name, t) in pm.Item2)
+                if (t.AccNorm > t.Chance) included.Add($"{name}.acc_norm");
+                else excluded[$"{name}.acc_norm"] = $"parent acc_norm {t.AccNorm:F4} is not above chance {t.Chance:F4}";
+        }
+
+        Dictionary<string, double> Statistics(double[] windowWeights, Dictionary<string, double[]> itemWeights)
+        {
+            var s = new Dictionary<string, double>();
+            void Side(string prefix, TokenMetrics tokens, Dictionary<string, TaskMetrics> taskMetrics, bool withReference)
+            {
+                double n = 0, nll = 0, correct = 0, kl = 0, agree = 0;
+                for (int w = 0; w < windowWeights.Length; w++)
+                {
+                    double weight = windowWeights[w];
+                    if (weight == 0) continue;
+                    var x = tokens.Windows[w];
+                    n += weight * seqLen; nll += weight * x.Nll; correct += weight * x.Correct; kl += weight * x.Kl; agree += weight * x.Agree;
+                }
+                s[$"{prefix}.next_token_accuracy"] = correct / n;
+                s[$"{prefix}.perplexity"] = Math.Exp(nll / n);
+                if (withReference) { s[$"{prefix}.kl_to_reference"] = kl / n; s[$"{prefix}.top1_agreement"] = agree / n; }
+                foreach (var (name, t) in taskMetrics)
+                {
+                    double[] weights = itemWeights[name];
+                    double total = weights.Sum();
+                    s[$"{prefix}.{name}.acc"] = Enumerable.Range(0, weights.Length).Sum(i => t.Hits[i] ? weights[i] : 0) / total;
+                    s[$"{prefix}.{name}.acc_norm"] = Enumerable.Range(0, weights.Length).Sum(i => t.HitsNorm[i] ? weights[i] : 0) / total;
+                }
+            }
+            Side("model", child.Tokens, child.Tasks, reference is not null);
+            if (parent is { } p)
+            {
+                Side("reference", p.Item1, p.Item2, false);
+                double sum = 0;
+                foreach (string metric in included)
+                {
+                    double ratio = s[$"model.{metric}"] / s[$"reference.{metric}"];
+                    s[$"ratio.{metric}"] = ratio;
+                    sum += ratio;
+                }
+                foreach (var name in tasks.Select(t => t.Name))
+                    s[$"ratio.{name}.acc"] = s[$"model.{name}.acc"] / s[$"reference.{name}.acc"];
+                s["accuracy_retention"] = sum / included.Count;
+                s["perplexity_ratio"] = s["model.perplexity"] / s["reference.perplexity"];
+            }
+            return s;
+        }
+
+        var ones = Enumerable.Repeat(1.0, (int)windowCount).ToArray();
+        var point = Statistics(ones, tasks.ToDictionary(t => t.Name, t => Enumerable.Repeat(1.0, child.Tasks[t.Name].Items).ToArray()));
+        var replicates = point.Keys.ToDictionary(k => k, _ => new List<double>());
+        var random = new Random((int)(Hashing.UnitInterval(o.Seed, "eval bootstrap") * int.MaxValue));
+        for (int b = 0; b < o.BootstrapResamples; b++)
+        {
+            var unitCounts = new double[units];
+            for (int i = 0; i < units; i++) unitCounts[random.Next(units)]++;
+            var windowWeights = windowUnit.Select(u => unitCounts[u]).ToArray();
+            var itemWeights = new Dictionary<string, double[]>();
+            foreach (var (name, _, _) in tasks)
+            {
+                int n = child.Tasks[name].Items;
+                var counts = new double[n];
+                for (int i = 0; i < n; i++) counts[random.Next(n)]++;
+                itemWeights[name] = counts;
+            }
+            if (windowWeights.Sum() == 0) continue;
+            foreach (var (key, value) in Statistics(windowWeights, itemWeights))
+                if (double.IsFinite(value)) replicates[key].Add(value);
+        }
+        JsonNode? Ci(string key) => replicates.TryGetValue(key, out var values) && values.Count > 0 ? Interval(values) : null;
+
+        JsonObject Side(string prefix, TokenMetrics tokens, Dictionary<string, TaskMetrics> taskMetrics, CausalLm m)
+        {
+            var taskJson = new JsonObject();
+            var taskCi = new JsonObject();
+            foreach (var (name, t) in taskMetrics)
+            {
+                taskJson[name] = new JsonObject { ["items"] = t.Items, ["acc"] = t.Acc, ["acc_norm"] = t.AccNorm, ["chance"] = t.Chance };
+                taskCi[name] = new JsonObject { ["acc"] = Ci($"{prefix}.{name}.acc"), ["acc_norm"] = Ci($"{prefix}.{name}.acc_norm") };
             }
             return new JsonObject
             {
-                ["tokens"] = tokens.Tokens, ["split"] = split, ["mean_nll"] = tokens.MeanNll, ["perplexity"] = tokens.Perplexity,
+                ["tokens"] = tokens.Tokens, ["split"] = o.Split, ["mean_nll"] = tokens.MeanNll, ["perplexity"] = tokens.Perplexity,
                 ["next_token_accuracy"] = tokens.NextTokenAccuracy, ["kl_to_reference"] = tokens.KlToReference,
                 ["top1_agreement"] = tokens.Top1Agreement, ["tasks"] = taskJson,
                 ["parameters"] = m.Config.TotalParameters,
+                ["ci95"] = new JsonObject
+                {
+                    ["next_token_accuracy"] = Ci($"{prefix}.next_token_accuracy"), ["perplexity"] = Ci($"{prefix}.perplexity"),
+                    ["kl_to_reference"] = Ci($"{prefix}.kl_to_reference"), ["top1_agreement"] = Ci($"{prefix}.top1_agreement"), ["tasks"] = taskCi,
+                },
             };
         }
 
+        var splits = new JsonObject();
+        foreach (var (name, info) in manifest.Splits) splits[name] = new JsonObject { ["documents"] = info.Documents, ["tokens"] = info.Tokens };
         var result = new JsonObject
         {
-            ["format_version"] = 1,
+            ["format_version"] = 2,
             ["model"] = Path.GetFullPath(o.ModelDir),
             ["reference"] = o.ReferenceDir is null ? null : Path.GetFullPath(o.ReferenceDir),
             ["data"] = Path.GetFullPath(o.DataDir),
-            ["metrics"] = Metrics(model, reference, "model"),
+            ["protocol"] = new JsonObject
+            {
+                ["split"] = o.Split,
+                ["tokens"] = windowCount * seqLen,
+                ["windows"] = windowCount,
+                ["documents"] = documentIds.Length,
+                ["splits"] = splits,
+                ["intervals"] = new JsonObject
+                {
+                    ["level"] = 0.95, ["method"] = "paired percentile bootstrap", ["resamples"] = o.BootstrapResamples, ["seed"] = o.Seed,
+                    ["token_units"] = byDocument ? "documents" : "windows", ["task_units"] = "items", ["definition"] = IntervalDefinition,
+                },
+            },
+            ["metrics"] = Side("model", child.Tokens, child.Tasks, model),
         };
-        if (reference is not null)
+        if (parent is { } pp)
         {
-            var referenceMetrics = Metrics(reference, null, "reference");
-            result["reference_metrics"] = referenceMetrics;
-            result["retention"] = Retention(result["metrics"]!, referenceMetrics);
+            result["reference_metrics"] = Side("reference", pp.Item1, pp.Item2, reference!);
+            var components = new JsonObject();
+            foreach (string metric in included)
+                components[metric] = new JsonObject
+                {
+                    ["child"] = point[$"model.{metric}"], ["parent"] = point[$"reference.{metric}"], ["ratio"] = point[$"ratio.{metric}"], ["ci95"] = Ci($"ratio.{metric}"),
+                };
+            result["retention"] = new JsonObject
+            {
+                ["metric"] = "accuracy_retention",
+                ["definition"] = RetentionDefinition,
+                ["value"] = point["accuracy_retention"],
+                ["ci95"] = Ci("accuracy_retention"),
+                ["components"] = components,
+                ["excluded"] = excluded,
+                ["task_acc_ratios"] = new JsonObject(tasks.Select(t => KeyValuePair.Create(t.Name, (JsonNode?)new JsonObject
+                {
+                    ["ratio"] = Num(point[$"ratio.{t.Name}.acc"]), ["ci95"] = Ci($"ratio.{t.Name}.acc"),
+                }))),
+            };
+            result["fidelity"] = new JsonObject
+            {
+                ["definition"] = "agreement with the parent, not accuracy: perplexity ratio (child / parent), mean per-token KL(parent ‖ child) in nats, " +
+                                 "top-1 agreement (share of positions where child and parent predict the same next token)",
+                ["perplexity_ratio"] = new JsonObject { ["value"] = point["perplexity_ratio"], ["ci95"] = Ci("perplexity_ratio") },
+                ["kl_parent_child"] = new JsonObject { ["value"] = point["model.kl_to_reference"], ["ci95"] = Ci("model.kl_to_reference") },
+                ["top1_agreement"] = new JsonObject { ["value"] = point["model.top1_agreement"], ["ci95"] = Ci("model.top1_agreement") },
+            };
+            log($"eval: accuracy retention {point["accuracy_retention"]:P1} {FormatInterval(result["retention"]!["ci95"], true)} " +
+                $"(mean of {string.Join(", ", included)}); perplexity ratio {point["perplexity_ratio"]:F3}");
         }
         return result;
     }
 
-    /// <summary>
-    /// Child metric / parent metric for next-token accuracy and each task's acc_norm, plus top-1 agreement with the
-    /// parent (the parent agrees with itself fully); the retention figure is their mean.
-    /// </summary>
-    public static JsonObject Retention(JsonNode child, JsonNode parent)
+    static JsonNode? Num(double v) => double.IsFinite(v) ? v : null;
+
+    /// <summary>The 2.5th and 97.5th percentiles (linear interpolation) of bootstrap replicates.</summary>
+    public static JsonArray Interval(IReadOnlyCollection<double> values)
     {
-        var parts = new JsonObject
+        var sorted = values.Order().ToArray();
+        double At(double q)
         {
-            ["next_token_accuracy"] = child["next_token_accuracy"]!.GetValue<double>() / parent["next_token_accuracy"]!.GetValue<double>(),
-            ["top1_agreement"] = child["top1_agreement"]!.GetValue<double>(),
-        };
-        foreach (var (name, task) in child["tasks"]!.AsObject())
-        {
-            double p = parent["tasks"]![name]!["acc_norm"]!.GetValue<double>();
-            if (p > 0) parts[$"{name}.acc_norm"] = task!["acc_norm"]!.GetValue<double>() / p;
+            double position = q * (sorted.Length - 1);
+            int lo = (int)Math.Floor(position), hi = Math.Min(sorted.Length - 1, lo + 1);
+            return sorted[lo] + (position - lo) * (sorted[hi] - sorted[lo]);
         }
-        double mean = parts.Select(kv => kv.Value!.GetValue<double>()).Average();
-        return new JsonObject
-        {
-            ["components"] = parts,
-            ["mean"] = mean,
-            ["perplexity_ratio"] = child["perplexity"]!.GetValue<double>() / parent["perplexity"]!.GetValue<double>(),
-        };
+        return new JsonArray(At(0.025), At(0.975));
+    }
+
+    /// <summary>"[lo, hi]" of an interval (as percentages when asked); empty when there is none.</summary>
+    public static string FormatInterval(JsonNode? ci, bool percent = false, string format = "0.000")
+    {
+        if (ci is not JsonArray { Count: 2 } a) return "";
+        string F(double v) => percent
+            ? (100 * v).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + "%"
+            : v.ToString(format, System.Globalization.CultureInfo.InvariantCulture);
+        return $"[{F(a[0]!.GetValue<double>())}, {F(a[1]!.GetValue<double>())}]";
     }
 }

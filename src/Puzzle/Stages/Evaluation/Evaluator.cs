@@ -11,9 +11,20 @@ namespace Puzzle.Stages.Evaluation;
 public sealed record TokenMetrics(long Tokens, double MeanNll, double NextTokenAccuracy, double? KlToReference, double? Top1Agreement)
 {
     public double Perplexity => Math.Exp(MeanNll);
+    /// <summary>Per-window sums, in window order (window i starts at token i × T of the split).</summary>
+    public IReadOnlyList<WindowStats> Windows { get; init; } = [];
 }
 
-public sealed record TaskMetrics(string Name, int Items, double Acc, double AccNorm);
+/// <summary>Sums over one window's T predictions: NLL, correct next tokens, KL to and top-1 agreement with the reference.</summary>
+public sealed record WindowStats(double Nll, long Correct, double Kl, long Agree);
+
+/// <summary>Per-item hits (acc: summed log-likelihood; acc_norm: per character) and the chance level (mean of 1 / choices).</summary>
+public sealed record TaskMetrics(string Name, int Items, double Acc, double AccNorm)
+{
+    public IReadOnlyList<bool> Hits { get; init; } = [];
+    public IReadOnlyList<bool> HitsNorm { get; init; } = [];
+    public double Chance { get; init; }
+}
 
 /// <summary>A multiple-choice item: {"context": ..., "choices": [...], "label": i}.</summary>
 public sealed record ChoiceItem(string Context, IReadOnlyList<string> Choices, int Label);
@@ -25,13 +36,17 @@ public sealed record ChoiceItem(string Context, IReadOnlyList<string> Choices, i
 /// </summary>
 public static class Evaluator
 {
-    /// <summary>Metrics over the first windows of a split (in order).</summary>
-    public static TokenMetrics Tokens(CausalLm model, CausalLm? reference, TokenDataset data, int seqLen, long maxTokens, int batch = 8)
+    /// <summary>
+    /// Metrics over the first windows of a split (in order): <paramref name="maxTokens"/> tokens, or every whole
+    /// window of the split when null. A split too small for the tokens asked for is an error naming it (no fallback).
+    /// </summary>
+    public static TokenMetrics Tokens(CausalLm model, CausalLm? reference, TokenDataset data, int seqLen, long? maxTokens, int batch = 8,
+        string purpose = "evaluation")
     {
         using var noGrad = no_grad();
         var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
-        long rows = Math.Clamp(maxTokens / seqLen, 1, loader.Windows);
-        double nll = 0, correct = 0, kl = 0, agree = 0;
+        long rows = maxTokens is { } max ? data.Manifest.RequireWindows(data.Split, max, purpose) : loader.Windows;
+        var stats = new WindowStats[rows];
         for (long start = 0; start < rows; start += batch)
         {
             using var scope = NewDisposeScope();
@@ -40,17 +55,22 @@ public static class Evaluator
             var ids = windows.narrow(1, 0, seqLen);
             var targets = windows.narrow(1, 1, seqLen);
             var logq = model.Forward(ids).to(ScalarType.Float32).log_softmax(-1);
-            nll -= logq.gather(-1, targets.unsqueeze(-1)).sum().item<float>();
-            correct += logq.argmax(-1).eq(targets).sum().item<long>();
+            var predicted = logq.argmax(-1);
+            float[] nll = logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(1).neg().cpu().data<float>().ToArray();
+            long[] correct = predicted.eq(targets).sum(1).cpu().data<long>().ToArray();
+            float[]? kl = null;
+            long[]? agree = null;
             if (reference is not null)
             {
                 var logp = reference.Forward(ids.to(reference.Device)).to(ScalarType.Float32).log_softmax(-1).to(model.Device);
-                kl += (logp.exp() * (logp - logq)).sum().item<float>();
-                agree += logq.argmax(-1).eq(logp.argmax(-1)).sum().item<long>();
+                kl = (logp.exp() * (logp - logq)).sum([1, 2]).cpu().data<float>().ToArray();
+                agree = predicted.eq(logp.argmax(-1)).sum(1).cpu().data<long>().ToArray();
             }
+            for (int r = 0; r < n; r++) stats[start + r] = new WindowStats(nll[r], correct[r], kl?[r] ?? 0, agree?[r] ?? 0);
         }
         long tokens = rows * seqLen;
-        return new TokenMetrics(tokens, nll / tokens, correct / tokens, reference is null ? null : kl / tokens, reference is null ? null : agree / tokens);
+        return new TokenMetrics(tokens, stats.Sum(w => w.Nll) / tokens, stats.Sum(w => w.Correct) / (double)tokens,
+            reference is null ? null : stats.Sum(w => w.Kl) / tokens, reference is null ? null : stats.Sum(w => w.Agree) / (double)tokens) { Windows = stats };
     }
 
     public static List<ChoiceItem> ReadTask(string path, int? limit = null)
@@ -84,41 +104,61 @@ public static class Evaluator
     /// <summary>
     /// Scores every item: continuation tokens are those of encode(context + choice) after encode(context), as the
     /// harness does; choices of an item run as one right-padded batch (causal: padding cannot affect real positions).
+    /// BOS comes first only where the tokenizer's config adds it; an empty context without BOS is the EOS token, as
+    /// lm-evaluation-harness does, so that every continuation token is scored.
     /// </summary>
     public static TaskMetrics Task(CausalLm model, TextTokenizer tokenizer, string name, IReadOnlyList<ChoiceItem> items, int fewShot = 0)
     {
         using var noGrad = no_grad();
         string prefix = string.Concat(items.Take(fewShot).Select(i => i.Context + i.Choices[i.Label] + "\n\n"));
         var evaluated = items.Skip(fewShot).ToList();
-        int acc = 0, accNorm = 0;
-        foreach (var item in evaluated)
+        if (evaluated.Count == 0) throw new PuzzleException($"task {name}: no items left after {fewShot} few-shot examples");
+        var hits = new bool[evaluated.Count];
+        var hitsNorm = new bool[evaluated.Count];
+        for (int k = 0; k < evaluated.Count; k++)
         {
-            string context = prefix + item.Context;
-            int[] contextIds = tokenizer.Encode(context);
-            var sequences = new List<(int[] Ids, int ContinuationStart)>();
-            foreach (string choice in item.Choices)
-            {
-                int[] whole = tokenizer.Encode(context + choice);
-                int start = whole.Length > contextIds.Length && whole.AsSpan(0, contextIds.Length).SequenceEqual(contextIds)
-                    ? contextIds.Length
-                    : -1;
-                if (start < 0)
-                {
-                    // The boundary merged across context and choice: encode the choice on its own.
-                    whole = [.. contextIds, .. tokenizer.Encode(choice, addBos: false)];
-                    start = contextIds.Length;
-                }
-                int max = model.Config.MaxPositionEmbeddings;
-                if (whole.Length > max) { start -= whole.Length - max; whole = whole[^max..]; }
-                sequences.Add((whole, Math.Max(1, start)));
-            }
+            var item = evaluated[k];
+            var sequences = Sequences(tokenizer, prefix + item.Context, item.Choices, model.Config.MaxPositionEmbeddings, name);
             var scores = LogLikelihoods(model, sequences);
-            int best = ArgMax(scores);
-            int bestNorm = ArgMax(scores.Select((s, i) => s / Math.Max(1, item.Choices[i].Length)).ToArray());
-            if (best == item.Label) acc++;
-            if (bestNorm == item.Label) accNorm++;
+            hits[k] = ArgMax(scores) == item.Label;
+            hitsNorm[k] = ArgMax(scores.Select((s, i) => s / Math.Max(1, item.Choices[i].Length)).ToArray()) == item.Label;
         }
-        return new TaskMetrics(name, evaluated.Count, acc / (double)evaluated.Count, accNorm / (double)evaluated.Count);
+        return new TaskMetrics(name, evaluated.Count, hits.Count(h => h) / (double)evaluated.Count, hitsNorm.Count(h => h) / (double)evaluated.Count)
+        {
+            Hits = hits, HitsNorm = hitsNorm, Chance = evaluated.Average(i => 1.0 / i.Choices.Count),
+        };
+    }
+
+    /// <summary>The token sequence of each choice after the context, and where its continuation starts (always ≥ 1).</summary>
+    public static List<(int[] Ids, int ContinuationStart)> Sequences(TextTokenizer tokenizer, string context, IReadOnlyList<string> choices, int maxLength, string task = "task")
+    {
+        int[] contextIds = tokenizer.Encode(context);
+        bool emptyContext = contextIds.Length == 0;
+        if (emptyContext)
+        {
+            // No context and no BOS: the harness conditions on the end-of-text token instead.
+            int? prefixToken = tokenizer.EosIds.Count > 0 ? tokenizer.EosIds[0] : tokenizer.BosId;
+            if (prefixToken is not { } p)
+                throw new PuzzleException($"{task}: an item has an empty context and the tokenizer has neither an EOS nor a BOS token to condition on");
+            contextIds = [p];
+        }
+        var sequences = new List<(int[] Ids, int ContinuationStart)>();
+        foreach (string choice in choices)
+        {
+            int[] whole = emptyContext ? [] : tokenizer.Encode(context + choice);
+            int start = !emptyContext && whole.Length > contextIds.Length && whole.AsSpan(0, contextIds.Length).SequenceEqual(contextIds)
+                ? contextIds.Length
+                : -1;
+            if (start < 0)
+            {
+                // The boundary merged across context and choice (or there is no context): encode the choice on its own.
+                whole = [.. contextIds, .. tokenizer.Encode(choice, addBos: false)];
+                start = contextIds.Length;
+            }
+            if (whole.Length > maxLength) { start -= whole.Length - maxLength; whole = whole[^maxLength..]; }
+            sequences.Add((whole, Math.Max(1, start)));
+        }
+        return sequences;
     }
 
     static int ArgMax(IReadOnlyList<double> values)

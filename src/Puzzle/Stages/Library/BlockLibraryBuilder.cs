@@ -46,10 +46,9 @@ public static class BlockLibraryBuilder
             $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute)");
 
         using var train = new TokenDataset(run.DataDir, "train");
-        string validationSplit = manifest.Splits.TryGetValue("validation", out var vs) && vs.Tokens > seqLen * 2 ? "validation" : "train";
-        using var validation = new TokenDataset(run.DataDir, validationSplit);
-        var validationIds = FixedWindows(validation, seqLen, bld.ValidationTokens, device);
-        var calibrationIds = FixedWindows(train, seqLen, bld.CalibrationTokens, device);
+        using var validation = new TokenDataset(run.DataDir, "validation");
+        var validationIds = FixedWindows(validation, seqLen, bld.ValidationTokens, device, "block library validation (bld.validation_tokens)");
+        var calibrationIds = FixedWindows(train, seqLen, bld.CalibrationTokens, device, "channel calibration (bld.calibration_tokens)");
         int steps = (int)Math.Max(1, bld.TokensPerVariant / ((long)bld.Batch * seqLen));
         var schedule = new LearningRateSchedule(bld.Lr, Math.Max(1, (int)(steps * bld.WarmupFraction)), steps);
         var settings = new AdamWSettings(bld.Beta1, bld.Beta2, bld.WeightDecay, 1e-8, bld.Clip);
@@ -201,11 +200,11 @@ public static class BlockLibraryBuilder
         IO.AtomicFile.WriteJson(BlockLibrary.RecordPath(run.Path, v.Id), record.ToJson());
     }
 
-    /// <summary>The first windows of a split, in order: [N, T].</summary>
-    static Tensor FixedWindows(TokenDataset data, int seqLen, long tokens, Device device)
+    /// <summary>The first windows of a split, in order: [N, T]; an error naming the split when it is too small.</summary>
+    static Tensor FixedWindows(TokenDataset data, int seqLen, long tokens, Device device, string purpose)
     {
         var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
-        int rows = (int)Math.Clamp(tokens / seqLen, 1, loader.Windows);
+        int rows = data.Manifest.RequireWindows(data.Split, tokens, purpose);
         return tensor(loader.Next(rows), [rows, seqLen + 1], device: device).narrow(1, 0, seqLen);
     }
 

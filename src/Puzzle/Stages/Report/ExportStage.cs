@@ -49,7 +49,9 @@ public static class ExportStage
             card.AppendLine($"- Scenario: batch {s["batch"]}, prompt {s["prompt_length"]}, generation {s["generation_length"]}, weights {s["weight_dtype"]}, KV {s["kv_dtype"]}");
             card.AppendLine($"- Constraints: {string.Join(", ", report["constraints"]!.AsObject().Where(kv => kv.Value is not null).Select(kv => $"{kv.Key} = {kv.Value}"))}");
             card.AppendLine($"- Measured throughput: **{report["measured_throughput_ratio"]!.GetValue<double>():F2}x** the parent (`puzzle bench`, same engine and scenario)");
-            card.AppendLine($"- Quality retention: **{100 * report["quality_retention"]!.GetValue<double>():F1}%** (`puzzle eval`, mean of child/parent metrics)");
+            var retention = report["accuracy_retention"]!;
+            card.AppendLine($"- Accuracy retention: **{100 * retention["value"]!.GetValue<double>():F1}%** {Evaluation.EvalStage.FormatInterval(retention["ci95"], percent: true)} " +
+                            $"on held-out test documents (`puzzle eval`; 95% bootstrap interval). {retention["definition"]}");
         }
         else if (solution is not null)
         {

@@ -38,12 +38,17 @@ public static class ReportStage
             ["kl_to_parent"] = metrics["kl_to_reference"]?.GetValue<double>() ?? 0.0,
             ["top1_agreement"] = metrics["top1_agreement"]?.GetValue<double>() ?? 1.0,
             ["tasks"] = metrics["tasks"]!.DeepClone(),
+            ["ci95"] = metrics["ci95"]?.DeepClone(),
         };
         var benchRows = bench["models"]!.AsArray();
         var parentSide = Side(parent, eval["reference_metrics"]!, benchRows[0]!);
         var childSide = Side(child, eval["metrics"]!, benchRows[1]!);
         double throughputRatio = childSide["end_to_end_tokens_per_s"]!.GetValue<double>() / parentSide["end_to_end_tokens_per_s"]!.GetValue<double>();
-        double retention = eval["retention"]!["mean"]!.GetValue<double>();
+        var retentionNode = eval["retention"] ?? throw new PuzzleException("report: the eval result has no retention (run `puzzle eval` with --reference PARENT)");
+        if (retentionNode["value"] is null)
+            throw new PuzzleException("report: the eval result predates accuracy retention on the test split (eval format 1); rerun `puzzle eval`");
+        double retention = retentionNode["value"]!.GetValue<double>();
+        var childBench = benchRows[1]!;
 
         var layers = new JsonArray();
         var map = new List<(int, double, double, string, string)>();
@@ -79,8 +84,18 @@ public static class ReportStage
             ["parent"] = parentSide,
             ["child"] = childSide,
             ["measured_throughput_ratio"] = throughputRatio,
-            ["retention"] = eval["retention"]!.DeepClone(),
-            ["quality_retention"] = retention,
+            ["measured_throughput_ratio_rounds"] = new JsonObject
+            {
+                ["min"] = childBench["end_to_end_ratio_min"]?.DeepClone(), ["max"] = childBench["end_to_end_ratio_max"]?.DeepClone(),
+                ["order"] = bench["scenario"]?["order"]?.DeepClone(),
+            },
+            ["accuracy_retention"] = new JsonObject
+            {
+                ["value"] = retention, ["ci95"] = retentionNode["ci95"]?.DeepClone(), ["definition"] = retentionNode["definition"]?.DeepClone(),
+                ["components"] = retentionNode["components"]?.DeepClone(), ["excluded"] = retentionNode["excluded"]?.DeepClone(),
+            },
+            ["fidelity"] = eval["fidelity"]?.DeepClone(),
+            ["protocol"] = eval["protocol"]?.DeepClone(),
             ["distillation"] = distillation?.DeepClone(),
             ["layers"] = layers,
             ["bench"] = bench.DeepClone(),
@@ -89,7 +104,7 @@ public static class ReportStage
         AtomicFile.WriteJson(run.Artifact("report.json"), report);
         // Re-read: numbers built in memory keep their CLR type, parsed ones convert freely.
         AtomicFile.WriteAllText(run.Artifact("report.md"), Markdown(JsonNode.Parse(report.ToJsonString())!.AsObject(), hasPareto));
-        log($"report: measured throughput {throughputRatio:F2}x the parent, quality retention {retention:P1} -> {run.Artifact("report.md")}");
+        log($"report: measured throughput {throughputRatio:F2}x the parent, accuracy retention {retention:P1} {Evaluation.EvalStage.FormatInterval(retentionNode["ci95"], percent: true)} on the test split -> {run.Artifact("report.md")}");
         return report;
     }
 
@@ -107,6 +122,16 @@ public static class ReportStage
                       $"generation {s["generation_length"]}, weights {s["weight_dtype"]}, KV cache {s["kv_dtype"]}. Throughput and quality are measured " +
                       "(`puzzle bench`, `puzzle eval`), not estimated.");
         md.AppendLine();
+        var protocol = r["protocol"]!;
+        var retention = r["accuracy_retention"]!;
+        var fidelity = r["fidelity"]!;
+        string Ci(JsonNode? ci, bool percent = false, string format = "0.000") =>
+            Evaluation.EvalStage.FormatInterval(ci, percent, format) is { Length: > 0 } text ? " " + text : "";
+        md.AppendLine($"Quality is measured on the held-out **{protocol["split"]}** split ({protocol["tokens"]!.GetValue<long>():N0} tokens in {protocol["windows"]} windows from " +
+                      $"{protocol["documents"]} documents), which no stage that trains or selects reads. Brackets are 95% intervals " +
+                      $"({protocol["intervals"]!["method"]} over {protocol["intervals"]!["token_units"]} for token metrics and over items for tasks, " +
+                      $"{protocol["intervals"]!["resamples"]} resamples, seed {protocol["intervals"]!["seed"]}).");
+        md.AppendLine();
         md.AppendLine("| | parent | child | child / parent |");
         md.AppendLine("|---|---:|---:|---:|");
         void Row(string name, string key, string format, bool percent = false)
@@ -118,27 +143,63 @@ public static class ReportStage
         Row("parameters", "parameters", "N0");
         Row("memory at scenario (bytes)", "memory_at_scenario_bytes", "N0");
         Row("KV cache per token (bytes)", "kv_bytes_per_token", "N0");
-        Row("end-to-end throughput (tokens/s)", "end_to_end_tokens_per_s", "N0");
+        var rounds = r["measured_throughput_ratio_rounds"];
+        string spread = rounds?["min"] is { } lo && rounds["max"] is { } hi
+            ? $" (rounds {F(lo.GetValue<double>(), "0.000")}–{F(hi.GetValue<double>(), "0.000")})" : "";
+        md.AppendLine($"| end-to-end throughput (tokens/s) | {F(p["end_to_end_tokens_per_s"]!.GetValue<double>(), "N0")} | {F(c["end_to_end_tokens_per_s"]!.GetValue<double>(), "N0")} | " +
+                      $"{F(r["measured_throughput_ratio"]!.GetValue<double>(), "0.000")}{spread} |");
         Row("prefill (tokens/s)", "prefill_tokens_per_s", "N0");
         Row("decode (tokens/s)", "decode_tokens_per_s", "N0");
         Row("time to first token (ms)", "time_to_first_token_ms", "0.0");
-        Row("perplexity", "perplexity", "0.000");
-        Row("next-token accuracy", "next_token_accuracy", "", percent: true);
-        Row("top-1 agreement with the parent", "top1_agreement", "", percent: true);
-        md.AppendLine($"| KL(parent ‖ child) per token | 0 | {F(c["kl_to_parent"]!.GetValue<double>(), "0.0000")} | |");
+        string Pct(double v) => F(100 * v, "0.00") + "%";
+        var components = retention["components"]!.AsObject();
+        md.AppendLine($"| next-token accuracy (accuracy) | {Pct(p["next_token_accuracy"]!.GetValue<double>())}{Ci(p["ci95"]?["next_token_accuracy"], true)} | " +
+                      $"{Pct(c["next_token_accuracy"]!.GetValue<double>())}{Ci(c["ci95"]?["next_token_accuracy"], true)} | " +
+                      $"{F(components["next_token_accuracy"]!["ratio"]!.GetValue<double>(), "0.000")}{Ci(components["next_token_accuracy"]!["ci95"])} |");
         foreach (var (name, task) in c["tasks"]!.AsObject())
         {
             double a = p["tasks"]![name]!["acc_norm"]!.GetValue<double>(), b = task!["acc_norm"]!.GetValue<double>();
-            md.AppendLine($"| {name} acc_norm | {F(100 * a, "0.00")}% | {F(100 * b, "0.00")}% | {(a > 0 ? F(b / a, "0.000") : "–")} |");
+            string key = $"{name}.acc_norm";
+            string ratio = components[key] is { } comp
+                ? $"{F(comp["ratio"]!.GetValue<double>(), "0.000")}{Ci(comp["ci95"])}"
+                : $"– (parent not above chance {Pct(task["chance"]?.GetValue<double>() ?? 0)}; not in retention)";
+            md.AppendLine($"| {name} acc_norm (accuracy, {task["items"]} items) | {Pct(a)}{Ci(p["ci95"]?["tasks"]?[name]?["acc_norm"], true)} | " +
+                          $"{Pct(b)}{Ci(c["ci95"]?["tasks"]?[name]?["acc_norm"], true)} | {ratio} |");
         }
+        md.AppendLine($"| perplexity (fidelity) | {F(p["perplexity"]!.GetValue<double>(), "0.000")}{Ci(p["ci95"]?["perplexity"])} | " +
+                      $"{F(c["perplexity"]!.GetValue<double>(), "0.000")}{Ci(c["ci95"]?["perplexity"])} | " +
+                      $"{F(fidelity["perplexity_ratio"]!["value"]!.GetValue<double>(), "0.000")}{Ci(fidelity["perplexity_ratio"]!["ci95"])} |");
+        md.AppendLine($"| top-1 agreement with the parent (fidelity) | 100% | {Pct(fidelity["top1_agreement"]!["value"]!.GetValue<double>())}{Ci(fidelity["top1_agreement"]!["ci95"], true)} | |");
+        md.AppendLine($"| KL(parent ‖ child) per token, nats (fidelity) | 0 | {F(fidelity["kl_parent_child"]!["value"]!.GetValue<double>(), "0.0000")}{Ci(fidelity["kl_parent_child"]!["ci95"], false, "0.0000")} | |");
         md.AppendLine();
-        md.AppendLine($"**Measured throughput: {F(r["measured_throughput_ratio"]!.GetValue<double>(), "0.00")}x the parent. " +
-                      $"Quality retention: {F(100 * r["quality_retention"]!.GetValue<double>(), "0.0")}%** " +
-                      $"(mean of {string.Join(", ", r["retention"]!["components"]!.AsObject().Select(kv => $"{kv.Key} {F(kv.Value!.GetValue<double>(), "0.000")}"))}).");
+        md.AppendLine($"**Measured throughput: {F(r["measured_throughput_ratio"]!.GetValue<double>(), "0.00")}x the parent{spread}. " +
+                      $"Accuracy retention: {F(100 * retention["value"]!.GetValue<double>(), "0.0")}%{Ci(retention["ci95"], true)}** " +
+                      $"(mean of {string.Join(", ", components.Select(kv => $"{kv.Key} {F(kv.Value!["ratio"]!.GetValue<double>(), "0.000")}"))}).");
         if (r["distillation"] is JsonObject d)
             md.AppendLine($"\nGlobal distillation: validation KL {F(d["initial_validation_kl"]!.GetValue<double>(), "0.0000")} → {F(d["best_validation_kl"]!.GetValue<double>(), "0.0000")} ({d["tokens"]} tokens).");
         var e = r["estimated"]!;
         md.AppendLine($"\nThe search estimated {F(e["throughput_ratio"]!.GetValue<double>(), "0.00")}x throughput at summed replace-1-block KL {F(e["kl"]!.GetValue<double>(), "0.0000")}.");
+        md.AppendLine();
+        md.AppendLine("## Definitions and data");
+        md.AppendLine();
+        md.AppendLine($"- **Accuracy retention** (`accuracy_retention`): {retention["definition"]}");
+        if (retention["excluded"] is JsonObject excluded && excluded.Count > 0)
+            md.AppendLine($"- Left out of retention: {string.Join("; ", excluded.Select(kv => $"{kv.Key} ({kv.Value})"))}.");
+        md.AppendLine($"- **Fidelity**: {fidelity["definition"]}.");
+        md.AppendLine($"- **Throughput**: end-to-end tokens/s of `puzzle bench` (same engine, prompts and scenario), medians over rounds run in " +
+                      $"{rounds?["order"]?.GetValue<string>() ?? "alternating"} order; the spread is the min and max of the per-round ratio.");
+        md.AppendLine($"- **Intervals**: {protocol["intervals"]!["definition"]}; {protocol["intervals"]!["resamples"]} resamples, seed {protocol["intervals"]!["seed"]}.");
+        md.AppendLine();
+        md.AppendLine("| split | documents | tokens | read by |");
+        md.AppendLine("|---|---:|---:|---|");
+        var readers = new Dictionary<string, string>
+        {
+            ["train"] = "block library training (BLD), global distillation training",
+            ["validation"] = "BLD and GKD checkpoint choice, replace-1-block scoring (hence the search)",
+            ["test"] = "`puzzle eval` and this report only",
+        };
+        foreach (var (name, split) in protocol["splits"]!.AsObject())
+            md.AppendLine($"| {name} | {split!["documents"]!.GetValue<long>():N0} | {split["tokens"]!.GetValue<long>():N0} | {readers.GetValueOrDefault(name, "")} |");
         md.AppendLine();
         md.AppendLine("## Architecture");
         md.AppendLine();

@@ -62,9 +62,9 @@ public static class BlockScorer
         log($"score: {candidates.Count} candidates ({s.Mode}); shard {shard} owns {mine.Count}, {mine.Count - pending.Count} already scored");
         Directory.CreateDirectory(run.Artifact(Folder));
 
-        using var validation = new TokenDataset(run.DataDir, manifest.Splits.TryGetValue("validation", out var vs) && vs.Tokens > manifest.SeqLen * 2 ? "validation" : "train");
+        int rows = manifest.RequireWindows("validation", s.ValidationTokens, "replace-1-block scoring (scoring.validation_tokens)");
+        using var validation = new TokenDataset(run.DataDir, "validation");
         var loader = new TokenBatchLoader(validation, manifest.SeqLen, 0, shuffle: false);
-        int rows = (int)Math.Clamp(s.ValidationTokens / manifest.SeqLen, 1, loader.Windows);
         using var windows = tensor(loader.Next(rows), [rows, manifest.SeqLen + 1], device: device);
         long tokens = (long)rows * manifest.SeqLen;
 
