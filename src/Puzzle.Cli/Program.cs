@@ -1,6 +1,10 @@
 using System.CommandLine;
+using System.CommandLine.Invocation;
 using Puzzle.Cli.Commands;
+using Puzzle.Runtime;
 
+// Allocator and thread settings, the same whichever way the program was started (Runtime/ProcessSetup.cs).
+ProcessSetup.Apply();
 var root = new RootCommand("Puzzle for .NET: distillation-based NAS that makes Llama-family LLMs cheaper to serve.");
 root.Subcommands.Add(RunCommands.Run());
 root.Subcommands.Add(RunCommands.Demo());
@@ -20,4 +24,17 @@ root.Subcommands.Add(ChildCommands.Eval());
 root.Subcommands.Add(ChildCommands.Bench());
 root.Subcommands.Add(ChildCommands.Export());
 root.Subcommands.Add(ChildCommands.Report());
+foreach (var version in root.Options.OfType<VersionOption>()) version.Action = new PrintVersion();
 return root.Parse(args).Invoke();
+
+/// <summary>`puzzle --version`: versions, devices and the process settings (Runtime/VersionInfo.cs).</summary>
+sealed class PrintVersion : SynchronousCommandLineAction
+{
+    public override bool ClearsParseErrors => true;
+
+    public override int Invoke(ParseResult parseResult)
+    {
+        foreach (string line in VersionInfo.Lines()) parseResult.InvocationConfiguration.Output.WriteLine(line);
+        return 0;
+    }
+}
