@@ -12,8 +12,8 @@ namespace Puzzle.Runtime;
 /// (fewer page faults on fresh large tensors: training runs about twice as fast; design.md 7). Linux/glibc only; a
 /// parameter the user names in <c>GLIBC_TUNABLES</c> is left to the user, and <c>PUZZLE_MALLOC=default</c> leaves all of
 /// them to glibc.</item>
-/// <item>Threads: TorchSharp's intra-op threads from <c>PUZZLE_THREADS</c>, else <c>OMP_NUM_THREADS</c>, else the
-/// number of CPUs this process may use.</item>
+/// <item>Threads: TorchSharp's intra-op threads from <c>PUZZLE_THREADS</c>, else <c>OMP_NUM_THREADS</c>, else
+/// libtorch's default (its physical cores) capped at the CPUs this process may use (affinity, container limits).</item>
 /// </list>
 /// </summary>
 public static class ProcessSetup
@@ -56,7 +56,8 @@ public static class ProcessSetup
         {
             if (_applied is not null) return _applied;
             var (allocator, details) = ApplyAllocator(Environment.GetEnvironmentVariable("GLIBC_TUNABLES"), Environment.GetEnvironmentVariable("PUZZLE_MALLOC"));
-            var (threads, source) = DecideThreads(Environment.GetEnvironmentVariable("PUZZLE_THREADS"), Environment.GetEnvironmentVariable("OMP_NUM_THREADS"), Environment.ProcessorCount);
+            var (threads, source) = DecideThreads(Environment.GetEnvironmentVariable("PUZZLE_THREADS"), Environment.GetEnvironmentVariable("OMP_NUM_THREADS"),
+                Environment.ProcessorCount, torch.get_num_threads());
             torch.set_num_threads(threads);
             _applied = new Settings(allocator, details, threads, source, Environment.GetEnvironmentVariable("OMP_NUM_THREADS"));
             Log.Debug($"process: {_applied.Describe()}; {string.Join(", ", details)}");
@@ -69,8 +70,8 @@ public static class ProcessSetup
         (glibcTunables ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(t => t.Split('=')[0]).ToHashSet(StringComparer.Ordinal);
 
-    /// <summary>Intra-op threads: PUZZLE_THREADS, else OMP_NUM_THREADS (its first level), else the CPUs available.</summary>
-    public static (int Threads, string Source) DecideThreads(string? puzzleThreads, string? ompNumThreads, int processorCount)
+    /// <summary>Intra-op threads: PUZZLE_THREADS, else OMP_NUM_THREADS (its first level), else libtorch's default capped at the CPUs available.</summary>
+    public static (int Threads, string Source) DecideThreads(string? puzzleThreads, string? ompNumThreads, int processorCount, int torchDefault)
     {
         if (!string.IsNullOrWhiteSpace(puzzleThreads))
             return int.TryParse(puzzleThreads.Trim(), out int n) && n > 0
@@ -78,7 +79,7 @@ public static class ProcessSetup
                 : throw new PuzzleException($"PUZZLE_THREADS: '{puzzleThreads}' is not a positive whole number of threads");
         if (!string.IsNullOrWhiteSpace(ompNumThreads) && int.TryParse(ompNumThreads.Split(',')[0].Trim(), out int omp) && omp > 0)
             return (omp, "OMP_NUM_THREADS");
-        return (Math.Max(1, processorCount), "CPUs available");
+        return torchDefault > processorCount ? (Math.Max(1, processorCount), "CPUs available") : (Math.Max(1, torchDefault), "libtorch default");
     }
 
     static (string Summary, IReadOnlyList<string> Details) ApplyAllocator(string? glibcTunables, string? puzzleMalloc)
