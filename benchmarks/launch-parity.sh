@@ -6,10 +6,13 @@
 # Also prints tokens per CPU-second (user+sys), which a busy machine disturbs less than wall-clock speed.
 #
 #   benchmarks/launch-parity.sh [ROUNDS=2] [PRETRAIN_STEPS=6] [CORPUS=../shared/data/tinystories-val.txt]
+# Bench scenario: BENCH_BATCH (16), BENCH_PROMPT (128), BENCH_GEN (16). Minor page faults are printed too: they do not
+# depend on how busy the machine is, and the allocator settings act on them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rounds="${1:-2}" steps="${2:-6}" corpus="${3:-$root/../shared/data/tinystories-val.txt}"
 work="${PUZZLE_BENCH_WORK:-/tmp/puzzle-launch-parity}"
+batch="${BENCH_BATCH:-16}" prompt="${BENCH_PROMPT:-128}" gen="${BENCH_GEN:-16}"
 exe="$root/src/Puzzle.Cli/bin/Release/net10.0/Puzzle.Cli"
 ours="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296:glibc.malloc.top_pad=268435456"
 off="glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072:glibc.malloc.top_pad=131072"
@@ -38,7 +41,7 @@ exec 9>/tmp/puzzle-bench.lock
 echo "# waiting for /tmp/puzzle-bench.lock" >&2
 flock 9
 "$exe" --version | sed 's/^/# /'
-echo "# round  variant  pretrain-tokens/s  pretrain-tokens/CPU-s  bench-e2e-tokens/s  bench-prefill-tokens/s  (${steps} steps x 4096 tokens; bench batch 16, prompt 128, gen 16; CPU-s include start-up, dotnet run's build check too)"
+echo "# round  variant  pretrain-tokens/s  pretrain-tokens/CPU-s  pretrain-minor-faults  bench-e2e-tokens/s  bench-prefill-tokens/s  (${steps} steps x 4096 tokens; bench batch $batch, prompt $prompt, gen $gen; CPU-s and faults include start-up, for dotnet run its build check too)"
 results="$work/results.tsv"
 : > "$results"
 for ((r = 0; r < rounds; r++)); do
@@ -47,20 +50,20 @@ for ((r = 0; r < rounds; r++)); do
   for v in "${order[@]}"; do
     command_of "$v"
     rm -rf "$work/pretrain-out"
-    /usr/bin/time -f "%e %U %S" -o "$work/time" "${cmd[@]}" pretrain --data "$work/data" --out "$work/pretrain-out" --preset demo \
+    /usr/bin/time -f "%e %U %S %R" -o "$work/time" "${cmd[@]}" pretrain --data "$work/data" --out "$work/pretrain-out" --preset demo \
       --tokens $((16 * 256 * steps)) --batch 16 --checkpoint-every 100000 > "$work/pretrain.log" 2>&1
-    read -r wall user sys < "$work/time"
+    read -r wall user sys faults < "$work/time"
     tps=$(grep -o '[0-9,]* tokens/s ->' "$work/pretrain.log" | tail -1 | tr -d ', ' | sed 's|tokens/s->||')
     cpu=$(awk -v t=$((16 * 256 * steps)) -v u="$user" -v s="$sys" 'BEGIN { printf "%.0f", t / (u + s) }')
-    "${cmd[@]}" bench --models "$work/model" --batch 16 --prompt-len 128 --gen-len 16 --repeats 2 --dtype bfloat16 --json > "$work/bench.json" 2> "$work/bench.log"
+    "${cmd[@]}" bench --models "$work/model" --batch "$batch" --prompt-len "$prompt" --gen-len "$gen" --repeats 2 --dtype bfloat16 --json > "$work/bench.json" 2> "$work/bench.log"
     e2e=$(grep -o '"end_to_end_tokens_per_s": [0-9.]*' "$work/bench.json" | awk '{ printf "%.1f", $2 }')
     prefill=$(grep -o '"prefill_tokens_per_s": [0-9.]*' "$work/bench.json" | awk '{ printf "%.0f", $2 }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$v" "$tps" "$cpu" "$e2e" "$prefill" | tee -a "$results"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$v" "$tps" "$cpu" "$faults" "$e2e" "$prefill" | tee -a "$results"
   done
 done
 flock -u 9
 echo "# mean per variant, and ratio to the built executable"
-awk -F'\t' '{ n[$2]++; a[$2]+=$3; b[$2]+=$4; c[$2]+=$5; d[$2]+=$6 } END {
-  for (v in n) { A[v]=a[v]/n[v]; B[v]=b[v]/n[v]; C[v]=c[v]/n[v]; D[v]=d[v]/n[v] }
+awk -F'\t' '{ n[$2]++; a[$2]+=$3; b[$2]+=$4; f[$2]+=$5; c[$2]+=$6; d[$2]+=$7 } END {
+  for (v in n) { A[v]=a[v]/n[v]; B[v]=b[v]/n[v]; F[v]=f[v]/n[v]; C[v]=c[v]/n[v]; D[v]=d[v]/n[v] }
   e="executable"
-  for (v in n) printf "%-20s pretrain %6.0f tok/s (%.2fx)  %6.0f tok/CPU-s (%.2fx)  bench e2e %6.1f tok/s (%.2fx)  prefill %6.0f tok/s (%.2fx)\n", v, A[v], A[v]/A[e], B[v], B[v]/B[e], C[v], C[v]/C[e], D[v], D[v]/D[e] }' "$results" | sort
+  for (v in n) printf "%-20s pretrain %6.0f tok/s (%.2fx) %6.0f tok/CPU-s (%.2fx) %8.0f faults (%.2fx) | bench e2e %6.1f tok/s (%.2fx) prefill %6.0f tok/s (%.2fx)\n", v, A[v], A[v]/A[e], B[v], B[v]/B[e], F[v], F[v]/F[e], C[v], C[v]/C[e], D[v], D[v]/D[e] }' "$results" | sort
