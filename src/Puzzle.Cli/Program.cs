@@ -4,7 +4,15 @@ using Puzzle.Cli.Commands;
 using Puzzle.Runtime;
 
 // Allocator and thread settings, the same whichever way the program was started (Runtime/ProcessSetup.cs).
-ProcessSetup.Apply();
+try
+{
+    ProcessSetup.Apply();
+}
+catch (Puzzle.PuzzleException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
+}
 var root = new RootCommand("Puzzle for .NET: distillation-based NAS that makes Llama-family LLMs cheaper to serve.");
 root.Subcommands.Add(RunCommands.Run());
 root.Subcommands.Add(RunCommands.Demo());

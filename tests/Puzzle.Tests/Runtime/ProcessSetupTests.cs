@@ -108,5 +108,8 @@ public sealed class ProcessSetupTests
         Assert.Contains("mmap_threshold=33554432, trim_threshold=2147483647, top_pad from GLIBC_TUNABLES", stdout);
         (_, stdout, _) = Cli(TestSupport.CliLaunch.Executable, new Dictionary<string, string?> { ["PUZZLE_MALLOC"] = "default" }, "--version");
         Assert.Contains("allocator: glibc defaults (PUZZLE_MALLOC=default)", stdout);
+        (code, stdout, stderr) = Cli(TestSupport.CliLaunch.Executable, new Dictionary<string, string?> { ["PUZZLE_THREADS"] = "two" }, "--version");
+        Assert.Equal(1, code);
+        Assert.Equal("error: PUZZLE_THREADS: 'two' is not a positive whole number of threads", stderr.Trim());
     }
 }
