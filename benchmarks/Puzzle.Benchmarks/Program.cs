@@ -3,6 +3,10 @@ using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using Puzzle.Benchmarks;
+using Puzzle.Runtime;
+
+// The CLI's own process settings (allocator, threads), so a benchmark measures what the CLI does.
+Console.WriteLine($"process: {ProcessSetup.Apply().Describe()}");
 
 // Scenario benchmarks print their own figures; the rest run under BenchmarkDotNet, in-process (TorchSharp loads
 // native code; design.md 7).

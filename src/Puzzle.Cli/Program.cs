@@ -1,6 +1,18 @@
 using System.CommandLine;
+using System.CommandLine.Invocation;
 using Puzzle.Cli.Commands;
+using Puzzle.Runtime;
 
+// Allocator and thread settings, the same whichever way the program was started (Runtime/ProcessSetup.cs).
+try
+{
+    ProcessSetup.Apply();
+}
+catch (Puzzle.PuzzleException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    return 1;
+}
 var root = new RootCommand("Puzzle for .NET: distillation-based NAS that makes Llama-family LLMs cheaper to serve.");
 root.Subcommands.Add(RunCommands.Run());
 root.Subcommands.Add(RunCommands.Demo());
@@ -21,4 +33,17 @@ root.Subcommands.Add(ChildCommands.Bench());
 root.Subcommands.Add(ChildCommands.Export());
 root.Subcommands.Add(ChildCommands.Report());
 root.Subcommands.Add(SlurmCommand.Create()); root.Subcommands.Add(SlurmCommand.Stage());
+foreach (var version in root.Options.OfType<VersionOption>()) version.Action = new PrintVersion();
 return root.Parse(args).Invoke();
+
+/// <summary>`puzzle --version`: versions, devices and the process settings (Runtime/VersionInfo.cs).</summary>
+sealed class PrintVersion : SynchronousCommandLineAction
+{
+    public override bool ClearsParseErrors => true;
+
+    public override int Invoke(ParseResult parseResult)
+    {
+        foreach (string line in VersionInfo.Lines()) parseResult.InvocationConfiguration.Output.WriteLine(line);
+        return 0;
+    }
+}

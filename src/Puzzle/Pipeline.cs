@@ -13,6 +13,7 @@ using Puzzle.Stages.Library;
 using Puzzle.Stages.Report;
 using Puzzle.Stages.Scoring;
 using Puzzle.Stages.Search;
+using Puzzle.Runtime;
 using Puzzle.Training;
 
 namespace Puzzle;
@@ -168,15 +169,10 @@ public static class Pipeline
 
     static JsonObject? BenchInFreshProcess(BenchOptions o)
     {
-        string? cli = Environment.GetCommandLineArgs().FirstOrDefault();
-        if (cli is null || !Path.GetFileName(cli).Equals("Puzzle.Cli.dll", StringComparison.OrdinalIgnoreCase) || Environment.ProcessPath is not { } host)
-            return null;
-        var info = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true };
-        string[] arguments = [cli, "bench", "--models", .. o.Models, "--batch", $"{o.Batch}", "--prompt-len", $"{o.PromptLength}",
-            "--gen-len", $"{o.GenerationLength}", "--repeats", $"{o.Repeats}", "--dtype", o.Dtype, "--device", o.Device, "--json"];
-        foreach (string a in arguments)
-            info.ArgumentList.Add(a);
-        Log.Info("bench: running in a fresh process");
+        var info = SelfLaunch.StartInfo(["bench", "--models", .. o.Models, "--batch", $"{o.Batch}", "--prompt-len", $"{o.PromptLength}",
+            "--gen-len", $"{o.GenerationLength}", "--repeats", $"{o.Repeats}", "--dtype", o.Dtype, "--device", o.Device, "--json"]);
+        if (info is null) return null;
+        Log.Info($"bench: running in a fresh process ({string.Join(' ', SelfLaunch.Command!.Select(Path.GetFileName))} bench ...)");
         using var process = Process.Start(info)!;
         var stderr = process.StandardError.ReadToEndAsync();
         string stdout = process.StandardOutput.ReadToEnd();

@@ -85,19 +85,28 @@ internal static class TestSupport
         return d.item<float>();
     }
 
+    /// <summary>How a test starts the CLI: `dotnet Puzzle.Cli.dll`, or the built executable (the apphost, as a published app or a dotnet tool starts).</summary>
+    public enum CliLaunch { DotnetHost, Executable }
+
     /// <summary>Starts the real `puzzle` program (from the test output) as a user runs it, plain output (CI=true).</summary>
-    public static Process StartCli(params string[] args)
+    public static Process StartCli(params string[] args) => StartCli(CliLaunch.DotnetHost, args);
+
+    public static Process StartCli(CliLaunch launch, params string[] args)
     {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Puzzle.Cli.dll"));
+        var info = launch == CliLaunch.Executable
+            ? new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "Puzzle.Cli"))
+            : new ProcessStartInfo("dotnet") { ArgumentList = { Path.Combine(AppContext.BaseDirectory, "Puzzle.Cli.dll") } };
+        info.RedirectStandardOutput = info.RedirectStandardError = true;
         foreach (var a in args) info.ArgumentList.Add(a);
         info.Environment["CI"] = "true";
         return Process.Start(info)!;
     }
 
-    public static (int Code, string Stdout, string Stderr) RunCli(params string[] args)
+    public static (int Code, string Stdout, string Stderr) RunCli(params string[] args) => RunCli(CliLaunch.DotnetHost, args);
+
+    public static (int Code, string Stdout, string Stderr) RunCli(CliLaunch launch, params string[] args)
     {
-        using var process = StartCli(args);
+        using var process = StartCli(launch, args);
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         process.WaitForExit();

@@ -21,6 +21,6 @@ public static class Devices
 
     public static string Describe(Device device) =>
         device.type == DeviceType.CPU
-            ? $"cpu ({Environment.ProcessorCount} logical cores, {torch.get_num_threads()} torch threads)"
+            ? $"cpu ({Environment.ProcessorCount} logical cores, {torch.get_num_threads()} torch threads{(ProcessSetup.Applied is { } s ? $"; {s.Allocator}" : "")})"
             : device.ToString();
 }

@@ -30,12 +30,19 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
 
     static Process Start(params string[] args) => TestSupport.StartCli(args);
 
-    static (int Code, string Output) RunCli(params string[] args)
+    static (int Code, string Output) RunCli(params string[] args) => RunCli(TestSupport.CliLaunch.DotnetHost, args);
+
+    static (int Code, string Output) RunCli(TestSupport.CliLaunch launch, params string[] args)
     {
-        var (code, stdout, stderr) = TestSupport.RunCli(args);
+        var (code, stdout, stderr) = TestSupport.RunCli(launch, args);
         return (code, stdout + stderr);
     }
 
+    /// <summary>
+    /// The straight run goes through `dotnet Puzzle.Cli.dll`; the resumed run (library onwards, benchmark included)
+    /// through the built executable, as a published app or a dotnet tool starts it. Both benchmark in a fresh
+    /// process started the same way as the parent process.
+    /// </summary>
     [Fact]
     public void Run_EndToEnd_WritesConsistentArtifacts_AndResumesAfterAKill()
     {
@@ -45,6 +52,8 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
         Assert.True(code == 0, output);
         Assert.Contains("pipeline: all stages done", output);
         Assert.Contains("measured throughput", output);
+        Assert.Contains("bench: running in a fresh process (dotnet Puzzle.Cli.dll bench", output);
+        Assert.Equal("fresh", JsonNode.Parse(File.ReadAllText(Path.Combine(straight, "eval", "bench.json")))!["process"]!.GetValue<string>());
 
         foreach (string artifact in new[] { "config.json", "parent.json", "library/library.json", "scores.json", "costs.json", "solutions/child.json",
                      "solutions/pareto.json", "child/config.json", "child-gkd/config.json", "eval/eval.json", "eval/bench.json", "report.md", "report.json",
@@ -77,9 +86,11 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
             process.WaitForExit();
         }
         Assert.False(File.Exists(Path.Combine(killed, "scores.json")));
-        (code, output) = RunCli("run", config, "--run", killed);
+        (code, output) = RunCli(TestSupport.CliLaunch.Executable, "run", config, "--run", killed);
         Assert.True(code == 0, output);
         Assert.Contains("already done", output);
+        Assert.Contains("bench: running in a fresh process (Puzzle.Cli bench", output);
+        Assert.Equal("fresh", JsonNode.Parse(File.ReadAllText(Path.Combine(killed, "eval", "bench.json")))!["process"]!.GetValue<string>());
         Assert.Equal(File.ReadAllText(Path.Combine(straight, "solutions", "child.json")).Split("\"solver\"")[0],
             File.ReadAllText(Path.Combine(killed, "solutions", "child.json")).Split("\"solver\"")[0]);
         foreach (string record in Directory.GetFiles(Path.Combine(straight, "library"), "L*.json"))
