@@ -3,7 +3,8 @@
 #   npm/   node-llama-cpp@3.21.1 (pinned, `npm i -E`) with its prebuilt linux-x64 llama.cpp libraries
 #          (libllama, libggml, libllama-common and the CPU back-ends; no CLI binaries are shipped);
 #   src/   the headers and tool sources of the exact llama.cpp release it pins (its llama/gitRelease.bundle);
-#   bin/   llama-batched-bench (llama.cpp's own tool, compiled from that release's source) and puzzle-llama-check
+#   bin/   llama-batched-bench (llama.cpp's own tool, compiled from that release's source with a main() that flushes
+#          its log before exit: scripts/llama-cpp/batched-bench-main.cpp) and puzzle-llama-check
 #          (scripts/llama-cpp/puzzle-llama-check.cpp: NLL, greedy ids, tokenisation through llama.h), both linked
 #          against the prebuilt libraries, which are linked beside them (ggml loads its CPU back-end from there).
 # Compiling the two tools takes seconds; nothing of llama.cpp itself is built. Idempotent: reruns do nothing.
@@ -16,7 +17,8 @@ bin="$dest/bin"
 check_src="$root/scripts/llama-cpp/puzzle-llama-check.cpp"
 stamp="$bin/.installed-$version"
 
-if [[ -f "$stamp" && -x "$bin/puzzle-llama-check" && -x "$bin/llama-batched-bench" && "$bin/puzzle-llama-check" -nt "$check_src" ]]; then
+if [[ -f "$stamp" && -x "$bin/puzzle-llama-check" && -x "$bin/llama-batched-bench" && "$bin/puzzle-llama-check" -nt "$check_src" &&
+      "$bin/llama-batched-bench" -nt "$root/scripts/llama-cpp/batched-bench-main.cpp" ]]; then
     echo "llama.cpp (node-llama-cpp $version) already installed in $bin"
     exit 0
 fi
@@ -56,7 +58,8 @@ done
 flags=(-O2 -std=c++17 -I"$dest/src/include" -I"$dest/src/ggml/include" -I"$dest/src/common" -I"$dest/src/vendor"
        -L"$bin" -Wl,-rpath,'$ORIGIN')
 echo "install-llama-cpp: compiling llama-batched-bench and puzzle-llama-check against the prebuilt libraries"
-g++ "${flags[@]}" -I"$dest/src/tools/batched-bench" "$dest"/src/tools/batched-bench/*.cpp -o "$bin/llama-batched-bench" "${link[@]}"
+g++ "${flags[@]}" -I"$dest/src/tools/batched-bench" "$dest/src/tools/batched-bench/batched-bench.cpp" \
+    "$root/scripts/llama-cpp/batched-bench-main.cpp" -o "$bin/llama-batched-bench" "${link[@]}"
 g++ "${flags[@]}" "$check_src" -o "$bin/puzzle-llama-check" "${link[@]}"
 touch "$stamp"
 echo "llama.cpp (node-llama-cpp $version) installed: $bin/llama-batched-bench, $bin/puzzle-llama-check"

@@ -99,19 +99,34 @@ internal static class ChildCommands
         var dtype = new Option<string>("--dtype") { Description = "compute dtype (bfloat16 is ~2x faster on CPUs with bf16 units)", DefaultValueFactory = _ => "bfloat16" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var device = CliSupport.DeviceOption();
+        var engine = new Option<string>("--engine") { Description = "puzzle (this engine) or llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh)", DefaultValueFactory = _ => "puzzle" };
+        var threads = new Option<int>("--threads") { Description = "llama.cpp threads", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("bench", "Side-by-side generation benchmark in one process: prefill, decode and end-to-end tokens/s, TTFT, memory.")
-            { models, batch, prompt, gen, repeats, dtype, json, device };
+            { models, batch, prompt, gen, repeats, dtype, json, device, engine, threads };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var result = BenchStage.Run(new BenchOptions
+            var options = new BenchOptions
             {
                 Models = r.GetValue(models)!, Batch = r.GetValue(batch), PromptLength = r.GetValue(prompt), GenerationLength = r.GetValue(gen),
                 Repeats = r.GetValue(repeats), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
-            }, r.GetValue(json) ? _ => { } : null);
+            };
+            var result = r.GetValue(engine) switch
+            {
+                "puzzle" => BenchStage.Run(options, r.GetValue(json) ? _ => { } : null),
+                "llama.cpp" => InTempDir(dir => LlamaCppBench.Run(options, dir, r.GetValue(threads), r.GetValue(json) ? _ => { } : null)),
+                var other => throw new PuzzleException($"--engine '{other}' is not an engine (expected puzzle or llama.cpp)"),
+            };
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             return 0;
         }));
         return command;
+    }
+
+    static T InTempDir<T>(Func<string, T> action)
+    {
+        var dir = Directory.CreateTempSubdirectory("puzzle-llama-bench-");
+        try { return action(dir.FullName); }
+        finally { dir.Delete(recursive: true); }
     }
 
     public static Command Export()

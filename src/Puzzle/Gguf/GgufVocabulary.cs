@@ -9,7 +9,8 @@ namespace Puzzle.Gguf;
 /// <summary>
 /// The tokenizer as llama.cpp reads it from GGUF metadata (tokenizer.ggml.*): a SentencePiece tokenizer.model as model
 /// <c>llama</c> (pieces, scores, types), else a byte-level BPE tokenizer.json as model <c>gpt2</c> (tokens, types,
-/// merges and the pre-tokenizer name llama.cpp knows it by). The token list is padded to the model's vocab_size.
+/// merges and the pre-tokenizer name llama.cpp knows it by), else none (ids only). The token list is padded to the
+/// model's vocab_size.
 /// </summary>
 public static class GgufVocabulary
 {
@@ -51,7 +52,11 @@ public static class GgufVocabulary
             ];
         }
         else
-            throw new PuzzleException($"{modelDir}: no tokenizer.model and no tokenizer.json to embed in the GGUF file");
+        {
+            // llama.cpp's "no vocabulary" model: token ids only (vocab_size dummy tokens), enough for benchmarks.
+            Log.Warning($"gguf: {modelDir} has no tokenizer.model or tokenizer.json; writing tokenizer.ggml.model = none (token ids only)");
+            return [("tokenizer.ggml.model", GgufValue.Str("none"))];
+        }
 
         string source = File.Exists(spm) ? spm : json;
         if (tokens.Count > config.VocabSize)
