@@ -14,6 +14,9 @@ switch (args.FirstOrDefault())
     case "search":
         SearchScale.Run();
         break;
+    case "engine-parity":
+        EngineParity.Run(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 64], args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128);
+        break;
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
         break;
