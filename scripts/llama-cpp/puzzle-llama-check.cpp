@@ -64,7 +64,7 @@ int main(int argc, char ** argv) {
     cparams.n_ctx = n + n_greedy + 16;
     cparams.n_batch = cparams.n_ctx;
     cparams.n_ubatch = cparams.n_ctx;
-    cparams.n_threads = cparams.n_threads_batch = 2;
+    cparams.n_threads = cparams.n_threads_batch = 1;                    // a tiny model; no thread barrier to spin on
     cparams.type_k = GGML_TYPE_F32;
     cparams.type_v = GGML_TYPE_F32;
     cparams.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;

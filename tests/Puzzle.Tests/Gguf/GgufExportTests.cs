@@ -5,6 +5,7 @@ using Puzzle.Gguf;
 using Puzzle.Model;
 using Puzzle.Runtime;
 using Puzzle.Stages.Library;
+using Puzzle.Stages.Report;
 using Puzzle.Tokenization;
 using static TorchSharp.torch;
 
@@ -85,6 +86,14 @@ public sealed class GgufExportTests
         Assert.Equal(ours.Tokens, llama.Count);
         Assert.True(Math.Abs(llama.Nll - ours.MeanNll) <= 1e-3 * ours.MeanNll, $"llama.cpp NLL {llama.Nll:F6} vs ours {ours.MeanNll:F6}");
         Assert.Equal(OurGreedy(model, ids), llama.Greedy);
+
+        // Q8_0 as ggml lays it out (rows of 32-value blocks; the 172-wide FFN-down rows fall back to F16).
+        string q8 = Path.Combine(Path.GetDirectoryName(gguf)!, "stories-q8_0.gguf");
+        GgufExporter.Export(stories, q8, GgmlType.Q8_0, _ => { });
+        Assert.Equal(GgmlType.Q8_0, GgufFile.ReadHeader(q8).Tensors.Single(t => t.Name == "blk.0.ffn_gate.weight").Type);
+        Assert.Equal(GgmlType.F16, GgufFile.ReadHeader(q8).Tensors.Single(t => t.Name == "blk.0.ffn_down.weight").Type);
+        var quantized = RunLlama(q8, ids, null);
+        Assert.True(Math.Abs(quantized.Nll - ours.MeanNll) <= 1e-2 * ours.MeanNll, $"llama.cpp Q8_0 NLL {quantized.Nll:F6} vs ours (f32) {ours.MeanNll:F6}");
     }
 
     /// <summary>
@@ -201,6 +210,31 @@ public sealed class GgufExportTests
         int[] ids = tokenizer.Encode(text);
         var llama = RunLlama(gguf, ids[..Math.Min(ids.Length, 64)], text);
         Assert.Equal(ids, llama.Tokens);
+    }
+
+    [Fact]
+    public void ExportStage_HfAndGguf_WritesBothAndPacksTheTinyChild()
+    {
+        string root = TestSupport.TempDir(), childDir = Path.Combine(root, "child"), outDir = Path.Combine(root, "export");
+        using (var child = TestSupport.Build(TestSupport.TinyChildConfig()))
+            Checkpoint.SaveDeciLm(child, childDir);
+        ExportStage.Run(childDir, outDir, "float32", log: _ => { }, formats: ["hf", "gguf"]);
+        Assert.True(File.Exists(Path.Combine(outDir, "config.json")));
+        var (meta, tensors) = GgufFile.ReadHeader(Path.Combine(outDir, ExportStage.GgufFileName));
+        int[] Ints(string key) => ((Array)meta[key].Value).Cast<int>().ToArray();
+        // [gqa2 | 160] [gqa1 | 48] [lin | zero] [lin (the FFN) | 80] [gqa4 | zero]; the empty layer vanishes.
+        Assert.Equal("deci", meta["general.architecture"].Value);
+        Assert.Equal([2, 1, 0, 0, 4], Ints("deci.attention.head_count_kv"));
+        Assert.Equal([4, 4, 4, 4, 4], Ints("deci.attention.head_count"));
+        Assert.Equal([160, 48, 1, 80, 1], Ints("deci.feed_forward_length"));
+        Assert.Equal("none", meta["tokenizer.ggml.model"].Value);                              // no tokenizer files: ids only
+        Assert.Contains(tensors, t => t.Name == "output.weight" && t.Dims.SequenceEqual([64L, 96]));
+        Assert.DoesNotContain(tensors, t => t.Name.StartsWith("blk.5.", StringComparison.Ordinal));
+
+        var e = Assert.Throws<PuzzleException>(() => ExportStage.Run(childDir, outDir, "float32", log: _ => { }, formats: ["onnx"]));
+        Assert.Equal("export.formats: 'onnx' is not a format (expected hf or gguf)", e.Message);
+        e = Assert.Throws<PuzzleException>(() => GgufExporter.ParseType("q4_k"));
+        Assert.Contains("'q4_k'", e.Message);
     }
 
     [Fact]
