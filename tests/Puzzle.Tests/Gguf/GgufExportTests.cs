@@ -4,6 +4,7 @@ using Puzzle.Checkpoints;
 using Puzzle.Gguf;
 using Puzzle.Model;
 using Puzzle.Runtime;
+using Puzzle.Stages.Benchmark;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Report;
 using Puzzle.Tokenization;
@@ -235,6 +236,28 @@ public sealed class GgufExportTests
         Assert.Equal("export.formats: 'onnx' is not a format (expected hf or gguf)", e.Message);
         e = Assert.Throws<PuzzleException>(() => GgufExporter.ParseType("q4_k"));
         Assert.Contains("'q4_k'", e.Message);
+    }
+
+    [SkippableFact]
+    public void LlamaCppBench_TwoModels_RowsInBenchStageTerms()
+    {
+        string stories = TestSupport.Stories260K();
+        LlamaCheck();
+        var o = new BenchOptions { Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 1, Warmup = 0, Dtype = "float32" };
+        var result = LlamaCppBench.Run(o, TestSupport.TempDir(), threads: 1, _ => { });
+        var rows = result["models"]!.AsArray();
+        Assert.Equal(2, rows.Count);
+        Assert.Equal(1.0, rows[0]!["end_to_end_ratio"]!.GetValue<double>());
+        foreach (var row in rows)
+        {
+            Assert.True(File.Exists(row!["gguf"]!.GetValue<string>()));
+            double prefill = row["prefill_tokens_per_s"]!.GetValue<double>(), decode = row["decode_tokens_per_s"]!.GetValue<double>();
+            double total = row["total_ms"]!.GetValue<double>() / 1e3;
+            Assert.True(prefill > 0 && decode > 0);
+            // total = prefill time + decode time, in BenchStage's token counts
+            Assert.Equal(total, 2 * 8 / prefill + 2 * 3 / decode, 6);
+            Assert.Equal(2 * 4 / total, row["end_to_end_tokens_per_s"]!.GetValue<double>(), 6);
+        }
     }
 
     [Fact]
