@@ -238,6 +238,37 @@ public sealed class GgufExportTests
         Assert.Contains("'q4_k'", e.Message);
     }
 
+    [SkippableTheory]
+    [InlineData("llama3")]
+    [InlineData("linear")]
+    public void Export_RopeScaling_LlamaCppMatchesOurNll(string type)
+    {
+        // Scaling that moves most of stories260K's 4 frequencies (head_dim 8): original context 32, factor 4.
+        string stories = TestSupport.Stories260K();
+        using var parent = Checkpoint.Load(stories);
+        var config = parent.Config with { RopeScaling = new RopeScaling(type, 4.0, 1.0, 4.0, 32) };
+        using var scaled = new CausalLm(config, CPU, ScalarType.Float32);
+        using (no_grad())
+        {
+            var source = parent.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+            foreach (var (name, target) in scaled.named_parameters()) target.copy_(source[name]);
+        }
+        scaled.eval();
+        string gguf = Path.Combine(TestSupport.TempDir(), $"rope-{type}.gguf");
+        GgufExporter.Export(scaled, stories, gguf, GgmlType.F32, "rope", _ => { });
+        var (meta, tensors) = GgufFile.ReadHeader(gguf);
+        Assert.Equal(type == "llama3", tensors.Any(t => t.Name == "rope_freqs.weight"));
+        Assert.Equal(type == "linear", meta.ContainsKey("llama.rope.scaling.type"));
+
+        using var tokenizer = TextTokenizer.Load(stories);
+        int[] ids = tokenizer.Encode(Passage(stories));
+        var ours = PerplexityEvaluator.Evaluate(scaled, ids);
+        var unscaled = PerplexityEvaluator.Evaluate(parent, ids);
+        Assert.True(Math.Abs(ours.MeanNll - unscaled.MeanNll) > 1e-3, "the scaling should change the model");
+        var llama = RunLlama(gguf, ids, null);
+        Assert.True(Math.Abs(llama.Nll - ours.MeanNll) <= 1e-3 * ours.MeanNll, $"llama.cpp NLL {llama.Nll:F6} vs ours {ours.MeanNll:F6} ({type})");
+    }
+
     [SkippableFact]
     public void LlamaCppBench_TwoModels_RowsInBenchStageTerms()
     {
