@@ -85,4 +85,83 @@ public static class EngineParity
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    /// <summary>A child of <see cref="Config"/> with a Puzzle-like mix of variants (for engine-ratio without a run).</summary>
+    public static ModelConfig ChildConfig => Config.WithBlocks(
+    [
+        BlockConfig.Llama(2, 1024),
+        BlockConfig.Llama(1, 512),
+        new BlockConfig(AttentionConfig.NoOperation, FfnConfig.SwiGlu(512)),
+        new BlockConfig(AttentionConfig.Linear, FfnConfig.SwiGlu(256)),
+        new BlockConfig(AttentionConfig.NoOperation, FfnConfig.SwiGlu(768)),
+        new BlockConfig(AttentionConfig.Gqa(1), FfnConfig.Linear),
+        new BlockConfig(AttentionConfig.NoOperation, FfnConfig.NoOperation),
+        BlockConfig.Llama(2, 512),
+    ]);
+
+    /// <summary>
+    /// Parent vs child throughput ratio in both engines, side by side: per round ours(parent), ours(child),
+    /// llama.cpp(parent), llama.cpp(child); medians; the two engines' ratios and their difference.
+    ///   flock /tmp/puzzle-bench.lock dotnet run -c Release --project benchmarks/Puzzle.Benchmarks -- engine-ratio [PARENT CHILD] [rounds] [batch] [prompt] [gen] [bfloat16|float32]
+    /// Without PARENT and CHILD it uses random <see cref="Config"/> and <see cref="ChildConfig"/>.
+    /// </summary>
+    public static void RunRatio(string? parentDir, string? childDir, int rounds, int batch, int prompt, int generation, string dtypeName)
+    {
+        LlamaCppBench.RequireTool("llama-batched-bench");
+        int threads = get_num_threads();
+        string dir = Directory.CreateTempSubdirectory("puzzle-engine-ratio-").FullName;
+        try
+        {
+            if (parentDir is null || childDir is null)
+            {
+                (parentDir, childDir) = (Path.Combine(dir, "parent"), Path.Combine(dir, "child"));
+                using (var parent = new CausalLm(Config, CPU, ScalarType.Float32).InitializeRandom(1)) Checkpoint.SaveLlama(parent, parentDir);
+                using (var child = new CausalLm(ChildConfig, CPU, ScalarType.Float32).InitializeRandom(2)) Checkpoint.SaveDeciLm(child, childDir);
+            }
+            var dtype = Checkpoint.ParseDtype(dtypeName);
+            var type = GgufExporter.ParseType(dtypeName);
+            string[] dirs = [parentDir, childDir];
+            var ggufs = dirs.Select((d, i) => GgufExporter.Export(d, Path.Combine(dir, $"{i}.gguf"), type, _ => { }).Path).ToArray();
+            var models = dirs.Select(d => Checkpoint.Load(d, CPU, dtype)).ToArray();
+            try
+            {
+                var o = new BenchOptions { Models = dirs, Batch = batch, PromptLength = prompt, GenerationLength = generation };
+                var random = new Random(0);
+                int[][] prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, prompt).Select(_ => random.Next(models.Min(m => m.Config.VocabSize))).ToArray()).ToArray();
+                var options = new GenerationOptions { MaxNewTokens = generation, StopAtEos = false };
+                var ours = dirs.Select(_ => new List<LlamaCppSample>()).ToArray();
+                var llama = dirs.Select(_ => new List<LlamaCppSample>()).ToArray();
+                Console.WriteLine($"engine ratio: {parentDir} vs {childDir}; batch {batch}, prompt {prompt}, generation {generation}, {dtypeName}; " +
+                                  $"{threads} threads; 1 warm-up + {rounds} rounds of ours(P), ours(C), llama.cpp(P), llama.cpp(C)");
+                for (int round = 0; round <= rounds; round++)
+                {
+                    for (int m = 0; m < 2; m++)
+                    {
+                        var r = TextGenerator.Generate(models[m], prompts, options, []);
+                        if (round > 0) ours[m].Add(new LlamaCppSample(r.PrefillSeconds, r.DecodeSeconds));
+                    }
+                    for (int m = 0; m < 2; m++)
+                    {
+                        var s = LlamaCppBench.Measure(ggufs[m], batch, prompt, generation, threads);
+                        if (round > 0) llama[m].Add(s);
+                    }
+                }
+                double E2e(IReadOnlyList<LlamaCppSample> samples) => LlamaCppBench.Row(o, samples)["end_to_end_tokens_per_s"]!.GetValue<double>();
+                double oursRatio = E2e(ours[1]) / E2e(ours[0]), llamaRatio = E2e(llama[1]) / E2e(llama[0]);
+                Console.WriteLine("| engine | parent end-to-end tokens/s | child end-to-end tokens/s | child / parent |");
+                Console.WriteLine("|---|---:|---:|---:|");
+                Console.WriteLine($"| ours | {E2e(ours[0]):N0} | {E2e(ours[1]):N0} | {oursRatio:F2}x |");
+                Console.WriteLine($"| llama.cpp | {E2e(llama[0]):N0} | {E2e(llama[1]):N0} | {llamaRatio:F2}x |");
+                Console.WriteLine($"llama.cpp ratio / our ratio = {llamaRatio / oursRatio:F3}");
+            }
+            finally
+            {
+                foreach (var m in models) m.Dispose();
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }
