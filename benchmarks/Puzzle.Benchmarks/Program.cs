@@ -18,6 +18,17 @@ switch (args.FirstOrDefault())
     case "search":
         SearchScale.Run();
         break;
+    case "engine-parity":
+        EngineParity.Run(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 64], args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128);
+        break;
+    case "engine-ratio":
+        {
+            bool dirs = args.Length > 2 && Directory.Exists(args[1]);
+            string[] rest = args.Skip(dirs ? 3 : 1).ToArray();
+            EngineParity.RunRatio(dirs ? args[1] : null, dirs ? args[2] : null, rest.Length > 0 ? int.Parse(rest[0]) : 3, rest.Length > 1 ? int.Parse(rest[1]) : 16,
+                rest.Length > 2 ? int.Parse(rest[2]) : 128, rest.Length > 3 ? int.Parse(rest[3]) : 128, rest.Length > 4 ? rest[4] : "bfloat16");
+            break;
+        }
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
         break;

@@ -31,6 +31,7 @@ public static class Demo
         Gkd = new GkdSection { Tokens = 2_000_000, Batch = 16, Lr = 3e-4 },
         // The whole test split (~195k tokens), plus 300 in-domain continuation items built from its addresses.
         Evaluation = new EvaluationSection { MaxTokens = null, ContinuationItems = 300, BenchRepeats = 5, BenchDtype = "bfloat16" },
+        Export = new ExportSection { Formats = ["hf", "gguf"] },
     };
 
     public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null)

@@ -51,7 +51,7 @@ public static class Pipeline
         stages.Run("8 distill", () => Distill(run, rebuilt));
         JsonObject report = new();
         stages.Run("9 evaluate", () => report = Evaluate(run));
-        stages.Run("10 export", () => ExportStage.Run(run.Artifact("child-gkd"), run.Artifact("export"), run.Config.Export.Dtype, run.Artifact("report.json"), run.Config.Export.PadFfn));
+        stages.Run("10 export", () => ExportStage.Run(run.Artifact("child-gkd"), run.Artifact("export"), run.Config.Export.Dtype, run.Artifact("report.json"), run.Config.Export.PadFfn, formats: run.Config.Export.Formats));
         stages.Finish();
         return report;
     }

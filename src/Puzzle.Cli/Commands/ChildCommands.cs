@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Puzzle.Gguf;
 using Puzzle.IO;
 using Puzzle.Stages;
 using Puzzle.Stages.Assembly;
@@ -107,32 +108,60 @@ internal static class ChildCommands
         var dtype = new Option<string>("--dtype") { Description = "compute dtype (bfloat16 is ~2x faster on CPUs with bf16 units)", DefaultValueFactory = _ => "bfloat16" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var device = CliSupport.DeviceOption();
+        var engine = new Option<string>("--engine") { Description = "puzzle (this engine) or llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh)", DefaultValueFactory = _ => "puzzle" };
+        var threads = new Option<int>("--threads") { Description = "llama.cpp threads", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("bench", "Side-by-side generation benchmark in one process: prefill, decode and end-to-end tokens/s, TTFT, memory.")
-            { models, batch, prompt, gen, repeats, dtype, json, device };
+            { models, batch, prompt, gen, repeats, dtype, json, device, engine, threads };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var result = BenchStage.Run(new BenchOptions
+            var options = new BenchOptions
             {
                 Models = r.GetValue(models)!, Batch = r.GetValue(batch), PromptLength = r.GetValue(prompt), GenerationLength = r.GetValue(gen),
                 Repeats = r.GetValue(repeats), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
-            }, r.GetValue(json) ? _ => { } : null);
+            };
+            var result = r.GetValue(engine) switch
+            {
+                "puzzle" => BenchStage.Run(options, r.GetValue(json) ? _ => { } : null),
+                "llama.cpp" => InTempDir(dir => LlamaCppBench.Run(options, dir, r.GetValue(threads), r.GetValue(json) ? _ => { } : null)),
+                var other => throw new PuzzleException($"--engine '{other}' is not an engine (expected puzzle or llama.cpp)"),
+            };
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             return 0;
         }));
         return command;
     }
 
+    static T InTempDir<T>(Func<string, T> action)
+    {
+        var dir = Directory.CreateTempSubdirectory("puzzle-llama-bench-");
+        try { return action(dir.FullName); }
+        finally { dir.Delete(recursive: true); }
+    }
+
     public static Command Export()
     {
         var child = new Argument<string>("CHILD") { Description = "child model directory" };
-        var output = new Option<string>("--out") { Description = "export directory", Required = true };
-        var dtype = new Option<string>("--dtype") { DefaultValueFactory = _ => "bfloat16" };
+        var output = new Option<string>("--out") { Description = "export directory (hf) or .gguf file (gguf)", Required = true };
+        var format = new Option<string>("--format") { Description = "hf: DeciLM directory with a model card; gguf: one GGUF v3 file for llama.cpp", DefaultValueFactory = _ => "hf" };
+        var dtype = new Option<string>("--dtype") { Description = "hf: float32|bfloat16|float16; gguf: f32|f16|bf16|q8_0", DefaultValueFactory = _ => "bfloat16" };
         var report = new Option<string?>("--report") { Description = "RUN/report.json, for the model card's measured figures" };
         var noPad = new Option<bool>("--no-pad-ffn") { Description = "keep FFN widths that engines cannot rebuild from ffn_mult (they then need intermediate_size)" };
-        var command = new Command("export", "Write the final Hugging Face DeciLM (nemotron-nas) directory with a model card.") { child, output, dtype, report, noPad };
+        var command = new Command("export", "Write the child as a Hugging Face DeciLM (nemotron-nas) directory with a model card, or as GGUF for llama.cpp.")
+            { child, output, format, dtype, report, noPad };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            Console.WriteLine(ExportStage.Run(r.GetValue(child)!, r.GetValue(output)!, r.GetValue(dtype)!, r.GetValue(report), !r.GetValue(noPad)));
+            switch (r.GetValue(format))
+            {
+                case "hf":
+                    Console.WriteLine(ExportStage.Run(r.GetValue(child)!, r.GetValue(output)!, r.GetValue(dtype)!, r.GetValue(report), !r.GetValue(noPad)));
+                    break;
+                case "gguf":
+                    var result = GgufExporter.Export(r.GetValue(child)!, r.GetValue(output)!, GgufExporter.ParseType(r.GetValue(dtype)!));
+                    Console.WriteLine($"{result.Path}: GGUF {result.Architecture}, {result.Layers} layers, {result.Type}, {result.Bytes:N0} bytes");
+                    break;
+                case var other:
+                    throw new PuzzleException($"--format '{other}' is not a format (expected hf or gguf)");
+            }
             return 0;
         }));
         return command;

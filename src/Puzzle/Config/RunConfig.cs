@@ -258,4 +258,6 @@ public sealed record ExportSection
 {
     public string Dtype { get; init; } = "bfloat16";
     public bool PadFfn { get; init; } = true;
+    /// <summary>hf (DeciLM directory) and/or gguf (OUT/model.gguf for llama.cpp).</summary>
+    public string[] Formats { get; init; } = ["hf"];
 }

@@ -1,23 +1,39 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Gguf;
 using Puzzle.IO;
 using Puzzle.Model;
 
 namespace Puzzle.Stages.Report;
 
-/// <summary>Stage 10: the final HF DeciLM directory (design.md 4.2) with a README model card.</summary>
+/// <summary>
+/// Stage 10: the final HF DeciLM directory (design.md 4.2) with a README model card, and/or the same child as one
+/// GGUF file for llama.cpp (<c>OUT/model.gguf</c>, unpadded widths).
+/// </summary>
 public static class ExportStage
 {
-    public static string Run(string childDir, string outDir, string dtype = "bfloat16", string? reportPath = null, bool padFfn = true, Action<string>? log = null)
+    public static readonly string[] Formats = ["hf", "gguf"];
+    public const string GgufFileName = "model.gguf";
+
+    public static string Run(string childDir, string outDir, string dtype = "bfloat16", string? reportPath = null, bool padFfn = true,
+        Action<string>? log = null, IReadOnlyList<string>? formats = null)
     {
         log ??= Log.Info;
+        formats ??= ["hf"];
+        foreach (string f in formats)
+            if (!Formats.Contains(f))
+                throw new PuzzleException($"export.formats: '{f}' is not a format (expected {string.Join(" or ", Formats)})");
+        if (formats.Count == 0) throw new PuzzleException("export.formats is empty (expected hf, gguf or both)");
         using var loaded = Checkpoint.Load(childDir);
-        var padded = padFfn ? PadFfnToPortableWidths(loaded) : null;
+        if (formats.Contains("gguf"))
+            GgufExporter.Export(loaded, childDir, Path.Combine(outDir, GgufFileName), GgufExporter.ParseType(dtype),
+                Path.GetFileName(Path.GetFullPath(childDir).TrimEnd('/')), log);
+        var padded = padFfn && formats.Contains("hf") ? PadFfnToPortableWidths(loaded) : null;
         var child = padded ?? loaded;
         try
         {
-            Checkpoint.SaveDeciLm(child, outDir, Checkpoint.ParseDtype(dtype), childDir);
+            if (formats.Contains("hf")) Checkpoint.SaveDeciLm(child, outDir, Checkpoint.ParseDtype(dtype), childDir);
         }
         finally
         {
@@ -78,13 +94,19 @@ public static class ExportStage
                             "The measured speed above uses the unpadded widths.");
             card.AppendLine();
         }
+        if (formats.Contains("gguf"))
+        {
+            card.AppendLine($"`{GgufFileName}` holds the same child for llama.cpp (GGUF, architecture `{(c.IsHomogeneousLlama ? "llama" : "deci")}`, " +
+                            "per-layer head counts and FFN widths, tokenizer embedded), e.g. `llama-cli -m " + GgufFileName + "`.");
+            card.AppendLine();
+        }
         card.AppendLine("## Loading");
         card.AppendLine();
         card.AppendLine("The checkpoint is in the DeciLM format (`model_type: nemotron-nas`, `block_configs` per layer), which vLLM, " +
                         "TensorRT-LLM and SGLang load natively. Hugging Face `transformers` loads it with `trust_remote_code=True` once " +
                         "`configuration_decilm.py` and `modeling_decilm.py` from an NVIDIA Nemotron-NAS repository sit next to the weights.");
         AtomicFile.WriteAllText(Path.Combine(outDir, "README.md"), card.ToString());
-        log($"export: {childDir} -> {outDir} ({dtype}, DeciLM, model card README.md)");
+        log($"export: {childDir} -> {outDir} ({dtype}, {string.Join(" + ", formats.Select(f => f == "hf" ? "DeciLM" : "GGUF"))}, model card README.md)");
         return outDir;
     }
 

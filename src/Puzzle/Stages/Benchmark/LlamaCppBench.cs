@@ -1,0 +1,140 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Gguf;
+
+namespace Puzzle.Stages.Benchmark;
+
+/// <summary>One llama.cpp measurement in <see cref="BenchStage"/>'s terms.</summary>
+public sealed record LlamaCppSample(double PrefillSeconds, double DecodeSeconds)
+{
+    public double TotalSeconds => PrefillSeconds + DecodeSeconds;
+}
+
+/// <summary>
+/// The same scenario benchmark in llama.cpp: each model exported to GGUF and run by llama.cpp's own
+/// llama-batched-bench (installed by scripts/install-llama-cpp.sh), models alternating round by round. Counted as
+/// BenchStage counts: prefill of batch × prompt tokens (its first token comes from the prefill logits), then
+/// generation − 1 decode steps of the whole batch; end-to-end = batch × generation / (prefill + decode).
+/// </summary>
+public static class LlamaCppBench
+{
+    public const string InstallHint = "run scripts/install-llama-cpp.sh (npm, git and g++ needed)";
+
+    /// <summary>A tool of .tools/llama.cpp/bin, from $PUZZLE_LLAMA_CPP_BIN or the first project root above the working directory or the binaries.</summary>
+    public static string? FindTool(string name)
+    {
+        if (Environment.GetEnvironmentVariable("PUZZLE_LLAMA_CPP_BIN") is { Length: > 0 } bin)
+            return File.Exists(Path.Combine(bin, name)) ? Path.Combine(bin, name) : null;
+        foreach (string start in new[] { Environment.CurrentDirectory, AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, ".tools", "llama.cpp", "bin", name);
+                if (File.Exists(candidate)) return candidate;
+            }
+        return null;
+    }
+
+    public static string RequireTool(string name) =>
+        FindTool(name) ?? throw new PuzzleException($"llama.cpp's {name} is not installed (.tools/llama.cpp/bin); {InstallHint}");
+
+    /// <summary>One llama-batched-bench run: batch sequences, each with its own prompt, llama.cpp defaults otherwise.</summary>
+    public static LlamaCppSample Measure(string gguf, int batch, int prompt, int generation, int threads)
+    {
+        string tool = RequireTool("llama-batched-bench");
+        var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
+        string[] args =
+        [
+            "-m", gguf, "-t", $"{threads}", "-tb", $"{threads}", "-c", $"{batch * (prompt + generation) + 16}",
+            "-npp", $"{prompt}", "-ntg", $"{generation - 1}", "-npl", $"{batch}", "--output-format", "jsonl",
+        ];
+        foreach (string a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new PuzzleException($"{tool}: could not start");
+        var stderr = process.StandardError.ReadToEndAsync();
+        string stdout = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        string line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith("{\"n_kv_max\"", StringComparison.Ordinal))
+            ?? throw new PuzzleException($"{tool} on {gguf} (exit {process.ExitCode}) printed no result: {Tail(stderr.Result)}");
+        var json = JsonNode.Parse(line)!;
+        return new LlamaCppSample(json["t_pp"]!.GetValue<double>(), json["t_tg"]!.GetValue<double>());
+    }
+
+    static string Tail(string text) => text.Length > 600 ? text[^600..] : text;
+
+    /// <summary>
+    /// <c>puzzle bench --engine llama.cpp</c>: the models of <paramref name="o"/> exported to GGUF (weights in o.Dtype)
+    /// under <paramref name="workDir"/>, then BenchStage's scenario and JSON, measured in llama.cpp.
+    /// </summary>
+    public static JsonObject Run(BenchOptions o, string workDir, int threads, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        if (o.Models.Count == 0) throw new PuzzleException("bench: give at least one model");
+        if (o.Batch <= 0 || o.PromptLength <= 0 || o.GenerationLength <= 1 || o.Repeats <= 0)
+            throw new PuzzleException($"bench: batch ({o.Batch}), prompt length ({o.PromptLength}), generation length ({o.GenerationLength} > 1) and repeats ({o.Repeats}) must be positive");
+        RequireTool("llama-batched-bench");
+        var type = GgufExporter.ParseType(o.Dtype);
+        var ggufs = o.Models.Select((dir, i) =>
+        {
+            string path = Path.Combine(workDir, $"{i}-{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}-{type}.gguf");
+            GgufExporter.Export(dir, path, type, _ => { });
+            return path;
+        }).ToArray();
+        log($"bench (llama.cpp): {o.Models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {type} weights, " +
+            $"{threads} threads; {o.Warmup} warm-up + {o.Repeats} alternating rounds of llama-batched-bench");
+        var samples = ggufs.Select(_ => new List<LlamaCppSample>()).ToArray();
+        for (int round = 0; round < o.Warmup + o.Repeats; round++)
+            for (int m = 0; m < ggufs.Length; m++)
+            {
+                var s = Measure(ggufs[m], o.Batch, o.PromptLength, o.GenerationLength, threads);
+                if (round >= o.Warmup) samples[m].Add(s);
+            }
+        var rows = new JsonArray();
+        JsonObject? first = null;
+        for (int m = 0; m < ggufs.Length; m++)
+        {
+            var row = Row(o, samples[m]);
+            row["model"] = Path.GetFullPath(o.Models[m]);
+            row["gguf"] = ggufs[m];
+            first ??= row;
+            foreach (string key in new[] { "prefill_tokens_per_s", "decode_tokens_per_s", "end_to_end_tokens_per_s" })
+                row[key.Replace("_tokens_per_s", "_ratio")] = row[key]!.GetValue<double>() / first[key]!.GetValue<double>();
+            rows.Add(row);
+            log($"bench (llama.cpp): {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
+                $"({row["end_to_end_ratio"]!.GetValue<double>():F2}x), prefill {row["prefill_tokens_per_s"]!.GetValue<double>():N0} tokens/s, " +
+                $"decode {row["decode_tokens_per_s"]!.GetValue<double>():N0} tokens/s");
+        }
+        return new JsonObject
+        {
+            ["format_version"] = 1,
+            ["engine"] = "llama.cpp",
+            ["scenario"] = new JsonObject
+            {
+                ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
+                ["dtype"] = type.ToString(), ["threads"] = threads, ["repeats"] = o.Repeats, ["warmup"] = o.Warmup,
+            },
+            ["models"] = rows,
+        };
+    }
+
+    /// <summary>Medians of the samples as tokens/s in BenchStage's definitions.</summary>
+    public static JsonObject Row(BenchOptions o, IReadOnlyList<LlamaCppSample> samples)
+    {
+        double prefill = Median(samples.Select(s => s.PrefillSeconds)), decode = Median(samples.Select(s => s.DecodeSeconds));
+        double total = Median(samples.Select(s => s.TotalSeconds));
+        return new JsonObject
+        {
+            ["prefill_tokens_per_s"] = o.Batch * (double)o.PromptLength / prefill,
+            ["decode_tokens_per_s"] = o.Batch * (double)(o.GenerationLength - 1) / decode,
+            ["end_to_end_tokens_per_s"] = o.Batch * (double)o.GenerationLength / total,
+            ["time_to_first_token_ms"] = prefill * 1e3,
+            ["total_ms"] = total * 1e3,
+            ["samples"] = samples.Count,
+        };
+    }
+
+    public static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        if (sorted.Length == 0) throw new ArgumentException("no samples");
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+}

@@ -1,0 +1,335 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.Gguf;
+using Puzzle.Model;
+using Puzzle.Runtime;
+using Puzzle.Stages.Benchmark;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Report;
+using Puzzle.Tokenization;
+using static TorchSharp.torch;
+
+namespace Puzzle.Tests.Gguf;
+
+/// <summary>
+/// GGUF export checked by llama.cpp itself (prebuilt from node-llama-cpp by scripts/install-llama-cpp.sh, driven through
+/// llama.h by scripts/llama-cpp/puzzle-llama-check.cpp): mean NLL, greedy continuation and tokenisation against ours.
+/// </summary>
+public sealed class GgufExportTests
+{
+    const int GreedyTokens = 24;
+
+    /// <summary>.tools/llama.cpp/bin/puzzle-llama-check under the project root, or a skip with how to get it.</summary>
+    static string LlamaCheck()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, ".tools", "llama.cpp", "bin", "puzzle-llama-check");
+            if (File.Exists(candidate)) return candidate;
+        }
+        Skip.If(true, "llama.cpp is not installed (.tools/llama.cpp/bin/puzzle-llama-check); run scripts/install-llama-cpp.sh (needs npm, git, g++) to check GGUF export against it");
+        return "";
+    }
+
+    sealed record LlamaResult(double Nll, int Count, int[] Greedy, int[] Tokens, int Vocab);
+
+    static LlamaResult RunLlama(string gguf, IReadOnlyList<int> ids, string? text)
+    {
+        string tool = LlamaCheck();
+        string dir = TestSupport.TempDir();
+        string idsFile = Path.Combine(dir, "ids.txt"), textFile = Path.Combine(dir, "text.txt");
+        File.WriteAllText(idsFile, string.Join(' ', ids));
+        var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { gguf, idsFile, GreedyTokens.ToString() }) start.ArgumentList.Add(a);
+        if (text is not null)
+        {
+            File.WriteAllText(textFile, text);
+            start.ArgumentList.Add(textFile);
+        }
+        using var process = Process.Start(start)!;
+        string stdout = process.StandardOutput.ReadToEnd(), stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, $"puzzle-llama-check exited {process.ExitCode}: {stderr}");
+        var json = JsonNode.Parse(stdout)!;
+        int[] Ints(string key) => json[key]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        return new LlamaResult(json["nll"]!.GetValue<double>(), json["count"]!.GetValue<int>(), Ints("greedy"), Ints("tokens"), json["n_vocab"]!.GetValue<int>());
+    }
+
+    static int[] OurGreedy(CausalLm model, int[] ids) =>
+        TextGenerator.Generate(model, [ids], new GenerationOptions { MaxNewTokens = GreedyTokens, Temperature = 0, StopAtEos = false }, []).NewTokens[0];
+
+    static string Passage(string stories) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(stories, "reference_outputs.json")))!["text"]!.GetValue<string>();
+
+    [SkippableFact]
+    public void Export_Stories260K_LlamaCppMatchesOurNllGreedyAndTokens()
+    {
+        string stories = TestSupport.Stories260K();
+        string gguf = Path.Combine(TestSupport.TempDir(), "stories.gguf");
+        var result = GgufExporter.Export(stories, gguf, GgmlType.F32, _ => { });
+        Assert.Equal("llama", result.Architecture);
+        var (meta, tensors) = GgufFile.ReadHeader(gguf);
+        Assert.Equal("llama", meta["general.architecture"].Value);
+        Assert.Equal("llama", meta["tokenizer.ggml.model"].Value);                               // tokenizer.model (SentencePiece)
+        Assert.Equal(512, ((Array)meta["tokenizer.ggml.tokens"].Value).Length);
+        Assert.Equal(4u, meta["llama.attention.head_count_kv"].Value);
+        Assert.DoesNotContain(tensors, t => t.Name == "output.weight");                        // tied: llama.cpp reuses token_embd
+        Assert.Equal([8L * 8, 64], tensors.Single(t => t.Name == "blk.0.attn_q.weight").Dims);
+
+        using var model = Checkpoint.Load(stories);
+        using var tokenizer = TextTokenizer.Load(stories);
+        string text = Passage(stories);
+        int[] ids = tokenizer.Encode(text);
+        var ours = PerplexityEvaluator.Evaluate(model, ids);
+        var llama = RunLlama(gguf, ids, text);
+        Assert.Equal(ids, llama.Tokens);
+        Assert.Equal(ours.Tokens, llama.Count);
+        Assert.True(Math.Abs(llama.Nll - ours.MeanNll) <= 1e-3 * ours.MeanNll, $"llama.cpp NLL {llama.Nll:F6} vs ours {ours.MeanNll:F6}");
+        Assert.Equal(OurGreedy(model, ids), llama.Greedy);
+
+        // Q8_0 as ggml lays it out (rows of 32-value blocks; the 172-wide FFN-down rows fall back to F16).
+        string q8 = Path.Combine(Path.GetDirectoryName(gguf)!, "stories-q8_0.gguf");
+        GgufExporter.Export(stories, q8, GgmlType.Q8_0, _ => { });
+        Assert.Equal(GgmlType.Q8_0, GgufFile.ReadHeader(q8).Tensors.Single(t => t.Name == "blk.0.ffn_gate.weight").Type);
+        Assert.Equal(GgmlType.F16, GgufFile.ReadHeader(q8).Tensors.Single(t => t.Name == "blk.0.ffn_down.weight").Type);
+        var quantized = RunLlama(q8, ids, null);
+        Assert.True(Math.Abs(quantized.Nll - ours.MeanNll) <= 1e-2 * ours.MeanNll, $"llama.cpp Q8_0 NLL {quantized.Nll:F6} vs ours (f32) {ours.MeanNll:F6}");
+    }
+
+    /// <summary>
+    /// stories260K turned into a child with every variant kind: a first layer without attention (llama.cpp then needs a
+    /// zero linear attention in layer 0), GQA with 2, 1 and 4 KV heads, linear attention, narrow / linear / no-op FFN,
+    /// and a layer with nothing at all. The new sublayers are scaled down so that the greedy continuation is not one
+    /// repeated token (which would make that comparison trivial).
+    /// </summary>
+    static CausalLm StoriesChild(CausalLm parent)
+    {
+        var pc = parent.Config;
+        int[] source = [0, 0, 1, 2, 3, 3, 4];
+        var config = pc.WithBlocks(
+        [
+            new BlockConfig(AttentionConfig.NoOperation, FfnConfig.SwiGlu(32)),
+            new BlockConfig(AttentionConfig.Gqa(2), FfnConfig.SwiGlu(96)),
+            new BlockConfig(AttentionConfig.Gqa(1), FfnConfig.Linear),
+            new BlockConfig(AttentionConfig.Linear, FfnConfig.NoOperation),
+            new BlockConfig(AttentionConfig.NoOperation, FfnConfig.NoOperation),
+            BlockConfig.Llama(4, 172),
+            BlockConfig.Llama(4, 172),
+        ]);
+        var child = new CausalLm(config, CPU, ScalarType.Float32);
+        using var noGrad = no_grad();
+        child.Model.EmbedTokens.Weight.copy_(parent.Model.EmbedTokens.Weight);
+        child.Model.Norm.Weight.copy_(parent.Model.Norm.Weight);
+        for (int i = 0; i < config.NumLayers; i++)
+        {
+            var (from, to) = (parent.Layer(source[i]), child.Layer(i));
+            var p = (GqaAttention)from.SelfAttn!;
+            to.InputLayernorm?.Weight.copy_(from.InputLayernorm!.Weight);
+            to.PostAttentionLayernorm?.Weight.copy_(from.PostAttentionLayernorm!.Weight);
+            switch (to.SelfAttn)
+            {
+                case GqaAttention a:
+                    a.QProj.Weight.copy_(p.QProj.Weight);
+                    a.KProj.Weight.copy_(VariantInitializer.MeanHeadGroups(p.KProj.Weight, p.KeyValueHeads, a.KeyValueHeads, pc.HeadDim));
+                    a.VProj.Weight.copy_(VariantInitializer.MeanHeadGroups(p.VProj.Weight, p.KeyValueHeads, a.KeyValueHeads, pc.HeadDim));
+                    a.OProj.Weight.copy_(p.OProj.Weight);
+                    break;
+                case LinearAttention a:
+                    a.Linear.Weight.copy_(VariantInitializer.LinearAttentionWeight(p, pc) * 0.1);
+                    break;
+            }
+            var f = (SwiGluFfn)from.Mlp!;
+            switch (to.Mlp)
+            {
+                case SwiGluFfn s:
+                    long width = s.GateProj.Weight.shape[0];
+                    s.GateProj.Weight.copy_(f.GateProj.Weight.narrow(0, 0, width));
+                    s.UpProj.Weight.copy_(f.UpProj.Weight.narrow(0, 0, width));
+                    s.DownProj.Weight.copy_(f.DownProj.Weight.narrow(1, 0, width) * (i == 0 ? 0.3 : 1.0));
+                    break;
+                case LinearFfn l:
+                    l.Linear.Weight.copy_(f.DownProj.Weight.matmul(f.UpProj.Weight) * 0.1);
+                    break;
+            }
+        }
+        child.eval();
+        return child;
+    }
+
+    [SkippableFact]
+    public void Export_HeterogeneousChild_DeciLayersMatchOursInLlamaCpp()
+    {
+        string stories = TestSupport.Stories260K();
+        using var parent = Checkpoint.Load(stories);
+        using var child = StoriesChild(parent);
+        string gguf = Path.Combine(TestSupport.TempDir(), "child.gguf");
+        var result = GgufExporter.Export(child, stories, gguf, GgmlType.F32, "child", _ => { });
+
+        // Packing: [zero-lin | 32] [gqa2 | 96] [gqa1 | 0] [lin (the FFN) | 0] [lin | 0] [gqa4 | 172] [gqa4 | 172];
+        // "| 0" is a width-1 zero SwiGLU, and the empty layer vanishes.
+        Assert.Equal("deci", result.Architecture);
+        var (meta, tensors) = GgufFile.ReadHeader(gguf);
+        int[] Ints(string key) => ((Array)meta[key].Value).Cast<int>().ToArray();
+        Assert.Equal([8, 8, 8, 8, 8, 8, 8], Ints("deci.attention.head_count"));
+        Assert.Equal([0, 2, 1, 0, 0, 4, 4], Ints("deci.attention.head_count_kv"));
+        Assert.Equal([32, 96, 1, 1, 1, 172, 172], Ints("deci.feed_forward_length"));
+        Assert.Equal(7u, meta["deci.block_count"].Value);
+        Assert.Equal([64L, 64], tensors.Single(t => t.Name == "blk.3.attn_output.weight").Dims);
+
+        using var tokenizer = TextTokenizer.Load(stories);
+        string text = Passage(stories);
+        int[] ids = tokenizer.Encode(text);
+        var ours = PerplexityEvaluator.Evaluate(child, ids);
+        var llama = RunLlama(gguf, ids, null);
+        Assert.True(Math.Abs(llama.Nll - ours.MeanNll) <= 1e-3 * ours.MeanNll, $"llama.cpp NLL {llama.Nll:F6} vs ours {ours.MeanNll:F6}");
+        Assert.Equal(OurGreedy(child, ids), llama.Greedy);
+    }
+
+    [SkippableFact]
+    public void Export_ByteLevelBpeTokenizer_LlamaCppTokenisesLikeHfTokenizers()
+    {
+        string shared = TestSupport.SharedDir() ?? "";
+        string corpus = Path.Combine(shared, "data", "tinystories-val.txt");
+        Skip.If(!File.Exists(corpus), "../shared/data/tinystories-val.txt is absent; skipping the byte-level BPE GGUF test");
+        LlamaCheck();
+        string dir = TestSupport.TempDir(), input = Path.Combine(dir, "corpus.txt");
+        string all = File.ReadAllText(corpus);
+        File.WriteAllText(input, all[..40_000]);
+        var trained = BpeTrainer.Train([input], 400, dir, log: _ => { });
+        using var tokenizer = TextTokenizer.Load(dir);
+        var config = TestSupport.TinyParentConfig() with { VocabSize = trained.VocabSize, BosTokenId = tokenizer.BosId, EosTokenIds = tokenizer.EosIds };
+        using var model = TestSupport.Build(config);
+        string gguf = Path.Combine(dir, "bpe.gguf");
+        GgufExporter.Export(model, dir, gguf, GgmlType.F16, "bpe", _ => { });
+        var (meta, _) = GgufFile.ReadHeader(gguf);
+        Assert.Equal("gpt2", meta["tokenizer.ggml.model"].Value);
+        Assert.Equal("gpt-2", meta["tokenizer.ggml.pre"].Value);
+
+        // Unseen text with digits, punctuation, runs of spaces and new lines.
+        string text = all.Substring(200_000, 1500) + "\n\n  Numbers 12345, 'quotes' and    spaces.\tTab!";
+        int[] ids = tokenizer.Encode(text);
+        var llama = RunLlama(gguf, ids[..Math.Min(ids.Length, 64)], text);
+        Assert.Equal(ids, llama.Tokens);
+    }
+
+    [Fact]
+    public void ExportStage_HfAndGguf_WritesBothAndPacksTheTinyChild()
+    {
+        string root = TestSupport.TempDir(), childDir = Path.Combine(root, "child"), outDir = Path.Combine(root, "export");
+        using (var child = TestSupport.Build(TestSupport.TinyChildConfig()))
+            Checkpoint.SaveDeciLm(child, childDir);
+        ExportStage.Run(childDir, outDir, "float32", log: _ => { }, formats: ["hf", "gguf"]);
+        Assert.True(File.Exists(Path.Combine(outDir, "config.json")));
+        var (meta, tensors) = GgufFile.ReadHeader(Path.Combine(outDir, ExportStage.GgufFileName));
+        int[] Ints(string key) => ((Array)meta[key].Value).Cast<int>().ToArray();
+        // [gqa2 | 160] [gqa1 | 48] [lin | zero] [lin (the FFN) | 80] [gqa4 | zero]; the empty layer vanishes.
+        Assert.Equal("deci", meta["general.architecture"].Value);
+        Assert.Equal([2, 1, 0, 0, 4], Ints("deci.attention.head_count_kv"));
+        Assert.Equal([4, 4, 4, 4, 4], Ints("deci.attention.head_count"));
+        Assert.Equal([160, 48, 1, 80, 1], Ints("deci.feed_forward_length"));
+        Assert.Equal("none", meta["tokenizer.ggml.model"].Value);                              // no tokenizer files: ids only
+        Assert.Contains(tensors, t => t.Name == "output.weight" && t.Dims.SequenceEqual([64L, 96]));
+        Assert.DoesNotContain(tensors, t => t.Name.StartsWith("blk.5.", StringComparison.Ordinal));
+
+        var e = Assert.Throws<PuzzleException>(() => ExportStage.Run(childDir, outDir, "float32", log: _ => { }, formats: ["onnx"]));
+        Assert.Equal("export.formats: 'onnx' is not a format (expected hf or gguf)", e.Message);
+        e = Assert.Throws<PuzzleException>(() => GgufExporter.ParseType("q4_k"));
+        Assert.Contains("'q4_k'", e.Message);
+    }
+
+    [SkippableTheory]
+    [InlineData("llama3")]
+    [InlineData("linear")]
+    public void Export_RopeScaling_LlamaCppMatchesOurNll(string type)
+    {
+        // Scaling that moves most of stories260K's 4 frequencies (head_dim 8): original context 32, factor 4.
+        string stories = TestSupport.Stories260K();
+        using var parent = Checkpoint.Load(stories);
+        var config = parent.Config with { RopeScaling = new RopeScaling(type, 4.0, 1.0, 4.0, 32) };
+        using var scaled = new CausalLm(config, CPU, ScalarType.Float32);
+        using (no_grad())
+        {
+            var source = parent.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+            foreach (var (name, target) in scaled.named_parameters()) target.copy_(source[name]);
+        }
+        scaled.eval();
+        string gguf = Path.Combine(TestSupport.TempDir(), $"rope-{type}.gguf");
+        GgufExporter.Export(scaled, stories, gguf, GgmlType.F32, "rope", _ => { });
+        var (meta, tensors) = GgufFile.ReadHeader(gguf);
+        Assert.Equal(type == "llama3", tensors.Any(t => t.Name == "rope_freqs.weight"));
+        Assert.Equal(type == "linear", meta.ContainsKey("llama.rope.scaling.type"));
+
+        using var tokenizer = TextTokenizer.Load(stories);
+        int[] ids = tokenizer.Encode(Passage(stories));
+        var ours = PerplexityEvaluator.Evaluate(scaled, ids);
+        var unscaled = PerplexityEvaluator.Evaluate(parent, ids);
+        Assert.True(Math.Abs(ours.MeanNll - unscaled.MeanNll) > 1e-3, "the scaling should change the model");
+        var llama = RunLlama(gguf, ids, null);
+        Assert.True(Math.Abs(llama.Nll - ours.MeanNll) <= 1e-3 * ours.MeanNll, $"llama.cpp NLL {llama.Nll:F6} vs ours {ours.MeanNll:F6} ({type})");
+    }
+
+    [SkippableFact]
+    public void LlamaCppBench_TwoModels_RowsInBenchStageTerms()
+    {
+        string stories = TestSupport.Stories260K();
+        LlamaCheck();
+        var o = new BenchOptions { Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 1, Warmup = 0, Dtype = "float32" };
+        var result = LlamaCppBench.Run(o, TestSupport.TempDir(), threads: 1, _ => { });
+        var rows = result["models"]!.AsArray();
+        Assert.Equal(2, rows.Count);
+        Assert.Equal(1.0, rows[0]!["end_to_end_ratio"]!.GetValue<double>());
+        foreach (var row in rows)
+        {
+            Assert.True(File.Exists(row!["gguf"]!.GetValue<string>()));
+            double prefill = row["prefill_tokens_per_s"]!.GetValue<double>(), decode = row["decode_tokens_per_s"]!.GetValue<double>();
+            double total = row["total_ms"]!.GetValue<double>() / 1e3;
+            Assert.True(prefill > 0 && decode > 0);
+            // total = prefill time + decode time, in BenchStage's token counts
+            Assert.Equal(total, 2 * 8 / prefill + 2 * 3 / decode, 6);
+            Assert.Equal(2 * 4 / total, row["end_to_end_tokens_per_s"]!.GetValue<double>(), 6);
+        }
+    }
+
+    [Fact]
+    public void QuantizeQ8_0_MatchesPerBlockScaleAndRounding()
+    {
+        var values = new float[64];
+        var random = new Random(3);
+        for (int i = 0; i < values.Length; i++) values[i] = (float)(random.NextDouble() * 2 - 1) * (i < 32 ? 1 : 0.01f);
+        values[40] = 0.5f;                                                                    // the second block's max
+        var bytes = GgufExporter.QuantizeQ8_0(values);
+        Assert.Equal(2 * 34, bytes.Length);
+        for (int b = 0; b < 2; b++)
+        {
+            float d = (float)BitConverter.ToHalf(bytes, b * 34);
+            float amax = values.Skip(b * 32).Take(32).Max(Math.Abs);
+            Assert.Equal((float)(Half)(amax / 127), d);
+            for (int j = 0; j < 32; j++)
+            {
+                float x = values[b * 32 + j], q = (sbyte)bytes[b * 34 + 2 + j];
+                Assert.Equal(MathF.Round(x * (1f / (amax / 127f)), MidpointRounding.AwayFromZero), q, 0.0f);
+                Assert.True(Math.Abs(q * d - x) <= 0.5f * d + 1e-3f * amax, $"block {b} value {j}: {q * d} vs {x}");
+            }
+        }
+    }
+
+    [Fact]
+    public void PermuteRope_InterleavesHalves_PerHead()
+    {
+        // One head of size 4 over 1 input: HF rows [r0 r1 | r2 r3] (rotate-half pairs (0,2), (1,3)) -> [r0 r2 r1 r3].
+        using var w = tensor(new float[] { 0, 1, 2, 3, 10, 11, 12, 13 }, [8, 1]);
+        using var permuted = GgufExporter.PermuteRope(w, heads: 2);
+        Assert.Equal(new float[] { 0, 2, 1, 3, 10, 12, 11, 13 }, permuted.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void ReadHeader_NotGguf_NamesFileAndMagic()
+    {
+        string path = Path.Combine(TestSupport.TempDir(), "x.gguf");
+        File.WriteAllBytes(path, [1, 2, 3, 4, 5, 6, 7, 8]);
+        var e = Assert.Throws<PuzzleException>(() => GgufFile.ReadHeader(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("magic 0x04030201", e.Message);
+    }
+}
