@@ -62,7 +62,7 @@ public static class Pipeline
         var d = run.Config.Data;
         if (!string.IsNullOrWhiteSpace(d.Path))
         {
-            DataManifest.Read(run.DataDir);                                                        // prepared elsewhere: just check it
+            CheckDataAgainstParent(run, DataManifest.Read(run.DataDir));                           // prepared elsewhere: check it
             return;
         }
         DataPreparer.Prepare(new DataPrepareOptions
@@ -70,6 +70,26 @@ public static class Pipeline
             TokenizerDir = run.ParentDir, Inputs = d.Inputs.Select(run.Resolve).ToArray(), OutDir = run.DataDir,
             SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TextField = d.TextField,
         });
+    }
+
+    /// <summary>Data given by data.path must be tokenized with the parent's tokenizer: ids past its vocabulary crash, others mislead.</summary>
+    static void CheckDataAgainstParent(RunDirectory run, DataManifest manifest)
+    {
+        string manifestPath = Path.Combine(run.DataDir, DataManifest.FileName);
+        var parent = HfConfig.Read(run.ParentDir);
+        if (manifest.VocabSize > parent.VocabSize)
+            throw new PuzzleException(
+                $"{manifestPath}: tokenizer.vocab_size {manifest.VocabSize} is larger than the parent's vocab_size {parent.VocabSize} ({run.ParentDir}); prepare the data with the parent's tokenizer");
+        string parentTokenizer;
+        try { parentTokenizer = DataPreparer.TokenizerChecksum(run.ParentDir); }
+        catch (PuzzleException)
+        {
+            Log.Warning($"{run.ParentDir}: no tokenizer files, so data.path cannot be checked against the parent's tokenizer");
+            return;
+        }
+        if (parentTokenizer != manifest.TokenizerSha256)
+            throw new PuzzleException(
+                $"{manifestPath}: tokenizer.sha256 {manifest.TokenizerSha256[..12]}… is not the parent's tokenizer ({parentTokenizer[..12]}… in {run.ParentDir}); prepare the data with the parent's tokenizer");
     }
 
     static void Search(RunDirectory run)

@@ -78,7 +78,8 @@ internal static class ChildCommands
             var result = EvalStage.Run(new EvalOptions
             {
                 ModelDir = r.GetValue(model)!, ReferenceDir = r.GetValue(reference), DataDir = r.GetValue(data)!, Tasks = r.GetValue(tasks) ?? [],
-                TaskLimit = r.GetValue(limit), FewShot = r.GetValue(fewShot), MaxTokens = r.GetValue(maxTokens), Device = r.GetValue(device)!,
+                TaskLimit = r.GetValue(limit) is { } l ? CliSupport.Positive("--limit", l) : null, FewShot = r.GetValue(fewShot) >= 0 ? r.GetValue(fewShot) : throw new PuzzleException($"--few-shot must be >= 0, got {r.GetValue(fewShot)}"),
+                MaxTokens = CliSupport.Positive("--max-tokens", r.GetValue(maxTokens)), Device = r.GetValue(device)!,
             }, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             else if (result["retention"] is { } retention)
@@ -104,8 +105,8 @@ internal static class ChildCommands
         {
             var result = BenchStage.Run(new BenchOptions
             {
-                Models = r.GetValue(models)!, Batch = r.GetValue(batch), PromptLength = r.GetValue(prompt), GenerationLength = r.GetValue(gen),
-                Repeats = r.GetValue(repeats), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
+                Models = r.GetValue(models)!, Batch = CliSupport.Positive("--batch", r.GetValue(batch)), PromptLength = CliSupport.Positive("--prompt-len", r.GetValue(prompt)),
+                GenerationLength = CliSupport.Positive("--gen-len", r.GetValue(gen)), Repeats = CliSupport.Positive("--repeats", r.GetValue(repeats)), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
             }, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             return 0;
@@ -139,7 +140,7 @@ internal static class ChildCommands
         var command = new Command("report", "Write RUN/report.md, report.json and plots from measured eval and bench results.") { run, solution, child, eval, bench };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            JsonNode Read(string path) => File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path))! : throw new PuzzleException($"{path}: not found");
+            JsonNode Read(string path) => JsonFile.ReadObject(path);
             string childDir = r.GetValue(child)!;
             string distillation = Path.Combine(childDir, "distillation.json");
             ReportStage.Write(new RunDirectory(r.GetValue(run)!), r.GetValue(solution)!, childDir, Read(r.GetValue(eval)!), Read(r.GetValue(bench)!),

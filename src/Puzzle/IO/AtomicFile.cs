@@ -12,7 +12,7 @@ public static class AtomicFile
     {
         string full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        string tmp = $"{full}.tmp-{Environment.ProcessId}-{Guid.NewGuid():N}-{TempFiles.HostTag}";      // TempFiles.IsStale reads this
         try
         {
             using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
