@@ -43,7 +43,8 @@ public sealed class CausalLm : nn.Module
     public CausalLm(ModelConfig config, Device device, ScalarType dtype) : base(nameof(CausalLm))
     {
         config.Validate("model config");
-        if (device.type == DeviceType.CPU) MemoryBudget.Require(config.TotalParameters * ElementBytes(dtype), $"the model's {config.TotalParameters:N0} parameters in {dtype}");
+        if (device.type == DeviceType.CPU) MemoryBudget.Require(config.TotalParameters * ElementBytes(dtype),
+                $"model config (vocab_size {config.VocabSize}, hidden_size {config.HiddenSize}, {config.NumLayers} layers): {config.TotalParameters:N0} parameters in {dtype}");
         Config = config;
         Device = device;
         DType = dtype;

@@ -31,6 +31,8 @@ public sealed record VariantRecord(string Id, int Layer, SubblockKind Kind, Atte
         ["fingerprint"] = Fingerprint,
     };
 
+    public static VariantRecord FromJson(JsonNode j) => FromJson(new JsonField(j, "library record", ""));
+
     public static VariantRecord FromJson(JsonField j)
     {
         string kindName = j["kind"].String();

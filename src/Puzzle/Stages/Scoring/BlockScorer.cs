@@ -21,6 +21,8 @@ public sealed record BlockScore(int Layer, string Attention, string Ffn, double 
         ["top1_agreement"] = Top1Agreement, ["tokens"] = Tokens,
     };
 
+    public static BlockScore FromJson(JsonNode j) => FromJson(new JsonField(j, "score", ""));
+
     public static BlockScore FromJson(JsonField j) => new(
         j["layer"].Int(), j["attention"].String(), j["ffn"].String(), j["kl"].Double(),
         j["lm_loss"].Double(), j["top1_agreement"].Double(), j["tokens"].Long());
