@@ -39,6 +39,7 @@ public static class Pipeline
         log ??= Log.Info;
         if (only is not null && !StageNames.Contains(only))
             throw new PuzzleException($"stage '{only}' is not one of {string.Join(", ", StageNames)}");
+        TempFiles.Clean(run.Path);                                                                  // leftovers of killed runs
         var stages = new StageTable(run, log, only);
         stages.Run("1 parent", () => DescribeParent(run));
         stages.Run("2 data", () => PrepareData(run));
@@ -72,14 +73,73 @@ public static class Pipeline
         var d = run.Config.Data;
         if (!string.IsNullOrWhiteSpace(d.Path))
         {
-            DataManifest.Read(run.DataDir).Split("test");                                          // prepared elsewhere: check it has a test split
+            var manifest = DataManifest.Read(run.DataDir);                                           // prepared elsewhere: check it
+            manifest.Split("test");                                                                   // it must have a test split
+            CheckDataAgainstParent(run, manifest);
             return;
         }
-        DataPreparer.Prepare(new DataPrepareOptions
+        var options = new DataPrepareOptions
         {
             TokenizerDir = run.ParentDir, Inputs = d.Inputs.Select(run.Resolve).ToArray(), OutDir = run.DataDir,
             SeqLen = d.SeqLen, ValidationFraction = d.ValidationFraction, TestFraction = d.TestFraction, TextField = d.TextField, TxtDocuments = d.TxtDocuments,
-        });
+        };
+        var prepared = DataPreparer.Prepare(options);
+        if (!prepared.Reused) return;
+        try
+        {
+            foreach (string split in prepared.Manifest.Splits.Keys) using (new TokenDataset(run.DataDir, split)) { }
+        }
+        catch (PuzzleException e)
+        {
+            JsonFile.Discard(Path.Combine(run.DataDir, DataManifest.FileName), $"its shards do not match it ({e.Message})");
+            DataPreparer.Prepare(options);
+        }
+    }
+
+    /// <summary>
+    /// A checkpoint directory a stage wrote (child/, child-gkd/): false, after a warning and deleting it, when its
+    /// config or weights are torn, so the stage redoes it instead of every later stage failing.
+    /// </summary>
+    static bool IntactOrDiscarded(string dir)
+    {
+        if (!Directory.Exists(dir)) return false;
+        try
+        {
+            HfConfig.Read(dir);
+            foreach (string file in Checkpoint.WeightMap(dir).Values.Distinct()) using (SafeTensorsFile.Open(file)) { }
+            return true;
+        }
+        catch (PuzzleException e)
+        {
+            Log.Warning($"{dir}: torn or incomplete checkpoint ({e.Message}); discarding it, the stage that wrote it is redone");
+            Directory.Delete(dir, recursive: true);
+            return false;
+        }
+    }
+
+    /// <summary>The library records of the variants a solution uses: changes when one of them was trained again.</summary>
+    static string LibraryKey(RunDirectory run, JsonField solution) => RunDirectory.Hash(string.Join("|",
+        solution["layers"].Items().SelectMany(l => new[] { l["attention"].String(), l["ffn"].String() }).Distinct().Order(StringComparer.Ordinal)
+            .Select(id => File.Exists(BlockLibrary.RecordPath(run.Path, id)) ? File.ReadAllText(BlockLibrary.RecordPath(run.Path, id)) : id)));
+
+    /// <summary>Data given by data.path must be tokenized with the parent's tokenizer: ids past its vocabulary crash, others mislead.</summary>
+    static void CheckDataAgainstParent(RunDirectory run, DataManifest manifest)
+    {
+        string manifestPath = Path.Combine(run.DataDir, DataManifest.FileName);
+        var parent = HfConfig.Read(run.ParentDir);
+        if (manifest.VocabSize > parent.VocabSize)
+            throw new PuzzleException(
+                $"{manifestPath}: tokenizer.vocab_size {manifest.VocabSize} is larger than the parent's vocab_size {parent.VocabSize} ({run.ParentDir}); prepare the data with the parent's tokenizer");
+        string parentTokenizer;
+        try { parentTokenizer = DataPreparer.TokenizerChecksum(run.ParentDir); }
+        catch (PuzzleException)
+        {
+            Log.Warning($"{run.ParentDir}: no tokenizer files, so data.path cannot be checked against the parent's tokenizer");
+            return;
+        }
+        if (parentTokenizer != manifest.TokenizerSha256)
+            throw new PuzzleException(
+                $"{manifestPath}: tokenizer.sha256 {manifest.TokenizerSha256[..12]}… is not the parent's tokenizer ({parentTokenizer[..12]}… in {run.ParentDir}); prepare the data with the parent's tokenizer");
     }
 
     static void Search(RunDirectory run)
@@ -97,24 +157,30 @@ public static class Pipeline
     /// <summary>Assembles the chosen child unless RUN/child already holds exactly this solution; true when rebuilt.</summary>
     static bool Assemble(RunDirectory run)
     {
-        string solution = File.ReadAllText(run.Artifact(SearchStage.Folder, Solution + ".json"));
-        string existing = Path.Combine(run.Artifact("child"), "puzzle_solution.json");
-        if (File.Exists(existing) && SameLayers(File.ReadAllText(existing), solution) && File.Exists(Path.Combine(run.Artifact("child"), "config.json")))
+        var solution = JsonFile.Read(run.Artifact(SearchStage.Folder, Solution + ".json"));
+        string child = run.Artifact("child");
+        string libraryKeyPath = Path.Combine(child, "puzzle_library.json");
+        string libraryKey = LibraryKey(run, solution);
+        var existing = JsonFile.ReadDerived(Path.Combine(child, "puzzle_solution.json"));
+        if (existing is { } e && e["layers"].Node?.ToJsonString() == solution["layers"].Node?.ToJsonString() && IntactOrDiscarded(child))
         {
-            Log.Info("assemble: RUN/child already holds this solution; reusing it");
-            return false;
+            if (JsonFile.ReadDerived(libraryKeyPath)?["key"].OptionalString() == libraryKey)
+            {
+                Log.Info("assemble: RUN/child already holds this solution; reusing it");
+                return false;
+            }
+            Log.Warning($"{child}: library variants it was assembled from were trained again (or their record is missing); assembling it again");
         }
-        ChildAssembler.Run(run, Solution, run.Artifact("child"));
+        ChildAssembler.Run(run, Solution, child);
+        AtomicFile.WriteJson(libraryKeyPath, new JsonObject { ["format_version"] = 1, ["key"] = libraryKey });
         return true;
     }
-
-    static bool SameLayers(string a, string b) =>
-        JsonNode.Parse(a)!["layers"]!.ToJsonString() == JsonNode.Parse(b)!["layers"]!.ToJsonString();
 
     static void Distill(RunDirectory run, bool childRebuilt)
     {
         string outDir = run.Artifact("child-gkd");
         if (childRebuilt && Directory.Exists(outDir)) Directory.Delete(outDir, recursive: true);   // distilled from another child
+        if (File.Exists(Path.Combine(outDir, "config.json"))) IntactOrDiscarded(outDir);
         var g = run.Config.Gkd;
         Distiller.Run(new DistillOptions
         {
@@ -132,7 +198,7 @@ public static class Pipeline
         string child = run.Artifact("child-gkd");
         string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(child)}|{run.Config.Evaluation}|{run.Config.Scenario}");
         string evalPath = run.Artifact("eval", "eval.json"), benchPath = run.Artifact("eval", "bench.json");
-        JsonNode? Cached(string path) => File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is { } j && j["key"]?.GetValue<string>() == key ? j : null;
+        JsonNode? Cached(string path) => JsonFile.ReadDerived(path) is { } j && j["key"].OptionalString() == key ? j.Node : null;
         var e = run.Config.Evaluation;
         var eval = Cached(evalPath);
         if (eval is null)
@@ -164,7 +230,7 @@ public static class Pipeline
             bench = fresh;
         }
         string distillation = Path.Combine(child, "distillation.json");
-        return ReportStage.Write(run, Solution, child, eval, bench, File.Exists(distillation) ? JsonNode.Parse(File.ReadAllText(distillation)) : null);
+        return ReportStage.Write(run, Solution, child, eval, bench, JsonFile.ReadDerived(distillation)?.Node);
     }
 
     static JsonObject? BenchInFreshProcess(BenchOptions o)

@@ -85,8 +85,9 @@ internal static class ChildCommands
             var result = EvalStage.Run(new EvalOptions
             {
                 ModelDir = r.GetValue(model)!, ReferenceDir = r.GetValue(reference), DataDir = r.GetValue(data)!, Split = r.GetValue(split)!, Tasks = r.GetValue(tasks) ?? [],
-                TaskLimit = r.GetValue(limit), FewShot = r.GetValue(fewShot), MaxTokens = r.GetValue(maxTokens), ContinuationItems = r.GetValue(continuation),
-                BootstrapResamples = r.GetValue(resamples), Seed = r.GetValue(seed), Device = r.GetValue(device)!,
+                TaskLimit = r.GetValue(limit) is { } l ? CliSupport.Positive("--limit", l) : null, FewShot = r.GetValue(fewShot) >= 0 ? r.GetValue(fewShot) : throw new PuzzleException($"--few-shot must be >= 0, got {r.GetValue(fewShot)}"),
+                MaxTokens = r.GetValue(maxTokens) is { } m ? CliSupport.Positive("--max-tokens", m) : null, ContinuationItems = r.GetValue(continuation),
+                BootstrapResamples = CliSupport.Positive("--bootstrap", r.GetValue(resamples)), Seed = r.GetValue(seed), Device = r.GetValue(device)!,
             }, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             else if (result["retention"] is { } retention)
@@ -116,13 +117,13 @@ internal static class ChildCommands
         {
             var options = new BenchOptions
             {
-                Models = r.GetValue(models)!, Batch = r.GetValue(batch), PromptLength = r.GetValue(prompt), GenerationLength = r.GetValue(gen),
-                Repeats = r.GetValue(repeats), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
+                Models = r.GetValue(models)!, Batch = CliSupport.Positive("--batch", r.GetValue(batch)), PromptLength = CliSupport.Positive("--prompt-len", r.GetValue(prompt)),
+                GenerationLength = CliSupport.Positive("--gen-len", r.GetValue(gen)), Repeats = CliSupport.Positive("--repeats", r.GetValue(repeats)), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
             };
             var result = r.GetValue(engine) switch
             {
                 "puzzle" => BenchStage.Run(options, r.GetValue(json) ? _ => { } : null),
-                "llama.cpp" => InTempDir(dir => LlamaCppBench.Run(options, dir, r.GetValue(threads), r.GetValue(json) ? _ => { } : null)),
+                "llama.cpp" => InTempDir(dir => LlamaCppBench.Run(options, dir, CliSupport.Positive("--threads", r.GetValue(threads)), r.GetValue(json) ? _ => { } : null)),
                 var other => throw new PuzzleException($"--engine '{other}' is not an engine (expected puzzle or llama.cpp)"),
             };
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
@@ -177,7 +178,7 @@ internal static class ChildCommands
         var command = new Command("report", "Write RUN/report.md, report.json and plots from measured eval and bench results.") { run, solution, child, eval, bench };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            JsonNode Read(string path) => File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path))! : throw new PuzzleException($"{path}: not found");
+            JsonNode Read(string path) => JsonFile.ReadObject(path);
             string childDir = r.GetValue(child)!;
             string distillation = Path.Combine(childDir, "distillation.json");
             ReportStage.Write(new RunDirectory(r.GetValue(run)!), r.GetValue(solution)!, childDir, Read(r.GetValue(eval)!), Read(r.GetValue(bench)!),

@@ -24,15 +24,38 @@ internal static class CliSupport
         }
         catch (PuzzleException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine($"error: {OneLine(e.Message)}");
             return 1;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine($"error: {OneLine(e.Message)}");
             return 1;
         }
+        catch (OutOfMemoryException e)
+        {
+            Console.Error.WriteLine($"error: out of memory ({OneLine(e.Message)}); use smaller sizes");
+            return 1;
+        }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("PUZZLE_DEBUG") is null)
+        {
+            // A defect, not bad input: still one line (set PUZZLE_DEBUG=1 for the stack trace).
+            var inner = e is AggregateException { InnerExceptions.Count: 1 } a ? a.InnerExceptions[0] : e;
+            if (inner is PuzzleException p)
+            {
+                Console.Error.WriteLine($"error: {OneLine(p.Message)}");
+                return 1;
+            }
+            Console.Error.WriteLine($"error: internal error {inner.GetType().Name}: {OneLine(inner.Message)} (PUZZLE_DEBUG=1 shows where)");
+            return 70;
+        }
     }
+
+    static string OneLine(string message) => string.Join(" ", message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+
+    /// <summary>A positive option value, or an error naming the option and the value.</summary>
+    public static T Positive<T>(string option, T value) where T : System.Numerics.INumber<T> =>
+        T.IsNaN(value) || value <= T.Zero ? throw new PuzzleException($"{option} must be positive, got {value}") : value;
 
     public static TorchSharp.torch.Device Device(string name) => Devices.Parse(name);
 }

@@ -32,10 +32,14 @@ internal static class GenerateCommand
     static int Run(string dir, string prompt, GenerationOptions options, string device, string dtype)
     {
         if (options.MaxNewTokens <= 0) throw new PuzzleException($"--max-new-tokens must be positive, got {options.MaxNewTokens}");
+        if (!(options.TopP > 0 && options.TopP <= 1)) throw new PuzzleException($"--top-p must be in (0, 1], got {options.TopP}");
+        if (!(options.Temperature >= 0) || double.IsInfinity(options.Temperature)) throw new PuzzleException($"--temperature must be a finite number >= 0, got {options.Temperature}");
         using var model = Checkpoint.Load(dir, CliSupport.Device(device), Checkpoint.ParseDtype(dtype));
         using var tokenizer = TextTokenizer.Load(dir);
         int[] ids = tokenizer.Encode(prompt);
         if (ids.Length == 0) ids = [tokenizer.BosId ?? throw new PuzzleException($"{dir}: empty prompt and the tokenizer has no BOS token")];
+        if ((long)ids.Length + options.MaxNewTokens > model.Config.MaxPositionEmbeddings)
+            throw new PuzzleException($"--prompt ({ids.Length} tokens) + --max-new-tokens ({options.MaxNewTokens}) = {(long)ids.Length + options.MaxNewTokens} positions is past {dir}'s context (max_position_embeddings {model.Config.MaxPositionEmbeddings})");
         // Decode prompt + continuation each step and print what is new: multi-byte characters and the
         // tokenizer's leading-space rules come out exactly as a one-shot decode would.
         var all = new List<int>(ids);

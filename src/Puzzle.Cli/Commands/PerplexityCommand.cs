@@ -30,9 +30,12 @@ internal static class PerplexityCommand
         if (maxTokens is <= 1) throw new PuzzleException($"--max-tokens must be at least 2, got {maxTokens}");
         using var model = Checkpoint.Load(dir, CliSupport.Device(device), Checkpoint.ParseDtype(dtype));
         using var tokenizer = TextTokenizer.Load(dir);
-        int[] ids = tokenizer.Encode(File.ReadAllText(textFile));
+        int[] ids = tokenizer.Encode(JsonFile.ReadUtf8Text(textFile));
         if (maxTokens is { } m && ids.Length > m) ids = ids[..m];
+        if (ids.Length < 2) throw new PuzzleException($"{textFile}: holds {ids.Length} tokens; perplexity needs at least 2");
         var result = PerplexityEvaluator.Evaluate(model, ids);
+        if (!double.IsFinite(result.MeanNll))
+            throw new PuzzleException($"{dir}: mean NLL on {textFile} is {result.MeanNll} over {result.Tokens} tokens: the model's outputs are not finite");
         if (asJson)
             Console.WriteLine(new JsonObject
             {

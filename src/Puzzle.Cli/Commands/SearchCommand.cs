@@ -27,7 +27,7 @@ internal static class SearchCommand
             {
                 MaxMemoryGiB = r.GetValue(memory), MinThroughputRatio = r.GetValue(ratio), MinTokensPerSecond = r.GetValue(tps),
                 MaxLatencyMs = r.GetValue(latency), MaxParameters = r.GetValue(parameters), Target = r.GetValue(target)!,
-                Solutions = r.GetValue(solutions), Diversity = r.GetValue(diversity), Sweep = r.GetValue(sweep), Name = r.GetValue(name)!,
+                Solutions = CliSupport.Positive("--solutions", r.GetValue(solutions)), Diversity = r.GetValue(diversity), Sweep = r.GetValue(sweep), Name = r.GetValue(name)!,
             });
             foreach (var f in files)
                 Console.WriteLine($"{f.Name}: KL {f.Solution.Totals.Kl:F4}, {f.Solution.Totals.TokensPerSecond / f.Parent.TokensPerSecond:F2}x throughput, " +

@@ -20,15 +20,13 @@ public static class Checkpoint
         string index = Path.Combine(modelDir, IndexFile);
         if (File.Exists(index))
         {
-            JsonObject root;
-            try { root = JsonNode.Parse(File.ReadAllText(index)) as JsonObject ?? throw new PuzzleException($"{index}: expected a JSON object"); }
-            catch (JsonException e) { throw new PuzzleException($"{index}: malformed JSON: {e.Message}"); }
-            if (root["weight_map"] is not JsonObject map) throw new PuzzleException($"{index}: weight_map is missing");
+            var map = JsonFile.Read(index)["weight_map"];
             var result = new Dictionary<string, string>(StringComparer.Ordinal);
-            foreach (var (name, file) in map)
+            foreach (var (name, file) in map.Properties())
             {
-                string shard = Path.Combine(modelDir, file?.GetValue<string>() ?? throw new PuzzleException($"{index}: weight_map['{name}'] is null"));
-                if (!File.Exists(shard)) throw new PuzzleException($"{index}: weight_map['{name}'] names {file}, which does not exist");
+                string relative = file.String();
+                string shard = Path.Combine(modelDir, relative);
+                if (!File.Exists(shard)) throw new PuzzleException($"{index}: weight_map['{name}'] names {relative}, which does not exist");
                 result[name] = shard;
             }
             return result;
@@ -85,11 +83,15 @@ public static class Checkpoint
             {
                 string path = weightMap[name];
                 if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
-                var info = file.Tensors[name];
+                if (!file.Tensors.TryGetValue(name, out var info))
+                    throw new PuzzleException($"{path}: has no tensor '{name}' (the index {IndexFile} says it is there)");
+                if (info.Dtype is not ("F32" or "F16" or "BF16" or "F64"))
+                    throw new PuzzleException($"{path}: tensor '{name}' is stored as {info.Dtype}; model weights must be F32, F16, BF16 or F64");
                 if (!info.Shape.SequenceEqual(parameter.shape))
                     throw new PuzzleException(
                         $"{path}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the config needs [{string.Join(", ", parameter.shape)}]");
                 using var value = file.Read(name);
+                RequireFinite(value, path, name);
                 parameter.copy_(value);
             }
         }
@@ -97,6 +99,17 @@ public static class Checkpoint
         {
             foreach (var f in files.Values) f.Dispose();
         }
+    }
+
+    /// <summary>NaN or infinite weights make every result meaningless: an error naming the file, the tensor and the count.</summary>
+    public static void RequireFinite(Tensor value, string path, string name)
+    {
+        if (!value.is_floating_point()) return;
+        using var finite = value.isfinite();
+        using var all = finite.all();
+        if (all.item<bool>()) return;
+        using var bad = finite.logical_not().sum();
+        throw new PuzzleException($"{path}: tensor '{name}' holds {bad.item<long>()} non-finite values (NaN or infinity) of {value.NumberOfElements}");
     }
 
     static string Sample(IReadOnlyList<string> names) =>
@@ -117,7 +130,10 @@ public static class Checkpoint
         if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new PuzzleException($"checkpoints are written as float32, bfloat16 or float16, not {dtype}");
         Directory.CreateDirectory(outDir);
-        // Remove weights of an earlier save so a reader never mixes shards of two saves.
+        // config.json marks a complete checkpoint: remove it first, then the weights of an earlier save (so a reader
+        // never mixes shards of two saves), and write it again last.
+        string configPath = Path.Combine(outDir, "config.json");
+        if (File.Exists(configPath)) File.Delete(configPath);
         foreach (var stale in Directory.GetFiles(outDir, "model*.safetensors*")) File.Delete(stale);
 
         var named = model.named_parameters().Select(p => (p.name, p.parameter)).ToList();
@@ -176,7 +192,7 @@ public static class Checkpoint
                 if (File.Exists(source)) AtomicFile.Copy(source, Path.Combine(outDir, name));
             }
         // config.json last: its presence marks a complete checkpoint.
-        AtomicFile.WriteJson(Path.Combine(outDir, "config.json"), config);
+        AtomicFile.WriteJson(configPath, config);
     }
 
     public static string TorchDtypeName(ScalarType dtype) => dtype switch

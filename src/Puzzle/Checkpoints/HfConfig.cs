@@ -20,16 +20,7 @@ public static class HfConfig
     {
         string path = Path.Combine(modelDir, "config.json");
         if (!File.Exists(path)) throw new PuzzleException($"{path}: not found (is {modelDir} a Hugging Face model directory?)");
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                ?? throw new PuzzleException($"{path}: expected a JSON object");
-        }
-        catch (JsonException e)
-        {
-            throw new PuzzleException($"{path}: malformed JSON: {e.Message}");
-        }
+        var root = JsonFile.ReadObject(path);
         var config = Parse(root, path);
         config = MergeGenerationConfig(config, Path.Combine(modelDir, "generation_config.json"));
         config.Validate(path);
@@ -38,7 +29,8 @@ public static class HfConfig
 
     public static ModelConfig Parse(JsonObject root, string source)
     {
-        string modelType = root["model_type"]?.GetValue<string>() ?? "";
+        var fields = new JsonField(root, source, "");
+        string modelType = fields["model_type"].OptionalString() ?? "";
         bool deci = modelType == DeciModelType || root["block_configs"] is not null;
         if (!deci && modelType != "llama")
             throw new PuzzleException(
@@ -81,8 +73,9 @@ public static class HfConfig
         foreach (string flag in new[] { "attention_bias", "mlp_bias" })
             if (root[flag] is JsonValue v && v.TryGetValue(out bool b) && b)
                 throw new PuzzleException($"{source}: {flag} = true is not supported (Llama projections have no bias)");
-        if (root["hidden_act"] is JsonValue act && act.GetValue<string>() != "silu")
-            throw new PuzzleException($"{source}: hidden_act '{act.GetValue<string>()}' is not supported (expected 'silu')");
+        if (fields["hidden_act"].OptionalString() is { } act && act != "silu")
+            throw new PuzzleException($"{source}: hidden_act '{act}' is not supported (expected 'silu')");
+        foreach (string flag in new[] { "attention_bias", "mlp_bias", "tie_word_embeddings" }) fields[flag].OptionalBool();
 
         return new ModelConfig
         {
@@ -95,11 +88,11 @@ public static class HfConfig
             RopeTheta = OptionalDouble(root, "rope_theta", source) ?? 10000.0,
             RopeScaling = ParseRopeScaling(root["rope_scaling"], source),
             MaxPositionEmbeddings = OptionalInt(root, "max_position_embeddings", source) ?? 2048,
-            TieWordEmbeddings = root["tie_word_embeddings"]?.GetValue<bool>() ?? false,
+            TieWordEmbeddings = fields["tie_word_embeddings"].OptionalBool() ?? false,
             BosTokenId = OptionalInt(root, "bos_token_id", source),
             EosTokenIds = IntOrList(root["eos_token_id"], "eos_token_id", source),
             PadTokenId = OptionalInt(root, "pad_token_id", source),
-            TorchDtype = root["torch_dtype"]?.GetValue<string>() ?? root["dtype"]?.GetValue<string>() ?? "float32",
+            TorchDtype = fields["torch_dtype"].OptionalString() ?? fields["dtype"].OptionalString() ?? "float32",
         };
     }
 
@@ -114,6 +107,12 @@ public static class HfConfig
                 throw new PuzzleException($"{where}.attention.{unsupported} is set; only dense attention is supported");
         if (f["sparsify"] is not null)
             throw new PuzzleException($"{where}.ffn.sparsify is set; only dense FFNs are supported");
+        foreach (var (part, o) in new[] { ("attention", a), ("ffn", f) })
+        {
+            var flags = new JsonField(o, source, $"block_configs[{layer}].{part}");
+            if ((flags["no_op"].OptionalBool() ?? false) && (flags["replace_with_linear"].OptionalBool() ?? false))
+                throw new PuzzleException($"{where}.{part} sets both no_op and replace_with_linear (at most one may be true)");
+        }
 
         AttentionConfig attention;
         if (Flag(a, "no_op")) attention = AttentionConfig.NoOperation;
@@ -159,7 +158,8 @@ public static class HfConfig
     {
         if (node is null) return null;
         if (node is not JsonObject o) throw new PuzzleException($"{source}: rope_scaling must be an object or null");
-        string type = (o["rope_type"] ?? o["type"])?.GetValue<string>()
+        var scaling = new JsonField(o, source, "rope_scaling");
+        string type = (o["rope_type"] is not null ? scaling["rope_type"] : scaling["type"]).OptionalString()
             ?? throw new PuzzleException($"{source}: rope_scaling has no rope_type");
         string where = source + ": rope_scaling";
         return type switch
@@ -179,10 +179,7 @@ public static class HfConfig
     static ModelConfig MergeGenerationConfig(ModelConfig config, string path)
     {
         if (!File.Exists(path)) return config;
-        JsonObject? g;
-        try { g = JsonNode.Parse(File.ReadAllText(path)) as JsonObject; }
-        catch (JsonException e) { throw new PuzzleException($"{path}: malformed JSON: {e.Message}"); }
-        if (g is null) return config;
+        var g = JsonFile.ReadObject(path);
         var eos = IntOrList(g["eos_token_id"], "eos_token_id", path);
         return config with
         {

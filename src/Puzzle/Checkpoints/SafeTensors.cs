@@ -58,45 +58,41 @@ public sealed class SafeTensorsFile : IDisposable
             headerBytes = new byte[headerLength];
             stream.ReadExactly(headerBytes);
         }
-        JsonObject header;
-        try
-        {
-            header = JsonNode.Parse(Encoding.UTF8.GetString(headerBytes)) as JsonObject
-                ?? throw new PuzzleException($"{path}: corrupt safetensors: header is not a JSON object");
-        }
-        catch (JsonException e)
-        {
-            throw new PuzzleException($"{path}: corrupt safetensors: header is not valid JSON ({e.Message})");
-        }
+        string headerText;
+        try { headerText = JsonFile.StrictUtf8.GetString(headerBytes); }
+        catch (DecoderFallbackException) { throw new PuzzleException($"{path}: corrupt safetensors: the header is not UTF-8 text"); }
+        var header = JsonFile.Parse(headerText, $"{path}: safetensors header");
 
         long dataStart = 8 + (long)headerLength;
         long dataLength = fileLength - dataStart;
         var tensors = new Dictionary<string, SafeTensorInfo>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>();
-        foreach (var (name, node) in header)
+        foreach (var (name, entry) in header.Properties())
         {
             if (name == "__metadata__")
             {
-                if (node is JsonObject m)
-                    foreach (var (k, v) in m) metadata[k] = v?.ToString() ?? "";
+                if (entry.Node is null) continue;
+                foreach (var (k, v) in entry.Properties()) metadata[k] = v.Node is System.Text.Json.Nodes.JsonValue value && value.TryGetValue(out string? text) ? text : v.Node?.ToJsonString() ?? "";
                 continue;
             }
-            if (node is not JsonObject entry) throw new PuzzleException($"{path}: tensor '{name}': header entry is not an object");
-            string dtype = entry["dtype"]?.GetValue<string>() ?? throw new PuzzleException($"{path}: tensor '{name}' has no dtype");
+            entry.Object();
+            string dtype = entry["dtype"].String();
             int elementSize = ElementSize(dtype, path, name);
-            long[] shape = (entry["shape"] as JsonArray ?? throw new PuzzleException($"{path}: tensor '{name}' has no shape"))
-                .Select(x => x!.GetValue<long>()).ToArray();
-            var offsets = entry["data_offsets"] as JsonArray;
-            if (offsets is null || offsets.Count != 2) throw new PuzzleException($"{path}: tensor '{name}' needs data_offsets [begin, end]");
-            long begin = offsets[0]!.GetValue<long>(), end = offsets[1]!.GetValue<long>();
+            long[] shape = entry["shape"].Items().Select(d => d.Long()).ToArray();
+            var offsets = entry["data_offsets"].Items();
+            if (offsets.Count != 2) throw entry["data_offsets"].Error("[begin, end]");
+            long begin = offsets[0].Long(), end = offsets[1].Long();
             if (shape.Any(d => d < 0)) throw new PuzzleException($"{path}: tensor '{name}' has a negative dimension in shape [{string.Join(", ", shape)}]");
             if (begin < 0 || end < begin || end > dataLength)
                 throw new PuzzleException(
                     $"{path}: tensor '{name}': data_offsets [{begin}, {end}] are out of range (the data section holds {dataLength} bytes)");
+            long bytes;
+            try { bytes = checked(shape.Aggregate(1L, (a, b) => a * b) * elementSize); }
+            catch (OverflowException) { throw new PuzzleException($"{path}: tensor '{name}': shape [{string.Join(", ", shape)}] overflows a 64-bit size"); }
             var info = new SafeTensorInfo(name, dtype, shape, begin, end);
-            if (info.NumElements * elementSize != end - begin)
+            if (bytes != end - begin)
                 throw new PuzzleException(
-                    $"{path}: tensor '{name}': shape [{string.Join(", ", shape)}] of {dtype} needs {info.NumElements * elementSize} bytes but data_offsets [{begin}, {end}] hold {end - begin}");
+                    $"{path}: tensor '{name}': shape [{string.Join(", ", shape)}] of {dtype} needs {bytes} bytes but data_offsets [{begin}, {end}] hold {end - begin}");
             tensors[name] = info;
         }
         var ordered = tensors.Values.Where(t => t.End > t.Begin).OrderBy(t => t.Begin).ToArray();

@@ -38,7 +38,9 @@ public sealed record RunConfig
     {
         try
         {
-            return root.Deserialize<RunConfig>(Options) ?? new RunConfig();
+            var config = root.Deserialize<RunConfig>(Options) ?? new RunConfig();
+            config.Validate(source);
+            return config;
         }
         catch (JsonException e)
         {
@@ -72,16 +74,15 @@ public sealed record RunConfig
         if (path.EndsWith(".yaml", StringComparison.OrdinalIgnoreCase) || path.EndsWith(".yml", StringComparison.OrdinalIgnoreCase))
         {
             object? yaml;
-            try { yaml = new YamlDotNet.Serialization.DeserializerBuilder().Build().Deserialize<object>(text); }
-            catch (YamlDotNet.Core.YamlException e) { throw new PuzzleException($"{path}: malformed YAML at line {e.Start.Line}: {e.Message}"); }
+            try { yaml = new YamlDotNet.Serialization.DeserializerBuilder().WithDuplicateKeyChecking().Build().Deserialize<object>(text); }
+            catch (YamlDotNet.Core.YamlException e)
+            {
+                string message = (e.InnerException ?? e).Message;
+                throw new PuzzleException($"{path}: malformed YAML at line {e.Start.Line}: {(message.Contains("Duplicate key", StringComparison.OrdinalIgnoreCase) || message.Contains("same key", StringComparison.OrdinalIgnoreCase) ? "duplicate key: " : "")}{JsonFile.FirstLine(message)}");
+            }
             return FromYaml(yaml) as JsonObject ?? (yaml is null ? new JsonObject() : throw new PuzzleException($"{path}: expected a mapping at the top"));
         }
-        try
-        {
-            return JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
-                ?? throw new PuzzleException($"{path}: expected a JSON object");
-        }
-        catch (JsonException e) { throw new PuzzleException($"{path}: malformed JSON: {e.Message}"); }
+        return JsonFile.Parse(text, path, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }).Object();
     }
 
     static JsonNode? FromYaml(object? node) => node switch
@@ -113,6 +114,69 @@ public sealed record RunConfig
             target = child;
         }
         target[keys[^1]] = value;
+    }
+
+    /// <summary>Every setting checked before any work starts: errors name the key and the value.</summary>
+    public void Validate(string source)
+    {
+        void Check(bool ok, string key, object? value, string rule)
+        {
+            if (!ok) throw new PuzzleException($"{source}: {key} must be {rule}, got {Show(value)}");
+        }
+        static string Show(object? value) => value switch
+        {
+            null => "null",
+            double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            System.Collections.IEnumerable e and not string => $"[{string.Join(", ", e.Cast<object?>().Select(Show))}]",
+            _ => value.ToString() ?? "",
+        };
+        void Positive(string key, double value) => Check(double.IsFinite(value) && value > 0, key, value, "a positive number");
+        void NonNegative(string key, double value) => Check(double.IsFinite(value) && value >= 0, key, value, "a finite number >= 0");
+        void Fraction(string key, double value, bool allowOne) => Check(double.IsFinite(value) && value >= 0 && (allowOne ? value <= 1 : value < 1), key, value, allowOne ? "in [0, 1]" : "in [0, 1)");
+
+        Check(FormatVersion == 1, "format_version", FormatVersion, "1 (the only version this build reads)");
+        Positive("data.seq_len", Data.SeqLen);
+        Check(Data.SeqLen >= 2, "data.seq_len", Data.SeqLen, "at least 2");
+        Fraction("data.validation_fraction", Data.ValidationFraction, allowOne: false);
+        if (SearchSpace.KvHeads is { } kv) Check(kv.Length > 0 && kv.All(k => k > 0), "search_space.kv_heads", kv, "a non-empty list of positive head counts");
+        Check(SearchSpace.FfnFractions.All(f => double.IsFinite(f) && f > 0 && f <= 1), "search_space.ffn_fractions", SearchSpace.FfnFractions, "fractions in (0, 1]");
+        if (SearchSpace.FfnMultiple is { } multiple) Positive("search_space.ffn_multiple", multiple);
+        Positive("bld.tokens_per_variant", Bld.TokensPerVariant);
+        Positive("bld.batch", Bld.Batch);
+        Positive("bld.lr", Bld.Lr);
+        Fraction("bld.beta1", Bld.Beta1, allowOne: false);
+        Fraction("bld.beta2", Bld.Beta2, allowOne: false);
+        NonNegative("bld.weight_decay", Bld.WeightDecay);
+        Fraction("bld.warmup_fraction", Bld.WarmupFraction, allowOne: true);
+        Positive("bld.clip", Bld.Clip);
+        Positive("bld.calibration_tokens", Bld.CalibrationTokens);
+        Positive("bld.validation_tokens", Bld.ValidationTokens);
+        NonNegative("bld.cache_limit_gib", Bld.CacheLimitGib);
+        Positive("scoring.validation_tokens", Scoring.ValidationTokens);
+        Positive("scoring.batch", Scoring.Batch);
+        Positive("scenario.batch", Scenario.Batch);
+        Positive("scenario.prompt_length", Scenario.PromptLength);
+        Positive("scenario.generation_length", Scenario.GenerationLength);
+        NonNegative("scenario.warmup_runs", Scenario.WarmupRuns);
+        Positive("scenario.repeats", Scenario.Repeats);
+        if (Search.MaxMemoryGib is { } memory) Positive("search.max_memory_gib", memory);
+        if (Search.MinThroughputRatio is { } ratio) Positive("search.min_throughput_ratio", ratio);
+        if (Search.MinTokensPerS is { } tps) Positive("search.min_tokens_per_s", tps);
+        if (Search.MaxLatencyMs is { } latency) Positive("search.max_latency_ms", latency);
+        if (Search.MaxParams is { } parameters) Positive("search.max_params", parameters);
+        Check(Search.Solutions >= 1, "search.solutions", Search.Solutions, "at least 1");
+        Fraction("search.diversity", Search.Diversity, allowOne: true);
+        Positive("gkd.tokens", Gkd.Tokens);
+        Positive("gkd.batch", Gkd.Batch);
+        Positive("gkd.lr", Gkd.Lr);
+        Positive("gkd.temperature", Gkd.Temperature);
+        NonNegative("gkd.cosine_weight", Gkd.CosineWeight);
+        NonNegative("gkd.kl_weight", Gkd.KlWeight);
+        NonNegative("gkd.lm_weight", Gkd.LmWeight);
+        Check(Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight > 0, "gkd.cosine_weight + gkd.kl_weight + gkd.lm_weight", Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight, "positive (some loss to train on)");
+        Positive("evaluation.task_limit", Evaluation.TaskLimit);
+        Positive("evaluation.max_tokens", Evaluation.MaxTokens);
+        Positive("evaluation.bench_repeats", Evaluation.BenchRepeats);
     }
 
     public JsonObject ToJson() => JsonSerializer.SerializeToNode(this, Options)!.AsObject();

@@ -46,7 +46,7 @@ public static class DataPreparer
         string fingerprint = Fingerprint(options, sourceInfo.Select(s => s.Sha), tokenizerSha);
 
         string manifestPath = Path.Combine(options.OutDir, DataManifest.FileName);
-        if (File.Exists(manifestPath) && JsonNode.Parse(File.ReadAllText(manifestPath))?["fingerprint"]?.GetValue<string>() == fingerprint)
+        if (JsonFile.ReadDerived(manifestPath)?["fingerprint"].OptionalString() == fingerprint)
         {
             log($"data: {options.OutDir} is already prepared from the same inputs, tokenizer and settings; reusing it");
             return new DataPrepareResult(DataManifest.Read(options.OutDir), new SkipReport(), true, 0, clock.Elapsed.TotalSeconds);

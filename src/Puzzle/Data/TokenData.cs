@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Puzzle.IO;
 
 namespace Puzzle.Data;
 
@@ -52,27 +53,34 @@ public sealed record DataManifest(int SeqLen, string TokenDtype, int VocabSize, 
     {
         string path = Path.Combine(dataDir, FileName);
         if (!File.Exists(path)) throw new PuzzleException($"{path}: not found (prepare the data with `puzzle data prepare`)");
-        JsonObject root;
-        try { root = JsonNode.Parse(File.ReadAllText(path))!.AsObject(); }
-        catch (Exception e) when (e is JsonException or InvalidOperationException) { throw new PuzzleException($"{path}: malformed manifest: {e.Message}"); }
+        var root = JsonFile.Read(path);                                                           // validated: errors name the key
         var splits = new Dictionary<string, SplitInfo>();
-        foreach (var (name, node) in root["splits"]!.AsObject())
-            splits[name] = new SplitInfo(
-                node!["documents"]!.GetValue<long>(),
-                node["tokens"]!.GetValue<long>(),
-                node["shards"]!.AsArray().Select(s => new ShardInfo(s!["file"]!.GetValue<string>(), s["tokens"]!.GetValue<long>())).ToArray());
-        var tokenizer = root["tokenizer"]!;
-        int format = root["format_version"]?.GetValue<int>() ?? 1;
+        foreach (var (name, node) in root["splits"].Properties())
+        {
+            var shards = node["shards"].Items().Select(x => new ShardInfo(x["file"].String(), x["tokens"].Long())).ToArray();
+            long tokens = node["tokens"].Long();
+            if (tokens < 0 || shards.Any(x => x.Tokens < 0) || shards.Sum(x => x.Tokens) != tokens)
+                throw new PuzzleException($"{path}: splits.{name}.tokens ({tokens}) must be >= 0 and equal the sum of its shards' tokens ({shards.Sum(x => x.Tokens)})");
+            splits[name] = new SplitInfo(node["documents"].Long(), tokens, shards);
+        }
+        var tokenizer = root["tokenizer"];
+        int format = root["format_version"].OptionalInt() ?? 1;
         if (format > FormatVersion)
             throw new PuzzleException($"{path}: format_version {format} is newer than this build reads ({FormatVersion})");
+        int seqLen = root["seq_len"].Int(), vocab = tokenizer["vocab_size"].Int();
+        if (seqLen < 2) throw new PuzzleException($"{path}: seq_len must be at least 2, got {seqLen}");
+        if (vocab <= 0) throw new PuzzleException($"{path}: tokenizer.vocab_size must be positive, got {vocab}");
+        string dtype = root["token_dtype"].String();
+        if (dtype is not ("uint16" or "uint32")) throw root["token_dtype"].Error("\"uint16\" or \"uint32\"");
+        if (!splits.ContainsKey("train")) throw new PuzzleException($"{path}: splits has no 'train' split (has {string.Join(", ", splits.Keys.DefaultIfEmpty("none"))})");
         return new DataManifest(
-            root["seq_len"]!.GetValue<int>(),
-            root["token_dtype"]!.GetValue<string>(),
-            tokenizer["vocab_size"]!.GetValue<int>(),
-            tokenizer["bos_id"]?.GetValue<int>(),
-            tokenizer["eos_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray(),
+            seqLen,
+            dtype,
+            vocab,
+            tokenizer["bos_id"].OptionalInt(),
+            tokenizer["eos_ids"].Items().Select(x => x.Int()).ToArray(),
             splits,
-            tokenizer["sha256"]!.GetValue<string>()) { Format = format, ManifestPath = path };
+            tokenizer["sha256"].String()) { Format = format, ManifestPath = path };
     }
 }
 

@@ -1,3 +1,4 @@
+using Puzzle.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -42,6 +43,8 @@ public sealed class CausalLm : nn.Module
     public CausalLm(ModelConfig config, Device device, ScalarType dtype) : base(nameof(CausalLm))
     {
         config.Validate("model config");
+        if (device.type == DeviceType.CPU) MemoryBudget.Require(config.TotalParameters * ElementBytes(dtype),
+                $"model config (vocab_size {config.VocabSize}, hidden_size {config.HiddenSize}, {config.NumLayers} layers): {config.TotalParameters:N0} parameters in {dtype}");
         Config = config;
         Device = device;
         DType = dtype;
@@ -93,6 +96,17 @@ public sealed class CausalLm : nn.Module
         using var scope = NewDisposeScope();
         long b = inputIds.shape[0], t = inputIds.shape[1];
         int past = cache?.Length ?? 0;
+        if (b <= 0 || t <= 0) throw new PuzzleException($"a forward needs at least one sequence of at least one token, got input ids [{b}, {t}]");
+        if (past + t > Config.MaxPositionEmbeddings)
+            throw new PuzzleException(
+                $"{past + t} positions are past the model's context: config max_position_embeddings is {Config.MaxPositionEmbeddings}");
+        if (Device.type == DeviceType.CPU && t > 1)
+        {
+            // Attention scores and probabilities [B, heads, T, S] plus the [T, S] mask, before they are allocated.
+            long s = past + t;
+            MemoryBudget.Require(2 * b * Config.NumAttentionHeads * t * s * ElementBytes(DType) + t * s * 5,
+                $"attention over {t} new and {s} total positions (batch {b})");
+        }
         var (positions, mask) = PositionsAndMask(b, t, past, attentionMask);
         var (cos, sin) = _rotary.For(positions, DType);
         var h = _model.EmbedTokens.call(inputIds);
@@ -126,6 +140,8 @@ public sealed class CausalLm : nn.Module
             .logical_and(valid.unsqueeze(1));                                                        // [B, T, S]
         return (newPositions, Additive(visible).view(b, 1, 1, t, s));
     }
+
+    static long ElementBytes(ScalarType dtype) => dtype is ScalarType.Float32 or ScalarType.Int32 ? 4 : dtype is ScalarType.Float64 or ScalarType.Int64 ? 8 : 2;
 
     Tensor Additive(Tensor visible) => AdditiveMask(visible, DType);
 

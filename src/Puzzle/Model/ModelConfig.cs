@@ -28,6 +28,9 @@ public sealed record ModelConfig
 
     public int NumLayers => Blocks.Count;
 
+    /// <summary>A sanity bound on the depth, so a corrupt config fails at once instead of building for minutes.</summary>
+    public const int MaxLayers = 1024;
+
     /// <summary>True when every layer is full GQA + SwiGLU with the same sizes, i.e. the model is a plain Llama.</summary>
     public bool IsHomogeneousLlama =>
         Blocks.All(b => b.Attention.IsGqa && b.Ffn.IsSwiGlu) && Blocks.Distinct().Count() == 1;
@@ -45,6 +48,10 @@ public sealed record ModelConfig
         Positive("head_dim", HeadDim);
         Positive("num_hidden_layers", NumLayers);
         Positive("max_position_embeddings", MaxPositionEmbeddings);
+        if (NumLayers > MaxLayers)
+            throw new PuzzleException($"{source}: num_hidden_layers ({NumLayers}) is more than the {MaxLayers} supported (the largest Llama-family models have a few hundred)");
+        if (!double.IsFinite(RmsNormEps) || !double.IsFinite(RopeTheta))
+            throw new PuzzleException($"{source}: rms_norm_eps ({RmsNormEps}) and rope_theta ({RopeTheta}) must be finite");
         if (RmsNormEps <= 0) throw new PuzzleException($"{source}: rms_norm_eps must be positive, got {RmsNormEps}");
         if (RopeTheta <= 0) throw new PuzzleException($"{source}: rope_theta must be positive, got {RopeTheta}");
         for (int i = 0; i < Blocks.Count; i++)

@@ -4,12 +4,14 @@ namespace Puzzle.Model;
 
 /// <summary>
 /// Rotary position embedding as HF Llama (rotate-half convention), with <c>rope_scaling</c> "llama3" and "linear".
-/// cos/sin tables are computed in float32 once and grown on demand.
+/// cos/sin tables are computed in float32 once and grown on demand up to <c>max_position_embeddings</c>; a position
+/// past it is an error (the model was not trained there), never a silent extrapolation.
 /// </summary>
 public sealed class RotaryEmbedding : IDisposable
 {
     readonly Device _device;
     readonly int _headDim;
+    readonly int _maxPositions;
     public float[] InverseFrequencies { get; }
     Tensor _cos, _sin;                                                                   // [positions, headDim] float32
 
@@ -17,6 +19,7 @@ public sealed class RotaryEmbedding : IDisposable
     {
         _device = device;
         _headDim = config.HeadDim;
+        _maxPositions = config.MaxPositionEmbeddings;
         InverseFrequencies = ComputeInverseFrequencies(config);
         (_cos, _sin) = Tables(Math.Min(config.MaxPositionEmbeddings, 4096));
     }
@@ -57,18 +60,25 @@ public sealed class RotaryEmbedding : IDisposable
         var inv = tensor(InverseFrequencies, device: _device);
         var freqs = outer(positions, inv);                                                // [L, hd/2]
         var emb = cat([freqs, freqs], -1);                                                 // [L, hd]
-        return (emb.cos().MoveToOuterDisposeScope(), emb.sin().MoveToOuterDisposeScope());
+        // The tables outlive whatever dispose scope the caller (a forward pass) has open: detach them from all scopes.
+        return (emb.cos().DetachFromDisposeScope(), emb.sin().DetachFromDisposeScope());
     }
 
     /// <summary>cos and sin for the given positions [B, T] (or [1, T]), as [B, 1, T, headDim] in <paramref name="dtype"/>.</summary>
     public (Tensor Cos, Tensor Sin) For(Tensor positions, ScalarType dtype)
     {
-        long needed = positions.max().item<long>() + 1;
-        if (needed > _cos.shape[0])
+        long needed;
+        using (var max = positions.max()) needed = max.item<long>() + 1;
+        if (needed > _maxPositions)
+            throw new PuzzleException(
+                $"position {needed - 1} is past the model's context: config max_position_embeddings is {_maxPositions} (positions 0..{_maxPositions - 1})");
+        long length = _cos.shape[0];
+        if (needed > length)
         {
+            var (grownCos, grownSin) = Tables(Math.Min(Math.Max(needed, 2 * length), _maxPositions));
             _cos.Dispose();
             _sin.Dispose();
-            (_cos, _sin) = Tables(Math.Max(needed, 2 * _cos.shape[0]));
+            (_cos, _sin) = (grownCos, grownSin);
         }
         using var flat = positions.reshape(-1);
         long b = positions.shape[0], t = positions.shape[1];

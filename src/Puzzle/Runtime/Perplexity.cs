@@ -15,6 +15,8 @@ public static class PerplexityEvaluator
     {
         if (ids.Count < 2) throw new PuzzleException($"perplexity needs at least 2 tokens, got {ids.Count}");
         int length = Math.Min(window ?? model.Config.MaxPositionEmbeddings, model.Config.MaxPositionEmbeddings);
+        // A long context's attention scores ([heads, T, T], twice) may not fit: use shorter windows, not all memory.
+        while (window is null && length > 512 && 2L * model.Config.NumAttentionHeads * length * length * 4 > MemoryBudget.AvailableBytes / 4) length /= 2;
         if (length < 2) throw new PuzzleException($"window must be at least 2 tokens, got {length}");
         double total = 0;
         long count = 0;

@@ -29,9 +29,12 @@ public static class TextGenerator
     {
         if (prompts.Count == 0) throw new PuzzleException("no prompts to generate from");
         if (prompts.Any(p => p.Length == 0)) throw new PuzzleException("every prompt needs at least one token (e.g. BOS)");
-        if (options.Temperature < 0) throw new PuzzleException($"temperature must be >= 0, got {options.Temperature}");
-        if (options.TopP is <= 0 or > 1) throw new PuzzleException($"top-p must be in (0, 1], got {options.TopP}");
+        if (!(options.Temperature >= 0) || double.IsInfinity(options.Temperature)) throw new PuzzleException($"temperature must be a finite number >= 0, got {options.Temperature}");
+        if (!(options.TopP > 0 && options.TopP <= 1)) throw new PuzzleException($"top-p must be in (0, 1], got {options.TopP}");
+        if (options.MaxNewTokens <= 0) throw new PuzzleException($"max new tokens must be positive, got {options.MaxNewTokens}");
         int batch = prompts.Count, longest = prompts.Max(p => p.Length);
+        if ((long)longest + options.MaxNewTokens > model.Config.MaxPositionEmbeddings)
+            throw new PuzzleException($"prompt ({longest} tokens) + max new tokens ({options.MaxNewTokens}) = {(long)longest + options.MaxNewTokens} positions is past the model's context (max_position_embeddings {model.Config.MaxPositionEmbeddings})");
         int capacity = longest + options.MaxNewTokens;
         var device = model.Device;
         using var noGrad = no_grad();

@@ -140,7 +140,11 @@ public static partial class BpeTrainer
             Log.Warning($"tokenizer: skipped {sources.Skips.Total} documents: {string.Join("; ", sources.Skips.Counts.Select(kv => $"{kv.Key}: {kv.Value}"))}");
         long words = counts.Values.Sum();
         log($"tokenizer: {words:N0} words, {counts.Count:N0} distinct, learning up to {vocabSize - 256 - specials} merges");
+        if (counts.Count == 0)
+            throw new PuzzleException($"{string.Join(", ", inputs)}: no usable text to train a tokenizer on ({sources.Skips.Total} documents skipped: {string.Join("; ", sources.Skips.Counts.Select(kv => $"{kv.Key}: {kv.Value}"))})");
         var merges = LearnMerges(counts, vocabSize - 256 - specials);
+        if (merges.Count == 0)
+            throw new PuzzleException($"{string.Join(", ", inputs)}: the text supports 0 merges (no byte pair occurs twice in {words:N0} words); give more text");
         if (merges.Count < vocabSize - 256 - specials)
             Log.Warning($"tokenizer: the corpus supports only {merges.Count} merges (no pair occurs twice beyond that); vocabulary is {256 + merges.Count + specials}");
         Write(outDir, merges);

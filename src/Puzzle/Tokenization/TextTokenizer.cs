@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Puzzle.IO;
 
 namespace Puzzle.Tokenization;
 
@@ -66,9 +67,9 @@ public sealed record TokenizerSettings(bool? AddBos, bool AddEos, string? BosTok
         string configPath = Path.Combine(modelDir, "tokenizer_config.json");
         if (File.Exists(configPath))
         {
-            var root = ParseObject(configPath);
-            if (root["add_bos_token"] is JsonValue ab && ab.TryGetValue(out bool b)) addBos = b;
-            if (root["add_eos_token"] is JsonValue ae && ae.TryGetValue(out bool e)) addEos = e;
+            var root = JsonFile.Read(configPath);
+            addBos = root["add_bos_token"].OptionalBool() ?? addBos;
+            addEos = root["add_eos_token"].OptionalBool() ?? addEos;
             bosToken = TokenString(root["bos_token"]);
             eosToken = TokenString(root["eos_token"]);
         }
@@ -76,35 +77,24 @@ public sealed record TokenizerSettings(bool? AddBos, bool AddEos, string? BosTok
         {
             string path = Path.Combine(modelDir, name);
             if (!File.Exists(path)) continue;
-            var root = ParseObject(path);
-            if (bosId is null && root["bos_token_id"] is JsonValue bv && bv.TryGetValue(out int bi)) bosId = bi;
+            var root = JsonFile.Read(path);
+            if (bosId is null && root["bos_token_id"].Node is not null) bosId = root["bos_token_id"].Int();
             if (eosIds.Count == 0)
             {
-                if (root["eos_token_id"] is JsonValue ev && ev.TryGetValue(out int ei)) eosIds.Add(ei);
-                else if (root["eos_token_id"] is JsonArray ea) eosIds.AddRange(ea.Select(x => x!.GetValue<int>()));
+                var eos = root["eos_token_id"];
+                if (eos.Node is JsonArray) eosIds.AddRange(eos.Items().Select(x => x.Int()));
+                else if (eos.Node is not null) eosIds.Add(eos.Int());
             }
         }
         return new TokenizerSettings(addBos, addEos, bosToken, eosToken, bosId, eosIds);
     }
 
-    static string? TokenString(JsonNode? node) => node switch
+    static string? TokenString(JsonField field) => field.Node switch
     {
-        JsonValue v when v.TryGetValue(out string? s) => s,
-        JsonObject o => o["content"]?.GetValue<string>(),
-        _ => null,
+        null => null,
+        JsonObject => field["content"].String(),
+        _ => field.String(),
     };
-
-    static JsonObject ParseObject(string path)
-    {
-        try
-        {
-            return JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new PuzzleException($"{path}: expected a JSON object");
-        }
-        catch (JsonException e)
-        {
-            throw new PuzzleException($"{path}: malformed JSON: {e.Message}");
-        }
-    }
 }
 
 /// <summary>tokenizer.json through the Rust HF tokenizers library (exactly what transformers uses).</summary>
@@ -120,15 +110,21 @@ public sealed class HfTokenizer : TextTokenizer
     public HfTokenizer(string path, TokenizerSettings settings)
     {
         _path = path;
-        var root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-            ?? throw new PuzzleException($"{path}: expected a JSON object");
-        var added = (root["added_tokens"] as JsonArray ?? [])
-            .OfType<JsonObject>()
-            .ToDictionary(t => t["content"]!.GetValue<string>(), t => t["id"]!.GetValue<int>());
+        var root = JsonFile.Read(path);
+        var added = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (root["added_tokens"].Node is not null)
+            foreach (var t in root["added_tokens"].Items())
+            {
+                string content = t["content"].String();
+                int id = t["id"].Int();
+                if (id < 0) throw t["id"].Error("a token id >= 0");
+                added[content] = id;
+            }
         int? Lookup(string? token) => token is not null && added.TryGetValue(token, out int id) ? id : null;
-        int maxVocab = root["model"]?["vocab"] switch
+        var model = root["model"].Object();
+        int maxVocab = model["vocab"] switch
         {
-            JsonObject v => v.Select(kv => kv.Value!.GetValue<int>()).DefaultIfEmpty(-1).Max(),
+            JsonObject => root["model"]["vocab"].Properties().Select(kv => kv.Value.Int()).DefaultIfEmpty(-1).Max(),
             JsonArray a => a.Count - 1,                                                    // Unigram: [piece, score] list
             _ => -1,
         };

@@ -46,9 +46,29 @@ public sealed record DistillResult(int Steps, double InitialValidationKl, double
 /// </summary>
 public static class Distiller
 {
+    /// <summary>Settings checked before any model is loaded; errors name the setting and the value.</summary>
+    public static void Validate(DistillOptions o)
+    {
+        void Check(bool ok, string name, double value, string rule)
+        {
+            if (!ok) throw new PuzzleException($"distill: {name} must be {rule}, got {value}");
+        }
+        Check(o.Tokens > 0, "tokens (gkd.tokens)", o.Tokens, "positive");
+        Check(o.Batch > 0, "batch (gkd.batch)", o.Batch, "positive");
+        Check(double.IsFinite(o.LearningRate) && o.LearningRate > 0, "learning rate (gkd.lr)", o.LearningRate, "positive");
+        Check(double.IsFinite(o.Temperature) && o.Temperature > 0, "temperature (gkd.temperature)", o.Temperature, "positive");
+        foreach (var (name, w) in new[] { ("cosine weight", o.CosineWeight), ("KL weight", o.KlWeight), ("LM weight", o.LmWeight) })
+            Check(double.IsFinite(w) && w >= 0, name, w, "a finite number >= 0");
+        Check(o.CheckpointEvery > 0, "checkpoint interval", o.CheckpointEvery, "positive");
+        Check(o.EvalEvery > 0, "evaluation interval", o.EvalEvery, "positive");
+        Check(o.ValidationTokens > 0, "validation tokens", o.ValidationTokens, "positive");
+        Check(o.LogEvery > 0, "log interval", o.LogEvery, "positive");
+    }
+
     public static DistillResult Run(DistillOptions o, Action<string>? log = null)
     {
         log ??= Log.Info;
+        Validate(o);
         var clock = Stopwatch.StartNew();
         var device = Runtime.Devices.Parse(o.Device);
         var compute = Training.Precision.Resolve(o.Precision, device);
@@ -58,7 +78,7 @@ public static class Distiller
         var schedule = new LearningRateSchedule(o.LearningRate, Math.Max(1, (int)(steps * o.WarmupFraction)), steps);
         string fingerprint = Stages.RunDirectory.Hash(
             $"{Stages.RunDirectory.ParentFingerprint(o.TeacherDir)}|{Stages.RunDirectory.ParentFingerprint(o.StudentDir)}|{manifest.TokenizerSha256}|" +
-            $"{o with { OutDir = "", StopAfterSteps = null, Device = "", RestartOnChangedSettings = false }}|{compute}");
+            $"{o with { TeacherDir = "", StudentDir = "", DataDir = "", OutDir = "", StopAfterSteps = null, Device = "", RestartOnChangedSettings = false }}|{compute}");   // contents, not paths: a moved run resumes
         var checkpoint = new TrainingCheckpoint(o.OutDir, fingerprint);
         if (o.RestartOnChangedSettings && !checkpoint.Matches())
         {
@@ -101,6 +121,8 @@ public static class Distiller
         else
         {
             initialKl = bestKl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch);
+            if (!double.IsFinite(initialKl))
+                throw new PuzzleException($"distill: the validation KL of {o.StudentDir} to {o.TeacherDir} is {initialKl} before training; a model produces non-finite logits");
             optimizer.CopyMastersTo(master);
             Checkpoint.SaveDeciLm(master, o.OutDir, ScalarType.Float32, o.StudentDir);           // step 0 is the best so far
             log($"distill: {steps} steps of {o.Batch}×{seqLen} tokens, {compute} compute; validation KL before GKD {initialKl:F4}");
@@ -123,7 +145,10 @@ public static class Distiller
                 var logits = student.Forward(ids, hiddenStates: studentStates);
                 var loss = Loss(o, logits, teacherLogits, studentStates, teacherStates, batch.narrow(1, 1, seqLen));
                 loss.backward();
-                lossSum += loss.item<float>();
+                double value = loss.item<float>();
+                if (!double.IsFinite(value))
+                    throw new PuzzleException($"distill: the loss is {value} at step {step + 1} (temperature {o.Temperature}, lr {o.LearningRate}); lower the learning rate or check the student");
+                lossSum += value;
                 lossCount++;
             }
             optimizer.Step(schedule.At(step));
@@ -138,6 +163,7 @@ public static class Distiller
             if (step % o.EvalEvery == 0 || step == steps)
             {
                 double kl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch);
+                if (!double.IsFinite(kl)) throw new PuzzleException($"distill: the validation KL is {kl} at step {step}; lower the learning rate");
                 string mark = "";
                 if (kl < bestKl)
                 {

@@ -67,9 +67,35 @@ public sealed record PretrainResult(int Steps, long TokensSeen, double TrainLoss
 /// </summary>
 public static class Pretrainer
 {
+    /// <summary>Every option checked before anything is read or allocated; errors name the option and the value.</summary>
+    public static void Validate(PretrainOptions o)
+    {
+        void Positive(string option, double value)
+        {
+            if (!double.IsFinite(value) || value <= 0) throw new PuzzleException($"{option} must be positive, got {value}");
+        }
+        Positive("--tokens", o.Tokens);
+        Positive("--batch", o.Batch);
+        Positive("--lr", o.LearningRate);
+        Positive("--checkpoint-every", o.CheckpointEvery);
+        Positive("--eval-every", o.EvalEvery);
+        Positive("--eval-batches", o.EvalBatches);
+        Positive("--log-every", o.LogEvery);
+        Positive("--layers", o.Shape.Layers);
+        Positive("--hidden", o.Shape.Hidden);
+        Positive("--heads", o.Shape.Heads);
+        Positive("--kv-heads", o.Shape.KvHeads);
+        Positive("--intermediate", o.Shape.Intermediate);
+        if (o.Shape.Heads % o.Shape.KvHeads != 0)
+            throw new PuzzleException($"--kv-heads ({o.Shape.KvHeads}) must divide --heads ({o.Shape.Heads})");
+        if (o.WarmupFraction is < 0 or > 1 || double.IsNaN(o.WarmupFraction)) throw new PuzzleException($"warm-up fraction must be in [0, 1], got {o.WarmupFraction}");
+        if (o.MinLrRatio is < 0 or > 1 || double.IsNaN(o.MinLrRatio)) throw new PuzzleException($"minimum learning-rate ratio must be in [0, 1], got {o.MinLrRatio}");
+    }
+
     public static PretrainResult Run(PretrainOptions o, Action<string>? log = null)
     {
         log ??= Log.Info;
+        Validate(o);
         var device = Runtime.Devices.Parse(o.Device);
         var manifest = DataManifest.Read(o.DataDir);
         int seqLen = manifest.SeqLen;
@@ -132,6 +158,8 @@ public static class Pretrainer
                 lossTensor.backward();
                 loss = lossTensor.item<float>();
             }
+            if (!double.IsFinite(loss))
+                throw new PuzzleException($"pretrain: the training loss is {loss} at step {step + 1} (learning rate {lr:E2}); lower --lr or check the data");
             optimizer.Step(lr);
             step++;
             stepsThisRun++;

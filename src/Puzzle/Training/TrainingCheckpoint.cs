@@ -18,26 +18,33 @@ public sealed class TrainingCheckpoint(string outDir, string fingerprint)
     /// <summary>The saved state, or null; refuses a state made with other settings.</summary>
     public JsonObject? Read()
     {
-        if (!File.Exists(StatePath)) return null;
-        var state = JsonNode.Parse(File.ReadAllText(StatePath))!.AsObject();
-        if (state["fingerprint"]?.GetValue<string>() != fingerprint)
+        if (Valid() is not { } field) return null;
+        var state = field.Object();
+        if (field["fingerprint"].OptionalString() != fingerprint)
             throw new PuzzleException($"{StatePath}: the checkpoint was made with other settings or data; use another --out or delete {Dir}");
         return state;
     }
 
     /// <summary>False when a saved state exists but was made with other settings.</summary>
-    public bool Matches() => !File.Exists(StatePath) || JsonNode.Parse(File.ReadAllText(StatePath))?["fingerprint"]?.GetValue<string>() == fingerprint;
+    public bool Matches() => Valid() is not { } state || state["fingerprint"].OptionalString() == fingerprint;
+
+    /// <summary>state.json when it is whole and names files that exist; a torn one is discarded (loudly) and training restarts.</summary>
+    JsonField? Valid() => JsonFile.ReadDerived(StatePath, s =>
+        s["fingerprint"].String().Length > 0 && s["step"].Int() >= 0 && s["loader_epoch"].Int() >= 0 && s["loader_cursor"].Long() >= 0 &&
+        File.Exists(Path.Combine(Dir, s["model_file"].String())) && File.Exists(Path.Combine(Dir, s["optimizer_file"].String())) &&
+        s["finished"].OptionalBool() is not null);
 
     public static bool Finished(JsonObject? state) => state?["finished"]?.GetValue<bool>() == true;
 
     /// <summary>Restores masters, optimizer and loader from a state; returns the step.</summary>
     public int Restore(JsonObject state, MixedPrecisionOptimizer optimizer, TokenBatchLoader loader)
     {
-        using (var file = SafeTensorsFile.Open(Path.Combine(Dir, state["model_file"]!.GetValue<string>())))
+        var s = new JsonField(state, StatePath, "");
+        using (var file = SafeTensorsFile.Open(Path.Combine(Dir, s["model_file"].String())))
             optimizer.LoadMasters(file.Read);
-        optimizer.LoadState(Path.Combine(Dir, state["optimizer_file"]!.GetValue<string>()));
-        loader.State = new LoaderState(state["loader_epoch"]!.GetValue<int>(), state["loader_cursor"]!.GetValue<long>());
-        return state["step"]!.GetValue<int>();
+        optimizer.LoadState(Path.Combine(Dir, s["optimizer_file"].String()));
+        loader.State = new LoaderState(s["loader_epoch"].Int(), s["loader_cursor"].Long());
+        return s["step"].Int();
     }
 
     public void Save(MixedPrecisionOptimizer optimizer, TokenBatchLoader loader, int step, int steps, long tokensSeen, JsonObject extra)
@@ -68,7 +75,7 @@ public sealed class TrainingCheckpoint(string outDir, string fingerprint)
 
     public void MarkFinished(JsonObject extra)
     {
-        var state = JsonNode.Parse(File.ReadAllText(StatePath))!.AsObject();
+        var state = JsonFile.ReadObject(StatePath);
         state["finished"] = true;
         foreach (var (k, v) in extra) state[k] = v?.DeepClone();
         AtomicFile.WriteJson(StatePath, state);

@@ -118,7 +118,7 @@ public sealed class BadInputTests
 
     [Fact]
     public void CorruptHeaderJson_Reported() =>
-        Assert.Contains("header is not valid JSON", OpenError(WithHeader("{\"a\":", 4)));
+        Assert.Contains("safetensors header: malformed JSON", OpenError(WithHeader("{\"a\":", 4)));
 
     [Fact]
     public void Config_HeadsNotDividingHidden_Reported()

@@ -22,15 +22,16 @@ public static class ChildAssembler
         string solutionPath = run.Artifact(SearchStage.Folder, solutionName + ".json");
         if (!File.Exists(solutionPath))
             throw new PuzzleException($"{solutionPath}: no such solution (run `puzzle search --run {run.Path} --name {solutionName}`)");
-        var solution = JsonNode.Parse(File.ReadAllText(solutionPath))!;
+        var solutionField = JsonFile.Read(solutionPath);
+        var solution = solutionField.Node!;
         using var parent = Checkpoint.Load(run.ParentDir);
         var variants = SearchSpace.Expand(parent.Config, run.Config.SearchSpace).ToDictionary(v => v.Id);
-        var layers = solution["layers"]!.AsArray();
+        var layers = solutionField["layers"].Items();
         if (layers.Count != parent.Config.NumLayers)
             throw new PuzzleException($"{solutionPath}: {layers.Count} layers but the parent has {parent.Config.NumLayers}");
         SubblockVariant Variant(string id) => variants.TryGetValue(id, out var v) ? v
             : throw new PuzzleException($"{solutionPath}: variant {id} is not in the run's search space");
-        var choices = layers.Select(l => (Attention: Variant(l!["attention"]!.GetValue<string>()), Ffn: Variant(l["ffn"]!.GetValue<string>()))).ToList();
+        var choices = layers.Select(l => (Attention: Variant(l["attention"].String()), Ffn: Variant(l["ffn"].String()))).ToList();
         var childConfig = parent.Config.WithBlocks(choices.Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!)));
         LibraryBlocks.Records(run.Path, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
 
@@ -48,7 +49,7 @@ public static class ChildAssembler
         }
         Checkpoint.SaveDeciLm(child, outDir, ScalarType.Float32, run.ParentDir);
         long parameters = child.parameters().Sum(p => p.NumberOfElements);
-        long estimated = solution["verified"]!["parameters"]!.GetValue<long>();
+        long estimated = solutionField["verified"]["parameters"].Long();
         if (parameters != estimated)
             throw new PuzzleException($"{outDir}: the assembled child has {parameters:N0} parameters but the solution estimated {estimated:N0}");
         AtomicFile.WriteJson(Path.Combine(outDir, "puzzle_solution.json"), solution.DeepClone());

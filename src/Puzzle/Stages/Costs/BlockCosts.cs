@@ -42,10 +42,10 @@ public static class BlockCosts
         int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
         string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}");
         string path = run.Artifact(FileName);
-        if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path))?["fingerprint"]?.GetValue<string>() == fingerprint)
+        if (JsonFile.ReadDerived(path, c => c["entries"].Items().Count > 0 && c["scenario"]["batch"].Int() > 0) is { } stored && stored["fingerprint"].OptionalString() == fingerprint)
         {
             log($"costs: {path} is up to date for this scenario; reusing it");
-            return JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+            return stored.Object();
         }
 
         using var parent = Checkpoint.Load(run.ParentDir, device, measureDtype);

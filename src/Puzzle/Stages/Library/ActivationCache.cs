@@ -31,14 +31,15 @@ public sealed class ActivationCache : IDisposable
         string dir = Path.Combine(runDir, BlockLibrary.Folder, "activations");
         string metaPath = Path.Combine(dir, "activations.json");
         var cache = new ActivationCache(dir, batch, seqLen, parent.Config.HiddenSize);
-        if (File.Exists(metaPath) && JsonNode.Parse(File.ReadAllText(metaPath)) is { } meta && meta["fingerprint"]?.GetValue<string>() == fingerprint &&
-            meta["steps"]!.GetValue<int>() == steps && boundaries.All(b => meta["boundaries"]!.AsArray().Any(x => x!.GetValue<int>() == b)) &&
+        if (JsonFile.ReadDerived(metaPath, m => m["steps"].Int() >= 0 && m["boundaries"].Items().All(x => x.Int() >= 0)) is { } meta && meta["fingerprint"].OptionalString() == fingerprint &&
+            meta["steps"].Int() == steps && boundaries.All(b => meta["boundaries"].Items().Any(x => x.Int() == b)) &&
             boundaries.All(b => File.Exists(cache.PathOf(b)) && new FileInfo(cache.PathOf(b)).Length == steps * cache.BatchBytes))
         {
             log($"library: reusing the parent activations in {dir}");
             return cache;
         }
         Directory.CreateDirectory(dir);
+        TempFiles.Clean(dir);                                                                   // left by a killed build
         var writers = boundaries.ToDictionary(b => b, b => new FileStream(cache.PathOf(b) + $".tmp-{Environment.ProcessId}", FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20));
         try
         {

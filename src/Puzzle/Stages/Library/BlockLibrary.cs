@@ -31,18 +31,27 @@ public sealed record VariantRecord(string Id, int Layer, SubblockKind Kind, Atte
         ["fingerprint"] = Fingerprint,
     };
 
-    public static VariantRecord FromJson(JsonNode j)
+    public static VariantRecord FromJson(JsonNode j) => FromJson(new JsonField(j, "library record", ""));
+
+    public static VariantRecord FromJson(JsonField j)
     {
-        var kind = j["kind"]!.GetValue<string>() == "attention" ? SubblockKind.Attention : SubblockKind.Ffn;
-        bool noOp = j["no_op"]!.GetValue<bool>(), linear = j["replace_with_linear"]!.GetValue<bool>();
+        string kindName = j["kind"].String();
+        var kind = kindName switch
+        {
+            "attention" => SubblockKind.Attention,
+            "ffn" => SubblockKind.Ffn,
+            _ => throw j["kind"].Error("\"attention\" or \"ffn\""),
+        };
+        bool noOp = j["no_op"].Bool(), linear = j["replace_with_linear"].Bool();
+        if (noOp && linear) throw new PuzzleException($"{j.File}: no_op and replace_with_linear are both true");
         return new VariantRecord(
-            j["id"]!.GetValue<string>(), j["layer"]!.GetValue<int>(), kind,
-            kind == SubblockKind.Attention ? new AttentionConfig(noOp, linear, j["num_key_value_heads"]?.GetValue<int>()) : null,
-            kind == SubblockKind.Ffn ? new FfnConfig(noOp, linear, j["intermediate_size"]?.GetValue<int>()) : null,
-            j["is_parent"]!.GetValue<bool>(), j["trained"]!.GetValue<bool>(), j["file"]?.GetValue<string>(),
-            j["parameters"]!.GetValue<long>(), j["steps"]!.GetValue<int>(), j["tokens"]!.GetValue<long>(),
-            j["nmse_init"]!.GetValue<double>(), j["nmse_final"]!.GetValue<double>(), j["seconds"]!.GetValue<double>(),
-            j["fingerprint"]!.GetValue<string>());
+            j["id"].String(), j["layer"].Int(), kind,
+            kind == SubblockKind.Attention ? new AttentionConfig(noOp, linear, j["num_key_value_heads"].OptionalInt()) : null,
+            kind == SubblockKind.Ffn ? new FfnConfig(noOp, linear, j["intermediate_size"].OptionalInt()) : null,
+            j["is_parent"].Bool(), j["trained"].Bool(), j["file"].OptionalString(),
+            j["parameters"].Long(), j["steps"].Int(), j["tokens"].Long(),
+            j["nmse_init"].Double(), j["nmse_final"].Double(), j["seconds"].Double(),
+            j["fingerprint"].String());
     }
 }
 
@@ -58,13 +67,24 @@ public static class BlockLibrary
     public static VariantRecord? TryRead(string runDir, string id)
     {
         string path = RecordPath(runDir, id);
-        if (!System.IO.File.Exists(path)) return null;
-        try { return VariantRecord.FromJson(JsonNode.Parse(System.IO.File.ReadAllText(path))!); }
-        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or NullReferenceException)
+        VariantRecord? record = null;
+        if (JsonFile.ReadDerived(path, j => (record = VariantRecord.FromJson(j)) is not null) is null) return null;
+        // A record vouches for its weights: weights deleted or torn since mean the unit is redone.
+        if (record!.File is { } file)
         {
-            Log.Warning($"{path}: unreadable record ({e.Message}); the unit will be redone");
-            return null;
+            string weights = Path.Combine(runDir, Folder, file);
+            string? problem = !System.IO.File.Exists(weights) ? "is missing" : null;
+            if (problem is null)
+                try { using var _ = Checkpoints.SafeTensorsFile.Open(weights); }
+                catch (PuzzleException e) { problem = $"is unreadable ({e.Message})"; }
+            if (problem is not null)
+            {
+                Log.Warning($"{weights}: the weights of library variant {id} {problem}; the variant is trained again");
+                System.IO.File.Delete(path);
+                return null;
+            }
         }
+        return record;
     }
 
     /// <summary>Rewrites library.json from the records on disk (all shards' work, whoever writes last).</summary>

@@ -49,6 +49,7 @@ public static class LibraryBlocks
                 if (!info.Shape.SequenceEqual(targets[n].shape))
                     throw new PuzzleException($"{path}: tensor '{n}' has shape [{string.Join(", ", info.Shape)}] but the variant needs [{string.Join(", ", targets[n].shape)}]");
                 using var value = file.Read(n);
+                Checkpoint.RequireFinite(value, path, n);
                 targets[n].copy_(value);
             }
         }

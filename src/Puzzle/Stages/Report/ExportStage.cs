@@ -43,9 +43,9 @@ public static class ExportStage
             log($"export: FFN widths padded with zero channels to sizes engines rebuild from ffn_mult " +
                 $"({string.Join(", ", loaded.Config.Blocks.Zip(child.Config.Blocks).Where(p => p.First.Ffn != p.Second.Ffn).Select(p => $"{p.First.Ffn.IntermediateSize}->{p.Second.Ffn.IntermediateSize}").Distinct())}); the function is unchanged");
         string solutionPath = Path.Combine(childDir, "puzzle_solution.json");
-        JsonNode? solution = File.Exists(solutionPath) ? JsonNode.Parse(File.ReadAllText(solutionPath)) : null;
+        JsonNode? solution = File.Exists(solutionPath) ? JsonFile.Read(solutionPath).Node : null;
         if (solution is not null) AtomicFile.Copy(solutionPath, Path.Combine(outDir, "puzzle_solution.json"));
-        JsonNode? report = reportPath is not null && File.Exists(reportPath) ? JsonNode.Parse(File.ReadAllText(reportPath)) : null;
+        JsonNode? report = reportPath is not null && File.Exists(reportPath) ? JsonFile.Read(reportPath).Node : null;
         var c = loaded.Config;
         var card = new StringBuilder();
         card.AppendLine("---");

@@ -19,7 +19,7 @@ public static class ReportStage
         log ??= Log.Info;
         var parent = HfConfig.Read(run.ParentDir);
         var child = HfConfig.Read(childDir);
-        var solution = JsonNode.Parse(File.ReadAllText(run.Artifact(SearchStage.Folder, solutionName + ".json")))!;
+        var solution = JsonFile.Read(run.Artifact(SearchStage.Folder, solutionName + ".json")).Node!;
         var sc = run.Config.Scenario;
         int kvBytes = Costs.BlockCosts.DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
         int weightBytes = Costs.BlockCosts.DtypeBytes(sc.WeightDtype, "scenario.weight_dtype");
@@ -68,7 +68,7 @@ public static class ReportStage
         if (hasPareto)
         {
             var verified = solution["verified"]!;
-            Plots.ParetoFront(run.Artifact("report-pareto.png"), JsonNode.Parse(File.ReadAllText(paretoPath))!,
+            Plots.ParetoFront(run.Artifact("report-pareto.png"), JsonFile.Read(paretoPath).Node!,
                 (verified["throughput_ratio"]!.GetValue<double>(), verified["kl"]!.GetValue<double>(), $"chosen: {solutionName}"));
         }
 

@@ -21,9 +21,11 @@ public sealed record BlockScore(int Layer, string Attention, string Ffn, double 
         ["top1_agreement"] = Top1Agreement, ["tokens"] = Tokens,
     };
 
-    public static BlockScore FromJson(JsonNode j) => new(
-        j["layer"]!.GetValue<int>(), j["attention"]!.GetValue<string>(), j["ffn"]!.GetValue<string>(), j["kl"]!.GetValue<double>(),
-        j["lm_loss"]!.GetValue<double>(), j["top1_agreement"]!.GetValue<double>(), j["tokens"]!.GetValue<long>());
+    public static BlockScore FromJson(JsonNode j) => FromJson(new JsonField(j, "score", ""));
+
+    public static BlockScore FromJson(JsonField j) => new(
+        j["layer"].Int(), j["attention"].String(), j["ffn"].String(), j["kl"].Double(),
+        j["lm_loss"].Double(), j["top1_agreement"].Double(), j["tokens"].Long());
 }
 
 public sealed record ScoringResult(string Mode, int Candidates, int Scored, int Skipped, double ParentLmLoss, long Tokens, IReadOnlyList<BlockScore> Scores, double Seconds);
@@ -70,9 +72,9 @@ public static class BlockScorer
 
         // The parent's pass over the windows is only needed for candidates still to score.
         string parentPath = run.Artifact(Folder, "parent.json");
-        var stored = File.Exists(parentPath) ? JsonNode.Parse(File.ReadAllText(parentPath)) : null;
-        using var cache = pending.Count > 0 || stored?["fingerprint"]?.GetValue<string>() != fingerprint ? ParentCache.Build(parent, windows, s.Batch) : null;
-        double parentLmLoss = cache?.LmLoss ?? stored!["lm_loss"]!.GetValue<double>();
+        var stored = JsonFile.ReadDerived(parentPath, j => j["lm_loss"].Double() >= 0);
+        using var cache = pending.Count > 0 || stored?["fingerprint"].OptionalString() != fingerprint ? ParentCache.Build(parent, windows, s.Batch) : null;
+        double parentLmLoss = cache?.LmLoss ?? stored!.Value["lm_loss"].Double();
         if (cache is not null)
             AtomicFile.WriteJson(parentPath, new JsonObject { ["fingerprint"] = fingerprint, ["lm_loss"] = cache.LmLoss, ["tokens"] = tokens });
         if (cache is not null && pending.Count > 0)
@@ -135,16 +137,13 @@ public static class BlockScorer
     static BlockScore? TryRead(string runDir, string id, string fingerprint)
     {
         string path = Path.Combine(runDir, Folder, id + ".json");
-        if (!File.Exists(path)) return null;
-        try
+        BlockScore? score = null;
+        var node = JsonFile.ReadDerived(path, j =>
         {
-            var node = JsonNode.Parse(File.ReadAllText(path))!;
-            return node["fingerprint"]?.GetValue<string>() == fingerprint ? BlockScore.FromJson(node["score"]!) : null;
-        }
-        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or NullReferenceException)
-        {
-            return null;
-        }
+            score = j["fingerprint"].OptionalString() == fingerprint ? BlockScore.FromJson(j["score"]) : null;
+            return true;
+        });
+        return node is null ? null : score;
     }
 
     public static BlockScore Score(CausalLm parent, string runDir, Candidate c, ParentCache cache, int batch)

@@ -42,6 +42,8 @@ public static class SearchStage
     public static IReadOnlyList<SolutionFile> Run(RunDirectory run, SearchRequest request, Action<string>? log = null)
     {
         log ??= Log.Info;
+        if (request.Solutions < 1) throw new PuzzleException($"search: --solutions must be at least 1, got {request.Solutions}");
+        if (!(request.Diversity >= 0 && request.Diversity <= 1)) throw new PuzzleException($"search: --diversity must be in [0, 1], got {request.Diversity}");
         var problem = BuildProblem(run, request.Target);
         var parentChoice = ParentChoice(run, problem);
         var parentTotals = problem.Totals(parentChoice);
@@ -97,14 +99,14 @@ public static class SearchStage
         // Same scores, costs and request: the stored solutions stand (their measured checks are not redone).
         string key = RunDirectory.Hash($"{problem.Fingerprint}|{request with { Name = "" }}");
         var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, (request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}") + ".json")).ToList();
-        if (stored.All(File.Exists) && stored.All(p => JsonNode.Parse(File.ReadAllText(p))?["fingerprint"]?.GetValue<string>() == key))
+        var storedJson = stored.Select(p => JsonFile.ReadDerived(p, j => j["fingerprint"].Node is not null && j["layers"].Items().Count == problem.Layers)).ToList();
+        if (storedJson.All(j => j is { } f && f["fingerprint"].OptionalString() == key))
         {
-            foreach (string p in stored)
+            foreach (var json in storedJson.Select(j => j!.Value))
             {
-                var json = JsonNode.Parse(File.ReadAllText(p))!;
                 var choice = ChoiceOf(problem, json);
                 var totals = MipSearch.Verify(problem, constraints, choice);
-                files.Add(new SolutionFile(json["name"]!.GetValue<string>(), p, new SearchSolution(choice, totals, totals.Kl, json["solver"]!["status"]!.GetValue<string>(), 0, 0), parent));
+                files.Add(new SolutionFile(json["name"].String(), json.File, new SearchSolution(choice, totals, totals.Kl, json["solver"]["status"].String(), 0, 0), parent));
             }
             log($"search: {string.Join(", ", files.Select(f => f.Name))} already solved for these scores, costs and constraints; reusing");
             return files;
@@ -130,6 +132,16 @@ public static class SearchStage
             var json = ToJson(name, problem, request, constraints, solution, verified, parent);
             json["fingerprint"] = key;
             if (check is not null) json["measured_check"] = check;
+            if (check?["met"]?.GetValue<bool>() == false)
+            {
+                // Never store a child that misses the target as if it met it: the file says so and the user is told loudly.
+                json["target_met"] = false;
+                double measured = check["attempts"]!.AsArray()[^1]!["measured_ratio"]!.GetValue<double>();
+                Log.Warning($"search: {name}: the measured throughput ratio {measured:F2}x misses the target {check["target_ratio"]!.GetValue<double>():F2}x " +
+                            $"after {check["attempts"]!.AsArray().Count} checks; {path} holds the closest architecture found (\"target_met\": false). " +
+                            "Lower search.min_throughput_ratio or widen the search space");
+            }
+            else if (check is not null) json["target_met"] = true;
             AtomicFile.WriteJson(path, json);
             log($"search: {name}: KL {verified.Kl:F4}, {verified.TokensPerSecond:N0} tokens/s ({verified.TokensPerSecond / parent.TokensPerSecond:F2}x the parent), " +
                 $"{verified.MemoryBytes / (1 << 20):F1} MiB, {verified.Parameters:N0} parameters; {solution.Status} (gap {solution.Gap:P2}) in {solution.Seconds:F2} s -> {path}");
@@ -173,18 +185,24 @@ public static class SearchStage
             if (next is null) { log("search: no architecture meets the tightened bound; keeping the last one"); break; }
             best = next;
         }
-        return (best, new JsonObject { ["target_ratio"] = targetRatio, ["attempts"] = attempts, ["final_max_time_ms"] = current.MaxTimeMs });
+        double last = attempts[^1]!["measured_ratio"]!.GetValue<double>();
+        return (best, new JsonObject
+        {
+            ["target_ratio"] = targetRatio, ["attempts"] = attempts, ["final_max_time_ms"] = current.MaxTimeMs,
+            ["met"] = last >= targetRatio * 0.99,
+        });
     }
 
     /// <summary>Option indices of a stored solution's per-layer choices.</summary>
-    static int[] ChoiceOf(SearchProblem problem, JsonNode json)
+    static int[] ChoiceOf(SearchProblem problem, JsonField json)
     {
-        var layers = json["layers"]!.AsArray();
+        var layers = json["layers"];
         return problem.Groups.Select(g =>
         {
-            var layer = layers[g.Layer]!;
-            string a = layer["attention"]!.GetValue<string>(), f = layer["ffn"]!.GetValue<string>();
-            return g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == a) && (o.FfnId.Length == 0 || o.FfnId == f));
+            var layer = layers[g.Layer];
+            string a = layer["attention"].String(), f = layer["ffn"].String();
+            int index = g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == a) && (o.FfnId.Length == 0 || o.FfnId == f));
+            return index >= 0 ? index : throw new PuzzleException($"{json.File}: layers[{g.Layer}] ({a}, {f}) is not among the scored options");
         }).ToArray();
     }
 
@@ -300,31 +318,33 @@ public static class SearchStage
         string scoresPath = run.Artifact(BlockScorer.FileName), costsPath = run.Artifact(BlockCosts.FileName);
         if (!File.Exists(scoresPath)) throw new PuzzleException($"{scoresPath}: not found; run `puzzle score --run {run.Path}` first");
         if (!File.Exists(costsPath)) throw new PuzzleException($"{costsPath}: not found; run `puzzle costs --run {run.Path}` first");
-        var scores = JsonNode.Parse(File.ReadAllText(scoresPath))!;
-        var costs = JsonNode.Parse(File.ReadAllText(costsPath))!;
-        if (scores["complete"]?.GetValue<bool>() != true)
-            throw new PuzzleException($"{scoresPath}: scoring is incomplete ({scores["entries"]!.AsArray().Count}/{scores["candidates_total"]} candidates); finish `puzzle score` (all shards)");
-        string mode = scores["mode"]!.GetValue<string>();
-        int batch = costs["scenario"]!["batch"]!.GetValue<int>(), generation = costs["scenario"]!["generation_length"]!.GetValue<int>();
+        var scores = JsonFile.Read(scoresPath);
+        var costs = JsonFile.Read(costsPath);
+        if (scores["complete"].OptionalBool() != true)
+            throw new PuzzleException($"{scoresPath}: scoring is incomplete ({scores["entries"].Items().Count}/{scores["candidates_total"]} candidates); finish `puzzle score` (all shards)");
+        string mode = scores["mode"].String();
+        int batch = costs["scenario"]["batch"].Int(), generation = costs["scenario"]["generation_length"].Int();
         string key = target.ToLowerInvariant() is "cpu" or "measured" ? "measured" : Accelerators.Get(target).Key;
-        var nonBlock = costs["non_block"]!;
-        double scalePrefill = nonBlock["block_scale_prefill"]?.GetValue<double>() ?? 1, scaleDecode = nonBlock["block_scale_decode"]?.GetValue<double>() ?? 1;
-        double Time(JsonNode entry, bool block) => key == "measured"
-            ? (block ? scalePrefill : 1) * entry["prefill"]!["measured"]!["median_ms"]!.GetValue<double>()
-              + generation * (block ? scaleDecode : 1) * entry["decode"]!["measured"]!["median_ms"]!.GetValue<double>()
-            : entry["roofline"]![key]!["prefill_ms"]!.GetValue<double>() + generation * entry["roofline"]![key]!["decode_ms"]!.GetValue<double>();
-        int context = costs["scenario"]!["prompt_length"]!.GetValue<int>() + generation;
-        var cost = costs["entries"]!.AsArray().ToDictionary(e => e!["variant"]!.GetValue<string>(), e => e!);
-        JsonNode Cost(string id) => cost.TryGetValue(id, out var c) ? c
+        var nonBlock = costs["non_block"];
+        double scalePrefill = nonBlock["block_scale_prefill"].OptionalDouble() ?? 1, scaleDecode = nonBlock["block_scale_decode"].OptionalDouble() ?? 1;
+        double Time(JsonField entry, bool block) => key == "measured"
+            ? (block ? scalePrefill : 1) * entry["prefill"]["measured"]["median_ms"].Double()
+              + generation * (block ? scaleDecode : 1) * entry["decode"]["measured"]["median_ms"].Double()
+            : entry["roofline"][key]["prefill_ms"].Double() + generation * entry["roofline"][key]["decode_ms"].Double();
+        int context = costs["scenario"]["prompt_length"].Int() + generation;
+        var cost = new Dictionary<string, JsonField>();
+        foreach (var e in costs["entries"].Items()) cost[e["variant"].String()] = e;
+        JsonField Cost(string id) => cost.TryGetValue(id, out var c) ? c
             : throw new PuzzleException($"{costsPath}: no cost for variant {id} (scores and costs come from different search spaces; rerun `puzzle costs`)");
-        double Memory(JsonNode e) => e["parameter_bytes"]!.GetValue<double>() + (double)batch * context * e["kv_bytes_per_token"]!.GetValue<double>();
+        double Memory(JsonField e) => e["parameter_bytes"].Double() + (double)batch * context * e["kv_bytes_per_token"].Double();
         BlockOption Option(string a, string f, double kl)
         {
             var parts = new[] { a, f }.Where(id => id.Length > 0).Select(Cost).ToList();
-            return new BlockOption(a, f, kl, parts.Sum(e => Time(e, block: true)), parts.Sum(Memory), parts.Sum(e => e["parameters"]!.GetValue<long>()));
+            return new BlockOption(a, f, kl, parts.Sum(e => Time(e, block: true)), parts.Sum(Memory), parts.Sum(e => e["parameters"].Long()));
         }
 
-        var entries = scores["entries"]!.AsArray().Select(e => BlockScore.FromJson(e!)).ToList();
+        var entries = scores["entries"].Items().Select(BlockScore.FromJson).ToList();
+        if (entries.Count == 0) throw new PuzzleException($"{scoresPath}: entries is empty");
         int layers = entries.Max(e => e.Layer) + 1;
         var groups = new List<SearchGroup>();
         var parentIds = ParentVariantIds(run);
@@ -341,10 +361,10 @@ public static class SearchStage
                 groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option("", e.Ffn, e.Kl)).ToList()));
             }
         }
-        return new SearchProblem(groups, layers, Time(nonBlock, block: false), nonBlock["parameter_bytes"]!.GetValue<double>(), nonBlock["parameters"]!.GetValue<long>(),
+        return new SearchProblem(groups, layers, Time(nonBlock, block: false), nonBlock["parameter_bytes"].Double(), nonBlock["parameters"].Long(),
             batch, generation, key, mode)
         {
-            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"]}|{costs["fingerprint"]}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
+            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"].Node}|{costs["fingerprint"].Node}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
         };
     }
 
