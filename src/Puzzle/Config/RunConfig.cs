@@ -175,7 +175,7 @@ public sealed record RunConfig
         NonNegative("gkd.lm_weight", Gkd.LmWeight);
         Check(Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight > 0, "gkd.cosine_weight + gkd.kl_weight + gkd.lm_weight", Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight, "positive (some loss to train on)");
         Positive("evaluation.task_limit", Evaluation.TaskLimit);
-        Positive("evaluation.max_tokens", Evaluation.MaxTokens);
+        if (Evaluation.MaxTokens is { } maxTokens) Positive("evaluation.max_tokens", maxTokens);
         Positive("evaluation.bench_repeats", Evaluation.BenchRepeats);
     }
 

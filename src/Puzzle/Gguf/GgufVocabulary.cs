@@ -17,6 +17,14 @@ public static class GgufVocabulary
     // llama_token_type (llama.cpp's vocabulary), which is also SentencePiece's piece type numbering.
     const int Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5;
 
+    /// <summary>Whether our tokenizer adds BOS (tokenizer_config.json, else what the tokenizer itself does), so llama.cpp does the same.</summary>
+    static bool AddsBos(string modelDir, TokenizerSettings settings)
+    {
+        if (settings.AddBos is { } add) return add;
+        using var tokenizer = TextTokenizer.Load(modelDir);
+        return tokenizer.AddBos;
+    }
+
     public static List<(string, GgufValue)> Read(string modelDir, ModelConfig config)
     {
         string spm = Path.Combine(modelDir, "tokenizer.model"), json = Path.Combine(modelDir, "tokenizer.json");
@@ -74,7 +82,7 @@ public static class GgufVocabulary
         if (eos is { } e) meta.Add(("tokenizer.ggml.eos_token_id", GgufValue.U32(e)));
         if (unknownId is { } u) meta.Add(("tokenizer.ggml.unknown_token_id", GgufValue.U32(u)));
         if (config.PadTokenId is { } p) meta.Add(("tokenizer.ggml.padding_token_id", GgufValue.U32(p)));
-        meta.Add(("tokenizer.ggml.add_bos_token", GgufValue.Bool(settings.AddBos && bos is not null)));
+        meta.Add(("tokenizer.ggml.add_bos_token", GgufValue.Bool(AddsBos(modelDir, settings) && bos is not null)));
         meta.Add(("tokenizer.ggml.add_eos_token", GgufValue.Bool(settings.AddEos)));
         foreach (var (key, value) in meta)
             if (key is "tokenizer.ggml.bos_token_id" or "tokenizer.ggml.eos_token_id" && (uint)value.Value >= config.VocabSize)
