@@ -184,6 +184,8 @@ public sealed record ScoringSection
     public long ValidationTokens { get; init; } = 8_192;
     public int Batch { get; init; } = 16;
     public string Device { get; init; } = "cpu";
+    /// <summary>dtype of the cached layer inputs: bfloat16 (half the memory) or float32 (bit-exact with the parent).</summary>
+    public string CacheDtype { get; init; } = "bfloat16";
 }
 
 /// <summary>The serving target that costs are measured and estimated for.</summary>
