@@ -168,12 +168,13 @@ public sealed record BldSection
     public string Precision { get; init; } = "auto";
     public string Device { get; init; } = "cpu";
     /// <summary>
-    /// "cache": the parent's activations for every batch, computed once and stored in bf16 on disk (fast);
-    /// "recompute": the parent's first layers rerun per batch and layer (no disk); "auto": cache when it needs at most
-    /// <see cref="CacheLimitGib"/>.
+    /// "cache": the parent's activations for every batch, computed once and stored in bf16 on disk (fast; an error
+    /// when the disk cannot hold them); "recompute": the parent's first layers rerun per batch and layer (no disk);
+    /// "auto": cache when it fits, else recompute.
     /// </summary>
-    public string Activations { get; init; } = "auto";
-    public double CacheLimitGib { get; init; } = 8;
+    public string Activations { get; init; } = "cache";
+    /// <summary>Most disk the activation cache may take, GiB; null: the free space of the run directory's disk less 1 GiB.</summary>
+    public double? DiskBudgetGib { get; init; }
 }
 
 /// <summary>Replace-1-block scoring.</summary>
