@@ -198,10 +198,10 @@ public sealed record ScenarioSection
     /// <summary>Weight dtype for memory and roofline figures: bfloat16, float16, float32 or fp8.</summary>
     public string WeightDtype { get; init; } = "bfloat16";
     public string KvDtype { get; init; } = "bfloat16";
-    /// <summary>Where block times are measured.</summary>
+    /// <summary>Where block times are measured, and where GKD, evaluation and the benchmark run.</summary>
     public string Device { get; init; } = "cpu";
-    /// <summary>dtype the measurements run in on that device.</summary>
-    public string MeasureDtype { get; init; } = "float32";
+    /// <summary>The one dtype block costs, the search's measured check and the benchmark run in on that device.</summary>
+    public string MeasureDtype { get; init; } = "bfloat16";
     public int WarmupRuns { get; init; } = 3;
     public int Repeats { get; init; } = 9;
 }
@@ -241,7 +241,6 @@ public sealed record EvaluationSection
     public int TaskLimit { get; init; } = 300;
     public long MaxTokens { get; init; } = 16_384;
     public int BenchRepeats { get; init; } = 3;
-    public string BenchDtype { get; init; } = "bfloat16";
 }
 
 public sealed record ExportSection

@@ -53,7 +53,7 @@ public static class BlockCosts
         var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
         log($"costs: scenario batch {sc.Batch}, prompt {sc.PromptLength}, generation {sc.GenerationLength} (decode context {decodeContext}), " +
             $"measured in {measureDtype} on {Runtime.Devices.Describe(device)}");
-        var timer = new Timer(sc.WarmupRuns, sc.Repeats);
+        var timer = new Timer(sc.WarmupRuns, sc.Repeats, device);
         var measured = new Dictionary<string, (Timing Prefill, Timing Decode)>();                 // same config -> same cost
         var entries = new JsonArray();
         foreach (var v in variants)
@@ -194,17 +194,19 @@ public static class BlockCosts
         return new PhaseWork(2 * n * 3 * h * width, c.FfnParameters(f) * (double)weightBytes + activations + 3 * n * width * 2);
     }
 
-    sealed class Timer(int warmup, int repeats)
+    /// <summary>Warm-up, then repeats timed on a <see cref="Runtime.DeviceClock"/> (synchronised before every read on CUDA).</summary>
+    public sealed class Timer(int warmup, int repeats, Device device, Action? synchronize = null)
     {
         public Timing Measure(Action action)
         {
             for (int i = 0; i < warmup; i++) action();
             var samples = new double[repeats];
+            var clock = new Runtime.DeviceClock(device, synchronize);
             for (int i = 0; i < repeats; i++)
             {
-                long start = Stopwatch.GetTimestamp();
+                clock.Restart();
                 action();
-                samples[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                samples[i] = clock.ElapsedMilliseconds;
             }
             Array.Sort(samples);
             double Quantile(double q) => samples[(int)Math.Round(q * (samples.Length - 1))];

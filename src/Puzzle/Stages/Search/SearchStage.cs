@@ -113,7 +113,7 @@ public static class SearchStage
         {
             var solution = MipSearch.Solve(problem, constraints, previous, request.Diversity, request.RelativeGap);
             JsonObject? check = null;
-            if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0 && run.Config.Scenario.Device == "cpu")
+            if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0)
                 (solution, check) = CheckMeasured(run, problem, constraints, previous, request, solution!, parent.TimeMs / bound, log);
             if (solution is null)
             {
