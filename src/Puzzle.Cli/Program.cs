@@ -21,4 +21,5 @@ root.Subcommands.Add(ChildCommands.Bench());
 root.Subcommands.Add(ChildCommands.Export());
 root.Subcommands.Add(ChildCommands.Report());
 root.Subcommands.Add(InitRandomCommand.Create());
+root.Subcommands.Add(PlanCommand.Create());
 return root.Parse(args).Invoke();

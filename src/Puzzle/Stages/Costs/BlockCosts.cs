@@ -29,7 +29,9 @@ public static class BlockCosts
 {
     public const string FileName = "costs.json";
 
-    public static JsonObject Run(RunDirectory run, Action<string>? log = null)
+    /// <summary>Measured and roofline costs; with <paramref name="rooflineOnly"/> nothing is loaded or timed (a parent of any size,
+    /// e.g. an 80-layer 70B planned for H100s from its config.json alone): only the named accelerators' costs are valid targets.</summary>
+    public static JsonObject Run(RunDirectory run, Action<string>? log = null, bool rooflineOnly = false)
     {
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();
@@ -40,7 +42,7 @@ public static class BlockCosts
         var measureDtype = Checkpoint.ParseDtype(sc.MeasureDtype);
         int weightBytes = DtypeBytes(sc.WeightDtype, "scenario.weight_dtype"), kvBytes = DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
         int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
-        string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}");
+        string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}|{(rooflineOnly ? "roofline" : "measured")}");
         string path = run.Artifact(FileName);
         if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path))?["fingerprint"]?.GetValue<string>() == fingerprint)
         {
@@ -48,6 +50,7 @@ public static class BlockCosts
             return JsonNode.Parse(File.ReadAllText(path))!.AsObject();
         }
 
+        if (rooflineOnly) return RooflineOnly(run, fingerprint, path, clock, log);
         using var parent = Checkpoint.Load(run.ParentDir, device, measureDtype);
         var config = parent.Config;
         var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
@@ -144,6 +147,58 @@ public static class BlockCosts
         log($"costs: {entries.Count} (layer, variant) entries, {measured.Count} distinct subblocks measured; parent prefill {whole.Prefill.MedianMs:F2} ms " +
             $"(parts {partsPrefill:F2}, ratio {partsPrefill / whole.Prefill.MedianMs:F3}), decode step {whole.Decode.MedianMs:F3} ms " +
             $"(parts {partsDecode:F3}, ratio {partsDecode / whole.Decode.MedianMs:F3}) in {clock.Elapsed.TotalSeconds:F1} s -> {path}");
+        return result;
+    }
+
+    static JsonObject RooflineOnly(RunDirectory run, string fingerprint, string path, Stopwatch clock, Action<string> log)
+    {
+        var sc = run.Config.Scenario;
+        var config = HfConfig.Read(run.ParentDir);
+        int weightBytes = DtypeBytes(sc.WeightDtype, "scenario.weight_dtype"), kvBytes = DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
+        int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
+        var none = new Timing(0, 0, 0, 0);
+        var entries = new JsonArray();
+        foreach (var v in SearchSpace.Expand(config, run.Config.SearchSpace))
+        {
+            long parameters = v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!);
+            var prefill = Work(config, v, sc.Batch, sc.PromptLength, 0, weightBytes, kvBytes);
+            var decode = Work(config, v, sc.Batch, 1, decodeContext, weightBytes, kvBytes);
+            entries.Add(new JsonObject
+            {
+                ["layer"] = v.Layer, ["variant"] = v.Id, ["kind"] = v.Kind == SubblockKind.Attention ? "attention" : "ffn",
+                ["parameters"] = parameters, ["parameter_bytes"] = parameters * weightBytes,
+                ["kv_bytes_per_token"] = v.Kind == SubblockKind.Attention ? config.KvBytesPerToken(v.Attention!, kvBytes) : 0,
+                ["prefill"] = Phase(none, prefill), ["decode"] = Phase(none, decode), ["roofline"] = Roofline(prefill, decode, sc),
+            });
+        }
+        var nonBlockPrefill = new PhaseWork(2.0 * sc.Batch * config.HiddenSize * config.VocabSize,
+            (double)config.NonBlockParameters * weightBytes + 2.0 * sc.Batch * sc.PromptLength * config.HiddenSize * 2);
+        var nonBlockDecode = new PhaseWork(2.0 * sc.Batch * config.HiddenSize * config.VocabSize,
+            (double)config.VocabSize * config.HiddenSize * weightBytes + 2.0 * sc.Batch * config.HiddenSize * 2);
+        var result = new JsonObject
+        {
+            ["format_version"] = 1, ["fingerprint"] = fingerprint, ["roofline_only"] = true,
+            ["scenario"] = new JsonObject
+            {
+                ["batch"] = sc.Batch, ["prompt_length"] = sc.PromptLength, ["generation_length"] = sc.GenerationLength,
+                ["decode_context"] = decodeContext, ["weight_dtype"] = sc.WeightDtype, ["kv_dtype"] = sc.KvDtype,
+                ["weight_bytes"] = weightBytes, ["kv_bytes"] = kvBytes,
+            },
+            ["accelerators"] = new JsonArray(Accelerators.All.Select(a => (JsonNode)new JsonObject
+            {
+                ["key"] = a.Key, ["name"] = a.Name, ["bf16_flops"] = a.Bf16Flops, ["fp8_flops"] = a.Fp8Flops,
+                ["bandwidth_bytes_per_s"] = a.Bandwidth, ["memory_bytes"] = a.MemoryBytes, ["source"] = a.Source,
+            }).ToArray()),
+            ["non_block"] = new JsonObject
+            {
+                ["parameters"] = config.NonBlockParameters, ["parameter_bytes"] = config.NonBlockParameters * weightBytes,
+                ["prefill"] = Phase(none, nonBlockPrefill), ["decode"] = Phase(none, nonBlockDecode), ["roofline"] = Roofline(nonBlockPrefill, nonBlockDecode, sc),
+            },
+            ["entries"] = entries,
+            ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2),
+        };
+        AtomicFile.WriteJson(path, result);
+        log($"costs: {entries.Count} (layer, variant) entries from the rooflines only (nothing measured) -> {path}");
         return result;
     }
 

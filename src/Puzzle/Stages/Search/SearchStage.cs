@@ -307,6 +307,8 @@ public static class SearchStage
         string mode = scores["mode"]!.GetValue<string>();
         int batch = costs["scenario"]!["batch"]!.GetValue<int>(), generation = costs["scenario"]!["generation_length"]!.GetValue<int>();
         string key = target.ToLowerInvariant() is "cpu" or "measured" ? "measured" : Accelerators.Get(target).Key;
+        if (key == "measured" && costs["roofline_only"]?.GetValue<bool>() == true)
+            throw new PuzzleException($"{costsPath}: costs are from the rooflines only; search with a named accelerator (--target {string.Join("|", Accelerators.All.Select(a => a.Key))}) or run `puzzle costs` without --roofline-only");
         var nonBlock = costs["non_block"]!;
         double scalePrefill = nonBlock["block_scale_prefill"]?.GetValue<double>() ?? 1, scaleDecode = nonBlock["block_scale_decode"]?.GetValue<double>() ?? 1;
         double Time(JsonNode entry, bool block) => key == "measured"
