@@ -176,7 +176,7 @@ public static class Planner
 
         // 10. Export: the child loaded in fp32, written in the export dtype.
         int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
-        plans.Add(new StagePlan("10 export", P * 2.0 / 400e6, R0 + P * 4L + largest * 4, P * xb, $"host RAM; the child loaded whole in fp32, written in {run.Export.Dtype}", Host: true));
+        plans.Add(new StagePlan("10 export", P * 2.0 / 400e6, R0 + P * (long)xb + largest * 4, P * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
         return plans;
     }
 

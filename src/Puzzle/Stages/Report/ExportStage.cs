@@ -12,7 +12,7 @@ public static class ExportStage
     public static string Run(string childDir, string outDir, string dtype = "bfloat16", string? reportPath = null, bool padFfn = true, Action<string>? log = null)
     {
         log ??= Log.Info;
-        using var loaded = Checkpoint.Load(childDir);
+        using var loaded = Checkpoint.Load(childDir, dtype: Checkpoint.ParseDtype(dtype));                 // held in the export dtype, saved tensor by tensor
         var padded = padFfn ? PadFfnToPortableWidths(loaded) : null;
         var child = padded ?? loaded;
         try
