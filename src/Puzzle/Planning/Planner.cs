@@ -105,8 +105,12 @@ public static class Planner
         long Params(SubblockVariant v) => v.Kind == SubblockKind.Attention ? c.AttentionParameters(v.Attention!) : c.FfnParameters(v.Ffn!);
         var trained = variants.Where(v => v.NeedsTraining).ToList();
         var trainingLayers = trained.Select(v => v.Layer).Distinct().ToList();
+        // Every unit of a layer is alive at once: a whole block as fp32 master (+ a compute copy when not fp32), and for a
+        // trained unit its own sublayer's gradients (fp32 + compute) and AdamW moments.
+        int copy = cb == 4 ? 0 : cb;
+        long Other(SubblockVariant v) => v.Kind == SubblockKind.Attention ? c.FfnParameters(c.Blocks[v.Layer].Ffn) : c.AttentionParameters(c.Blocks[v.Layer].Attention);
         long unitsBytes = trainingLayers.Count == 0 ? 0 : trainingLayers.Max(l => variants.Where(v => v.Layer == l)
-            .Sum(v => (v.NeedsTraining ? 4 + cb + 4 + 8 + cb : 4 + cb) * (c.BlockParameters(l) - (v.Kind == SubblockKind.Attention ? c.FfnParameters(c.Blocks[l].Ffn) : c.AttentionParameters(c.Blocks[l].Attention)) + Params(v))));
+            .Sum(v => (4L + copy) * (Other(v) + Params(v)) + (v.NeedsTraining ? (4L + copy + 8) * Params(v) : 0)));
         long stepTokens = (long)bld.Batch * T;
         long unitActivations = stepTokens * (12L * H + 4L * I) * 4 + (long)bld.Batch * c.NumAttentionHeads * T * T * 4 * 3;
         long validation = 2 * Math.Max(T, bld.ValidationTokens / T * T) * (long)H * 4 + Math.Max(T, bld.CalibrationTokens / T * T) * (long)I * 4;
