@@ -41,17 +41,23 @@ public static class Planner
             using var scope = NewDisposeScope();
             var inputs = model.PrefillInputs(seqLen, 0, dtype);
             var x = randn([1, seqLen, parent.HiddenSize], dtype: dtype);
-            model.Layer(0).Forward(x, inputs).Dispose();                                           // warm-up
+            for (int i = 0; i < 3; i++)
+            {
+                using var warm = NewDisposeScope();
+                model.Layer(0).Forward(x, inputs);                                                 // warm-up: first calls allocate and pick kernels
+            }
             double flops = LayerForwardFlops(parent, 0, seqLen, 1);
             var clock = Stopwatch.StartNew();
-            int runs = 0;
+            var times = new List<double>();
             do
             {
                 using var s = NewDisposeScope();
+                long start = Stopwatch.GetTimestamp();
                 model.Layer(0).Forward(x, inputs);
-                runs++;
-            } while (clock.Elapsed.TotalSeconds < seconds / 2 && runs < 50);
-            return flops * runs / clock.Elapsed.TotalSeconds;
+                times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+            } while (clock.Elapsed.TotalSeconds < seconds / 2 && times.Count < 50);
+            times.Sort();
+            return flops / times[times.Count / 2];                                                  // the median run: robust to a busy machine
         }
         double fp32 = Rate(ScalarType.Float32);
         double computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute);
