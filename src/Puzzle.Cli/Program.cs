@@ -34,6 +34,8 @@ root.Subcommands.Add(ChildCommands.Export());
 root.Subcommands.Add(ChildCommands.Report());
 root.Subcommands.Add(SlurmCommand.Create()); root.Subcommands.Add(SlurmCommand.Stage());
 foreach (var version in root.Options.OfType<VersionOption>()) version.Action = new PrintVersion();
+root.Subcommands.Add(InitRandomCommand.Create());
+root.Subcommands.Add(PlanCommand.Create());
 return root.Parse(args).Invoke();
 
 /// <summary>`puzzle --version`: versions, devices and the process settings (Runtime/VersionInfo.cs).</summary>

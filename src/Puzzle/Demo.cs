@@ -30,7 +30,7 @@ public static class Demo
         Search = new SearchSection { MinThroughputRatio = 2.15, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
         Gkd = new GkdSection { Tokens = 2_000_000, Batch = 16, Lr = 3e-4 },
         // The whole test split (~195k tokens), plus 300 in-domain continuation items built from its addresses.
-        Evaluation = new EvaluationSection { MaxTokens = null, ContinuationItems = 300, BenchRepeats = 5, BenchDtype = "bfloat16" },
+        Evaluation = new EvaluationSection { MaxTokens = null, ContinuationItems = 300, BenchRepeats = 5 },
         Export = new ExportSection { Formats = ["hf", "gguf"] },
     };
 

@@ -186,7 +186,7 @@ public static class Pipeline
         {
             TeacherDir = run.ParentDir, StudentDir = run.Artifact("child"), DataDir = run.DataDir, OutDir = outDir,
             Tokens = g.Tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
-            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens, RestartOnChangedSettings = true,
+            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens, RestartOnChangedSettings = true, Device = run.Config.Scenario.Device,
         });
         string solution = Path.Combine(run.Artifact("child"), "puzzle_solution.json");
         if (File.Exists(solution)) AtomicFile.Copy(solution, Path.Combine(outDir, "puzzle_solution.json"));
@@ -206,7 +206,7 @@ public static class Pipeline
             var fresh = EvalStage.Run(new EvalOptions
             {
                 ModelDir = child, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
-                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, ContinuationItems = e.ContinuationItems,
+                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
                 ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
             });
             fresh["key"] = key;
@@ -220,7 +220,7 @@ public static class Pipeline
             var options = new BenchOptions
             {
                 Models = [run.ParentDir, child], Batch = sc.Batch, PromptLength = sc.PromptLength, GenerationLength = sc.GenerationLength,
-                Repeats = e.BenchRepeats, Dtype = e.BenchDtype,
+                Repeats = e.BenchRepeats, Dtype = sc.MeasureDtype, Device = sc.Device,   // one dtype: costs, measured check and bench
             };
             // Measured after hours of training in this process, generation ran ~20% slower for the child than in a
             // fresh process (allocator and thread-pool state): benchmark in a fresh `puzzle bench` where we can.

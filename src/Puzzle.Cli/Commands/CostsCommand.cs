@@ -9,10 +9,16 @@ internal static class CostsCommand
     public static Command Create()
     {
         var run = CliSupport.RunOption();
-        var command = new Command("costs", "Measure and estimate per-block costs for the run's scenario (params, KV cache, prefill/decode time, rooflines).") { run };
+        var roofline = new Option<bool>("--roofline-only") { Description = "no measurement: costs from the accelerators' rooflines and config.json alone (any parent size)" };
+        var command = new Command("costs", "Measure and estimate per-block costs for the run's scenario (params, KV cache, prefill/decode time, rooflines).") { run, roofline };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var costs = BlockCosts.Run(new RunDirectory(r.GetValue(run)!));
+            var costs = BlockCosts.Run(new RunDirectory(r.GetValue(run)!), rooflineOnly: r.GetValue(roofline));
+            if (costs["roofline_only"]?.GetValue<bool>() == true)
+            {
+                Console.WriteLine($"{costs["entries"]!.AsArray().Count} entries from the rooflines of {string.Join(", ", costs["accelerators"]!.AsArray().Select(a => a!["key"]))}");
+                return 0;
+            }
             Console.WriteLine($"{"variant",-18} {"params",10} {"KV B/tok",9} {"prefill ms",11} {"decode ms",10} {"H100 dec ms",12}");
             foreach (var e in costs["entries"]!.AsArray())
                 Console.WriteLine($"{e!["variant"]!.GetValue<string>(),-18} {e["parameters"]!.GetValue<long>(),10:N0} {e["kv_bytes_per_token"]!.GetValue<long>(),9} " +

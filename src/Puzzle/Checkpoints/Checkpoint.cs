@@ -129,57 +129,12 @@ public static class Checkpoint
     {
         if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16))
             throw new PuzzleException($"checkpoints are written as float32, bfloat16 or float16, not {dtype}");
-        Directory.CreateDirectory(outDir);
-        // config.json marks a complete checkpoint: remove it first, then the weights of an earlier save (so a reader
-        // never mixes shards of two saves), and write it again last.
+        // Tensor by tensor: each parameter is converted to the stored dtype just before it is written.
+        var named = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var specs = model.named_parameters().Select(p => new TensorSpec(p.name, dtype, p.parameter.shape)).ToList();
         string configPath = Path.Combine(outDir, "config.json");
         if (File.Exists(configPath)) File.Delete(configPath);
-        foreach (var stale in Directory.GetFiles(outDir, "model*.safetensors*")) File.Delete(stale);
-
-        var named = model.named_parameters().Select(p => (p.name, p.parameter)).ToList();
-        var shards = new List<List<(string Name, Tensor Tensor)>> { new() };
-        long shardBytes = 0;
-        long elementSize = dtype == ScalarType.Float32 ? 4 : 2;
-        foreach (var (name, parameter) in named)
-        {
-            long bytes = parameter.NumberOfElements * elementSize;
-            if (shards[^1].Count > 0 && shardBytes + bytes > maxShardBytes)
-            {
-                shards.Add([]);
-                shardBytes = 0;
-            }
-            shards[^1].Add((name, parameter));
-            shardBytes += bytes;
-        }
-
-        void WriteShard(string path, List<(string Name, Tensor Tensor)> tensors)
-        {
-            using var scope = NewDisposeScope();
-            var converted = tensors.Select(t => (t.Name, t.Tensor.detach().to(dtype))).ToList();
-            SafeTensorsWriter.Write(path, converted);
-        }
-
-        if (shards.Count == 1) WriteShard(Path.Combine(outDir, SingleFile), shards[0]);
-        else
-        {
-            var weightMap = new JsonObject();
-            long total = 0;
-            for (int i = 0; i < shards.Count; i++)
-            {
-                string file = $"model-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
-                WriteShard(Path.Combine(outDir, file), shards[i]);
-                foreach (var (name, tensor) in shards[i])
-                {
-                    weightMap[name] = file;
-                    total += tensor.NumberOfElements * elementSize;
-                }
-            }
-            AtomicFile.WriteJson(Path.Combine(outDir, IndexFile), new JsonObject
-            {
-                ["metadata"] = new JsonObject { ["total_size"] = total },
-                ["weight_map"] = weightMap,
-            });
-        }
+        StreamingWeights.WriteWeights(outDir, specs, spec => Converted(named[spec.Name], dtype), maxShardBytes);
 
         var c = model.Config;
         var generation = new JsonObject { ["bos_token_id"] = c.BosTokenId, ["do_sample"] = false };
@@ -193,6 +148,12 @@ public static class Checkpoint
             }
         // config.json last: its presence marks a complete checkpoint.
         AtomicFile.WriteJson(configPath, config);
+    }
+
+    static IEnumerable<Tensor> Converted(Tensor parameter, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        yield return parameter.detach().to(dtype).MoveToOuterDisposeScope();
     }
 
     public static string TorchDtypeName(ScalarType dtype) => dtype switch

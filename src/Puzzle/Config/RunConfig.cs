@@ -151,7 +151,8 @@ public sealed record RunConfig
         Positive("bld.clip", Bld.Clip);
         Positive("bld.calibration_tokens", Bld.CalibrationTokens);
         Positive("bld.validation_tokens", Bld.ValidationTokens);
-        NonNegative("bld.cache_limit_gib", Bld.CacheLimitGib);
+        if (Bld.DiskBudgetGib is { } diskBudget) NonNegative("bld.disk_budget_gib", diskBudget);
+        Check(Scoring.CacheDtype is "bfloat16" or "float32" or "float16", "scoring.cache_dtype", Scoring.CacheDtype, "bfloat16, float16 or float32");
         Positive("scoring.validation_tokens", Scoring.ValidationTokens);
         Positive("scoring.batch", Scoring.Batch);
         Positive("scenario.batch", Scenario.Batch);
@@ -236,12 +237,13 @@ public sealed record BldSection
     public string Precision { get; init; } = "auto";
     public string Device { get; init; } = "cpu";
     /// <summary>
-    /// "cache": the parent's activations for every batch, computed once and stored in bf16 on disk (fast);
-    /// "recompute": the parent's first layers rerun per batch and layer (no disk); "auto": cache when it needs at most
-    /// <see cref="CacheLimitGib"/>.
+    /// "cache": the parent's activations for every batch, computed once and stored in bf16 on disk (fast; an error
+    /// when the disk cannot hold them); "recompute": the parent's first layers rerun per batch and layer (no disk);
+    /// "auto": cache when it fits, else recompute.
     /// </summary>
-    public string Activations { get; init; } = "auto";
-    public double CacheLimitGib { get; init; } = 8;
+    public string Activations { get; init; } = "cache";
+    /// <summary>Most disk the activation cache may take, GiB; null: the free space of the run directory's disk less 1 GiB.</summary>
+    public double? DiskBudgetGib { get; init; }
 }
 
 /// <summary>Replace-1-block scoring.</summary>
@@ -252,6 +254,8 @@ public sealed record ScoringSection
     public long ValidationTokens { get; init; } = 8_192;
     public int Batch { get; init; } = 16;
     public string Device { get; init; } = "cpu";
+    /// <summary>dtype of the cached layer inputs: bfloat16 (half the memory) or float32 (bit-exact with the parent).</summary>
+    public string CacheDtype { get; init; } = "bfloat16";
 }
 
 /// <summary>The serving target that costs are measured and estimated for.</summary>
@@ -263,10 +267,10 @@ public sealed record ScenarioSection
     /// <summary>Weight dtype for memory and roofline figures: bfloat16, float16, float32 or fp8.</summary>
     public string WeightDtype { get; init; } = "bfloat16";
     public string KvDtype { get; init; } = "bfloat16";
-    /// <summary>Where block times are measured.</summary>
+    /// <summary>Where block times are measured, and where GKD, evaluation and the benchmark run.</summary>
     public string Device { get; init; } = "cpu";
-    /// <summary>dtype the measurements run in on that device.</summary>
-    public string MeasureDtype { get; init; } = "float32";
+    /// <summary>The one dtype block costs, the search's measured check and the benchmark run in on that device.</summary>
+    public string MeasureDtype { get; init; } = "bfloat16";
     public int WarmupRuns { get; init; } = 3;
     public int Repeats { get; init; } = 9;
 }
@@ -315,7 +319,6 @@ public sealed record EvaluationSection
     /// <summary>Seed of the bootstrap and of the continuation task.</summary>
     public long Seed { get; init; }
     public int BenchRepeats { get; init; } = 3;
-    public string BenchDtype { get; init; } = "bfloat16";
 }
 
 public sealed record ExportSection

@@ -19,8 +19,52 @@ public static class Devices
         throw new PuzzleException($"unknown device '{name}' (expected cpu, cuda or cuda:N)");
     }
 
+    /// <summary>
+    /// Waits until the device has run everything queued on it. CUDA kernels run asynchronously, so a timer read without
+    /// this measures kernel launches; every timer read on a device goes through <see cref="DeviceClock"/>. No-op on the CPU.
+    /// </summary>
+    public static void Synchronize(Device device)
+    {
+        if (device.type == DeviceType.CUDA) cuda.synchronize(device);
+    }
+
     public static string Describe(Device device) =>
         device.type == DeviceType.CPU
             ? $"cpu ({Environment.ProcessorCount} logical cores, {torch.get_num_threads()} torch threads{(ProcessSetup.Applied is { } s ? $"; {s.Allocator}" : "")})"
             : device.ToString();
+}
+
+/// <summary>
+/// A stopwatch for device work: synchronises the device when started and before every read, so that the time covers
+/// the work queued in between and not only its launch.
+/// </summary>
+public sealed class DeviceClock
+{
+    readonly Action _synchronize;
+    long _start;
+
+    public DeviceClock(Device device, Action? synchronize = null)
+    {
+        _synchronize = synchronize ?? (() => Devices.Synchronize(device));
+        Restart();
+    }
+
+    public static DeviceClock StartNew(Device device) => new(device);
+
+    public void Restart()
+    {
+        _synchronize();
+        _start = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    public double ElapsedSeconds
+    {
+        get
+        {
+            _synchronize();
+            return System.Diagnostics.Stopwatch.GetElapsedTime(_start).TotalSeconds;
+        }
+    }
+
+    public double ElapsedMilliseconds => ElapsedSeconds * 1e3;
 }

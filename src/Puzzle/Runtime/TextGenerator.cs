@@ -57,7 +57,7 @@ public static class TextGenerator
 
         var output = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var finished = new bool[batch];
-        var clock = Stopwatch.StartNew();
+        var clock = new DeviceClock(device);                                                  // synchronised reads on CUDA
         double prefillSeconds = 0;
         Tensor? logits = null;
         try
@@ -70,7 +70,7 @@ public static class TextGenerator
                 using var scope = NewDisposeScope();
                 var next = Sample(logits.select(1, 0), options, generator);                  // [B]
                 long[] chosen = next.cpu().data<long>().ToArray();
-                if (step == 0) prefillSeconds = clock.Elapsed.TotalSeconds;
+                if (step == 0) prefillSeconds = clock.ElapsedSeconds;
                 var emitted = new int[batch];
                 for (int r = 0; r < batch; r++)
                 {
@@ -92,7 +92,7 @@ public static class TextGenerator
             logits?.Dispose();
             model.Unfuse();
         }
-        double total = clock.Elapsed.TotalSeconds;
+        double total = clock.ElapsedSeconds;
         return new GenerationResult(output.Select(o => o.ToArray()).ToArray(), prefillSeconds, total - prefillSeconds);
     }
 

@@ -64,6 +64,21 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
         using var child = Checkpoint.Load(fixture.Child);
         Assert.Equal(config.TotalParameters, child.parameters().Sum(p => p.NumberOfElements));
         Assert.False(config.IsHomogeneousLlama);
+
+        // The streamed assembly equals the in-memory one it replaced (parent loaded whole, blocks composed, in the parent's dtype).
+        using var parent = Checkpoint.Load(fixture.Base.ParentDir);
+        var dtype = ChildAssembler.StoredDtype(Checkpoint.WeightMap(fixture.Base.ParentDir));
+        Assert.Equal(Checkpoint.TorchDtypeName(dtype), config.TorchDtype);
+        var childParameters = child.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in parent.named_parameters().Where(p => !p.name.StartsWith("model.layers.", StringComparison.Ordinal)))
+            Assert.True(childParameters[name].eq(p).all().item<bool>(), name);
+        for (int i = 0; i < config.NumLayers; i++)
+        {
+            var layer = solution["layers"]![i]!;
+            using var block = LibraryBlocks.Compose(parent, fixture.Run, i, space[layer["attention"]!.GetValue<string>()], space[layer["ffn"]!.GetValue<string>()]);
+            foreach (var (name, p) in block.named_parameters())
+                Assert.True(childParameters[$"model.layers.{i}.{name}"].eq(p.to(dtype).to(ScalarType.Float32)).all().item<bool>(), $"layer {i} {name}");
+        }
     }
 
     [Fact]

@@ -94,6 +94,25 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     }
 
     [Fact]
+    public void ActivationCache_OverTheDiskBudget_IsAClearError_OrRecomputedWhenAuto()
+    {
+        string run = fixture.NewRun(c => c["bld"]!["disk_budget_gib"] = 1e-6);
+        var e = Assert.Throws<PuzzleException>(() => BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet));
+        // 12 steps × batch 8 × 32 tokens × hidden × 3 boundaries × 2 bytes
+        Assert.Contains("need 0.00 GiB of disk (12 steps × batch 8 × 32 tokens", e.Message);
+        Assert.Contains("bld.disk_budget_gib allows 0.00 GiB", e.Message);
+        Assert.Contains("bld.activations=recompute", e.Message);
+        Assert.False(Directory.Exists(Path.Combine(run, "library", "activations")));
+
+        string auto = fixture.NewRun(c => { c["bld"]!["disk_budget_gib"] = 1e-6; c["bld"]!["activations"] = "auto"; });
+        var logs = new List<string>();
+        var result = BlockLibraryBuilder.Run(new RunDirectory(auto), Shard.All, new LogProgress(), logs.Add);
+        Assert.Contains(logs, l => l.Contains("recomputing the parent's activations per batch"));
+        Assert.Equal(result.Variants, result.Done);
+        Assert.False(Directory.Exists(Path.Combine(auto, "library", "activations")));
+    }
+
+    [Fact]
     public void ChangedBldSettings_RetrainTheUnits()
     {
         string run = fixture.NewRun();

@@ -53,7 +53,7 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
         var parentBlock = Get("L0.attn.kv2", "L0.ffn.w1");
         Assert.InRange(parentBlock.Kl, -1e-6, 1e-6);
         Assert.Equal(1.0, parentBlock.Top1Agreement);
-        Assert.Equal(result.ParentLmLoss, parentBlock.LmLoss, 4);
+        Assert.Equal(result.ParentLmLoss, parentBlock.LmLoss, 3);                              // layer inputs cached in bf16
         Assert.InRange(Get("L1.attn.noop", "L1.ffn.w1").Kl, 0, 1e-4);                          // its attention barely contributed
         double dropFfn = Get("L0.attn.kv2", "L0.ffn.noop").Kl;
         Assert.True(dropFfn > 100 * Get("L1.attn.noop", "L1.ffn.w1").Kl, $"dropping an FFN: KL {dropFfn}");

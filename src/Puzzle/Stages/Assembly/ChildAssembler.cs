@@ -12,7 +12,9 @@ public sealed record AssemblyResult(string OutDir, ModelConfig Config, long Para
 
 /// <summary>
 /// Stage 7: the child from the parent's non-block weights and, per layer, the solution's attention and FFN variants
-/// from the library (the parent's own where chosen), written as a DeciLM checkpoint with the tokenizer.
+/// from the library (the parent's own where chosen), written as a DeciLM checkpoint with the tokenizer. Streamed:
+/// every child tensor is read from the parent's (or the library's) safetensors, converted to the parent's stored
+/// dtype and written before the next is read, so neither model is ever whole in memory.
 /// </summary>
 public static class ChildAssembler
 {
@@ -24,37 +26,89 @@ public static class ChildAssembler
             throw new PuzzleException($"{solutionPath}: no such solution (run `puzzle search --run {run.Path} --name {solutionName}`)");
         var solutionField = JsonFile.Read(solutionPath);
         var solution = solutionField.Node!;
-        using var parent = Checkpoint.Load(run.ParentDir);
-        var variants = SearchSpace.Expand(parent.Config, run.Config.SearchSpace).ToDictionary(v => v.Id);
+        var parentConfig = HfConfig.Read(run.ParentDir);
+        var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
         var layers = solutionField["layers"].Items();
-        if (layers.Count != parent.Config.NumLayers)
-            throw new PuzzleException($"{solutionPath}: {layers.Count} layers but the parent has {parent.Config.NumLayers}");
+        if (layers.Count != parentConfig.NumLayers)
+            throw new PuzzleException($"{solutionPath}: {layers.Count} layers but the parent has {parentConfig.NumLayers}");
         SubblockVariant Variant(string id) => variants.TryGetValue(id, out var v) ? v
             : throw new PuzzleException($"{solutionPath}: variant {id} is not in the run's search space");
         var choices = layers.Select(l => (Attention: Variant(l["attention"].String()), Ffn: Variant(l["ffn"].String()))).ToList();
-        var childConfig = parent.Config.WithBlocks(choices.Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!)));
+        var childConfig = parentConfig.WithBlocks(choices.Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!)));
         LibraryBlocks.Records(run.Path, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
 
-        using var child = new CausalLm(childConfig, CPU, ScalarType.Float32);
-        using (no_grad())
+        var parentFiles = Checkpoint.WeightMap(run.ParentDir);
+        var dtype = StoredDtype(parentFiles);
+        var specs = StreamingWeights.Specs(childConfig, dtype);
+        var open = new Dictionary<string, SafeTensorsFile>();
+        try
         {
-            var target = child.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-            foreach (var (name, p) in parent.named_parameters().Where(p => !p.name.StartsWith("model.layers.", StringComparison.Ordinal)))
-                target[name].copy_(p);
-            for (int i = 0; i < choices.Count; i++)
+            // Where each child tensor comes from: (file, tensor name in it).
+            (string File, string Name) Source(string name)
             {
-                using var block = LibraryBlocks.Compose(parent, run.Path, i, choices[i].Attention, choices[i].Ffn);
-                foreach (var (name, p) in block.named_parameters()) target[$"model.layers.{i}.{name}"].copy_(p);
+                if (!name.StartsWith("model.layers.", StringComparison.Ordinal))
+                    return (parentFiles.TryGetValue(name, out var f) ? f : throw new PuzzleException($"{run.ParentDir}: tensor '{name}' is missing"), name);
+                string rest = name["model.layers.".Length..];
+                int dot = rest.IndexOf('.');
+                int layer = int.Parse(rest[..dot], System.Globalization.CultureInfo.InvariantCulture);
+                string local = rest[(dot + 1)..];
+                var variant = BlockLibraryBuilder.OwnsParameter(choices[layer].Attention, local) ? choices[layer].Attention : choices[layer].Ffn;
+                if (variant.IsParent)
+                    return (parentFiles.TryGetValue(name, out var f) ? f : throw new PuzzleException($"{run.ParentDir}: tensor '{name}' is missing"), name);
+                return (BlockLibrary.WeightsPath(run.Path, variant.Id), local);
             }
+            IEnumerable<Tensor> Produce(TensorSpec spec)
+            {
+                var (path, name) = Source(spec.Name);
+                if (!open.TryGetValue(path, out var file)) open[path] = file = SafeTensorsFile.Open(path);
+                if (!file.Tensors.TryGetValue(name, out var info)) throw new PuzzleException($"{path}: tensor '{name}' is missing");
+                if (!info.Shape.SequenceEqual(spec.Shape))
+                    throw new PuzzleException($"{path}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the child's {spec.Name} needs [{string.Join(", ", spec.Shape)}]");
+                using var value = file.Read(name);
+                if (!isfinite(value).all().item<bool>())
+                    throw new PuzzleException($"{path}: tensor '{name}' holds NaN or infinite values; retrain that variant (delete it and rerun `puzzle library`)");
+                yield return value.to(dtype);
+            }
+            Directory.CreateDirectory(outDir);
+            string configPath = Path.Combine(outDir, "config.json");
+            if (File.Exists(configPath)) File.Delete(configPath);
+            StreamingWeights.WriteWeights(outDir, specs, Produce);
         }
-        Checkpoint.SaveDeciLm(child, outDir, ScalarType.Float32, run.ParentDir);
-        long parameters = child.parameters().Sum(p => p.NumberOfElements);
+        finally
+        {
+            foreach (var f in open.Values) f.Dispose();
+        }
+        string dtypeName = Checkpoint.TorchDtypeName(dtype);
+        var configJson = HfConfig.ToDeciLm(childConfig, dtypeName);
+        AtomicFile.WriteJson(Path.Combine(outDir, "generation_config.json"), new JsonObject
+        {
+            ["bos_token_id"] = childConfig.BosTokenId, ["do_sample"] = false, ["eos_token_id"] = configJson["eos_token_id"]?.DeepClone(),
+        });
+        foreach (string name in Checkpoint.TokenizerFiles)
+        {
+            string source = Path.Combine(run.ParentDir, name);
+            if (File.Exists(source)) AtomicFile.Copy(source, Path.Combine(outDir, name));
+        }
+        AtomicFile.WriteJson(Path.Combine(outDir, "puzzle_solution.json"), solution.DeepClone());
+        // config.json last: its presence marks a complete checkpoint.
+        AtomicFile.WriteJson(Path.Combine(outDir, "config.json"), configJson);
+        long parameters = specs.Sum(s => s.Elements);
         long estimated = solutionField["verified"]["parameters"].Long();
         if (parameters != estimated)
             throw new PuzzleException($"{outDir}: the assembled child has {parameters:N0} parameters but the solution estimated {estimated:N0}");
-        AtomicFile.WriteJson(Path.Combine(outDir, "puzzle_solution.json"), solution.DeepClone());
-        log($"assemble: {solutionName} -> {outDir}: {parameters:N0} parameters (parent {parent.Config.TotalParameters:N0}), " +
-            $"KV cache {childConfig.KvBytesPerToken(2):N0} B/token in bf16 (parent {parent.Config.KvBytesPerToken(2):N0})");
+        log($"assemble: {solutionName} -> {outDir}: {parameters:N0} parameters (parent {parentConfig.TotalParameters:N0}), {dtypeName}, " +
+            $"KV cache {childConfig.KvBytesPerToken(2):N0} B/token in bf16 (parent {parentConfig.KvBytesPerToken(2):N0})");
         return new AssemblyResult(outDir, childConfig, parameters, estimated);
+    }
+
+    /// <summary>The dtype the parent's weights are stored in (of its embedding matrix); F32, BF16 or F16.</summary>
+    public static ScalarType StoredDtype(IReadOnlyDictionary<string, string> weightMap)
+    {
+        const string embedding = "model.embed_tokens.weight";
+        if (!weightMap.TryGetValue(embedding, out var path)) throw new PuzzleException($"the parent has no {embedding}");
+        using var file = SafeTensorsFile.Open(path);
+        var dtype = SafeTensorsFile.ScalarTypeOf(file.Tensors[embedding].Dtype);
+        return dtype is ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 ? dtype
+            : throw new PuzzleException($"{path}: {embedding} is stored as {dtype}; expected F32, BF16 or F16");
     }
 }

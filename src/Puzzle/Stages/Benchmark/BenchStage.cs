@@ -50,9 +50,9 @@ public static class BenchStage
             for (int round = 0; round < o.Warmup + o.Repeats; round++)
                 foreach (int m in RoundOrder(round, models.Count))
                 {
-                    var clock = Stopwatch.StartNew();
+                    var clock = new DeviceClock(device);
                     var result = TextGenerator.Generate(models[m], prompts, options, []);
-                    double total = clock.Elapsed.TotalSeconds;
+                    double total = clock.ElapsedSeconds;
                     if (round >= o.Warmup) samples[m].Add((result.PrefillSeconds, result.DecodeSeconds, total));
                 }
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;

@@ -29,7 +29,9 @@ public static class BlockCosts
 {
     public const string FileName = "costs.json";
 
-    public static JsonObject Run(RunDirectory run, Action<string>? log = null)
+    /// <summary>Measured and roofline costs; with <paramref name="rooflineOnly"/> nothing is loaded or timed (a parent of any size,
+    /// e.g. an 80-layer 70B planned for H100s from its config.json alone): only the named accelerators' costs are valid targets.</summary>
+    public static JsonObject Run(RunDirectory run, Action<string>? log = null, bool rooflineOnly = false)
     {
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();
@@ -40,7 +42,7 @@ public static class BlockCosts
         var measureDtype = Checkpoint.ParseDtype(sc.MeasureDtype);
         int weightBytes = DtypeBytes(sc.WeightDtype, "scenario.weight_dtype"), kvBytes = DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
         int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
-        string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}");
+        string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}|{(rooflineOnly ? "roofline" : "measured")}");
         string path = run.Artifact(FileName);
         if (JsonFile.ReadDerived(path, c => c["entries"].Items().Count > 0 && c["scenario"]["batch"].Int() > 0) is { } stored && stored["fingerprint"].OptionalString() == fingerprint)
         {
@@ -48,12 +50,13 @@ public static class BlockCosts
             return stored.Object();
         }
 
+        if (rooflineOnly) return RooflineOnly(run, fingerprint, path, clock, log);
         using var parent = Checkpoint.Load(run.ParentDir, device, measureDtype);
         var config = parent.Config;
         var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
         log($"costs: scenario batch {sc.Batch}, prompt {sc.PromptLength}, generation {sc.GenerationLength} (decode context {decodeContext}), " +
             $"measured in {measureDtype} on {Runtime.Devices.Describe(device)}");
-        var timer = new Timer(sc.WarmupRuns, sc.Repeats);
+        var timer = new Timer(sc.WarmupRuns, sc.Repeats, device);
         var measured = new Dictionary<string, (Timing Prefill, Timing Decode)>();                 // same config -> same cost
         var entries = new JsonArray();
         foreach (var v in variants)
@@ -147,6 +150,58 @@ public static class BlockCosts
         return result;
     }
 
+    static JsonObject RooflineOnly(RunDirectory run, string fingerprint, string path, Stopwatch clock, Action<string> log)
+    {
+        var sc = run.Config.Scenario;
+        var config = HfConfig.Read(run.ParentDir);
+        int weightBytes = DtypeBytes(sc.WeightDtype, "scenario.weight_dtype"), kvBytes = DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
+        int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
+        var none = new Timing(0, 0, 0, 0);
+        var entries = new JsonArray();
+        foreach (var v in SearchSpace.Expand(config, run.Config.SearchSpace))
+        {
+            long parameters = v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!);
+            var prefill = Work(config, v, sc.Batch, sc.PromptLength, 0, weightBytes, kvBytes);
+            var decode = Work(config, v, sc.Batch, 1, decodeContext, weightBytes, kvBytes);
+            entries.Add(new JsonObject
+            {
+                ["layer"] = v.Layer, ["variant"] = v.Id, ["kind"] = v.Kind == SubblockKind.Attention ? "attention" : "ffn",
+                ["parameters"] = parameters, ["parameter_bytes"] = parameters * weightBytes,
+                ["kv_bytes_per_token"] = v.Kind == SubblockKind.Attention ? config.KvBytesPerToken(v.Attention!, kvBytes) : 0,
+                ["prefill"] = Phase(none, prefill), ["decode"] = Phase(none, decode), ["roofline"] = Roofline(prefill, decode, sc),
+            });
+        }
+        var nonBlockPrefill = new PhaseWork(2.0 * sc.Batch * config.HiddenSize * config.VocabSize,
+            (double)config.NonBlockParameters * weightBytes + 2.0 * sc.Batch * sc.PromptLength * config.HiddenSize * 2);
+        var nonBlockDecode = new PhaseWork(2.0 * sc.Batch * config.HiddenSize * config.VocabSize,
+            (double)config.VocabSize * config.HiddenSize * weightBytes + 2.0 * sc.Batch * config.HiddenSize * 2);
+        var result = new JsonObject
+        {
+            ["format_version"] = 1, ["fingerprint"] = fingerprint, ["roofline_only"] = true,
+            ["scenario"] = new JsonObject
+            {
+                ["batch"] = sc.Batch, ["prompt_length"] = sc.PromptLength, ["generation_length"] = sc.GenerationLength,
+                ["decode_context"] = decodeContext, ["weight_dtype"] = sc.WeightDtype, ["kv_dtype"] = sc.KvDtype,
+                ["weight_bytes"] = weightBytes, ["kv_bytes"] = kvBytes,
+            },
+            ["accelerators"] = new JsonArray(Accelerators.All.Select(a => (JsonNode)new JsonObject
+            {
+                ["key"] = a.Key, ["name"] = a.Name, ["bf16_flops"] = a.Bf16Flops, ["fp8_flops"] = a.Fp8Flops,
+                ["bandwidth_bytes_per_s"] = a.Bandwidth, ["memory_bytes"] = a.MemoryBytes, ["source"] = a.Source,
+            }).ToArray()),
+            ["non_block"] = new JsonObject
+            {
+                ["parameters"] = config.NonBlockParameters, ["parameter_bytes"] = config.NonBlockParameters * weightBytes,
+                ["prefill"] = Phase(none, nonBlockPrefill), ["decode"] = Phase(none, nonBlockDecode), ["roofline"] = Roofline(nonBlockPrefill, nonBlockDecode, sc),
+            },
+            ["entries"] = entries,
+            ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 2),
+        };
+        AtomicFile.WriteJson(path, result);
+        log($"costs: {entries.Count} (layer, variant) entries from the rooflines only (nothing measured) -> {path}");
+        return result;
+    }
+
     static JsonObject Phase(Timing timing, PhaseWork work) => new()
     {
         ["measured"] = timing.ToJson(), ["flops"] = work.Flops, ["bytes"] = work.Bytes,
@@ -194,17 +249,19 @@ public static class BlockCosts
         return new PhaseWork(2 * n * 3 * h * width, c.FfnParameters(f) * (double)weightBytes + activations + 3 * n * width * 2);
     }
 
-    sealed class Timer(int warmup, int repeats)
+    /// <summary>Warm-up, then repeats timed on a <see cref="Runtime.DeviceClock"/> (synchronised before every read on CUDA).</summary>
+    public sealed class Timer(int warmup, int repeats, Device device, Action? synchronize = null)
     {
         public Timing Measure(Action action)
         {
             for (int i = 0; i < warmup; i++) action();
             var samples = new double[repeats];
+            var clock = new Runtime.DeviceClock(device, synchronize);
             for (int i = 0; i < repeats; i++)
             {
-                long start = Stopwatch.GetTimestamp();
+                clock.Restart();
                 action();
-                samples[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                samples[i] = clock.ElapsedMilliseconds;
             }
             Array.Sort(samples);
             double Quantile(double q) => samples[(int)Math.Round(q * (samples.Length - 1))];

@@ -24,22 +24,53 @@ public sealed class ActivationCache : IDisposable
 
     public static long Bytes(int steps, int batch, int seqLen, int hidden, int boundaries) => (long)steps * batch * seqLen * hidden * 2 * boundaries;
 
+    /// <summary>Disk the cache may use: the budget (GiB) if given, never more than the free space less 1 GiB.</summary>
+    public static (long Bytes, string What) DiskRoom(string dir, double? budgetGib)
+    {
+        Directory.CreateDirectory(dir);
+        long free = Math.Max(0, new DriveInfo(Path.GetFullPath(dir)).AvailableFreeSpace - (1L << 30));
+        if (budgetGib is { } gib)
+        {
+            if (!(gib >= 0)) throw new PuzzleException($"bld.disk_budget_gib must be at least 0, got {gib}");
+            long budget = (long)(gib * (1L << 30));
+            return budget <= free ? (budget, "bld.disk_budget_gib") : (free, $"the free space on {dir}'s disk less 1 GiB");
+        }
+        return (free, $"the free space on {dir}'s disk less 1 GiB");
+    }
+
+    static string DirOf(string runDir) => Path.Combine(runDir, BlockLibrary.Folder, "activations");
+
+    /// <summary>Whether a complete cache with this fingerprint, these steps and boundaries is already on disk.</summary>
+    public static bool Reusable(string runDir, string fingerprint, int steps, IReadOnlyCollection<int> boundaries)
+    {
+        string dir = DirOf(runDir);
+        string metaPath = Path.Combine(dir, "activations.json");
+        // A torn or mistyped activations.json is discarded loudly (the cache is rebuilt), never a crash.
+        if (JsonFile.ReadDerived(metaPath, m => m["steps"].Int() >= 0 && m["batch"].Int() > 0 && m["seq_len"].Int() > 0 && m["hidden"].Int() > 0 &&
+                m["boundaries"].Items().All(x => x.Int() >= 0)) is not { } meta)
+            return false;
+        if (meta["fingerprint"].OptionalString() != fingerprint || meta["steps"].Int() != steps) return false;
+        long batchBytes = (long)meta["batch"].Int() * meta["seq_len"].Int() * meta["hidden"].Int() * 2;
+        return boundaries.All(b => meta["boundaries"].Items().Any(x => x.Int() == b)) &&
+               boundaries.All(b => File.Exists(Path.Combine(dir, $"h{b}.bin")) && new FileInfo(Path.Combine(dir, $"h{b}.bin")).Length == steps * batchBytes);
+    }
+
     /// <summary>Reuses a complete cache with the same fingerprint, else computes it.</summary>
     public static ActivationCache Build(string runDir, CausalLm parent, TokenBatchLoader loader, int steps, int batch, int seqLen,
         IReadOnlyCollection<int> boundaries, string fingerprint, Action<string> log)
     {
-        string dir = Path.Combine(runDir, BlockLibrary.Folder, "activations");
+        string dir = DirOf(runDir);
         string metaPath = Path.Combine(dir, "activations.json");
         var cache = new ActivationCache(dir, batch, seqLen, parent.Config.HiddenSize);
-        if (JsonFile.ReadDerived(metaPath, m => m["steps"].Int() >= 0 && m["boundaries"].Items().All(x => x.Int() >= 0)) is { } meta && meta["fingerprint"].OptionalString() == fingerprint &&
-            meta["steps"].Int() == steps && boundaries.All(b => meta["boundaries"].Items().Any(x => x.Int() == b)) &&
-            boundaries.All(b => File.Exists(cache.PathOf(b)) && new FileInfo(cache.PathOf(b)).Length == steps * cache.BatchBytes))
+        if (Reusable(runDir, fingerprint, steps, boundaries))
         {
             log($"library: reusing the parent activations in {dir}");
             return cache;
         }
+        // A stale cache of another fingerprint goes before the new one is written (so the disk never holds both).
         Directory.CreateDirectory(dir);
         TempFiles.Clean(dir);                                                                   // left by a killed build
+        foreach (int b in boundaries) File.Delete(cache.PathOf(b));
         var writers = boundaries.ToDictionary(b => b, b => new FileStream(cache.PathOf(b) + $".tmp-{Environment.ProcessId}", FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20));
         try
         {

@@ -16,7 +16,7 @@ public sealed record LibraryResult(int Variants, int Trained, int Skipped, int D
 /// trained alone to reproduce the parent layer's output from the parent's own input to that layer, with the other
 /// sublayer the parent's (frozen), loss MSE(o_child, o_parent) / MSE(0, o_parent), its own AdamW. Variants of one
 /// layer train on the same batches; the parent's activations come from a bf16 disk cache built with one parent
-/// forward per batch (or are recomputed per batch where the cache would not fit; bld.activations).
+/// forward per batch (within a disk budget; or recomputed per batch with bld.activations=recompute).
 /// </summary>
 public static class BlockLibraryBuilder
 {
@@ -59,18 +59,24 @@ public static class BlockLibraryBuilder
         var trainingLayers = pending.Where(v => v.NeedsTraining).Select(v => v.Layer).Distinct().ToList();
         var boundaries = trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().ToList();
         long cacheBytes = ActivationCache.Bytes(steps, bld.Batch, seqLen, config.HiddenSize, boundaries.Count);
+        var disk = ActivationCache.DiskRoom(run.Artifact(BlockLibrary.Folder), bld.DiskBudgetGib);
+        bool fits = trainingLayers.Count == 0 || ActivationCache.Reusable(run.Path, fingerprint, steps, boundaries) || cacheBytes <= disk.Bytes;
         bool useCache = bld.Activations switch
         {
+            "cache" when !fits => throw new PuzzleException(
+                $"bld: the parent's activations need {Gib(cacheBytes)} GiB of disk ({steps} steps × batch {bld.Batch} × {seqLen} tokens × hidden {config.HiddenSize} × " +
+                $"{boundaries.Count} layer boundaries × 2 bytes) but {disk.What} allows {Gib(disk.Bytes)} GiB; free disk, raise bld.disk_budget_gib, " +
+                "lower bld.tokens_per_variant, split the layers with --shard, or set bld.activations=recompute (about L/2 times the parent compute)"),
             "cache" => true,
             "recompute" => false,
-            "auto" => cacheBytes <= bld.CacheLimitGib * (1L << 30),
-            _ => throw new PuzzleException($"bld.activations '{bld.Activations}' is not auto, cache or recompute"),
+            "auto" => fits,
+            _ => throw new PuzzleException($"bld.activations '{bld.Activations}' is not cache, recompute or auto"),
         };
         using var cache = useCache && trainingLayers.Count > 0
             ? ActivationCache.Build(run.Path, parent, new TokenBatchLoader(train, seqLen, bld.Seed), steps, bld.Batch, seqLen, boundaries, fingerprint, log)
             : null;
         if (!useCache && trainingLayers.Count > 0)
-            log($"library: recomputing the parent's activations per batch (a cache would need {cacheBytes / (1 << 20)} MiB, over bld.cache_limit_gib)");
+            log($"library: recomputing the parent's activations per batch (a cache would need {Gib(cacheBytes)} GiB, {disk.What} allows {Gib(disk.Bytes)} GiB)");
         foreach (int layer in layers)
         {
             var units = pending.Where(v => v.Layer == layer).ToList();
@@ -148,6 +154,8 @@ public static class BlockLibraryBuilder
         log($"library: {records.Count}/{variants.Count} variants in {run.Artifact(BlockLibrary.Folder)} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
         return new LibraryResult(variants.Count, trained, mine.Count - pending.Count, records.Count, clock.Elapsed.TotalSeconds, records);
     }
+
+    static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>A variant being built: fp32 master block, compute-dtype working copy, optimizer.</summary>
     sealed class Unit : IDisposable

@@ -25,7 +25,8 @@ public static class ExportStage
             if (!Formats.Contains(f))
                 throw new PuzzleException($"export.formats: '{f}' is not a format (expected {string.Join(" or ", Formats)})");
         if (formats.Count == 0) throw new PuzzleException("export.formats is empty (expected hf, gguf or both)");
-        using var loaded = Checkpoint.Load(childDir);
+        // Held in the export dtype and saved tensor by tensor (q8_0 is GGUF's alone: quantised from float32).
+        using var loaded = Checkpoint.Load(childDir, dtype: dtype.Equals("q8_0", StringComparison.OrdinalIgnoreCase) ? TorchSharp.torch.ScalarType.Float32 : Checkpoint.ParseDtype(dtype));
         if (formats.Contains("gguf"))
             GgufExporter.Export(loaded, childDir, Path.Combine(outDir, GgufFileName), GgufExporter.ParseType(dtype),
                 Path.GetFileName(Path.GetFullPath(childDir).TrimEnd('/')), log);

@@ -78,7 +78,7 @@ public static class ReportStage
             ["solution"] = solutionName,
             ["parent_dir"] = run.ParentDir,
             ["child_dir"] = Path.GetFullPath(childDir),
-            ["scenario"] = new JsonObject { ["batch"] = sc.Batch, ["prompt_length"] = sc.PromptLength, ["generation_length"] = sc.GenerationLength, ["weight_dtype"] = sc.WeightDtype, ["kv_dtype"] = sc.KvDtype },
+            ["scenario"] = new JsonObject { ["batch"] = sc.Batch, ["prompt_length"] = sc.PromptLength, ["generation_length"] = sc.GenerationLength, ["weight_dtype"] = sc.WeightDtype, ["kv_dtype"] = sc.KvDtype, ["measure_dtype"] = sc.MeasureDtype, ["device"] = sc.Device },
             ["constraints"] = solution["request"]!.DeepClone(),
             ["estimated"] = solution["verified"]!.DeepClone(),
             ["parent"] = parentSide,
@@ -119,7 +119,7 @@ public static class ReportStage
         md.AppendLine($"# Puzzle report: {r["solution"]}");
         md.AppendLine();
         md.AppendLine($"Parent `{r["parent_dir"]}` → child `{r["child_dir"]}`. Scenario: batch {s["batch"]}, prompt {s["prompt_length"]}, " +
-                      $"generation {s["generation_length"]}, weights {s["weight_dtype"]}, KV cache {s["kv_dtype"]}. Throughput and quality are measured " +
+                      $"generation {s["generation_length"]}, weights {s["weight_dtype"]}, KV cache {s["kv_dtype"]}; costs, the search's check and the benchmark timed in {s["measure_dtype"]} on {s["device"]}. Throughput and quality are measured " +
                       "(`puzzle bench`, `puzzle eval`), not estimated.");
         md.AppendLine();
         var protocol = r["protocol"]!;

@@ -115,7 +115,7 @@ public static class SearchStage
         {
             var solution = MipSearch.Solve(problem, constraints, previous, request.Diversity, request.RelativeGap);
             JsonObject? check = null;
-            if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0 && run.Config.Scenario.Device == "cpu")
+            if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0)
                 (solution, check) = CheckMeasured(run, problem, constraints, previous, request, solution!, parent.TimeMs / bound, log);
             if (solution is null)
             {
@@ -325,6 +325,8 @@ public static class SearchStage
         string mode = scores["mode"].String();
         int batch = costs["scenario"]["batch"].Int(), generation = costs["scenario"]["generation_length"].Int();
         string key = target.ToLowerInvariant() is "cpu" or "measured" ? "measured" : Accelerators.Get(target).Key;
+        if (key == "measured" && costs["roofline_only"].OptionalBool() == true)
+            throw new PuzzleException($"{costsPath}: costs are from the rooflines only; search with a named accelerator (--target {string.Join("|", Accelerators.All.Select(a => a.Key))}) or run `puzzle costs` without --roofline-only");
         var nonBlock = costs["non_block"];
         double scalePrefill = nonBlock["block_scale_prefill"].OptionalDouble() ?? 1, scaleDecode = nonBlock["block_scale_decode"].OptionalDouble() ?? 1;
         double Time(JsonField entry, bool block) => key == "measured"

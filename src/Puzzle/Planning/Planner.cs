@@ -1,0 +1,213 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Config;
+using Puzzle.Model;
+using Puzzle.Stages.Costs;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Scoring;
+using static TorchSharp.torch;
+
+namespace Puzzle.Planning;
+
+/// <summary>One stage's estimate: wall time, peak resident memory (host RAM, or device memory per GPU), disk written.</summary>
+public sealed record StagePlan(string Stage, double Seconds, long PeakBytes, long DiskBytes, string Note, bool Host = false);
+
+/// <summary>
+/// What the time estimates rest on: the rate (FLOP/s) a decoder layer of the parent's shape reaches in fp32 and in the
+/// training dtype, and the resident memory of the runtime itself. From a short calibration here or from a GPU roofline.
+/// </summary>
+public sealed record Calibration(string Source, double Fp32Rate, double ComputeRate, ScalarType Compute, long BaselineBytes, int Gpus, double? GpuMemoryBytes)
+{
+    public bool OnGpu => Gpus > 0;
+}
+
+/// <summary>
+/// `puzzle plan`: time, peak memory and disk of every stage for a parent and a run config, before running anything.
+/// The memory model (bytes as a function of layers L, hidden H, vocabulary V, FFN width I, tokens, batch) is the one
+/// in docs/memory.md; every term below names its counterpart there.
+/// </summary>
+public static class Planner
+{
+    /// <summary>Test-split size assumed when evaluation.max_tokens is null (the whole split; the demo's is ~195k tokens).</summary>
+    const long AssumedTestTokens = 200_000;
+
+    public const double GpuUtilisation = 0.4;
+
+    /// <summary>Times one decoder layer of the parent's shape (batch 1 × seq_len tokens) in fp32 and in the training dtype.</summary>
+    public static Calibration Calibrate(ModelConfig parent, int seqLen, ScalarType compute, double seconds = 1.5)
+    {
+        using var noGrad = no_grad();
+        var one = parent with { Blocks = [parent.Blocks[0]], VocabSize = Math.Min(parent.VocabSize, 1024), BosTokenId = null, EosTokenIds = [], PadTokenId = null, MaxPositionEmbeddings = Math.Max(parent.MaxPositionEmbeddings, seqLen) };
+        double Rate(ScalarType dtype)
+        {
+            using var model = new CausalLm(one, CPU, dtype).InitializeRandom(1);
+            using var scope = NewDisposeScope();
+            var inputs = model.PrefillInputs(seqLen, 0, dtype);
+            var x = randn([1, seqLen, parent.HiddenSize], dtype: dtype);
+            for (int i = 0; i < 3; i++)
+            {
+                using var warm = NewDisposeScope();
+                model.Layer(0).Forward(x, inputs);                                                 // warm-up: first calls allocate and pick kernels
+            }
+            double flops = LayerForwardFlops(parent, 0, seqLen, 1);
+            var clock = Stopwatch.StartNew();
+            var times = new List<double>();
+            do
+            {
+                using var s = NewDisposeScope();
+                long start = Stopwatch.GetTimestamp();
+                model.Layer(0).Forward(x, inputs);
+                times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
+            } while (clock.Elapsed.TotalSeconds < seconds / 2 && times.Count < 50);
+            times.Sort();
+            return flops / times[times.Count / 2];                                                  // the median run: robust to a busy machine
+        }
+        double fp32 = Rate(ScalarType.Float32);
+        double computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute);
+        long baseline = Process.GetCurrentProcess().WorkingSet64;
+        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {get_num_threads()} torch threads)", fp32, computeRate, compute, baseline, 0, null);
+    }
+
+    /// <summary>The roofline of <paramref name="gpus"/> accelerators at <see cref="GpuUtilisation"/> of their bf16 peak.</summary>
+    public static Calibration Roofline(AcceleratorSpec gpu, int gpus)
+    {
+        if (gpus <= 0) throw new PuzzleException($"--gpus must be positive, got {gpus}");
+        double rate = gpu.Bf16Flops * GpuUtilisation * gpus;
+        return new Calibration($"{gpus} × {gpu.Name} roofline at {GpuUtilisation:P0} of the bf16 peak", rate, rate, ScalarType.BFloat16, 0, gpus, gpu.MemoryBytes);
+    }
+
+    /// <summary>Forward FLOPs of layer <paramref name="layer"/> for <paramref name="batch"/> sequences of <paramref name="t"/> tokens.</summary>
+    public static double LayerForwardFlops(ModelConfig c, int layer, int t, int batch)
+    {
+        double tokens = (double)batch * t;
+        var a = c.Blocks[layer].Attention;
+        double attention = a.IsGqa ? 2.0 * 2 * c.NumAttentionHeads * c.HeadDim * batch * (t * (t + 1.0) / 2) : 0;
+        return 2 * tokens * c.BlockParameters(layer) + attention;
+    }
+
+    static double BlocksForwardFlops(ModelConfig c, int from, int to, int t, int batch)
+    {
+        double sum = 0;
+        for (int i = from; i < to; i++) sum += LayerForwardFlops(c, i, t, batch);
+        return sum;
+    }
+
+    public static List<StagePlan> Plan(ModelConfig parent, RunConfig run, Calibration cal)
+    {
+        var c = parent;
+        int L = c.NumLayers, H = c.HiddenSize, V = c.VocabSize, T = run.Data.SeqLen;
+        int I = c.Blocks.Max(b => b.Ffn.IntermediateSize ?? 0);
+        long P = c.TotalParameters;
+        double gpus = Math.Max(1, cal.Gpus);
+        long R0 = cal.BaselineBytes;
+        // Weights as the stages hold them: fp32 on the CPU; the compute dtype (bf16) on GPUs, split over the GPUs.
+        int wb = cal.OnGpu ? 2 : 4;
+        long Weights(long parameters) => (long)(parameters * (double)wb / gpus);
+        long PerGpu(double bytes) => (long)(bytes / gpus);
+        int cb = cal.Compute == ScalarType.Float32 ? 4 : 2;
+        var variants = SearchSpace.Expand(c, run.SearchSpace);
+        var plans = new List<StagePlan>();
+
+        // 3. BLD: parent + the largest layer's units (fp32 master, compute copy, grads, AdamW moments) + one step's activations.
+        var bld = run.Bld;
+        int steps = (int)Math.Max(1, bld.TokensPerVariant / ((long)bld.Batch * T));
+        long Params(SubblockVariant v) => v.Kind == SubblockKind.Attention ? c.AttentionParameters(v.Attention!) : c.FfnParameters(v.Ffn!);
+        var trained = variants.Where(v => v.NeedsTraining).ToList();
+        var trainingLayers = trained.Select(v => v.Layer).Distinct().ToList();
+        // Every unit of a layer is alive at once: a whole block as fp32 master (+ a compute copy when not fp32), and for a
+        // trained unit its own sublayer's gradients (fp32 + compute) and AdamW moments.
+        int copy = cb == 4 ? 0 : cb;
+        long Other(SubblockVariant v) => v.Kind == SubblockKind.Attention ? c.FfnParameters(c.Blocks[v.Layer].Ffn) : c.AttentionParameters(c.Blocks[v.Layer].Attention);
+        long unitsBytes = trainingLayers.Count == 0 ? 0 : trainingLayers.Max(l => variants.Where(v => v.Layer == l)
+            .Sum(v => (4L + copy) * (Other(v) + Params(v)) + (v.NeedsTraining ? (4L + copy + 8) * Params(v) : 0)));
+        long stepTokens = (long)bld.Batch * T;
+        long unitActivations = stepTokens * (12L * H + 4L * I) * 4 + (long)bld.Batch * c.NumAttentionHeads * T * T * 4 * 3;
+        long validation = 2 * Math.Max(T, bld.ValidationTokens / T * T) * (long)H * 4 + Math.Max(T, bld.CalibrationTokens / T * T) * (long)I * 4;
+        long cacheDisk = trainingLayers.Count == 0 ? 0 : ActivationCache.Bytes(steps, bld.Batch, T, H, trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().Count());
+        long libraryDisk = trained.Sum(v => 4 * Params(v));
+        double bldFlops = BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps                                   // the cache: one parent pass per step
+                          + trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                         // forward + backward of the unit
+                                                  + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps) // the frozen other sublayer
+                          + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * (bld.ValidationTokens / T)); // validation inputs
+        plans.Add(new StagePlan("3 library (BLD)", bldFlops / cal.ComputeRate,
+            R0 + Weights(P) + PerGpu(unitsBytes + unitActivations + validation),                                   // units train one after another
+            cacheDisk + libraryDisk,
+            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
+
+        // 4. Scoring: parent + ParentCache (bf16 layer inputs, fp32 final hidden) + one batch's forward + vocabulary chunks.
+        var sc = run.Scoring;
+        long rows = Math.Max(1, sc.ValidationTokens / T), tokens = rows * T;
+        int cacheBytes = sc.CacheDtype is "float32" or "fp32" ? 4 : 2;
+        long batchTokens = Math.Min(sc.Batch, rows) * (long)T;
+        long chunk = ParentCache.DefaultVocabChunk(batchTokens, V);
+        long scoringPeak = R0 + Weights(P) + PerGpu(ParentCache.Bytes(L, H, tokens, cacheBytes) + batchTokens * (8L * H + 3L * I) * 4
+                           + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4);
+        var candidates = BlockScorer.Candidates(c, variants, sc.Mode);
+        double headFlops = 2.0 * H * V * tokens;
+        double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows + headFlops
+                              + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens + 2 * headFlops);
+        plans.Add(new StagePlan("4 score", scoringFlops / cal.Fp32Rate, scoringPeak, 0,
+            $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
+
+        // 5. Costs: the parent in the measurement dtype, one block at a time, a KV cache of the scenario.
+        var s = run.Scenario;
+        int mb = s.MeasureDtype is "float32" or "fp32" ? 4 : 2;
+        int repeats = s.WarmupRuns + s.Repeats;
+        var unique = variants.GroupBy(v => v.Kind == SubblockKind.Attention ? $"a{v.Attention}" : $"f{v.Ffn}").Select(g => g.First()).ToList();
+        double prefillTokens = (double)s.Batch * s.PromptLength;
+        double costFlops = repeats * (unique.Sum(v => 2.0 * Params(v) * prefillTokens) + 2 * (2.0 * P * prefillTokens));
+        long kv = c.KvBytesPerToken(mb) * s.Batch * (long)(s.PromptLength + s.GenerationLength);
+        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : costFlops / cal.ComputeRate, R0 + PerGpu(P * (long)mb + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
+            cal.OnGpu ? "roofline: nothing measured" : $"{unique.Count} distinct sublayers, {repeats} runs each, in {s.MeasureDtype}"));
+
+        // 6. Search: the MIP (seconds), then measured checks: generation of parent and candidate child (4 rounds each).
+        double generateFlops = 2.0 * P * s.Batch * (s.PromptLength + s.GenerationLength);
+        bool measuredChecks = run.Search.Target == "measured" && !cal.OnGpu;
+        plans.Add(new StagePlan("6 search", 5 + (measuredChecks ? 4 * 8 * generateFlops / cal.ComputeRate : 0),
+            R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0), 1 << 20, measuredChecks ? "MIP + up to 4 measured checks" : "MIP only"));
+
+        // 7. Assemble: streamed; the largest tensor read and converted.
+        long largest = (long)V * H;
+        plans.Add(new StagePlan("7 assemble", P * 2.0 / 400e6, R0 + largest * (4 + 2), P * 2, "host RAM; streamed; the child is at most the parent's size", Host: true));
+
+        // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, grads, AdamW) + logits of both + activations.
+        var g = run.Gkd;
+        long gkdTokens = (long)g.Batch * T;
+        long logits = gkdTokens * V * (2L * cb + 4 * 4);
+        long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
+        plans.Add(new StagePlan("8 distill (GKD)", g.Tokens * (2.0 * P + 6.0 * P) / cal.ComputeRate,
+            R0 + PerGpu(P * (long)cb + P * (4L + cb + 4 + 8) + logits + activations), P * (4L + 4 + 8),
+            $"{g.Tokens:N0} tokens, batch {g.Batch}; logits {Gib(logits)} GiB per step"));
+
+        // 9. Evaluate + bench: child and parent in fp32 with [batch, T, V] log-probs; bench: both in the measurement dtype.
+        var e = run.Evaluation;
+        long evalTokens = e.MaxTokens ?? AssumedTestTokens;                                     // null: the whole test split
+        double evalFlops = evalTokens * 2.0 * (2.0 * P);
+        double benchFlops = (e.BenchRepeats + 1) * 2 * generateFlops;
+        long evalPeak = R0 + Weights(2 * P) + PerGpu(16L * T * V * 4 * 3);
+        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu(2 * P * (long)mb + 2 * kv)), 1 << 20,
+            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
+
+        // 10. Export: the child loaded in fp32, written in the export dtype.
+        int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
+        plans.Add(new StagePlan("10 export", P * 2.0 / 400e6, R0 + P * (long)xb + largest * 4, P * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
+        return plans;
+    }
+
+    public static JsonObject ToJson(ModelConfig parent, Calibration cal, IReadOnlyList<StagePlan> plans) => new()
+    {
+        ["parameters"] = parent.TotalParameters,
+        ["calibration"] = new JsonObject
+        {
+            ["source"] = cal.Source, ["fp32_flops_per_s"] = cal.Fp32Rate, ["compute_flops_per_s"] = cal.ComputeRate,
+            ["compute_dtype"] = cal.Compute.ToString(), ["baseline_bytes"] = cal.BaselineBytes, ["gpus"] = cal.Gpus,
+        },
+        ["stages"] = new JsonArray(plans.Select(p => (JsonNode)new JsonObject
+        {
+            ["stage"] = p.Stage, ["seconds"] = Math.Round(p.Seconds, 1), ["peak_bytes"] = p.PeakBytes, ["disk_bytes"] = p.DiskBytes, ["note"] = p.Note,
+            ["host"] = p.Host, ["fits"] = cal.GpuMemoryBytes is { } m && !p.Host ? p.PeakBytes <= m : null,
+        }).ToArray()),
+    };
+
+    static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
+}

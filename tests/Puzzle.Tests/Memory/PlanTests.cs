@@ -1,0 +1,95 @@
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.Config;
+using Puzzle.Parents;
+using Puzzle.Planning;
+using Puzzle.Stages;
+using Puzzle.Stages.Costs;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Scoring;
+using Puzzle.Stages.Search;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Puzzle.Tests.Memory;
+
+public class PlanTests
+{
+    static readonly ModelConfig70 Llama70 = new(RandomParent.Preset("llama-3.1-70b") with { BosTokenId = 1, EosTokenIds = [2] });
+
+    sealed record ModelConfig70(Puzzle.Model.ModelConfig Config);
+
+    [Fact]
+    public void Plan_covers_every_stage_of_a_70b_on_h100s_with_the_memory_model()
+    {
+        var config = Llama70.Config;
+        var run = new RunConfig();
+        var plans = Planner.Plan(config, run, Planner.Roofline(Accelerators.Get("h100"), 8));
+        Assert.Equal(["3 library (BLD)", "4 score", "5 costs", "6 search", "7 assemble", "8 distill (GKD)", "9 evaluate + bench", "10 export"], plans.Select(p => p.Stage));
+        Assert.All(plans, p => Assert.True(p.Seconds >= 0 && p.PeakBytes >= 0 && p.DiskBytes >= 0, p.Stage));
+
+        // Scoring: bf16 weights over 8 GPUs + the cache of 80 bf16 layer inputs and the fp32 final hidden state.
+        var score = plans.Single(p => p.Stage == "4 score");
+        long weightsPerGpu = config.TotalParameters * 2 / 8;
+        long cachePerGpu = ParentCache.Bytes(80, 8192, 8192, 2) / 8;
+        Assert.InRange(score.PeakBytes, weightsPerGpu + cachePerGpu, weightsPerGpu + cachePerGpu + (4L << 30));
+        // BLD disk: the bf16 activation cache at all 81 boundaries + the fp32 library.
+        var variants = SearchSpace.Expand(config, run.SearchSpace);
+        int steps = (int)(run.Bld.TokensPerVariant / (run.Bld.Batch * 256L));
+        long library = variants.Where(v => v.NeedsTraining).Sum(v => 4 * (v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!)));
+        Assert.Equal(ActivationCache.Bytes(steps, 16, 256, 8192, 81) + library, plans[0].DiskBytes);
+        // Time from the roofline: the scoring FLOPs at 40 % of 8 × 989 TFLOP/s.
+        Assert.InRange(score.Seconds, 60, 3600);
+        var json = Planner.ToJson(config, Planner.Roofline(Accelerators.Get("h100"), 8), plans);
+        Assert.Equal(8, json["calibration"]!["gpus"]!.GetValue<int>());
+        Assert.True(json["stages"]![1]!["fits"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public void Calibration_on_this_machine_gives_positive_rates_and_a_baseline()
+    {
+        var cal = Planner.Calibrate(TestSupport.TinyParentConfig(), 32, ScalarType.BFloat16, seconds: 0.2);
+        Assert.True(cal.Fp32Rate > 1e6 && cal.ComputeRate > 1e6);
+        Assert.True(cal.BaselineBytes > 50L << 20);
+        var plans = Planner.Plan(TestSupport.TinyParentConfig(), new RunConfig(), cal);
+        Assert.All(plans, p => Assert.True(p.PeakBytes >= cal.BaselineBytes, p.Stage));
+    }
+
+    [Fact]
+    public void An_80_layer_70b_config_is_searched_on_roofline_costs()
+    {
+        string parent = TestSupport.TempDir(), runDir = TestSupport.TempDir();
+        var config = Llama70.Config;
+        File.WriteAllText(Path.Combine(parent, "config.json"), HfConfig.ToLlama(config, "bfloat16").ToJsonString());
+        var runConfig = new RunConfig { Parent = new ParentSection { Path = parent } };
+        runConfig.Save(Path.Combine(runDir, RunConfig.FileName));
+        var run = new RunDirectory(runDir);
+
+        // Scores as a proxy (KL grows with the parameters removed): the search needs only their shape here.
+        var variants = SearchSpace.Expand(config, runConfig.SearchSpace);
+        var candidates = BlockScorer.Candidates(config, variants, "composed");
+        long Full(int layer) => config.BlockParameters(layer);
+        var entries = new JsonArray(candidates.Select(c =>
+        {
+            long kept = (c.Attention.Attention!.NoOp ? 0 : config.AttentionParameters(c.Attention.Attention!)) + (c.Ffn.Ffn!.NoOp ? 0 : config.FfnParameters(c.Ffn.Ffn!));
+            double kl = (1 - kept / (double)Full(c.Layer)) * (1 + c.Layer % 7) * 1e-3;
+            return (JsonNode)new BlockScore(c.Layer, c.Attention.Id, c.Ffn.Id, kl, 2.0, 0.9, 1024).ToJson();
+        }).ToArray());
+        Puzzle.IO.AtomicFile.WriteJson(run.Artifact(BlockScorer.FileName), new JsonObject
+        {
+            ["format_version"] = 1, ["fingerprint"] = "proxy", ["mode"] = "composed", ["tokens"] = 1024, ["parent_lm_loss"] = 2.0,
+            ["candidates_total"] = candidates.Count, ["complete"] = true, ["entries"] = entries,
+        });
+
+        var costs = BlockCosts.Run(run, _ => { }, rooflineOnly: true);
+        Assert.True(costs["roofline_only"]!.GetValue<bool>());
+        Assert.Equal(variants.Count, costs["entries"]!.AsArray().Count);
+        var e = Assert.Throws<PuzzleException>(() => SearchStage.BuildProblem(run, "measured"));
+        Assert.Contains("rooflines only", e.Message);
+
+        var solutions = SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = 1.5, Name = "fast" }, _ => { });
+        var solution = JsonNode.Parse(File.ReadAllText(run.Artifact(SearchStage.Folder, "fast.json")))!;
+        Assert.Equal(80, solution["layers"]!.AsArray().Count);
+        Assert.NotEmpty(solutions);
+    }
+}
