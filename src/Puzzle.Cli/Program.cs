@@ -20,4 +20,5 @@ root.Subcommands.Add(ChildCommands.Eval());
 root.Subcommands.Add(ChildCommands.Bench());
 root.Subcommands.Add(ChildCommands.Export());
 root.Subcommands.Add(ChildCommands.Report());
+root.Subcommands.Add(BaselinesCommand.Create());
 return root.Parse(args).Invoke();

@@ -29,6 +29,7 @@ public static class Demo
         Search = new SearchSection { MinThroughputRatio = 2.15, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
         Gkd = new GkdSection { Tokens = 2_000_000, Batch = 16, Lr = 3e-4 },
         Evaluation = new EvaluationSection { MaxTokens = 16_384, BenchRepeats = 5, BenchDtype = "bfloat16" },
+        Baselines = ["uniform", "depth"],
     };
 
     public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null)

@@ -39,6 +39,7 @@ public static class Pipeline
         bool rebuilt = false;
         stages.Run("7 assemble", () => rebuilt = Assemble(run));
         stages.Run("8 distill", () => Distill(run, rebuilt));
+        stages.Run("8b baselines", () => Stages.Baselines.BaselinesStage.Run(run, bench: o => BenchInFreshProcess(o) ?? BenchStage.Run(o)));
         JsonObject report = new();
         stages.Run("9 evaluate", () => report = Evaluate(run));
         stages.Run("10 export", () => ExportStage.Run(run.Artifact("child-gkd"), run.Artifact("export"), run.Config.Export.Dtype, run.Artifact("report.json"), run.Config.Export.PadFfn));
@@ -183,7 +184,7 @@ public static class Pipeline
         readonly string _path = run.Artifact("pipeline.json");
         readonly List<(string Name, double Seconds)> _done = new();
         readonly Stopwatch _total = Stopwatch.StartNew();
-        static readonly string[] Names = ["1 parent", "2 data", "3 library", "4 score", "5 costs", "6 search", "7 assemble", "8 distill", "9 evaluate", "10 export"];
+        static readonly string[] Names = ["1 parent", "2 data", "3 library", "4 score", "5 costs", "6 search", "7 assemble", "8 distill", "8b baselines", "9 evaluate", "10 export"];
 
         Dictionary<string, double> Previous()
         {

@@ -89,6 +89,7 @@ public static class ReportStage
         AtomicFile.WriteJson(run.Artifact("report.json"), report);
         // Re-read: numbers built in memory keep their CLR type, parsed ones convert freely.
         AtomicFile.WriteAllText(run.Artifact("report.md"), Markdown(JsonNode.Parse(report.ToJsonString())!.AsObject(), hasPareto));
+        BaselinesReport.Write(run, report, log);
         log($"report: measured throughput {throughputRatio:F2}x the parent, quality retention {retention:P1} -> {run.Artifact("report.md")}");
         return report;
     }
