@@ -264,6 +264,7 @@ public static class BaselinesReport
                 var label = plot.Add.Text($"GKD {F(p["gkd_fraction"]!.GetValue<double>(), "0.###")}", x, py);
                 label.LabelFontSize = 11;
                 label.LabelFontColor = color;
+                label.OffsetX = 8;
             }
         }
         if (t["target_ratio"]?.GetValue<double>() is { } target)
