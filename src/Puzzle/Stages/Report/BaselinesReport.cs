@@ -182,21 +182,22 @@ public static class BaselinesReport
                       "Throughput ratio: measured end to end (spread of the rounds in brackets where the bench records it); retention: " +
                       $"{t["retention_definition"]} with its 95% interval where the evaluation gives one.");
         md.AppendLine();
-        md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | summed replace-1-block KL |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var rows = t["rows"]!.AsArray();
         foreach (var r in rows)
         {
             if (r!["status"]!.GetValue<string>() != "ok")
             {
-                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | |");
+                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | | | |");
                 continue;
             }
             double? D(string key) => r[key]?.GetValue<double>();
             md.AppendLine($"| {r["method"]} | {Interval(D("measured_throughput_ratio")!.Value, D("throughput_ratio_min"), D("throughput_ratio_max"), "0.00")}x " +
                           $"| {Interval(D("accuracy_retention")!.Value, D("retention_low"), D("retention_high"), "0.0", 100, "%")} | {F(D("perplexity_ratio"), "0.000")} " +
                           $"| {F(D("kl_to_parent"), "0.0000")} | {F(100 * D("top1_agreement"), "0.00")}% | {r["parameters"]!.GetValue<long>():N0} " +
-                          $"| {r["memory_at_scenario_bytes"]!.GetValue<long>():N0} | {r["kv_bytes_per_token"]!.GetValue<long>():N0} |");
+                          $"| {r["memory_at_scenario_bytes"]!.GetValue<long>():N0} | {r["kv_bytes_per_token"]!.GetValue<long>():N0} " +
+                          $"| {F(D("estimated_throughput_ratio"), "0.00")}x | {F(D("summed_block_kl"), "0.0000")} |");
         }
         md.AppendLine();
         var puzzle = rows.FirstOrDefault(r => r!["method"]!.GetValue<string>() == "puzzle" && r["status"]!.GetValue<string>() == "ok");
