@@ -36,6 +36,7 @@ root.Subcommands.Add(SlurmCommand.Create()); root.Subcommands.Add(SlurmCommand.S
 foreach (var version in root.Options.OfType<VersionOption>()) version.Action = new PrintVersion();
 root.Subcommands.Add(InitRandomCommand.Create());
 root.Subcommands.Add(PlanCommand.Create());
+root.Subcommands.Add(BaselinesCommand.Create());
 return root.Parse(args).Invoke();
 
 /// <summary>`puzzle --version`: versions, devices and the process settings (Runtime/VersionInfo.cs).</summary>

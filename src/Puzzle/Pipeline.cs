@@ -50,6 +50,7 @@ public static class Pipeline
         bool rebuilt = false;
         stages.Run("7 assemble", () => rebuilt = Assemble(run));
         stages.Run("8 distill", () => Distill(run, rebuilt));
+        stages.Run("8b baselines", () => Stages.Baselines.BaselinesStage.Run(run, bench: o => BenchInFreshProcess(o) ?? BenchStage.Run(o)));
         JsonObject report = new();
         stages.Run("9 evaluate", () => report = Evaluate(run));
         stages.Run("10 export", () => ExportStage.Run(run.Artifact("child-gkd"), run.Artifact("export"), run.Config.Export.Dtype, run.Artifact("report.json"), run.Config.Export.PadFfn, formats: run.Config.Export.Formats));
@@ -181,13 +182,7 @@ public static class Pipeline
         string outDir = run.Artifact("child-gkd");
         if (childRebuilt && Directory.Exists(outDir)) Directory.Delete(outDir, recursive: true);   // distilled from another child
         if (File.Exists(Path.Combine(outDir, "config.json"))) IntactOrDiscarded(outDir);
-        var g = run.Config.Gkd;
-        Distiller.Run(new DistillOptions
-        {
-            TeacherDir = run.ParentDir, StudentDir = run.Artifact("child"), DataDir = run.DataDir, OutDir = outDir,
-            Tokens = g.Tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
-            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens, RestartOnChangedSettings = true, Device = run.Config.Scenario.Device,
-        });
+        Distiller.Run(DistillOptionsFor(run, run.Artifact("child"), outDir, run.Config.Gkd.Tokens));
         string solution = Path.Combine(run.Artifact("child"), "puzzle_solution.json");
         if (File.Exists(solution)) AtomicFile.Copy(solution, Path.Combine(outDir, "puzzle_solution.json"));
     }
@@ -203,12 +198,7 @@ public static class Pipeline
         var eval = Cached(evalPath);
         if (eval is null)
         {
-            var fresh = EvalStage.Run(new EvalOptions
-            {
-                ModelDir = child, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
-                TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
-                ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
-            });
+            var fresh = EvalStage.Run(EvalOptionsFor(run, child));
             fresh["key"] = key;
             AtomicFile.WriteJson(evalPath, fresh);
             eval = fresh;
@@ -217,11 +207,7 @@ public static class Pipeline
         if (bench is null)
         {
             var sc = run.Config.Scenario;
-            var options = new BenchOptions
-            {
-                Models = [run.ParentDir, child], Batch = sc.Batch, PromptLength = sc.PromptLength, GenerationLength = sc.GenerationLength,
-                Repeats = e.BenchRepeats, Dtype = sc.MeasureDtype, Device = sc.Device,   // one dtype: costs, measured check and bench
-            };
+            var options = BenchOptionsFor(run, child);
             // Measured after hours of training in this process, generation ran ~20% slower for the child than in a
             // fresh process (allocator and thread-pool state): benchmark in a fresh `puzzle bench` where we can.
             var fresh = BenchInFreshProcess(options) ?? BenchStage.Run(options);
@@ -231,6 +217,42 @@ public static class Pipeline
         }
         string distillation = Path.Combine(child, "distillation.json");
         return ReportStage.Write(run, Solution, child, eval, bench, JsonFile.ReadDerived(distillation)?.Node);
+    }
+
+    /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
+    public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)
+    {
+        var g = run.Config.Gkd;
+        return new DistillOptions
+        {
+            TeacherDir = run.ParentDir, StudentDir = student, DataDir = run.DataDir, OutDir = outDir,
+            Tokens = tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
+            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens,
+            RestartOnChangedSettings = true, Device = run.Config.Scenario.Device,
+        };
+    }
+
+    /// <summary>The evaluation of a model against the parent on the test split (the Puzzle child and every baseline alike).</summary>
+    public static EvalOptions EvalOptionsFor(RunDirectory run, string model)
+    {
+        var e = run.Config.Evaluation;
+        return new EvalOptions
+        {
+            ModelDir = model, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
+            TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
+            ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
+        };
+    }
+
+    /// <summary>The side-by-side benchmark of parent and model at the scenario, in its one measurement dtype.</summary>
+    public static BenchOptions BenchOptionsFor(RunDirectory run, string model)
+    {
+        var sc = run.Config.Scenario;
+        return new BenchOptions
+        {
+            Models = [run.ParentDir, model], Batch = sc.Batch, PromptLength = sc.PromptLength, GenerationLength = sc.GenerationLength,
+            Repeats = run.Config.Evaluation.BenchRepeats, Dtype = sc.MeasureDtype, Device = sc.Device,   // one dtype: costs, measured check and bench
+        };
     }
 
     static JsonObject? BenchInFreshProcess(BenchOptions o)
@@ -255,7 +277,7 @@ public static class Pipeline
         readonly string _path = run.Artifact("pipeline.json");
         readonly List<(string Name, double Seconds)> _done = new();
         readonly Stopwatch _total = Stopwatch.StartNew();
-        static readonly string[] Names = ["1 parent", "2 data", "3 library", "4 score", "5 costs", "6 search", "7 assemble", "8 distill", "9 evaluate", "10 export"];
+        static readonly string[] Names = ["1 parent", "2 data", "3 library", "4 score", "5 costs", "6 search", "7 assemble", "8 distill", "8b baselines", "9 evaluate", "10 export"];
 
         Dictionary<string, double> Previous()
         {

@@ -23,6 +23,10 @@ public sealed record RunConfig
     public GkdSection Gkd { get; init; } = new();
     public EvaluationSection Evaluation { get; init; } = new();
     public ExportSection Export { get; init; } = new();
+    /// <summary>Built-in baselines at the search's throughput target (uniform, depth, subblock, random; `puzzle baselines`).</summary>
+    public string[] Baselines { get; init; } = [];
+    /// <summary>GKD-budget sweep for the Puzzle child and every baseline: shares of gkd.tokens, e.g. [0, 0.1, 0.3, 1].</summary>
+    public double[] BaselinesGkdFractions { get; init; } = [];
 
     static readonly JsonSerializerOptions Options = new()
     {

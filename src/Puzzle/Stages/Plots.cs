@@ -9,7 +9,7 @@ public static class Plots
     static readonly string[] FontFiles = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"];
     static bool _fontsRegistered;
 
-    static void RegisterFonts()
+    internal static void RegisterFonts()
     {
         if (_fontsRegistered) return;
         foreach (string file in FontFiles.Where(File.Exists))
@@ -66,7 +66,7 @@ public static class Plots
         Save(plot, path, Math.Max(700, 60 * layers.Count + 200), 500);
     }
 
-    static void Save(Plot plot, string path, int width, int height)
+    internal static void Save(Plot plot, string path, int width, int height)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         string tmp = path + ".tmp.png";

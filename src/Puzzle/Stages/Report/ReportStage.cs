@@ -104,6 +104,7 @@ public static class ReportStage
         AtomicFile.WriteJson(run.Artifact("report.json"), report);
         // Re-read: numbers built in memory keep their CLR type, parsed ones convert freely.
         AtomicFile.WriteAllText(run.Artifact("report.md"), Markdown(JsonNode.Parse(report.ToJsonString())!.AsObject(), hasPareto));
+        BaselinesReport.Write(run, report, log);
         log($"report: measured throughput {throughputRatio:F2}x the parent, accuracy retention {retention:P1} {Evaluation.EvalStage.FormatInterval(retentionNode["ci95"], percent: true)} on the test split -> {run.Artifact("report.md")}");
         return report;
     }

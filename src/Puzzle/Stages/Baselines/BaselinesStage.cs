@@ -1,0 +1,229 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.IO;
+using Puzzle.Stages.Assembly;
+using Puzzle.Stages.Benchmark;
+using Puzzle.Stages.Evaluation;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Search;
+using Puzzle.Training;
+
+namespace Puzzle.Stages.Baselines;
+
+/// <summary>
+/// Built-in baselines at the search's throughput target (issue 19): each rule of <see cref="BaselineRules"/> picks an
+/// architecture from the same search space, which then takes the Puzzle child's path: assemble → global distillation
+/// → eval → bench, all under RUN/baselines/NAME/ (solution.json, child/, child-gkd/, eval.json, bench.json) and each
+/// step skipped when its artifact is already there for the same inputs. With GKD fractions, every method (the Puzzle
+/// child included, under RUN/baselines/puzzle/) is also distilled with that share of gkd.tokens and evaluated
+/// (gkd-F/): 0 evaluates the assembled child as it is, 1 is the main row.
+/// </summary>
+public static class BaselinesStage
+{
+    public const string Folder = "baselines";
+    public const string PuzzleName = "puzzle";
+    public const int RandomSeed = 1;
+
+    /// <summary>Builds the named baselines (default: the config's `baselines`); returns name → null (done) or why it failed.</summary>
+    public static IReadOnlyDictionary<string, string?> Run(RunDirectory run, IReadOnlyList<string>? names = null, IReadOnlyList<double>? gkdFractions = null,
+        Func<BenchOptions, JsonObject>? bench = null, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        bench ??= o => BenchStage.Run(o);
+        names ??= run.Config.Baselines;
+        gkdFractions ??= run.Config.BaselinesGkdFractions;
+        string configPath = run.Artifact(Config.RunConfig.FileName);
+        foreach (string name in names)
+            if (!BaselineRules.Names.Contains(name))
+                throw new PuzzleException($"{configPath}: baselines: '{name}' is not one of {string.Join(", ", BaselineRules.Names)}");
+        foreach (double f in gkdFractions)
+            if (f is < 0 or > 1 || double.IsNaN(f))
+                throw new PuzzleException($"{configPath}: baselines_gkd_fractions: {f} is not in [0, 1]");
+        var outcome = new Dictionary<string, string?>();
+        if (names.Count == 0 && gkdFractions.Count == 0) return outcome;
+        BaselineContext? context = null;
+        foreach (string name in names)
+        {
+            string dir = run.Artifact(Folder, name);
+            var solution = Solve(run, name, () => context ??= Context(run, log), log);
+            if (solution["status"]!.GetValue<string>() != "ok")
+            {
+                outcome[name] = solution["reason"]!.GetValue<string>();
+                log($"baselines: {name}: {outcome[name]}");
+                continue;
+            }
+            bool rebuilt = Assemble(run, name, dir, log);
+            string distilled = Path.Combine(dir, "child-gkd");
+            if (rebuilt && Directory.Exists(distilled)) Directory.Delete(distilled, recursive: true);
+            Distill(run, Path.Combine(dir, "child"), distilled, run.Config.Gkd.Tokens, log);
+            Evaluate(run, distilled, Path.Combine(dir, "eval.json"), log);
+            Bench(run, distilled, Path.Combine(dir, "bench.json"), bench, log);
+            Sweep(run, Path.Combine(dir, "child"), dir, gkdFractions, rebuilt, log);
+            outcome[name] = null;
+            log($"baselines: {name} done -> {dir}");
+        }
+        if (gkdFractions.Count > 0)
+        {
+            string child = run.Artifact("child");
+            if (!File.Exists(Path.Combine(child, "config.json"))) throw new PuzzleException($"{child}: the Puzzle child is not assembled; run the pipeline (or `puzzle assemble`) first");
+            Sweep(run, child, run.Artifact(Folder, PuzzleName), gkdFractions, childRebuilt: false, log);
+        }
+        return outcome;
+    }
+
+    /// <summary>RUN/baselines/NAME/solution.json: the rule's architecture (or why it has none), reused for the same scores, costs and target.</summary>
+    static JsonNode Solve(RunDirectory run, string name, Func<BaselineContext> context, Action<string> log)
+    {
+        string path = run.Artifact(Folder, name, "solution.json");
+        double target = TargetRatio(run);
+        var s = run.Config.Search;
+        string key = RunDirectory.Hash($"{SearchStage.BuildProblem(run, s.Target).Fingerprint}|{name}|{target}|{s.MaxMemoryGib}|{s.MaxParams}|{RandomSeed}|{run.DataDir}|{run.Config.Scoring.ValidationTokens}");
+        if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is { } stored && stored["key"]?.GetValue<string>() == key)
+        {
+            log($"baselines: {name}: solution already chosen for these scores, costs and target; reusing {path}");
+            return stored;
+        }
+        var ctx = context();
+        JsonObject json;
+        try
+        {
+            var architecture = name switch
+            {
+                "uniform" => BaselineRules.Uniform(ctx),
+                "depth" => BaselineRules.Depth(ctx, BlockInfluence.ForRun(run, run.Artifact(Folder, name, BlockInfluence.FileName), log)),
+                "subblock" => BaselineRules.Subblock(ctx),
+                "random" => BaselineRules.Random(ctx, RandomSeed),
+                _ => throw new ArgumentOutOfRangeException(nameof(name)),
+            };
+            json = ToJson(name, ctx, architecture);
+            log($"baselines: {name}: estimated {architecture.EstimatedRatio:F2}x" +
+                (architecture.MeasuredRatio is { } m ? $", measured {m:F2}x" : "") + $" (target {target:F2}x), summed KL {architecture.Estimated.Kl:F4}, " +
+                $"{architecture.Estimated.Parameters:N0} parameters");
+        }
+        catch (PuzzleException e)
+        {
+            json = new JsonObject { ["format_version"] = 1, ["name"] = name, ["status"] = "unreachable", ["reason"] = e.Message, ["target_ratio"] = target };
+        }
+        json["key"] = key;
+        AtomicFile.WriteJson(path, json);
+        return json;
+    }
+
+    public static double TargetRatio(RunDirectory run) => run.Config.Search.MinThroughputRatio
+        ?? throw new PuzzleException($"{run.Artifact(Config.RunConfig.FileName)}: search.min_throughput_ratio is not set; baselines are built at the search's throughput target");
+
+    /// <summary>The search's problem and target, and the engine timing the search's measured check uses.</summary>
+    public static BaselineContext Context(RunDirectory run, Action<string> log)
+    {
+        var s = run.Config.Search;
+        var problem = SearchStage.BuildProblem(run, s.Target);
+        var parentChoice = SearchStage.ParentChoice(run, problem);
+        var parent = HfConfig.Read(run.ParentDir);
+        var bounds = SearchStage.Constraints(problem, problem.Totals(parentChoice), new SearchRequest { MaxMemoryGiB = s.MaxMemoryGib, MaxParameters = s.MaxParams });
+        bool measured = problem.Target == "measured" && run.Config.Scenario.Device == "cpu";
+        return new BaselineContext
+        {
+            Problem = problem, ParentChoice = parentChoice, TargetRatio = TargetRatio(run), Parent = parent, Bounds = bounds,
+            Variants = SearchSpace.Expand(parent, run.Config.SearchSpace).ToDictionary(v => v.Id),
+            Measure = measured ? child => { var (p, c) = ArchitectureTimer.Measure(parent, child, run.Config.Scenario); return c / p; } : null,
+            Log = log,
+        };
+    }
+
+    static JsonObject ToJson(string name, BaselineContext ctx, BaselineArchitecture a)
+    {
+        var p = ctx.Problem;
+        var choice = ctx.ChoiceOf(a.Layers);
+        JsonObject Totals(SearchTotals t) => new()
+        {
+            ["kl"] = t.Kl, ["time_ms"] = t.TimeMs, ["tokens_per_second"] = t.TokensPerSecond,
+            ["throughput_ratio"] = t.TokensPerSecond / ctx.ParentTotals.TokensPerSecond, ["memory_bytes"] = t.MemoryBytes, ["parameters"] = t.Parameters,
+        };
+        var layers = new JsonArray();
+        for (int layer = 0; layer < p.Layers; layer++)
+        {
+            var chosen = p.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[choice[x.i]]).ToList();
+            layers.Add(new JsonObject
+            {
+                ["layer"] = layer, ["attention"] = a.Layers[layer].Attention, ["ffn"] = a.Layers[layer].Ffn,
+                ["kl"] = chosen.Sum(o => o.Kl), ["time_ms"] = chosen.Sum(o => o.TimeMs),
+                ["memory_bytes"] = chosen.Sum(o => o.MemoryBytes), ["parameters"] = chosen.Sum(o => o.Parameters),
+            });
+        }
+        return new JsonObject
+        {
+            ["format_version"] = 1, ["name"] = name, ["status"] = "ok", ["target"] = p.Target, ["score_mode"] = p.Mode,
+            ["target_ratio"] = ctx.TargetRatio, ["estimated_ratio"] = a.EstimatedRatio, ["measured_ratio"] = a.MeasuredRatio,
+            ["rule"] = a.Details, ["checks"] = a.Checks,
+            ["verified"] = Totals(a.Estimated), ["parent"] = Totals(ctx.ParentTotals), ["layers"] = layers,
+        };
+    }
+
+    /// <summary>RUN/baselines/NAME/child unless it already holds this solution; true when rebuilt.</summary>
+    static bool Assemble(RunDirectory run, string name, string dir, Action<string> log)
+    {
+        string child = Path.Combine(dir, "child");
+        string solution = File.ReadAllText(Path.Combine(dir, "solution.json"));
+        string existing = Path.Combine(child, "puzzle_solution.json");
+        if (File.Exists(existing) && File.Exists(Path.Combine(child, "config.json")) &&
+            JsonNode.Parse(File.ReadAllText(existing))!["layers"]!.ToJsonString() == JsonNode.Parse(solution)!["layers"]!.ToJsonString())
+        {
+            log($"baselines: {name}: {child} already holds this solution; reusing it");
+            return false;
+        }
+        // The assembler reads RUN/solutions/NAME.json; the baseline's solution is reached from there.
+        ChildAssembler.Run(run, Path.Combine("..", Folder, name, "solution"), child, log);
+        return true;
+    }
+
+    static void Distill(RunDirectory run, string student, string outDir, long tokens, Action<string> log)
+    {
+        Distiller.Run(Pipeline.DistillOptionsFor(run, student, outDir, tokens), log);
+    }
+
+    /// <summary>The same evaluation as the Puzzle child's (Pipeline), cached by the model's fingerprint.</summary>
+    static JsonNode Evaluate(RunDirectory run, string model, string path, Action<string> log)
+    {
+        string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(model)}|{run.Config.Evaluation}|{run.Config.Scenario}");
+        if (Cached(path, key) is { } cached) return cached;
+        var fresh = EvalStage.Run(Pipeline.EvalOptionsFor(run, model), log);
+        fresh["key"] = key;
+        AtomicFile.WriteJson(path, fresh);
+        return fresh;
+    }
+
+    /// <summary>The same side-by-side benchmark as the Puzzle child's: parent and baseline, the scenario, the run's repeats.</summary>
+    static JsonNode Bench(RunDirectory run, string model, string path, Func<BenchOptions, JsonObject> bench, Action<string> log)
+    {
+        string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(model)}|{run.Config.Evaluation}|{run.Config.Scenario}");
+        if (Cached(path, key) is { } cached) return cached;
+        var fresh = bench(Pipeline.BenchOptionsFor(run, model));
+        fresh["key"] = key;
+        AtomicFile.WriteJson(path, fresh);
+        return fresh;
+    }
+
+    static JsonNode? Cached(string path, string key) =>
+        File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is { } j && j["key"]?.GetValue<string>() == key ? j : null;
+
+    public static string FractionLabel(double f) => f.ToString("0.###", CultureInfo.InvariantCulture);
+
+    /// <summary>gkd-F/: the child distilled with F × gkd.tokens (F = 0: as assembled) and evaluated; F = 1 is the main row.</summary>
+    static void Sweep(RunDirectory run, string child, string dir, IReadOnlyList<double> fractions, bool childRebuilt, Action<string> log)
+    {
+        foreach (double f in fractions.Where(f => f < 1).Distinct())
+        {
+            string point = Path.Combine(dir, $"gkd-{FractionLabel(f)}");
+            string model = child;
+            if (f > 0)
+            {
+                model = Path.Combine(point, "child-gkd");
+                if (childRebuilt && Directory.Exists(model)) Directory.Delete(model, recursive: true);
+                Distill(run, child, model, (long)Math.Round(f * run.Config.Gkd.Tokens), log);
+            }
+            Directory.CreateDirectory(point);
+            Evaluate(run, model, Path.Combine(point, "eval.json"), log);
+        }
+    }
+}

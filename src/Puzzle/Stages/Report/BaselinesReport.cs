@@ -1,0 +1,301 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
+using Puzzle.IO;
+using Puzzle.Stages.Baselines;
+using Puzzle.Stages.Search;
+using ScottPlot;
+
+namespace Puzzle.Stages.Report;
+
+/// <summary>
+/// The baselines table and plots of the report (issue 19): one row per method (the Puzzle child first) from its
+/// eval.json, bench.json and distilled child, in report.json under "baselines", a "Baselines" section of report.md,
+/// report-baselines.png (accuracy retention vs measured throughput ratio) and, with a GKD sweep,
+/// report-baselines-gkd.png (retention vs GKD tokens). Does nothing for runs without RUN/baselines/.
+/// </summary>
+public static class BaselinesReport
+{
+    const string Heading = "## Baselines at equal measured throughput";
+
+    /// <summary>Adds the baselines to <paramref name="report"/> (or RUN/report.json) and rewrites report.json and report.md.</summary>
+    public static void Write(RunDirectory run, JsonObject? report = null, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        string root = run.Artifact(BaselinesStage.Folder);
+        if (!Directory.Exists(root)) return;
+        string jsonPath = run.Artifact("report.json"), mdPath = run.Artifact("report.md");
+        if (report is null && !File.Exists(jsonPath)) throw new PuzzleException($"{jsonPath}: not found; run the pipeline to its report first");
+        report ??= JsonNode.Parse(File.ReadAllText(jsonPath))!.AsObject();
+        var table = Table(run);
+        report["baselines"] = table;
+        if (report["plots"] is JsonArray plots)
+            foreach (string png in new[] { "report-baselines.png", "report-baselines-gkd.png" })
+                if (File.Exists(run.Artifact(png)) && !plots.Any(p => p?.GetValue<string>() == png)) plots.Add(png);
+        AtomicFile.WriteJson(jsonPath, report);
+        string md = File.Exists(mdPath) ? File.ReadAllText(mdPath) : "";
+        int start = md.IndexOf(Heading, StringComparison.Ordinal);
+        if (start >= 0)
+        {
+            int end = md.IndexOf("\n## ", start + Heading.Length, StringComparison.Ordinal);
+            md = md[..start] + (end >= 0 ? md[(end + 1)..] : "");
+        }
+        AtomicFile.WriteAllText(mdPath, md.TrimEnd() + "\n\n" + Markdown(JsonNode.Parse(table.ToJsonString())!.AsObject()));
+        log($"report: baselines table ({table["rows"]!.AsArray().Count} methods) -> {mdPath}, report-baselines.png");
+    }
+
+    /// <summary>
+    /// Accuracy retention of an eval.json (the paper's definition: mean child/parent accuracy on the test split, see
+    /// EvalStage.RetentionDefinition) with its paired-bootstrap 95% interval. The one place the table reads retention.
+    /// </summary>
+    public static (double Value, double? Low, double? High) Retention(JsonNode eval)
+    {
+        var r = eval["retention"]!;
+        var ci = r["ci95"];
+        return (r["value"]!.GetValue<double>(), ci?[0]?.GetValue<double>(), ci?[1]?.GetValue<double>());
+    }
+
+    /// <summary>Measured end-to-end throughput ratio of a bench.json's second model to its first, with the spread of the rounds where the bench gives it.</summary>
+    public static (double Value, double? Min, double? Max) ThroughputRatio(JsonNode bench)
+    {
+        var rows = bench["models"]!.AsArray();
+        var row = rows[1]!;
+        double value = row["end_to_end_tokens_per_s"]!.GetValue<double>() / rows[0]!["end_to_end_tokens_per_s"]!.GetValue<double>();
+        var spread = row["end_to_end_ratio_spread"];
+        return (value, (spread?[0] ?? row["end_to_end_ratio_min"])?.GetValue<double>(), (spread?[1] ?? row["end_to_end_ratio_max"])?.GetValue<double>());
+    }
+
+    static JsonObject Table(RunDirectory run)
+    {
+        var sc = run.Config.Scenario;
+        int kvBytes = Costs.BlockCosts.DtypeBytes(sc.KvDtype, "scenario.kv_dtype"), weightBytes = Costs.BlockCosts.DtypeBytes(sc.WeightDtype, "scenario.weight_dtype");
+        long context = sc.PromptLength + sc.GenerationLength;
+        string root = run.Artifact(BaselinesStage.Folder);
+        JsonNode? Read(string path) => File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) : null;
+
+        JsonArray Sweep(string dir, JsonNode? main)
+        {
+            var points = new List<(double F, JsonNode Eval)>();
+            if (Directory.Exists(dir))
+                foreach (string point in Directory.GetDirectories(dir, "gkd-*"))
+                    if (double.TryParse(Path.GetFileName(point)[4..], NumberStyles.Float, CultureInfo.InvariantCulture, out double f) && Read(Path.Combine(point, "eval.json")) is { } e)
+                        points.Add((f, e));
+            if (main is not null && points.Count > 0) points.Add((1.0, main));
+            return new JsonArray(points.OrderBy(p => p.F).Select(p =>
+            {
+                var (value, low, high) = Retention(p.Eval);
+                return (JsonNode)new JsonObject
+                {
+                    ["gkd_fraction"] = p.F, ["gkd_tokens"] = (long)Math.Round(p.F * run.Config.Gkd.Tokens),
+                    ["accuracy_retention"] = value, ["retention_low"] = low, ["retention_high"] = high,
+                    ["perplexity_ratio"] = PerplexityRatio(p.Eval), ["kl_to_parent"] = p.Eval["metrics"]!["kl_to_reference"]?.GetValue<double>(),
+                };
+            }).ToArray());
+        }
+
+        JsonObject Row(string method, string? childDir, JsonNode? eval, JsonNode? bench, JsonNode? solution, string sweepDir)
+        {
+            var row = new JsonObject { ["method"] = method };
+            if (solution?["status"]?.GetValue<string>() is { } status && status != "ok")
+            {
+                row["status"] = status;
+                row["reason"] = solution["reason"]!.GetValue<string>();
+                return row;
+            }
+            if (eval is null || bench is null || childDir is null || !File.Exists(Path.Combine(childDir, "config.json")))
+            {
+                row["status"] = "incomplete";
+                row["reason"] = "not yet distilled, evaluated and benchmarked";
+                return row;
+            }
+            var config = HfConfig.Read(childDir);
+            var (ratio, min, max) = ThroughputRatio(bench);
+            var (retention, low, high) = Retention(eval);
+            row["status"] = "ok";
+            row["measured_throughput_ratio"] = ratio;
+            row["throughput_ratio_min"] = min;
+            row["throughput_ratio_max"] = max;
+            row["estimated_throughput_ratio"] = solution?["verified"]?["throughput_ratio"]?.GetValue<double>();
+            row["summed_block_kl"] = solution?["verified"]?["kl"]?.GetValue<double>();
+            row["accuracy_retention"] = retention;
+            row["retention_low"] = low;
+            row["retention_high"] = high;
+            row["perplexity_ratio"] = PerplexityRatio(eval);
+            row["kl_to_parent"] = eval["metrics"]!["kl_to_reference"]?.GetValue<double>();
+            row["top1_agreement"] = eval["metrics"]!["top1_agreement"]?.GetValue<double>();
+            row["parameters"] = config.TotalParameters;
+            row["memory_at_scenario_bytes"] = config.TotalParameters * weightBytes + (long)sc.Batch * context * config.KvBytesPerToken(kvBytes);
+            row["kv_bytes_per_token"] = config.KvBytesPerToken(kvBytes);
+            row["gkd_sweep"] = Sweep(sweepDir, eval);
+            return row;
+        }
+
+        var rows = new JsonArray();
+        rows.Add(Row("puzzle", run.Artifact("child-gkd"), Read(run.Artifact("eval", "eval.json")), Read(run.Artifact("eval", "bench.json")),
+            Read(run.Artifact(SearchStage.Folder, Pipeline.Solution + ".json")), Path.Combine(root, BaselinesStage.PuzzleName)));
+        foreach (string name in BaselineRules.Names.Where(n => Directory.Exists(Path.Combine(root, n))))
+        {
+            string dir = Path.Combine(root, name);
+            rows.Add(Row(name, Path.Combine(dir, "child-gkd"), Read(Path.Combine(dir, "eval.json")), Read(Path.Combine(dir, "bench.json")),
+                Read(Path.Combine(dir, "solution.json")), dir));
+        }
+        var table = new JsonObject
+        {
+            ["target_ratio"] = run.Config.Search.MinThroughputRatio,
+            ["target"] = run.Config.Search.Target,
+            ["gkd_tokens"] = run.Config.Gkd.Tokens,
+            ["retention_definition"] = Evaluation.EvalStage.RetentionDefinition,
+            ["rows"] = rows,
+        };
+        var parsed = JsonNode.Parse(table.ToJsonString())!.AsObject();
+        if (rows.Any(r => r!["status"]!.GetValue<string>() == "ok"))
+        {
+            RetentionVsThroughput(run.Artifact("report-baselines.png"), parsed);
+            if (parsed["rows"]!.AsArray().Any(r => r!["gkd_sweep"] is JsonArray { Count: > 0 }))
+                RetentionVsGkd(run.Artifact("report-baselines-gkd.png"), parsed);
+        }
+        return table;
+    }
+
+    static double PerplexityRatio(JsonNode eval) =>
+        eval["metrics"]!["perplexity"]!.GetValue<double>() / eval["reference_metrics"]!["perplexity"]!.GetValue<double>();
+
+    static string F(double? v, string format) => v is { } x ? x.ToString(format, CultureInfo.InvariantCulture) : "–";
+
+    static string Interval(double value, double? low, double? high, string format, double scale = 1, string unit = "") =>
+        F(value * scale, format) + unit + (low is { } l && high is { } h ? $" [{F(l * scale, format)}, {F(h * scale, format)}]" : "");
+
+    static string Markdown(JsonObject t)
+    {
+        var md = new StringBuilder();
+        md.AppendLine(Heading);
+        md.AppendLine();
+        md.AppendLine($"Every method picks one variant per layer from the same search space at the search's target of {F(t["target_ratio"]?.GetValue<double>(), "0.00")}x " +
+                      $"({t["target"]} target; architectures checked by timing them in the engine where the target is measured), then takes the Puzzle child's path: " +
+                      $"assemble, global distillation ({t["gkd_tokens"]!.GetValue<long>():N0} tokens), `puzzle eval` and a side-by-side `puzzle bench` against the parent. " +
+                      "Baselines: `uniform` one KV-head count and FFN width in every layer (widest that reaches the target), `depth` whole layers removed by lowest " +
+                      "ShortGPT block influence, `subblock` the MIP on subblock (not composed) scores, `random` a seeded random architecture. " +
+                      "Throughput ratio: measured end to end (spread of the rounds in brackets where the bench records it); retention: " +
+                      $"{t["retention_definition"]} with its 95% interval where the evaluation gives one.");
+        md.AppendLine();
+        md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | summed replace-1-block KL |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        var rows = t["rows"]!.AsArray();
+        foreach (var r in rows)
+        {
+            if (r!["status"]!.GetValue<string>() != "ok")
+            {
+                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | | | |");
+                continue;
+            }
+            double? D(string key) => r[key]?.GetValue<double>();
+            md.AppendLine($"| {r["method"]} | {Interval(D("measured_throughput_ratio")!.Value, D("throughput_ratio_min"), D("throughput_ratio_max"), "0.00")}x " +
+                          $"| {Interval(D("accuracy_retention")!.Value, D("retention_low"), D("retention_high"), "0.0", 100, "%")} | {F(D("perplexity_ratio"), "0.000")} " +
+                          $"| {F(D("kl_to_parent"), "0.0000")} | {F(100 * D("top1_agreement"), "0.00")}% | {r["parameters"]!.GetValue<long>():N0} " +
+                          $"| {r["memory_at_scenario_bytes"]!.GetValue<long>():N0} | {r["kv_bytes_per_token"]!.GetValue<long>():N0} " +
+                          $"| {F(D("estimated_throughput_ratio"), "0.00")}x | {F(D("summed_block_kl"), "0.0000")} |");
+        }
+        md.AppendLine();
+        var puzzle = rows.FirstOrDefault(r => r!["method"]!.GetValue<string>() == "puzzle" && r["status"]!.GetValue<string>() == "ok");
+        if (puzzle is not null)
+            foreach (var r in rows.Where(r => r != puzzle && r!["status"]!.GetValue<string>() == "ok"))
+                md.AppendLine($"- Puzzle vs {r!["method"]}: {Verdict(puzzle, r)}");
+        md.AppendLine();
+        md.AppendLine("![accuracy retention vs measured throughput](report-baselines.png)");
+        if (rows.Any(r => r!["gkd_sweep"] is JsonArray { Count: > 0 }))
+        {
+            md.AppendLine();
+            md.AppendLine("GKD budget sweep (accuracy retention of each method distilled with a share of the GKD tokens; 0 = as assembled):");
+            md.AppendLine();
+            md.AppendLine("| method | GKD tokens | accuracy retention | perplexity ratio | KL(parent ‖ child) |");
+            md.AppendLine("|---|---:|---:|---:|---:|");
+            foreach (var r in rows)
+                foreach (var p in r!["gkd_sweep"]?.AsArray() ?? [])
+                    md.AppendLine($"| {r["method"]} | {p!["gkd_tokens"]!.GetValue<long>():N0} | " +
+                                  $"{Interval(p["accuracy_retention"]!.GetValue<double>(), p["retention_low"]?.GetValue<double>(), p["retention_high"]?.GetValue<double>(), "0.0", 100, "%")} " +
+                                  $"| {F(p["perplexity_ratio"]!.GetValue<double>(), "0.000")} | {F(p["kl_to_parent"]?.GetValue<double>(), "0.0000")} |");
+            md.AppendLine();
+            md.AppendLine("![accuracy retention vs GKD tokens](report-baselines-gkd.png)");
+        }
+        return md.ToString();
+    }
+
+    /// <summary>Whether the Puzzle child's retention beats a baseline's beyond both 95% intervals, at what throughput.</summary>
+    static string Verdict(JsonNode puzzle, JsonNode other)
+    {
+        double a = puzzle["accuracy_retention"]!.GetValue<double>(), b = other["accuracy_retention"]!.GetValue<double>();
+        double ra = puzzle["measured_throughput_ratio"]!.GetValue<double>(), rb = other["measured_throughput_ratio"]!.GetValue<double>();
+        string speed = $"at {F(ra, "0.00")}x vs {F(rb, "0.00")}x measured";
+        string diff = $"retention {F(100 * a, "0.0")}% vs {F(100 * b, "0.0")}% ({(a >= b ? "+" : "")}{F(100 * (a - b), "0.0")} points)";
+        if (puzzle["retention_low"]?.GetValue<double>() is not { } al || other["retention_high"]?.GetValue<double>() is not { } bh
+            || puzzle["retention_high"]?.GetValue<double>() is not { } ah || other["retention_low"]?.GetValue<double>() is not { } bl)
+            return $"{diff} {speed}; no confidence intervals in eval.json, so no claim beyond the point estimates.";
+        string verdict = al > bh ? "Puzzle is better beyond both 95% intervals" : ah < bl ? "the baseline is better beyond both 95% intervals" : "the 95% intervals overlap: no significant difference";
+        return $"{diff} {speed}; {verdict}.";
+    }
+
+    static readonly Color[] Palette = [Colors.Red, Colors.Blue, Colors.Green, Colors.DarkOrange, Colors.Purple];
+    static readonly MarkerShape[] Shapes = [MarkerShape.FilledDiamond, MarkerShape.FilledSquare, MarkerShape.FilledTriangleUp, MarkerShape.FilledCircle, MarkerShape.FilledTriangleDown];
+
+    static void RetentionVsThroughput(string path, JsonObject t)
+    {
+        Plots.RegisterFonts();
+        var plot = new Plot();
+        var rows = t["rows"]!.AsArray();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var r = rows[i]!;
+            if (r["status"]!.GetValue<string>() != "ok") continue;
+            double x = r["measured_throughput_ratio"]!.GetValue<double>(), y = 100 * r["accuracy_retention"]!.GetValue<double>();
+            var color = Palette[i % Palette.Length];
+            if (r["retention_low"]?.GetValue<double>() is { } lo && r["retention_high"]?.GetValue<double>() is { } hi)
+                plot.Add.Line(x, 100 * lo, x, 100 * hi).Color = color;
+            if (r["throughput_ratio_min"]?.GetValue<double>() is { } xlo && r["throughput_ratio_max"]?.GetValue<double>() is { } xhi)
+                plot.Add.Line(xlo, y, xhi, y).Color = color;
+            var marker = plot.Add.Marker(x, y, Shapes[i % Shapes.Length], 14, color);
+            marker.LegendText = r["method"]!.GetValue<string>() == "puzzle" ? "Puzzle child" : r["method"]!.GetValue<string>();
+            foreach (var p in r["gkd_sweep"]!.AsArray().Where(p => p!["gkd_fraction"]!.GetValue<double>() < 1))
+            {
+                double py = 100 * p!["accuracy_retention"]!.GetValue<double>();
+                plot.Add.Marker(x, py, MarkerShape.OpenCircle, 9, color);
+                var label = plot.Add.Text($"GKD {F(p["gkd_fraction"]!.GetValue<double>(), "0.###")}", x, py);
+                label.LabelFontSize = 11;
+                label.LabelFontColor = color;
+                label.OffsetX = 8;
+            }
+        }
+        if (t["target_ratio"]?.GetValue<double>() is { } target)
+        {
+            var line = plot.Add.VerticalLine(target, 1.5f, Colors.Gray, LinePattern.Dashed);
+            line.LegendText = $"throughput target {F(target, "0.00")}x";
+        }
+        plot.Title("Puzzle child vs baselines at equal measured throughput");
+        plot.XLabel("measured throughput / parent throughput (end to end)");
+        plot.YLabel("accuracy retention (%)");
+        plot.ShowLegend(Alignment.LowerLeft);
+        Plots.Save(plot, path, 900, 600);
+    }
+
+    static void RetentionVsGkd(string path, JsonObject t)
+    {
+        Plots.RegisterFonts();
+        var plot = new Plot();
+        var rows = t["rows"]!.AsArray();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            var sweep = rows[i]!["gkd_sweep"]?.AsArray();
+            if (sweep is not { Count: > 0 }) continue;
+            var line = plot.Add.Scatter(sweep.Select(p => (double)p!["gkd_tokens"]!.GetValue<long>()).ToArray(), sweep.Select(p => 100 * p!["accuracy_retention"]!.GetValue<double>()).ToArray());
+            line.Color = Palette[i % Palette.Length];
+            line.MarkerShape = Shapes[i % Shapes.Length];
+            line.MarkerSize = 10;
+            line.LegendText = rows[i]!["method"]!.GetValue<string>() == "puzzle" ? "Puzzle child" : rows[i]!["method"]!.GetValue<string>();
+        }
+        plot.Title("Accuracy retention vs global-distillation budget");
+        plot.XLabel("GKD tokens");
+        plot.YLabel("accuracy retention (%)");
+        plot.ShowLegend(Alignment.LowerRight);
+        Plots.Save(plot, path, 900, 600);
+    }
+}
