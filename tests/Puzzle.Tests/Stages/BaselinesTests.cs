@@ -59,7 +59,7 @@ public sealed class BaselinesFixture
             Scoring = new ScoringSection { ValidationTokens = 32 * 8, Batch = 8 },
             Scenario = new ScenarioSection { Batch = 2, PromptLength = 16, GenerationLength = 16, WarmupRuns = 1, Repeats = 3 },
             Search = new SearchSection { MinThroughputRatio = target, Target = searchTarget, Sweep = "" },
-            Gkd = new GkdSection { Tokens = 8 * 32 * 2, Batch = 8, Lr = 1e-3 },
+            Gkd = new GkdSection { Tokens = 8 * 32 * 2, Batch = 8, Lr = 1e-3, ValidationTokens = 32 * 8 },
             Evaluation = new EvaluationSection { MaxTokens = 32 * 4, BenchRepeats = 1 },
             Baselines = baselines ?? [],
             BaselinesGkdFractions = fractions ?? [],
@@ -248,7 +248,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         // The Puzzle child, as the pipeline leaves it, for the first row and the sweep.
         SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = 1.3, Name = Pipeline.Solution }, _ => { });
         ChildAssembler.Run(run, Pipeline.Solution, run.Artifact("child"), _ => { });
-        Distiller.Run(new DistillOptions { TeacherDir = fixture.ParentDir, StudentDir = run.Artifact("child"), DataDir = fixture.DataDir, OutDir = run.Artifact("child-gkd"), Tokens = 8 * 32, Batch = 8 }, _ => { });
+        Distiller.Run(Pipeline.DistillOptionsFor(run, run.Artifact("child"), run.Artifact("child-gkd"), 8 * 32), _ => { });
 
         var outcome = BaselinesStage.Run(run, log: logs.Add);
         Assert.Null(outcome["depth"]);
@@ -276,7 +276,8 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         var depthRow = rows[1]!;
         var depthEval = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "eval.json")))!;
         var depthBench = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "bench.json")))!["models"]!.AsArray();
-        Assert.Equal(depthEval["retention"]!["mean"]!.GetValue<double>(), depthRow["accuracy_retention"]!.GetValue<double>(), 12);
+        Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), depthRow["accuracy_retention"]!.GetValue<double>(), 12);
+        Assert.Equal(depthEval["retention"]!["ci95"]![0]!.GetValue<double>(), depthRow["retention_low"]!.GetValue<double>(), 12);
         Assert.Equal(depthBench[1]!["end_to_end_tokens_per_s"]!.GetValue<double>() / depthBench[0]!["end_to_end_tokens_per_s"]!.GetValue<double>(),
             depthRow["measured_throughput_ratio"]!.GetValue<double>(), 12);
         Assert.Equal(child.TotalParameters, depthRow["parameters"]!.GetValue<long>());
