@@ -190,44 +190,10 @@ public static class SafeTensorsWriter
     public static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors,
         IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var header = new JsonObject();
-        var meta = new JsonObject { ["format"] = "pt" };
-        if (metadata is not null)
-            foreach (var (k, v) in metadata) meta[k] = v;
-        header["__metadata__"] = meta;
-        long offset = 0;
-        foreach (var (name, tensor) in tensors)
-        {
-            long size = tensor.NumberOfElements * tensor.ElementSize;
-            header[name] = new JsonObject
-            {
-                ["dtype"] = SafeTensorsFile.DtypeName(tensor.dtype),
-                ["shape"] = new JsonArray(tensor.shape.Select(d => (JsonNode)JsonValue.Create(d)).ToArray()),
-                ["data_offsets"] = new JsonArray(offset, offset + size),
-            };
-            offset += size;
-        }
-        byte[] headerBytes = Encoding.UTF8.GetBytes(header.ToJsonString());
-        int padded = (headerBytes.Length + 7) / 8 * 8;
-        AtomicFile.Write(path, stream =>
-        {
-            Span<byte> length = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)padded);
-            stream.Write(length);
-            stream.Write(headerBytes);
-            for (int i = headerBytes.Length; i < padded; i++) stream.WriteByte((byte)' ');
-            foreach (var (_, tensor) in tensors)
-            {
-                using var scope = NewDisposeScope();
-                var cpu = tensor.detach().cpu().contiguous();
-                var flat = cpu.view(-1);
-                long chunk = (1L << 30) / cpu.ElementSize;
-                for (long first = 0; first < flat.shape[0]; first += chunk)
-                {
-                    var part = flat.narrow(0, first, Math.Min(chunk, flat.shape[0] - first));
-                    stream.Write(part.bytes);
-                }
-            }
-        });
+        // One writer for the format: tensors in memory are the streaming writer's case of one chunk each (a detached
+        // handle, which the writer disposes without touching the caller's tensor).
+        var byName = tensors.ToDictionary(t => t.Name, t => t.Tensor);
+        StreamingWeights.Write(path, tensors.Select(t => new TensorSpec(t.Name, t.Tensor.dtype, t.Tensor.shape)).ToList(),
+            spec => [byName[spec.Name].detach()], metadata);
     }
 }
