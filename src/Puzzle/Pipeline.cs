@@ -25,7 +25,7 @@ namespace Puzzle;
 /// </summary>
 public static class Pipeline
 {
-    public const string Solution = "child";
+    public const string Solution = ChildRecipe.Solution;
 
     /// <summary>The stages in order, as `puzzle stage NAME` and `puzzle slurm --stages` name them.</summary>
     public static readonly string[] StageNames = ["parent", "data", "library", "score", "costs", "search", "assemble", "distill", "evaluate", "export"];
@@ -182,7 +182,7 @@ public static class Pipeline
         string outDir = run.Artifact("child-gkd");
         if (childRebuilt && Directory.Exists(outDir)) Directory.Delete(outDir, recursive: true);   // distilled from another child
         if (File.Exists(Path.Combine(outDir, "config.json"))) IntactOrDiscarded(outDir);
-        Distiller.Run(DistillOptionsFor(run, run.Artifact("child"), outDir, run.Config.Gkd.Tokens));
+        Distiller.Run(ChildRecipe.DistillOptionsFor(run, run.Artifact("child"), outDir, run.Config.Gkd.Tokens));
         string solution = Path.Combine(run.Artifact("child"), "puzzle_solution.json");
         if (File.Exists(solution)) AtomicFile.Copy(solution, Path.Combine(outDir, "puzzle_solution.json"));
     }
@@ -198,7 +198,7 @@ public static class Pipeline
         var eval = Cached(evalPath);
         if (eval is null)
         {
-            var fresh = EvalStage.Run(EvalOptionsFor(run, child));
+            var fresh = EvalStage.Run(ChildRecipe.EvalOptionsFor(run, child));
             fresh["key"] = key;
             AtomicFile.WriteJson(evalPath, fresh);
             eval = fresh;
@@ -207,7 +207,7 @@ public static class Pipeline
         if (bench is null)
         {
             var sc = run.Config.Scenario;
-            var options = BenchOptionsFor(run, child);
+            var options = ChildRecipe.BenchOptionsFor(run, child);
             // Measured after hours of training in this process, generation ran ~20% slower for the child than in a
             // fresh process (allocator and thread-pool state): benchmark in a fresh `puzzle bench` where we can.
             var fresh = BenchInFreshProcess(options) ?? BenchStage.Run(options);
@@ -217,42 +217,6 @@ public static class Pipeline
         }
         string distillation = Path.Combine(child, "distillation.json");
         return ReportStage.Write(run, Solution, child, eval, bench, JsonFile.ReadDerived(distillation)?.Node);
-    }
-
-    /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
-    public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)
-    {
-        var g = run.Config.Gkd;
-        return new DistillOptions
-        {
-            TeacherDir = run.ParentDir, StudentDir = student, DataDir = run.DataDir, OutDir = outDir,
-            Tokens = tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
-            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens,
-            RestartOnChangedSettings = true, Device = run.Config.Scenario.Device,
-        };
-    }
-
-    /// <summary>The evaluation of a model against the parent on the test split (the Puzzle child and every baseline alike).</summary>
-    public static EvalOptions EvalOptionsFor(RunDirectory run, string model)
-    {
-        var e = run.Config.Evaluation;
-        return new EvalOptions
-        {
-            ModelDir = model, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
-            TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
-            ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
-        };
-    }
-
-    /// <summary>The side-by-side benchmark of parent and model at the scenario, in its one measurement dtype.</summary>
-    public static BenchOptions BenchOptionsFor(RunDirectory run, string model)
-    {
-        var sc = run.Config.Scenario;
-        return new BenchOptions
-        {
-            Models = [run.ParentDir, model], Batch = sc.Batch, PromptLength = sc.PromptLength, GenerationLength = sc.GenerationLength,
-            Repeats = run.Config.Evaluation.BenchRepeats, Dtype = sc.MeasureDtype, Device = sc.Device,   // one dtype: costs, measured check and bench
-        };
     }
 
     static JsonObject? BenchInFreshProcess(BenchOptions o)

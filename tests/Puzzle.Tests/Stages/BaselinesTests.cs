@@ -248,7 +248,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         // The Puzzle child, as the pipeline leaves it, for the first row and the sweep.
         SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = 1.3, Name = Pipeline.Solution }, _ => { });
         ChildAssembler.Run(run, Pipeline.Solution, run.Artifact("child"), _ => { });
-        Distiller.Run(Pipeline.DistillOptionsFor(run, run.Artifact("child"), run.Artifact("child-gkd"), 8 * 32), _ => { });
+        Distiller.Run(ChildRecipe.DistillOptionsFor(run, run.Artifact("child"), run.Artifact("child-gkd"), 8 * 32), _ => { });
 
         var outcome = BaselinesStage.Run(run, log: logs.Add);
         Assert.Null(outcome["depth"]);

@@ -179,7 +179,7 @@ public static class BaselinesStage
 
     static void Distill(RunDirectory run, string student, string outDir, long tokens, Action<string> log)
     {
-        Distiller.Run(Pipeline.DistillOptionsFor(run, student, outDir, tokens), log);
+        Distiller.Run(ChildRecipe.DistillOptionsFor(run, student, outDir, tokens), log);
     }
 
     /// <summary>The same evaluation as the Puzzle child's (Pipeline), cached by the model's fingerprint.</summary>
@@ -187,7 +187,7 @@ public static class BaselinesStage
     {
         string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(model)}|{run.Config.Evaluation}|{run.Config.Scenario}");
         if (Cached(path, key) is { } cached) return cached;
-        var fresh = EvalStage.Run(Pipeline.EvalOptionsFor(run, model), log);
+        var fresh = EvalStage.Run(ChildRecipe.EvalOptionsFor(run, model), log);
         fresh["key"] = key;
         AtomicFile.WriteJson(path, fresh);
         return fresh;
@@ -198,7 +198,7 @@ public static class BaselinesStage
     {
         string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(model)}|{run.Config.Evaluation}|{run.Config.Scenario}");
         if (Cached(path, key) is { } cached) return cached;
-        var fresh = bench(Pipeline.BenchOptionsFor(run, model));
+        var fresh = bench(ChildRecipe.BenchOptionsFor(run, model));
         fresh["key"] = key;
         AtomicFile.WriteJson(path, fresh);
         return fresh;

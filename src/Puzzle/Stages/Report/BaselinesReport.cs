@@ -133,7 +133,7 @@ public static class BaselinesReport
 
         var rows = new JsonArray();
         rows.Add(Row("puzzle", run.Artifact("child-gkd"), Read(run.Artifact("eval", "eval.json")), Read(run.Artifact("eval", "bench.json")),
-            Read(run.Artifact(SearchStage.Folder, Pipeline.Solution + ".json")), Path.Combine(root, BaselinesStage.PuzzleName)));
+            Read(run.Artifact(SearchStage.Folder, ChildRecipe.Solution + ".json")), Path.Combine(root, BaselinesStage.PuzzleName)));
         foreach (string name in BaselineRules.Names.Where(n => Directory.Exists(Path.Combine(root, n))))
         {
             string dir = Path.Combine(root, name);

@@ -1,0 +1,51 @@
+using Puzzle.Stages.Benchmark;
+using Puzzle.Stages.Evaluation;
+using Puzzle.Training;
+
+namespace Puzzle.Stages;
+
+/// <summary>
+/// How a child of the run is distilled, evaluated and benchmarked: the same settings for the Puzzle child (Pipeline)
+/// and every baseline (Stages/Baselines), so their rows compare like with like.
+/// </summary>
+public static class ChildRecipe
+{
+    /// <summary>The name of the Puzzle child's solution (RUN/solutions/child.json) and folders (RUN/child, RUN/child-gkd).</summary>
+    public const string Solution = "child";
+
+    /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
+    public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)
+    {
+        var g = run.Config.Gkd;
+        return new DistillOptions
+        {
+            TeacherDir = run.ParentDir, StudentDir = student, DataDir = run.DataDir, OutDir = outDir,
+            Tokens = tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
+            LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens,
+            RestartOnChangedSettings = true, Device = run.Config.Scenario.Device,
+        };
+    }
+
+    /// <summary>The evaluation of a model against the parent on the test split (the Puzzle child and every baseline alike).</summary>
+    public static EvalOptions EvalOptionsFor(RunDirectory run, string model)
+    {
+        var e = run.Config.Evaluation;
+        return new EvalOptions
+        {
+            ModelDir = model, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
+            TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
+            ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
+        };
+    }
+
+    /// <summary>The side-by-side benchmark of parent and model at the scenario, in its one measurement dtype.</summary>
+    public static BenchOptions BenchOptionsFor(RunDirectory run, string model)
+    {
+        var sc = run.Config.Scenario;
+        return new BenchOptions
+        {
+            Models = [run.ParentDir, model], Batch = sc.Batch, PromptLength = sc.PromptLength, GenerationLength = sc.GenerationLength,
+            Repeats = run.Config.Evaluation.BenchRepeats, Dtype = sc.MeasureDtype, Device = sc.Device,   // one dtype: costs, measured check and bench
+        };
+    }
+}
