@@ -62,8 +62,11 @@ for ((r = 0; r < rounds; r++)); do
   done
 done
 flock -u 9
-echo "# mean per variant, and ratio to the built executable"
-awk -F'\t' '{ n[$2]++; a[$2]+=$3; b[$2]+=$4; f[$2]+=$5; c[$2]+=$6; d[$2]+=$7 } END {
-  for (v in n) { A[v]=a[v]/n[v]; B[v]=b[v]/n[v]; F[v]=f[v]/n[v]; C[v]=c[v]/n[v]; D[v]=d[v]/n[v] }
-  e="executable"
-  for (v in n) printf "%-20s pretrain %6.0f tok/s (%.2fx) %6.0f tok/CPU-s (%.2fx) %8.0f faults (%.2fx) | bench e2e %6.1f tok/s (%.2fx) prefill %6.0f tok/s (%.2fx)\n", v, A[v], A[v]/A[e], B[v], B[v]/B[e], F[v], F[v]/F[e], C[v], C[v]/C[e], D[v], D[v]/D[e] }' "$results" | sort
+echo "# per variant: mean speed, and the median (min..max) over rounds of its ratio to the built executable in the same round"
+awk -F'\t' '{ n[$2]++; a[$2]+=$3; b[$2]+=$4; c[$2]+=$6; d[$2]+=$7; P[$1,$2]=$3; E[$1,$2]=$6; Q[$1,$2]=$7; if ($1+1>R) R=$1+1 }
+  function med(x, k,   i, j, t) { for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (x[j] < x[i]) { t=x[i]; x[i]=x[j]; x[j]=t }
+    return k % 2 ? x[(k+1)/2] : (x[k/2] + x[k/2+1]) / 2 }
+  function span(M, v,   r, k, x) { k=0; for (r = 0; r < R; r++) if (M[r,"executable"] > 0) x[++k] = M[r,v] / M[r,"executable"]
+    return sprintf("%.3fx (%.3f..%.3f)", med(x, k), x[1], x[k]) }
+  END { for (v in n) printf "%-20s pretrain %6.0f tok/s %s | bench e2e %6.1f tok/s %s | prefill %6.0f tok/s %s\n",
+    v, a[v]/n[v], span(P, v), c[v]/n[v], span(E, v), d[v]/n[v], span(Q, v) }' "$results" | sort
