@@ -88,6 +88,13 @@ public static class BlockCosts
         var timings = method.Timing == "engine"
             ? BlockTimings.InEngine(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic)
             : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic);
+        return FromTimings(config, variants, sc, method, timings, fingerprint, Runtime.Devices.Describe(parent.Device));
+    }
+
+    /// <summary>The costs file of measured <paramref name="timings"/>: entries, non-block, the parent whole and the calibration.</summary>
+    public static CostsFile FromTimings(ModelConfig config, IReadOnlyList<SubblockVariant> variants, ScenarioSection sc, CostMethod method,
+        BlockTimings.Result timings, string fingerprint, string deviceDescription)
+    {
         double partsPrefill = timings.NonBlock.Prefill.MedianMs, partsDecode = timings.NonBlock.Decode.MedianMs;
         foreach (var v in variants.Where(v => v.IsParent))
         {
@@ -97,7 +104,7 @@ public static class BlockCosts
         var whole = new WholeParentCost(timings.Whole.Prefill, timings.Whole.Decode, partsPrefill, partsDecode);
         double Scale(double wholeMs, double partsMs, double nonBlockMs) =>
             method.Calibrate && partsMs - nonBlockMs > 0 ? (wholeMs - nonBlockMs) / (partsMs - nonBlockMs) : 1;
-        var device = new CostDevice(sc.Device, Runtime.Devices.Describe(parent.Device), sc.MeasureDtype, CpuModel(), sc.WarmupRuns, sc.Repeats, method.Name);
+        var device = new CostDevice(sc.Device, deviceDescription, sc.MeasureDtype, CpuModel(), sc.WarmupRuns, sc.Repeats, method.Name);
         var result = Build(config, variants, sc, fingerprint, device, timings, whole);
         return result with
         {

@@ -24,10 +24,43 @@ public static class BlockTimings
     /// run through <see cref="EngineTimer"/> interleaved; a subblock's time in a round is (its model − the empty
     /// model) / depth, and the statistic is taken over rounds of these paired differences.
     /// </summary>
-    public static Result InEngine(CausalLm parent, IReadOnlyList<SubblockVariant> variants, ScenarioCost scenario, int warmup, int repeats, TimingStatistic statistic)
+    public static Result InEngine(CausalLm parent, IReadOnlyList<SubblockVariant> variants, ScenarioCost scenario, int warmup, int repeats, TimingStatistic statistic) =>
+        InEngineSamples(parent, variants, scenario, warmup, repeats).Reduce(statistic);
+
+    /// <summary>The raw engine samples of <see cref="InEngine"/>: models[0] is the empty model, then one per distinct subblock, then the parent.</summary>
+    public sealed record EngineSamples(IReadOnlyList<SubblockVariant> Variants, IReadOnlyList<SubblockVariant> Distinct, int Depth, ScenarioCost Scenario, List<EngineSample>[] Samples)
+    {
+        public Result Reduce(TimingStatistic statistic)
+        {
+            int steps = Scenario.DecodeSteps;
+            var empty = Samples[0];
+            // Median and trimmed mean of the paired per-round differences; the minimum is taken per model, then
+            // subtracted (a minimum of differences would mix the luckiest round of one model with the unluckiest of
+            // the other). A difference below zero is noise: clamped to 0.
+            Timing Phase(IReadOnlyList<EngineSample> s, IReadOnlyList<EngineSample>? minus, Func<EngineSample, double> seconds, double divisor)
+            {
+                if (minus is not null && statistic == TimingStatistic.Min)
+                {
+                    var own = statistic.Summarise(s.Select(x => seconds(x) * 1e3 / divisor).ToList());
+                    double baseline = statistic.Apply(minus.Select(x => seconds(x) * 1e3 / divisor).ToList());
+                    return new Timing(Math.Max(0, own.MedianMs - baseline), own.P25Ms - baseline, own.P75Ms - baseline, own.Repeats);
+                }
+                var t = statistic.Summarise(s.Select((x, r) => (seconds(x) - (minus is null ? 0 : seconds(minus[r]))) * 1e3 / divisor).ToList());
+                return t with { MedianMs = Math.Max(0, t.MedianMs) };
+            }
+            (Timing, Timing) Phases(IReadOnlyList<EngineSample> s, double divisor, IReadOnlyList<EngineSample>? minus) =>
+                (Phase(s, minus, x => x.PrefillSeconds, divisor), steps == 0 ? Timing.None : Phase(s, minus, x => x.DecodeSeconds, (double)steps * divisor));
+            var subblocks = new Dictionary<string, (Timing, Timing)>();
+            foreach (var v in Variants)
+                subblocks[Key(v)] = v.IsNoOp ? (Timing.None, Timing.None) : Phases(Samples[1 + Distinct.ToList().FindIndex(d => Key(d) == Key(v))], Depth, empty);
+            return new Result(subblocks, Phases(empty, 1, null), Phases(Samples[^1], 1, null));
+        }
+    }
+
+    public static EngineSamples InEngineSamples(CausalLm parent, IReadOnlyList<SubblockVariant> variants, ScenarioCost scenario, int warmup, int repeats)
     {
         var config = parent.Config;
-        int depth = Math.Min(config.NumLayers, MaxContextDepth), steps = scenario.DecodeSteps;
+        int depth = Math.Min(config.NumLayers, MaxContextDepth);
         var shapes = config with { MaxPositionEmbeddings = Math.Max(config.MaxPositionEmbeddings, scenario.CacheCapacity) };
         var distinct = variants.Where(v => !v.IsNoOp).GroupBy(Key).Select(g => g.First()).ToList();
         var models = new List<CausalLm>();
@@ -37,15 +70,7 @@ public static class BlockTimings
             models.Add(Uniform(new BlockConfig(AttentionConfig.NoOperation, FfnConfig.NoOperation)));
             foreach (var v in distinct)
                 models.Add(Uniform(v.Kind == SubblockKind.Attention ? new BlockConfig(v.Attention!, FfnConfig.NoOperation) : new BlockConfig(AttentionConfig.NoOperation, v.Ffn!)));
-            var samples = EngineTimer.Interleaved([.. models, parent], scenario, warmup, repeats);
-            var empty = samples[0];
-            (Timing, Timing) Phases(IReadOnlyList<EngineSample> s, double divisor, IReadOnlyList<EngineSample>? minus) =>
-                (statistic.Summarise(s.Select((x, r) => (x.PrefillSeconds - (minus?[r].PrefillSeconds ?? 0)) * 1e3 / divisor).ToList()),
-                 steps == 0 ? Timing.None : statistic.Summarise(s.Select((x, r) => (x.DecodeSeconds - (minus?[r].DecodeSeconds ?? 0)) * 1e3 / steps / divisor).ToList()));
-            var subblocks = new Dictionary<string, (Timing, Timing)>();
-            foreach (var v in variants)
-                subblocks[Key(v)] = v.IsNoOp ? (Timing.None, Timing.None) : Phases(samples[1 + distinct.FindIndex(d => Key(d) == Key(v))], depth, empty);
-            return new Result(subblocks, Phases(empty, 1, null), Phases(samples[^1], 1, null));
+            return new EngineSamples(variants, distinct, depth, scenario, EngineTimer.Interleaved([.. models, parent], scenario, warmup, repeats));
         }
         finally
         {

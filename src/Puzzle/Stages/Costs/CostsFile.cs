@@ -72,6 +72,14 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
         ? Scenario.TimeMs(NonBlock.Prefill.Measured.MedianMs, NonBlock.Decode.Measured.MedianMs)
         : Scenario.TimeMs(NonBlock.Roofline[target].PrefillMs, NonBlock.Roofline[target].DecodeMs);
 
+    /// <summary>Predicted time of one request (ms) of the model made of these (layer, variant) ids on the target.</summary>
+    public double PredictTimeMs(IEnumerable<string> variantIds, string target)
+    {
+        var byId = Entries.ToDictionary(e => e.Variant);
+        return NonBlockTimeMs(target) + variantIds.Sum(id => byId.TryGetValue(id, out var e) ? BlockTimeMs(e, target)
+            : throw new PuzzleException($"costs: no entry for variant {id} (rerun `puzzle costs` for this search space)"));
+    }
+
     /// <summary>Memory of a block at the scenario: its weights and its share of the KV cache.</summary>
     public double BlockMemoryBytes(CostEntry e) => e.ParameterBytes + Scenario.KvCacheBytes(e.KvBytesPerToken);
 

@@ -81,6 +81,8 @@ public static class ReportStage
             ["parent"] = parentSide,
             ["child"] = childSide,
             ["measured_throughput_ratio"] = throughputRatio,
+            // The cost model's prediction (ScenarioCost over costs.json, as the search used it) against the benchmark.
+            ["cost_model_error"] = throughputRatio / solution.Verified.ThroughputRatio - 1,
             ["measured_throughput_ratio_rounds"] = new JsonObject
             {
                 ["min"] = childBench["end_to_end_ratio_min"]?.DeepClone(), ["max"] = childBench["end_to_end_ratio_max"]?.DeepClone(),
@@ -176,7 +178,8 @@ public static class ReportStage
         if (r["distillation"] is JsonObject d)
             md.AppendLine($"\nGlobal distillation: validation KL {F(d["initial_validation_kl"]!.GetValue<double>(), "0.0000")} → {F(d["best_validation_kl"]!.GetValue<double>(), "0.0000")} ({d["tokens"]} tokens).");
         var e = r["estimated"]!;
-        md.AppendLine($"\nThe search estimated {F(e["throughput_ratio"]!.GetValue<double>(), "0.00")}x throughput at summed replace-1-block KL {F(e["kl"]!.GetValue<double>(), "0.0000")}.");
+        md.AppendLine($"\nThe search estimated {F(e["throughput_ratio"]!.GetValue<double>(), "0.00")}x throughput at summed replace-1-block KL {F(e["kl"]!.GetValue<double>(), "0.0000")}" +
+                      (r["cost_model_error"] is { } err ? $"; the benchmark measured {F(100 * err.GetValue<double>(), "+0.0;-0.0")}% against that estimate." : "."));
         md.AppendLine();
         md.AppendLine("## Definitions and data");
         md.AppendLine();
