@@ -88,6 +88,16 @@ public sealed class ScenarioCostTests
         costs.Write(path);
         var back = CostsFile.Read(path);
         Assert.Equal(costs.ToJson().ToJsonString(), back.ToJson().ToJsonString());
+        // A format 1 file (no decode_steps, decode context prompt + generation / 2) still reads: same per-step times.
+        var v1 = costs.ToJson();
+        v1["format_version"] = 1;
+        v1["scenario"]!.AsObject().Remove("decode_steps");
+        v1["scenario"]!["decode_context"] = 10;
+        Puzzle.IO.AtomicFile.WriteJson(path, v1);
+        var old = CostsFile.Read(path);
+        Assert.Equal((1, 10), (old.FormatVersion, old.DecodeContext));
+        Assert.Equal(costs.BlockTimeMs(entry, "measured"), old.BlockTimeMs(old.Entries[0], "measured"));
+        costs.Write(path);
         File.WriteAllText(path, File.ReadAllText(path).Replace("\"format_version\": 2", "\"format_version\": 7"));
         var e = Assert.Throws<PuzzleException>(() => CostsFile.Read(path));
         Assert.Equal($"{path}: format_version 7 is not one this program reads (1 to 2); rerun `puzzle costs`", e.Message);
