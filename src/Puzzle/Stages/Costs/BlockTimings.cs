@@ -19,7 +19,8 @@ public static class BlockTimings
     public const int MaxContextDepth = 8;
 
     /// <summary>
-    /// In the engine: per distinct subblock a model whose every layer (depth min(L, 8)) holds it and nothing else, a
+    /// In the engine: per distinct subblock a model whose every layer (depth min(L, 8), less where these models would
+    /// hold more parameters than the parent or 1 Gi parameters) holds it and nothing else, a
     /// model of empty layers (embedding, final norm, LM head, sampling, the step loop) and the parent itself, all
     /// run through <see cref="EngineTimer"/> interleaved; a subblock's time in a round is (its model − the empty
     /// model) / depth, and the statistic is taken over rounds of these paired differences.
@@ -60,9 +61,13 @@ public static class BlockTimings
     public static EngineSamples InEngineSamples(CausalLm parent, IReadOnlyList<SubblockVariant> variants, ScenarioCost scenario, int warmup, int repeats)
     {
         var config = parent.Config;
-        int depth = Math.Min(config.NumLayers, MaxContextDepth);
         var shapes = config with { MaxPositionEmbeddings = Math.Max(config.MaxPositionEmbeddings, scenario.CacheCapacity) };
         var distinct = variants.Where(v => !v.IsNoOp).GroupBy(Key).Select(g => g.First()).ToList();
+        // Memory: all these models together hold at most as many block parameters as the parent (or 2 GiB).
+        long perLayer = distinct.Sum(v => v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!));
+        long budget = Math.Max(config.TotalParameters, (2L << 30) / 2);
+        int depth = Math.Min(config.NumLayers, MaxContextDepth);
+        while (depth > 1 && depth * perLayer > budget) depth--;
         var models = new List<CausalLm>();
         try
         {
