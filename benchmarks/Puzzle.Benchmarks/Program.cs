@@ -29,6 +29,9 @@ switch (args.FirstOrDefault())
                 rest.Length > 2 ? int.Parse(rest[2]) : 128, rest.Length > 3 ? int.Parse(rest[3]) : 128, rest.Length > 4 ? rest[4] : "bfloat16");
             break;
         }
+    case "cost-model":
+        CostModelAccuracy.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 9, args.Skip(3).ToArray());
+        break;
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
         break;

@@ -13,7 +13,7 @@ internal static class CostsCommand
         var command = new Command("costs", "Measure and estimate per-block costs for the run's scenario (params, KV cache, prefill/decode time, rooflines).") { run, roofline };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var costs = BlockCosts.Run(new RunDirectory(r.GetValue(run)!), rooflineOnly: r.GetValue(roofline));
+            var costs = BlockCosts.Run(new RunDirectory(r.GetValue(run)!), rooflineOnly: r.GetValue(roofline)).ToJson();
             if (costs["roofline_only"]?.GetValue<bool>() == true)
             {
                 Console.WriteLine($"{costs["entries"]!.AsArray().Count} entries from the rooflines of {string.Join(", ", costs["accelerators"]!.AsArray().Select(a => a!["key"]))}");

@@ -30,7 +30,7 @@ public class DeviceTimingTests
     public void Cost_timer_times_each_repeat_between_two_synchronisations()
     {
         int syncs = 0, actions = 0;
-        var timer = new BlockCosts.Timer(warmup: 2, repeats: 5, CPU, () => { syncs++; Thread.Sleep(5); });
+        var timer = new BlockTimings.Timer(warmup: 2, repeats: 5, CPU, synchronize: () => { syncs++; Thread.Sleep(5); });
         var timing = timer.Measure(() => actions++);
         Assert.Equal(7, actions);
         Assert.Equal(1 + 5 * 2, syncs);                                                 // the clock's creation, then a start and a read per repeat

@@ -81,7 +81,7 @@ public class PlanTests
             ["candidates_total"] = candidates.Count, ["complete"] = true, ["entries"] = entries,
         });
 
-        var costs = BlockCosts.Run(run, _ => { }, rooflineOnly: true);
+        var costs = BlockCosts.Run(run, _ => { }, rooflineOnly: true).ToJson();
         Assert.True(costs["roofline_only"]!.GetValue<bool>());
         Assert.Equal(variants.Count, costs["entries"]!.AsArray().Count);
         var e = Assert.Throws<PuzzleException>(() => SearchStage.BuildProblem(run, "measured"));

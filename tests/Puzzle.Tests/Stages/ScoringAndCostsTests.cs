@@ -107,7 +107,7 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
     public void Costs_CoverEveryVariant_WithMeasuredTimesRooflinesAndAdditivity()
     {
         string run = fixture.NewRun(c => c["scenario"] = new JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 16, ["repeats"] = 5, ["warmup_runs"] = 1 });
-        var costs = BlockCosts.Run(new RunDirectory(run), Quiet);
+        var costs = BlockCosts.Run(new RunDirectory(run), Quiet).ToJson();
         var config = HfConfig.Read(fixture.ParentDir);
         var entries = costs["entries"]!.AsArray();
         Assert.Equal(26, entries.Count);
@@ -196,11 +196,32 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         for (int i = 1; i < attempts.Count; i++)
             Assert.True(attempts[i]!["max_time_ms"]!.GetValue<double>() < attempts[i - 1]!["max_time_ms"]!.GetValue<double>());
 
-        // On the measured target the calibrated block costs add up to the parent's measured whole.
+        // The same request under another name is solved again (not reused) to the same architecture, and its measured
+        // checks are read from RUN/measured-checks.json instead of timed again.
+        string cache = Path.Combine(run, ArchitectureTimer.CacheFileName);
+        var cacheStamp = File.GetLastWriteTimeUtc(cache);
+        var repeatLogs = new List<string>();
+        var repeat = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "measured", MinThroughputRatio = 1.1, Name = "measured-again" }, repeatLogs.Add);
+        Assert.DoesNotContain(repeatLogs, l => l.Contains("reusing"));
+        var first = SolutionFile.Read(measuredRun[0].Path);
+        var second = SolutionFile.Read(repeat[0].Path);
+        Assert.Equal(first.Layers.Select(l => (l.Attention, l.Ffn)), second.Layers.Select(l => (l.Attention, l.Ffn)));
+        Assert.All(second.MeasuredCheck!.Attempts, a => Assert.True(a.Cached));
+        Assert.Equal(first.MeasuredCheck!.Attempts.Select(a => a.MeasuredRatio), second.MeasuredCheck.Attempts.Select(a => a.MeasuredRatio));
+        Assert.Equal(cacheStamp, File.GetLastWriteTimeUtc(cache));
+        Assert.Contains(repeatLogs, l => l.Contains("(cached)"));
+
+        // Three diverse solutions, asked twice under different names: the same three architectures.
+        var a3 = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Solutions = 3, Diversity = 0.5, Name = "a" }, _ => { });
+        var b3 = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Solutions = 3, Diversity = 0.5, Name = "b" }, _ => { });
+        Assert.Equal(a3.Select(f => f.Solution.Choice.ToArray()), b3.Select(f => f.Solution.Choice.ToArray()));
+
+        // On the measured target the calibrated block costs add up to the parent's measured whole: a prefill and
+        // generation − 1 decode steps (the prefill yields the first token).
         var problem = Puzzle.Stages.Search.SearchStage.BuildProblem(directory, "measured");
         var parent = problem.Totals(Puzzle.Stages.Search.SearchStage.ParentChoice(directory, problem));
         var costs = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "costs.json")))!["whole_parent"]!;
-        double whole = costs["prefill"]!["median_ms"]!.GetValue<double>() + 32 * costs["decode"]!["median_ms"]!.GetValue<double>();
+        double whole = costs["prefill"]!["median_ms"]!.GetValue<double>() + 31 * costs["decode"]!["median_ms"]!.GetValue<double>();
         Assert.Equal(whole, parent.TimeMs, whole * 1e-3);
     }
 }

@@ -112,4 +112,24 @@ public sealed class SearchTests
         Assert.Contains("group 2 (layer 2 g0) has no single chosen option", Assert.Throws<PuzzleException>(() => MipSearch.Verify(p, c, missing)).Message);
         Assert.Contains("3 choices for 4 groups", Assert.Throws<PuzzleException>(() => MipSearch.Verify(p, c, s.Choice.Take(3).ToArray())).Message);
     }
+
+    [Fact]
+    public void SameProblem_SameAnswer_EvenWithTies()
+    {
+        // Every option duplicated with the same KL, time, memory and parameters: many optimal choices, one answer.
+        var p = Random(12, 5, seed: 3);
+        var tied = p with
+        {
+            Groups = p.Groups.Select(g => g with { Options = g.Options.Concat(g.Options.Skip(1).Select(o => o with { AttentionId = o.AttentionId + ".twin" })).ToList() }).ToList(),
+        };
+        var c = new SearchConstraints(MaxTimeMs: p.Totals(p.Groups.Select(_ => 0).ToArray()).TimeMs / 1.8);
+        var first = MipSearch.Solve(tied, c)!;
+        var previous = new List<IReadOnlyList<int>> { first.Choice };
+        var second = MipSearch.Solve(tied, c, previous, diversity: 0.5)!;
+        for (int run = 0; run < 3; run++)
+        {
+            Assert.Equal(first.Choice, MipSearch.Solve(tied, c)!.Choice);
+            Assert.Equal(second.Choice, MipSearch.Solve(tied, c, previous, diversity: 0.5)!.Choice);
+        }
+    }
 }

@@ -126,7 +126,7 @@ public static class BaselinesStage
         {
             Problem = problem, ParentChoice = parentChoice, TargetRatio = TargetRatio(run), Parent = parent, Bounds = bounds,
             Variants = SearchSpace.Expand(parent, run.Config.SearchSpace).ToDictionary(v => v.Id),
-            Measure = measured ? child => { var (p, c) = ArchitectureTimer.Measure(parent, child, run.Config.Scenario); return c / p; } : null,
+            Measure = measured ? child => ArchitectureTimer.MeasureCached(run, parent, child).Ratio : null,
             Log = log,
         };
     }

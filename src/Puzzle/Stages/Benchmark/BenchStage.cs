@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Model;
 using Puzzle.Runtime;
+using Puzzle.Stages.Costs;
 using static TorchSharp.torch;
 
 namespace Puzzle.Stages.Benchmark;
@@ -23,8 +24,9 @@ public sealed record BenchOptions
 /// <summary>
 /// Side-by-side generation benchmark: every model in this process, the same engine, prompts and scenario, runs in
 /// ABBA order (the order reverses every round, so no model always runs second) after warm-up; medians of prefill and
-/// decode tokens/s, end-to-end throughput (batch × generated / time) and time to first token, ratios to the first
-/// model, and the spread of the ratio over rounds (min and max of the per-round ratio).
+/// decode tokens/s, end-to-end throughput (batch × generated / request time, the engine's prefill + decode steps as
+/// in <see cref="ScenarioCost"/>) and time to first token, ratios to the first model, and the spread of the ratio
+/// over rounds (min and max of the per-round ratio). Memory: weights and KV cache of the scenario in the run dtype.
 /// </summary>
 public static class BenchStage
 {
@@ -36,6 +38,9 @@ public static class BenchStage
             throw new PuzzleException($"bench: batch ({o.Batch}), prompt length ({o.PromptLength}), generation length ({o.GenerationLength}) and repeats ({o.Repeats}) must be positive");
         var device = Devices.Parse(o.Device);
         var dtype = Checkpoint.ParseDtype(o.Dtype);
+        int elementBytes = ScenarioCost.DtypeBytes(o.Dtype, "bench dtype");
+        // Weights and KV cache in the dtype the models ran in.
+        var scenario = ScenarioCost.Create(o.Batch, o.PromptLength, o.GenerationLength, elementBytes, elementBytes, "bench");
         var models = new List<CausalLm>();
         try
         {
@@ -50,10 +55,8 @@ public static class BenchStage
             for (int round = 0; round < o.Warmup + o.Repeats; round++)
                 foreach (int m in RoundOrder(round, models.Count))
                 {
-                    var clock = new DeviceClock(device);
                     var result = TextGenerator.Generate(models[m], prompts, options, []);
-                    double total = clock.ElapsedSeconds;
-                    if (round >= o.Warmup) samples[m].Add((result.PrefillSeconds, result.DecodeSeconds, total));
+                    if (round >= o.Warmup) samples[m].Add((result.PrefillSeconds, result.DecodeSeconds, result.PrefillSeconds + result.DecodeSeconds));
                 }
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             var rows = new JsonArray();
@@ -62,15 +65,14 @@ public static class BenchStage
             {
                 double prefill = Median(samples[m].Select(s => s.Prefill)), decode = Median(samples[m].Select(s => s.Decode)), total = Median(samples[m].Select(s => s.Total));
                 var c = models[m].Config;
-                int elementBytes = dtype == ScalarType.Float32 ? 4 : 2;
-                long weights = c.TotalParameters * elementBytes, kv = c.KvBytesPerToken(elementBytes) * o.Batch * (o.PromptLength + o.GenerationLength);
+                long weights = c.TotalParameters * elementBytes, kv = (long)scenario.KvCacheBytes(c.KvBytesPerToken(elementBytes));
                 var row = new JsonObject
                 {
                     ["model"] = Path.GetFullPath(o.Models[m]),
                     ["parameters"] = c.TotalParameters,
                     ["prefill_tokens_per_s"] = o.Batch * (double)o.PromptLength / prefill,
-                    ["decode_tokens_per_s"] = o.Batch * (double)(o.GenerationLength - 1) / decode,
-                    ["end_to_end_tokens_per_s"] = o.Batch * (double)o.GenerationLength / total,
+                    ["decode_tokens_per_s"] = scenario.DecodeSteps == 0 ? 0.0 : o.Batch * (double)scenario.DecodeSteps / decode,
+                    ["end_to_end_tokens_per_s"] = scenario.TokensPerSecond(total * 1e3),
                     ["time_to_first_token_ms"] = prefill * 1e3,
                     ["total_ms"] = total * 1e3,
                     ["weights_bytes"] = weights,

@@ -69,8 +69,7 @@ public static class BaselinesReport
     static JsonObject Table(RunDirectory run)
     {
         var sc = run.Config.Scenario;
-        int kvBytes = Costs.BlockCosts.DtypeBytes(sc.KvDtype, "scenario.kv_dtype"), weightBytes = Costs.BlockCosts.DtypeBytes(sc.WeightDtype, "scenario.weight_dtype");
-        long context = sc.PromptLength + sc.GenerationLength;
+        var scenario = Costs.ScenarioCost.From(sc);
         string root = run.Artifact(BaselinesStage.Folder);
         JsonNode? Read(string path) => File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) : null;
 
@@ -125,8 +124,8 @@ public static class BaselinesReport
             row["kl_to_parent"] = eval["metrics"]!["kl_to_reference"]?.GetValue<double>();
             row["top1_agreement"] = eval["metrics"]!["top1_agreement"]?.GetValue<double>();
             row["parameters"] = config.TotalParameters;
-            row["memory_at_scenario_bytes"] = config.TotalParameters * weightBytes + (long)sc.Batch * context * config.KvBytesPerToken(kvBytes);
-            row["kv_bytes_per_token"] = config.KvBytesPerToken(kvBytes);
+            row["memory_at_scenario_bytes"] = scenario.MemoryBytes(config);
+            row["kv_bytes_per_token"] = config.KvBytesPerToken(scenario.KvBytes);
             row["gkd_sweep"] = Sweep(sweepDir, eval);
             return row;
         }

@@ -19,16 +19,14 @@ public static class ReportStage
         log ??= Log.Info;
         var parent = HfConfig.Read(run.ParentDir);
         var child = HfConfig.Read(childDir);
-        var solution = JsonFile.Read(run.Artifact(SearchStage.Folder, solutionName + ".json")).Node!;
+        var solution = SolutionFile.Read(run.Artifact(SearchStage.Folder, solutionName + ".json"));
         var sc = run.Config.Scenario;
-        int kvBytes = Costs.BlockCosts.DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
-        int weightBytes = Costs.BlockCosts.DtypeBytes(sc.WeightDtype, "scenario.weight_dtype");
-        long context = sc.PromptLength + sc.GenerationLength;
+        var scenario = Costs.ScenarioCost.From(sc);
         JsonObject Side(ModelConfig c, JsonNode metrics, JsonNode benchRow) => new()
         {
             ["parameters"] = c.TotalParameters,
-            ["memory_at_scenario_bytes"] = c.TotalParameters * weightBytes + (long)sc.Batch * context * c.KvBytesPerToken(kvBytes),
-            ["kv_bytes_per_token"] = c.KvBytesPerToken(kvBytes),
+            ["memory_at_scenario_bytes"] = scenario.MemoryBytes(c),
+            ["kv_bytes_per_token"] = c.KvBytesPerToken(scenario.KvBytes),
             ["end_to_end_tokens_per_s"] = benchRow["end_to_end_tokens_per_s"]!.GetValue<double>(),
             ["prefill_tokens_per_s"] = benchRow["prefill_tokens_per_s"]!.GetValue<double>(),
             ["decode_tokens_per_s"] = benchRow["decode_tokens_per_s"]!.GetValue<double>(),
@@ -67,9 +65,8 @@ public static class ReportStage
         bool hasPareto = File.Exists(paretoPath);
         if (hasPareto)
         {
-            var verified = solution["verified"]!;
             Plots.ParetoFront(run.Artifact("report-pareto.png"), JsonFile.Read(paretoPath).Node!,
-                (verified["throughput_ratio"]!.GetValue<double>(), verified["kl"]!.GetValue<double>(), $"chosen: {solutionName}"));
+                (solution.Verified.ThroughputRatio, solution.Verified.Kl, $"chosen: {solutionName}"));
         }
 
         var report = new JsonObject
@@ -79,11 +76,13 @@ public static class ReportStage
             ["parent_dir"] = run.ParentDir,
             ["child_dir"] = Path.GetFullPath(childDir),
             ["scenario"] = new JsonObject { ["batch"] = sc.Batch, ["prompt_length"] = sc.PromptLength, ["generation_length"] = sc.GenerationLength, ["weight_dtype"] = sc.WeightDtype, ["kv_dtype"] = sc.KvDtype, ["measure_dtype"] = sc.MeasureDtype, ["device"] = sc.Device },
-            ["constraints"] = solution["request"]!.DeepClone(),
-            ["estimated"] = solution["verified"]!.DeepClone(),
+            ["constraints"] = solution.RequestJson(),
+            ["estimated"] = solution.Verified.ToJson(),
             ["parent"] = parentSide,
             ["child"] = childSide,
             ["measured_throughput_ratio"] = throughputRatio,
+            // The cost model's prediction (ScenarioCost over costs.json, as the search used it) against the benchmark.
+            ["cost_model_error"] = throughputRatio / solution.Verified.ThroughputRatio - 1,
             ["measured_throughput_ratio_rounds"] = new JsonObject
             {
                 ["min"] = childBench["end_to_end_ratio_min"]?.DeepClone(), ["max"] = childBench["end_to_end_ratio_max"]?.DeepClone(),
@@ -179,7 +178,8 @@ public static class ReportStage
         if (r["distillation"] is JsonObject d)
             md.AppendLine($"\nGlobal distillation: validation KL {F(d["initial_validation_kl"]!.GetValue<double>(), "0.0000")} → {F(d["best_validation_kl"]!.GetValue<double>(), "0.0000")} ({d["tokens"]} tokens).");
         var e = r["estimated"]!;
-        md.AppendLine($"\nThe search estimated {F(e["throughput_ratio"]!.GetValue<double>(), "0.00")}x throughput at summed replace-1-block KL {F(e["kl"]!.GetValue<double>(), "0.0000")}.");
+        md.AppendLine($"\nThe search estimated {F(e["throughput_ratio"]!.GetValue<double>(), "0.00")}x throughput at summed replace-1-block KL {F(e["kl"]!.GetValue<double>(), "0.0000")}" +
+                      (r["cost_model_error"] is { } err ? $"; the benchmark measured {F(100 * err.GetValue<double>(), "+0.0;-0.0")}% against that estimate." : "."));
         md.AppendLine();
         md.AppendLine("## Definitions and data");
         md.AppendLine();

@@ -56,6 +56,11 @@ public static class MipSearch
                 goal.SetCoefficient(x[g][o], (objective ?? (opt => opt.Kl))(p.Groups[g].Options[o]));
         goal.SetMinimization();
         solver.SetTimeLimit((long)(timeLimitSeconds * 1000));
+        // Same problem, same answer: one thread and fixed seeds (SCIP's defaults, pinned so a changed default cannot
+        // make re-searches differ); ties between equal objectives then resolve the same way every time.
+        solver.SetNumThreads(1);
+        if (!solver.SetSolverSpecificParametersAsString("randomization/randomseedshift = 0\nrandomization/permutationseed = 0\nrandomization/lpseed = 0\n"))
+            throw new PuzzleException("OR-Tools SCIP rejected the fixed-seed parameters");
         var parameters = new MPSolverParameters();
         parameters.SetDoubleParam(MPSolverParameters.DoubleParam.RELATIVE_MIP_GAP, relativeGap);
         var status = solver.Solve(parameters);

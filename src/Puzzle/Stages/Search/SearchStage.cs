@@ -32,14 +32,15 @@ public sealed record SearchRequest
     public int MeasuredChecks { get; init; } = 4;
 }
 
-public sealed record SolutionFile(string Name, string Path, SearchSolution Solution, SearchTotals Parent);
+/// <summary>A solution the search returns: its name, file and the solver's answer, with the parent's totals.</summary>
+public sealed record SearchResult(string Name, string Path, SearchSolution Solution, SearchTotals Parent);
 
 /// <summary>Stage 6: builds the MIP from scores.json and costs.json (never recomputing them), solves, verifies, stores.</summary>
 public static class SearchStage
 {
     public const string Folder = "solutions";
 
-    public static IReadOnlyList<SolutionFile> Run(RunDirectory run, SearchRequest request, Action<string>? log = null)
+    public static IReadOnlyList<SearchResult> Run(RunDirectory run, SearchRequest request, Action<string>? log = null)
     {
         log ??= Log.Info;
         if (request.Solutions < 1) throw new PuzzleException($"search: --solutions must be at least 1, got {request.Solutions}");
@@ -49,7 +50,7 @@ public static class SearchStage
         var parentTotals = problem.Totals(parentChoice);
         log($"search: {problem.Groups.Count} groups × {problem.Groups.Average(g => g.Options.Count):F1} options ({problem.Mode} scores, target {problem.Target}); " +
             $"parent: {parentTotals.TokensPerSecond:N0} tokens/s, {parentTotals.MemoryBytes / (1 << 20):F1} MiB, {parentTotals.Parameters:N0} parameters");
-        var results = new List<SolutionFile>();
+        var results = new List<SearchResult>();
         if (request.Sweep is { } sweep)
         {
             var (key, values) = ParseSweep(sweep);
@@ -90,23 +91,24 @@ public static class SearchStage
         return SolveAndStore(run, problem, parentTotals, request, log, throwIfInfeasible: true);
     }
 
-    static List<SolutionFile> SolveAndStore(RunDirectory run, SearchProblem problem, SearchTotals parent, SearchRequest request,
+    static List<SearchResult> SolveAndStore(RunDirectory run, SearchProblem problem, SearchTotals parent, SearchRequest request,
         Action<string> log, bool throwIfInfeasible)
     {
         var constraints = Constraints(problem, parent, request);
         var previous = new List<IReadOnlyList<int>>();
-        var files = new List<SolutionFile>();
+        var files = new List<SearchResult>();
         // Same scores, costs and request: the stored solutions stand (their measured checks are not redone).
         string key = RunDirectory.Hash($"{problem.Fingerprint}|{request with { Name = "" }}");
         var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, (request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}") + ".json")).ToList();
-        var storedJson = stored.Select(p => JsonFile.ReadDerived(p, j => j["fingerprint"].Node is not null && j["layers"].Items().Count == problem.Layers)).ToList();
-        if (storedJson.All(j => j is { } f && f["fingerprint"].OptionalString() == key))
+        var storedFiles = stored.Select(p => JsonFile.ReadDerived(p, j => j["fingerprint"].Node is not null && j["layers"].Items().Count == problem.Layers) is { } j
+            ? SolutionFile.Parse(j) : null).ToList();
+        if (storedFiles.All(f => f?.Fingerprint == key))
         {
-            foreach (var json in storedJson.Select(j => j!.Value))
+            foreach (var (file, path) in storedFiles.Zip(stored))
             {
-                var choice = ChoiceOf(problem, json);
+                var choice = ChoiceOf(problem, file!, path);
                 var totals = MipSearch.Verify(problem, constraints, choice);
-                files.Add(new SolutionFile(json["name"].String(), json.File, new SearchSolution(choice, totals, totals.Kl, json["solver"]["status"].String(), 0, 0), parent));
+                files.Add(new SearchResult(file!.Name, path, new SearchSolution(choice, totals, totals.Kl, file.Solver.Status, 0, 0), parent));
             }
             log($"search: {string.Join(", ", files.Select(f => f.Name))} already solved for these scores, costs and constraints; reusing");
             return files;
@@ -114,7 +116,7 @@ public static class SearchStage
         for (int k = 0; k < request.Solutions; k++)
         {
             var solution = MipSearch.Solve(problem, constraints, previous, request.Diversity, request.RelativeGap);
-            JsonObject? check = null;
+            MeasuredCheck? check = null;
             if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0)
                 (solution, check) = CheckMeasured(run, problem, constraints, previous, request, solution!, parent.TimeMs / bound, log);
             if (solution is null)
@@ -129,37 +131,33 @@ public static class SearchStage
             previous.Add(solution.Choice);
             string name = request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}";
             string path = run.Artifact(Folder, name + ".json");
-            var json = ToJson(name, problem, request, constraints, solution, verified, parent);
-            json["fingerprint"] = key;
-            if (check is not null) json["measured_check"] = check;
-            if (check?["met"]?.GetValue<bool>() == false)
+            var file = ToFile(name, problem, request, constraints, solution, verified, parent) with { Fingerprint = key, MeasuredCheck = check };
+            if (check is { Met: false })
             {
                 // Never store a child that misses the target as if it met it: the file says so and the user is told loudly.
-                json["target_met"] = false;
-                double measured = check["attempts"]!.AsArray()[^1]!["measured_ratio"]!.GetValue<double>();
-                Log.Warning($"search: {name}: the measured throughput ratio {measured:F2}x misses the target {check["target_ratio"]!.GetValue<double>():F2}x " +
-                            $"after {check["attempts"]!.AsArray().Count} checks; {path} holds the closest architecture found (\"target_met\": false). " +
+                Log.Warning($"search: {name}: the measured throughput ratio {check.LastRatio:F2}x misses the target {check.TargetRatio:F2}x " +
+                            $"after {check.Attempts.Count} checks; {path} holds the closest architecture found (\"target_met\": false). " +
                             "Lower search.min_throughput_ratio or widen the search space");
             }
-            else if (check is not null) json["target_met"] = true;
-            AtomicFile.WriteJson(path, json);
+            file.Write(path);
             log($"search: {name}: KL {verified.Kl:F4}, {verified.TokensPerSecond:N0} tokens/s ({verified.TokensPerSecond / parent.TokensPerSecond:F2}x the parent), " +
                 $"{verified.MemoryBytes / (1 << 20):F1} MiB, {verified.Parameters:N0} parameters; {solution.Status} (gap {solution.Gap:P2}) in {solution.Seconds:F2} s -> {path}");
-            files.Add(new SolutionFile(name, path, solution, parent));
+            files.Add(new SearchResult(name, path, solution, parent));
         }
         return files;
     }
 
     /// <summary>
-    /// Times the solution's architecture against the parent's (random weights, the generation engine, the scenario);
-    /// while the measured ratio misses the target, shrinks the time bound by the miss and solves again.
+    /// Times the solution's architecture against the parent's (random weights, the generation engine, the scenario;
+    /// once per architecture, cached in RUN/measured-checks.json); while the measured ratio misses the target, shrinks
+    /// the time bound by the miss and solves again.
     /// </summary>
-    static (SearchSolution? Solution, JsonObject Check) CheckMeasured(RunDirectory run, SearchProblem problem, SearchConstraints constraints,
+    static (SearchSolution? Solution, MeasuredCheck Check) CheckMeasured(RunDirectory run, SearchProblem problem, SearchConstraints constraints,
         IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio, Action<string> log)
     {
         var parentConfig = HfConfig.Read(run.ParentDir);
         var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
-        var attempts = new JsonArray();
+        var attempts = new List<MeasuredAttempt>();
         var current = constraints;
         var best = solution;
         double parentTime = problem.Totals(ParentChoice(run, problem)).TimeMs;
@@ -171,38 +169,28 @@ public static class SearchStage
                 return new Model.BlockConfig(variants[chosen.Select(o => o.AttentionId).First(id => id.Length > 0)].Attention!,
                                              variants[chosen.Select(o => o.FfnId).First(id => id.Length > 0)].Ffn!);
             }).ToList();
-            var (parentTps, childTps) = ArchitectureTimer.Measure(parentConfig, parentConfig.WithBlocks(blocks), run.Config.Scenario);
-            double measured = childTps / parentTps, estimated = parentTime / best.Totals.TimeMs;
-            attempts.Add(new JsonObject
-            {
-                ["estimated_ratio"] = estimated, ["measured_ratio"] = measured, ["parent_tokens_per_s"] = parentTps, ["child_tokens_per_s"] = childTps,
-                ["max_time_ms"] = current.MaxTimeMs,
-            });
-            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine (target {targetRatio:F2}x)");
+            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks));
+            double measured = timing.Ratio, estimated = parentTime / best.Totals.TimeMs;
+            attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached));
+            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
             if (measured >= targetRatio * 0.99 || attempt > request.MeasuredChecks) break;
             current = current with { MaxTimeMs = current.MaxTimeMs * measured / targetRatio };
             var next = MipSearch.Solve(problem, current, previous, request.Diversity, request.RelativeGap);
             if (next is null) { log("search: no architecture meets the tightened bound; keeping the last one"); break; }
             best = next;
         }
-        double last = attempts[^1]!["measured_ratio"]!.GetValue<double>();
-        return (best, new JsonObject
-        {
-            ["target_ratio"] = targetRatio, ["attempts"] = attempts, ["final_max_time_ms"] = current.MaxTimeMs,
-            ["met"] = last >= targetRatio * 0.99,
-        });
+        return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, attempts[^1].MeasuredRatio >= targetRatio * 0.99));
     }
 
     /// <summary>Option indices of a stored solution's per-layer choices.</summary>
-    static int[] ChoiceOf(SearchProblem problem, JsonField json)
+    static int[] ChoiceOf(SearchProblem problem, SolutionFile file, string path)
     {
-        var layers = json["layers"];
+        if (file.Layers.Count != problem.Layers) throw new PuzzleException($"{path}: {file.Layers.Count} layers, the problem has {problem.Layers}");
         return problem.Groups.Select(g =>
         {
-            var layer = layers[g.Layer];
-            string a = layer["attention"].String(), f = layer["ffn"].String();
-            int index = g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == a) && (o.FfnId.Length == 0 || o.FfnId == f));
-            return index >= 0 ? index : throw new PuzzleException($"{json.File}: layers[{g.Layer}] ({a}, {f}) is not among the scored options");
+            var layer = file.Layers[g.Layer];
+            int index = g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == layer.Attention) && (o.FfnId.Length == 0 || o.FfnId == layer.Ffn));
+            return index >= 0 ? index : throw new PuzzleException($"{path}: layers[{g.Layer}] ({layer.Attention}, {layer.Ffn}) is not among the scored options");
         }).ToArray();
     }
 
@@ -264,85 +252,43 @@ public static class SearchStage
         return (parts[0], [.. values]);
     }
 
-    static JsonObject Totals(SearchTotals t, SearchTotals parent) => new()
-    {
-        ["kl"] = t.Kl, ["time_ms"] = t.TimeMs, ["tokens_per_second"] = t.TokensPerSecond,
-        ["throughput_ratio"] = t.TokensPerSecond / parent.TokensPerSecond, ["memory_bytes"] = t.MemoryBytes, ["parameters"] = t.Parameters,
-    };
+    static JsonObject Totals(SearchTotals t, SearchTotals parent) => SolutionTotals.From(t, parent).ToJson();
 
-    static JsonObject ToJson(string name, SearchProblem p, SearchRequest r, SearchConstraints c, SearchSolution s, SearchTotals verified, SearchTotals parent)
+    static SolutionFile ToFile(string name, SearchProblem p, SearchRequest r, SearchConstraints c, SearchSolution s, SearchTotals verified, SearchTotals parent)
     {
-        var layers = new JsonArray();
+        var layers = new List<SolutionLayer>();
         for (int layer = 0; layer < p.Layers; layer++)
         {
             var chosen = p.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[s.Choice[x.i]]).ToList();
-            layers.Add(new JsonObject
-            {
-                ["layer"] = layer,
-                ["attention"] = chosen.Select(o => o.AttentionId).First(id => id.Length > 0),
-                ["ffn"] = chosen.Select(o => o.FfnId).First(id => id.Length > 0),
-                ["kl"] = chosen.Sum(o => o.Kl), ["time_ms"] = chosen.Sum(o => o.TimeMs),
-                ["memory_bytes"] = chosen.Sum(o => o.MemoryBytes), ["parameters"] = chosen.Sum(o => o.Parameters),
-            });
+            layers.Add(new SolutionLayer(layer, chosen.Select(o => o.AttentionId).First(id => id.Length > 0), chosen.Select(o => o.FfnId).First(id => id.Length > 0),
+                chosen.Sum(o => o.Kl), chosen.Sum(o => o.TimeMs), chosen.Sum(o => o.MemoryBytes), chosen.Sum(o => o.Parameters)));
         }
-        return new JsonObject
-        {
-            ["format_version"] = 1,
-            ["name"] = name,
-            ["target"] = p.Target,
-            ["score_mode"] = p.Mode,
-            ["request"] = new JsonObject
-            {
-                ["max_memory_gib"] = r.MaxMemoryGiB, ["min_throughput_ratio"] = r.MinThroughputRatio, ["min_tokens_per_s"] = r.MinTokensPerSecond,
-                ["max_latency_ms"] = r.MaxLatencyMs, ["max_params"] = r.MaxParameters, ["solutions"] = r.Solutions, ["diversity"] = r.Diversity,
-            },
-            ["constraints"] = new JsonObject
-            {
-                ["max_memory_bytes"] = c.MaxMemoryBytes, ["max_time_ms"] = c.MaxTimeMs, ["max_parameters"] = c.MaxParameters,
-            },
-            ["solver"] = new JsonObject
-            {
-                ["backend"] = "OR-Tools SCIP", ["status"] = s.Status, ["seconds"] = Math.Round(s.Seconds, 4), ["objective"] = s.SolverObjective,
-                ["relative_gap"] = s.Gap,
-            },
-            ["verified"] = Totals(verified, parent),
-            ["parent"] = Totals(parent, parent),
-            ["scenario"] = new JsonObject { ["batch"] = p.Batch, ["generation_length"] = p.GenerationLength },
-            ["layers"] = layers,
-        };
+        return new SolutionFile(name, p.Target, p.Mode, r, c, new SolverInfo("OR-Tools SCIP", s.Status, s.Seconds, s.SolverObjective, s.Gap),
+            SolutionTotals.From(verified, parent), SolutionTotals.From(parent, parent), p.Batch, p.GenerationLength, layers);
     }
 
-    /// <summary>Options per layer from scores.json with costs from costs.json for the target.</summary>
+    /// <summary>Options per layer from scores.json with costs from costs.json for the target (<see cref="ScenarioCost"/>'s time and memory).</summary>
     public static SearchProblem BuildProblem(RunDirectory run, string target)
     {
-        string scoresPath = run.Artifact(BlockScorer.FileName), costsPath = run.Artifact(BlockCosts.FileName);
+        string scoresPath = run.Artifact(BlockScorer.FileName), costsPath = run.Artifact(CostsFile.FileName);
         if (!File.Exists(scoresPath)) throw new PuzzleException($"{scoresPath}: not found; run `puzzle score --run {run.Path}` first");
         if (!File.Exists(costsPath)) throw new PuzzleException($"{costsPath}: not found; run `puzzle costs --run {run.Path}` first");
         var scores = JsonFile.Read(scoresPath);
-        var costs = JsonFile.Read(costsPath);
+        var costs = CostsFile.Read(costsPath);
         if (scores["complete"].OptionalBool() != true)
             throw new PuzzleException($"{scoresPath}: scoring is incomplete ({scores["entries"].Items().Count}/{scores["candidates_total"]} candidates); finish `puzzle score` (all shards)");
         string mode = scores["mode"].String();
-        int batch = costs["scenario"]["batch"].Int(), generation = costs["scenario"]["generation_length"].Int();
-        string key = target.ToLowerInvariant() is "cpu" or "measured" ? "measured" : Accelerators.Get(target).Key;
-        if (key == "measured" && costs["roofline_only"].OptionalBool() == true)
+        string key = CostsFile.TargetKey(target);
+        if (key == "measured" && costs.RooflineOnly)
             throw new PuzzleException($"{costsPath}: costs are from the rooflines only; search with a named accelerator (--target {string.Join("|", Accelerators.All.Select(a => a.Key))}) or run `puzzle costs` without --roofline-only");
-        var nonBlock = costs["non_block"];
-        double scalePrefill = nonBlock["block_scale_prefill"].OptionalDouble() ?? 1, scaleDecode = nonBlock["block_scale_decode"].OptionalDouble() ?? 1;
-        double Time(JsonField entry, bool block) => key == "measured"
-            ? (block ? scalePrefill : 1) * entry["prefill"]["measured"]["median_ms"].Double()
-              + generation * (block ? scaleDecode : 1) * entry["decode"]["measured"]["median_ms"].Double()
-            : entry["roofline"][key]["prefill_ms"].Double() + generation * entry["roofline"][key]["decode_ms"].Double();
-        int context = costs["scenario"]["prompt_length"].Int() + generation;
-        var cost = new Dictionary<string, JsonField>();
-        foreach (var e in costs["entries"].Items()) cost[e["variant"].String()] = e;
-        JsonField Cost(string id) => cost.TryGetValue(id, out var c) ? c
+        var cost = new Dictionary<string, CostEntry>();
+        foreach (var e in costs.Entries) cost[e.Variant] = e;
+        CostEntry Cost(string id) => cost.TryGetValue(id, out var c) ? c
             : throw new PuzzleException($"{costsPath}: no cost for variant {id} (scores and costs come from different search spaces; rerun `puzzle costs`)");
-        double Memory(JsonField e) => e["parameter_bytes"].Double() + (double)batch * context * e["kv_bytes_per_token"].Double();
         BlockOption Option(string a, string f, double kl)
         {
             var parts = new[] { a, f }.Where(id => id.Length > 0).Select(Cost).ToList();
-            return new BlockOption(a, f, kl, parts.Sum(e => Time(e, block: true)), parts.Sum(Memory), parts.Sum(e => e["parameters"].Long()));
+            return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)), parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters));
         }
 
         var entries = scores["entries"].Items().Select(BlockScore.FromJson).ToList();
@@ -363,10 +309,10 @@ public static class SearchStage
                 groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option("", e.Ffn, e.Kl)).ToList()));
             }
         }
-        return new SearchProblem(groups, layers, Time(nonBlock, block: false), nonBlock["parameter_bytes"].Double(), nonBlock["parameters"].Long(),
-            batch, generation, key, mode)
+        return new SearchProblem(groups, layers, costs.NonBlockTimeMs(key), costs.NonBlock.ParameterBytes, costs.NonBlock.Parameters,
+            costs.Scenario.Batch, costs.Scenario.GenerationLength, key, mode)
         {
-            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"].Node}|{costs["fingerprint"].Node}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
+            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"].Node}|{costs.Fingerprint}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
         };
     }
 
