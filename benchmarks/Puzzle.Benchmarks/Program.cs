@@ -33,6 +33,9 @@ switch (args.FirstOrDefault())
     case "ops-probe":
         OpsProbe.Run(args[1..]);
         break;
+    case "prefill-probe":
+        PrefillProbe.Run(args[1..]);
+        break;
     case "engine-profile":
         EngineProfile.Run(args.Length > 1 ? int.Parse(args[1]) : 16, args.Length > 2 ? args[2] : "bfloat16", args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128);
         break;
