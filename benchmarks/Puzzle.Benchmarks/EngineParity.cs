@@ -16,7 +16,7 @@ namespace Puzzle.Benchmarks;
 /// weights and batch 1, 16 and 64 (prompt 128, generation 128 by default), one warm-up then alternating rounds
 /// (ours, llama.cpp, ours, …) of TextGenerator vs llama.cpp's llama-batched-bench (scripts/install-llama-cpp.sh),
 /// medians, counted the same way (LlamaCppBench). Run it alone, under the bench lock:
-///   flock /tmp/puzzle-bench.lock dotnet run -c Release --project benchmarks/Puzzle.Benchmarks -- engine-parity [rounds] [batches] [prompt] [gen]
+///   flock /tmp/puzzle-bench.lock dotnet run -c Release --project benchmarks/Puzzle.Benchmarks -- engine-parity [rounds] [batches] [prompt] [gen] [dtypes=bfloat16,float32]
 /// Writes the table to stdout and benchmarks/results/engine-parity.json.
 /// </summary>
 public static class EngineParity
@@ -28,7 +28,7 @@ public static class EngineParity
         MaxPositionEmbeddings = 1024, BosTokenId = 0, EosTokenIds = [1],
     };
 
-    public static void Run(int rounds, int[] batches, int prompt, int generation)
+    public static void Run(int rounds, int[] batches, int prompt, int generation, string[]? dtypes = null)
     {
         string tool = LlamaCppBench.RequireTool("llama-batched-bench");
         int threads = get_num_threads();
@@ -44,6 +44,7 @@ public static class EngineParity
             var results = new JsonArray();
             foreach (var (dtype, type) in new[] { (ScalarType.BFloat16, GgmlType.BF16), (ScalarType.Float32, GgmlType.F32) })
             {
+                if (dtypes is not null && !dtypes.Any(d => GgufExporter.ParseType(d) == type)) continue;
                 string gguf = Path.Combine(dir, $"model-{type}.gguf");
                 GgufExporter.Export(dir, gguf, type, _ => { });
                 using var model = Checkpoint.Load(dir, CPU, dtype);

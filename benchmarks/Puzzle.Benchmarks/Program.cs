@@ -19,7 +19,8 @@ switch (args.FirstOrDefault())
         SearchScale.Run();
         break;
     case "engine-parity":
-        EngineParity.Run(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 64], args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128);
+        EngineParity.Run(args.Length > 1 ? int.Parse(args[1]) : 3, args.Length > 2 ? args[2].Split(',').Select(int.Parse).ToArray() : [1, 16, 64], args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128,
+            args.Length > 5 ? args[5].Split(',') : null);
         break;
     case "engine-ratio":
         {
@@ -31,6 +32,15 @@ switch (args.FirstOrDefault())
         }
     case "cost-model":
         CostModelAccuracy.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 9, args.Skip(3).ToArray());
+        break;
+    case "ops-probe":
+        OpsProbe.Run(args[1..]);
+        break;
+    case "prefill-probe":
+        PrefillProbe.Run(args[1..]);
+        break;
+    case "engine-profile":
+        EngineProfile.Run(args.Length > 1 ? int.Parse(args[1]) : 16, args.Length > 2 ? args[2] : "bfloat16", args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128);
         break;
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);

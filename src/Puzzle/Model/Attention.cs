@@ -74,9 +74,13 @@ public sealed class GqaAttention : AttentionSublayer
         Tensor q, k, v;
         if (_fusedQkv is not null)
         {
+            // One matmul, then RoPE on the query and key heads together (the same elementwise ops as below, once).
             var qkv = nn.functional.linear(x, _fusedQkv);                                    // [B, T, (nH + 2 nKV) hd]
-            q = qkv.narrow(-1, 0, _heads * _headDim).view(b, t, _heads, _headDim).transpose(1, 2);
-            k = qkv.narrow(-1, _heads * _headDim, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+            var qk = qkv.narrow(-1, 0, (_heads + _kvHeads) * _headDim)
+                .view(b, t, _heads + _kvHeads, _headDim).transpose(1, 2);                    // [B, nH + nKV, T, hd]
+            qk = RotaryEmbedding.Apply(qk, inputs.Cos, inputs.Sin);
+            q = qk.narrow(1, 0, _heads);
+            k = qk.narrow(1, _heads, _kvHeads);
             v = qkv.narrow(-1, (_heads + _kvHeads) * _headDim, _kvHeads * _headDim).view(b, t, _kvHeads, _headDim).transpose(1, 2);
         }
         else
@@ -84,9 +88,9 @@ public sealed class GqaAttention : AttentionSublayer
             q = _qProj.call(x).view(b, t, _heads, _headDim).transpose(1, 2);                // [B, nH, T, hd]
             k = _kProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);              // [B, nKV, T, hd]
             v = _vProj.call(x).view(b, t, _kvHeads, _headDim).transpose(1, 2);
+            q = RotaryEmbedding.Apply(q, inputs.Cos, inputs.Sin);
+            k = RotaryEmbedding.Apply(k, inputs.Cos, inputs.Sin);
         }
-        q = RotaryEmbedding.Apply(q, inputs.Cos, inputs.Sin);
-        k = RotaryEmbedding.Apply(k, inputs.Cos, inputs.Sin);
         if (inputs.Cache is { } cache) (k, v) = cache.Append(inputs.Layer, k, v);        // [B, nKV, S, hd]
         long s = k.shape[2];
         // Query head h uses KV head h / group: fold the group into the query rows, no copy of K or V.

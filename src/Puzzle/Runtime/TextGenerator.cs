@@ -12,6 +12,12 @@ public sealed record GenerationOptions
     public double TopP { get; init; } = 1.0;
     public long Seed { get; init; }
     public bool StopAtEos { get; init; } = true;
+    /// <summary>
+    /// Intra-op threads of the decode steps on CPU: null = the process's threads (the default), 0 = choose by timing
+    /// (<see cref="DecodeThreads"/>: helps on a machine busy with other processes; not yet measured on an idle one, so
+    /// opt-in), else a fixed count. The prefill always runs on the process's threads.
+    /// </summary>
+    public int? DecodeThreads { get; init; }
 }
 
 /// <summary>New tokens per row (EOS included when it ended the row), and timings of the two phases.</summary>
@@ -57,6 +63,8 @@ public static class TextGenerator
 
         var output = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var finished = new bool[batch];
+        int processThreads = device.type == TorchSharp.DeviceType.CPU ? get_num_threads() : 1;
+        var threads = new DecodeThreads(processThreads, options.DecodeThreads switch { null => processThreads, 0 => null, var n => n });
         var clock = new DeviceClock(device);                                                  // synchronised reads on CUDA
         double prefillSeconds = 0;
         Tensor? logits = null;
@@ -82,7 +90,9 @@ public static class TextGenerator
                 onStep?.Invoke(emitted);
                 if (finished.All(f => f) || step == options.MaxNewTokens - 1) break;
                 var mask = fullMask?.narrow(1, 0, cache.Length + 1);
+                threads.Begin(step);
                 var newLogits = model.Forward(next.view(batch, 1), cache, mask, lastOnly: true);
+                threads.End(step);
                 logits.Dispose();
                 logits = newLogits.MoveToOuterDisposeScope();
             }
@@ -91,6 +101,7 @@ public static class TextGenerator
         {
             logits?.Dispose();
             model.Unfuse();
+            threads.Restore();
         }
         double total = clock.ElapsedSeconds;
         return new GenerationResult(output.Select(o => o.ToArray()).ToArray(), prefillSeconds, total - prefillSeconds);
@@ -111,5 +122,70 @@ public static class TextGenerator
         }
         var drawn = multinomial(probs, 1, false, generator).squeeze(-1);
         return drawn.to(logits.device).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// How many intra-op threads the decode steps use on CPU. A decode step is many small kernels; each multi-threaded one
+/// waits for every thread of the pool, so on a busy machine (other processes on the cores) one thread can be several
+/// times faster than all of them, while on an idle one the threads win a little. With no fixed count this times the
+/// candidates (the process's threads and one) on alternating steps, A B B A, picks the faster by median and probes
+/// again every <see cref="ReprobeEvery"/> steps, as the load changes. Results do not depend on the choice (the kernels
+/// split rows, not sums; tested), only the speed does. The process's count is restored at the end.
+/// </summary>
+public sealed class DecodeThreads
+{
+    public const int ProbeSteps = 8, ReprobeEvery = 48;
+    readonly int _process;
+    readonly int[] _candidates;
+    readonly List<double>[] _samples;
+    int _chosen, _current;
+    long _start;
+
+    public DecodeThreads(int processThreads, int? fixedThreads)
+    {
+        _process = processThreads;
+        _candidates = fixedThreads is { } f ? [Math.Max(1, f)] : processThreads > 1 ? [processThreads, 1] : [processThreads];
+        _samples = _candidates.Select(_ => new List<double>()).ToArray();
+        _chosen = _current = processThreads;
+    }
+
+    /// <summary>The count the last step ran with (for tests and logs).</summary>
+    public int Current => _current;
+
+    int? ProbeCandidate(int step)
+    {
+        if (_candidates.Length == 1) return null;
+        int phase = step % ReprobeEvery;
+        if (phase >= ProbeSteps) return null;
+        int[] order = [0, 1, 1, 0];                                                             // A B B A
+        return order[phase % 4];
+    }
+
+    public void Begin(int step)
+    {
+        int threads = ProbeCandidate(step) is { } c ? _candidates[c] : _candidates.Length == 1 ? _candidates[0] : _chosen;
+        if (threads != _current || step == 0)
+        {
+            set_num_threads(threads);
+            _current = threads;
+        }
+        _start = System.Diagnostics.Stopwatch.GetTimestamp();
+    }
+
+    public void End(int step)
+    {
+        if (ProbeCandidate(step) is not { } c) return;
+        _samples[c].Add(System.Diagnostics.Stopwatch.GetElapsedTime(_start).TotalSeconds);
+        if (step % ReprobeEvery != ProbeSteps - 1) return;
+        double Median(List<double> v) { var s = v.Order().ToArray(); return s[s.Length / 2]; }
+        _chosen = _candidates[Enumerable.Range(0, _candidates.Length).MinBy(i => Median(_samples[i]))];
+        foreach (var list in _samples) list.Clear();
+    }
+
+    public void Restore()
+    {
+        if (_current != _process) set_num_threads(_process);
+        _current = _process;
     }
 }

@@ -1,3 +1,4 @@
+using Puzzle.Model;
 using Puzzle.Runtime;
 using static TorchSharp.torch;
 
@@ -20,6 +21,68 @@ public sealed class GenerationTests
             Assert.Equal(logits[0, -1].argmax().item<long>(), token);
             sequence.Add(token);
         }
+    }
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void DecodeStep_OneThreadOrTwo_BitForBit(ScalarType dtype)
+    {
+        // DecodeThreads may switch the intra-op threads between decode steps: the logits must not depend on it.
+        var config = TestSupport.TinyParentConfig() with
+        {
+            VocabSize = 2048, HiddenSize = 256, NumAttentionHeads = 4, HeadDim = 64,
+            Blocks = [BlockConfig.Llama(2, 768), BlockConfig.Llama(1, 512)], MaxPositionEmbeddings = 64,
+        };
+        using var model = TestSupport.Build(config, dtype: dtype);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var ids = TestSupport.RandomIds(16, 40, 2048, seed: 5);
+        int process = get_num_threads();
+        model.Fuse();
+        Tensor Decode(int threads)
+        {
+            using var cache = model.NewCache(16, 40);
+            model.Forward(ids.narrow(1, 0, 37), cache, lastOnly: true);
+            set_num_threads(threads);
+            try { return cat([.. Enumerable.Range(37, 3).Select(t => model.Forward(ids.narrow(1, t, 1), cache, lastOnly: true))], 1).to(ScalarType.Float32); }
+            finally { set_num_threads(process); }
+        }
+        var one = Decode(1);
+        var two = Decode(2);
+        model.Unfuse();
+        Assert.Equal(0, TestSupport.MaxAbsDiff(one, two));
+    }
+
+    [Fact]
+    public void DecodeThreads_ProbesBothCountsThenKeepsTheFaster()
+    {
+        int process = get_num_threads();
+        var chooser = new DecodeThreads(2, null);
+        var used = new List<int>();
+        try
+        {
+            for (int step = 0; step < DecodeThreads.ProbeSteps + 4; step++)
+            {
+                chooser.Begin(step);
+                used.Add(chooser.Current);
+                if (chooser.Current == 2) Thread.Sleep(5);                                  // two threads made slow on purpose
+                chooser.End(step);
+            }
+        }
+        finally
+        {
+            chooser.Restore();
+        }
+        Assert.Equal(2, get_num_threads());                                                  // the count it was given back
+        set_num_threads(process);
+        Assert.Equal([2, 1, 1, 2, 2, 1, 1, 2], used.Take(DecodeThreads.ProbeSteps));
+        Assert.All(used.Skip(DecodeThreads.ProbeSteps), t => Assert.Equal(1, t));
+        var fixedOne = new DecodeThreads(process, 1);
+        fixedOne.Begin(0);
+        Assert.Equal(1, get_num_threads());
+        fixedOne.Restore();
+        Assert.Equal(process, get_num_threads());
     }
 
     [Fact]
