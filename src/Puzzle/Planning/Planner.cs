@@ -140,7 +140,7 @@ public static class Planner
         int cacheBytes = sc.CacheDtype is "float32" or "fp32" ? 4 : 2;
         long batchTokens = Math.Min(sc.Batch, rows) * (long)T;
         long chunk = ParentCache.DefaultVocabChunk(batchTokens, V);
-        long scoringPeak = R0 + Weights(P) + PerGpu(ParentCache.Bytes(L, H, tokens, cacheBytes) + batchTokens * (8L * H + 3L * I) * 4
+        long scoringPeak = R0 + (cal.OnGpu ? Weights(P) : P * cacheBytes) + PerGpu(ParentCache.Bytes(L, H, tokens, cacheBytes) + batchTokens * (8L * H + 3L * I) * 4
                            + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4);
         var candidates = BlockScorer.Candidates(c, variants, sc.Mode);
         double headFlops = 2.0 * H * V * tokens;
@@ -168,31 +168,44 @@ public static class Planner
 
         // 7. Assemble: streamed; the largest tensor read and converted.
         long largest = (long)V * H;
-        plans.Add(new StagePlan("7 assemble", P * 2.0 / 400e6, R0 + largest * (4 + 2), P * 2, "host RAM; streamed; the child is at most the parent's size", Host: true));
+        plans.Add(new StagePlan("7 assemble", ChildParameters(c, run) * 2.0 / 400e6, R0 + largest * (4 + 2), ChildParameters(c, run) * 2, "host RAM; streamed; the child is at most the parent's size", Host: true));
 
-        // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, grads, AdamW) + logits of both + activations.
+        // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, AdamW moments of the trained parameters,
+        // then their gradients: compute-dtype ones in the backward, fp32 ones in the step) + activations + one chunk of logits.
         var g = run.Gkd;
+        long child = ChildParameters(c, run);
+        long embeddings = (long)V * H * (c.TieWordEmbeddings ? 1 : 2);
+        long trainable = g.TrainEmbeddings ? child : child - embeddings;
         long gkdTokens = (long)g.Batch * T;
-        long logits = gkdTokens * V * (2L * cb + 4 * 4);
+        long gkdChunk = Math.Min(gkdTokens, Runtime.TokenChunks.DefaultTokens(V));
+        long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
         long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
-        plans.Add(new StagePlan("8 distill (GKD)", g.Tokens * (2.0 * P + 6.0 * P) / cal.ComputeRate,
-            R0 + PerGpu(P * (long)cb + P * (4L + cb + 4 + 8) + logits + activations), P * (4L + 4 + 8),
-            $"{g.Tokens:N0} tokens, batch {g.Batch}; logits {Gib(logits)} GiB per step"));
+        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * 4L);
+        plans.Add(new StagePlan("8 distill (GKD)", g.Tokens * (2.0 * P + 6.0 * child) / cal.ComputeRate,
+            R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
+            $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
 
-        // 9. Evaluate + bench: child and parent in fp32 with [batch, T, V] log-probs; bench: both in the measurement dtype.
+        // 9. Evaluate + bench: child and parent in fp32, one batch's activations and a chunk of logits; bench (a fresh
+        // process): both in the measurement dtype with KV caches.
         var e = run.Evaluation;
         long evalTokens = e.MaxTokens ?? AssumedTestTokens;                                     // null: the whole test split
-        double evalFlops = evalTokens * 2.0 * (2.0 * P);
+        double evalFlops = evalTokens * 2.0 * (P + child);
         double benchFlops = (e.BenchRepeats + 1) * 2 * generateFlops;
-        long evalPeak = R0 + Weights(2 * P) + PerGpu(16L * T * V * 4 * 3);
-        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu(2 * P * (long)mb + 2 * kv)), 1 << 20,
+        long evalBatchTokens = 8L * T;
+        long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
+                                                       + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6);
+        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
 
         // 10. Export: the child loaded in fp32, written in the export dtype.
         int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
-        plans.Add(new StagePlan("10 export", P * 2.0 / 400e6, R0 + P * (long)xb + largest * 4, P * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
+        plans.Add(new StagePlan("10 export", child * 2.0 / 400e6, R0 + child * (long)xb + largest * 4, child * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
         return plans;
     }
+
+    /// <summary>The child's size bound before the search: the parent's, or search.max_params when smaller.</summary>
+    static long ChildParameters(ModelConfig parent, RunConfig run) =>
+        run.Search.MaxParams is { } max ? Math.Min(parent.TotalParameters, max) : parent.TotalParameters;
 
     public static JsonObject ToJson(ModelConfig parent, Calibration cal, IReadOnlyList<StagePlan> plans) => new()
     {
