@@ -125,11 +125,19 @@ public static class Planner
         long validation = 2 * Math.Max(T, bld.ValidationTokens / T * T) * (long)H * 4 + Math.Max(T, bld.CalibrationTokens / T * T) * (long)I * 4;
         long cacheDisk = trainingLayers.Count == 0 ? 0 : ActivationCache.Bytes(steps, bld.Batch, T, H, trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().Count());
         long libraryDisk = trained.Sum(v => 4 * Params(v));
-        double bldFlops = BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps                                   // the cache: one parent pass per step
-                          + trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                         // forward + backward of the unit
-                                                  + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps) // the frozen other sublayer
-                          + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * (bld.ValidationTokens / T)); // validation inputs
-        plans.Add(new StagePlan("3 library (BLD)", bldFlops / cal.ComputeRate,
+        // fp32 work (the parent is held in fp32): the cache's parent pass per step, and per layer the parent's pass up to
+        // it over the validation windows (and the calibration windows where an FFN is narrowed), and every unit's NMSE
+        // before and after training; compute-dtype work: forward + backward of the trained units.
+        long valRows = Math.Max(1, bld.ValidationTokens / T), calRows = Math.Max(1, bld.CalibrationTokens / T);
+        var narrowed = variants.Where(v => v.Ffn is { IsSwiGlu: true } f && f.IntermediateSize != c.Blocks[v.Layer].Ffn.IntermediateSize).Select(v => v.Layer).Distinct();
+        double bldFp32 = (trainingLayers.Count > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps : 0)
+                         + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
+                         + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows)
+                         + variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
+        double bldCompute = trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                           // forward + backward of the unit
+                                             + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps); // the frozen other sublayer
+        double bldSeconds = bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate;
+        plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
             R0 + Weights(P) + PerGpu(unitsBytes + unitActivations + validation),                                   // units train one after another
             cacheDisk + libraryDisk,
             $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
@@ -146,7 +154,7 @@ public static class Planner
         double headFlops = 2.0 * H * V * tokens;
         double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows + headFlops
                               + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens + 2 * headFlops);
-        plans.Add(new StagePlan("4 score", scoringFlops / cal.Fp32Rate, scoringPeak, 0,
+        plans.Add(new StagePlan("4 score", scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate), scoringPeak, 0,
             $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
 
         // 5. Costs: the parent in the measurement dtype, one block at a time, a KV cache of the scenario.
@@ -181,7 +189,12 @@ public static class Planner
         long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
         long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
         long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * 4L);
-        plans.Add(new StagePlan("8 distill (GKD)", g.Tokens * (2.0 * P + 6.0 * child) / cal.ComputeRate,
+        // Training: teacher forward + student forward and backward per token; validation KL (teacher and student forwards)
+        // before training, every 50 steps (DistillOptions.EvalEvery) and at the end.
+        int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
+        double gkdValidations = 1 + Math.Ceiling(gkdSteps / 50.0);
+        double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
+        plans.Add(new StagePlan("8 distill (GKD)", gkdFlops / cal.ComputeRate,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
 
