@@ -307,6 +307,8 @@ public sealed record GkdSection
     public string Precision { get; init; } = "auto";
     /// <summary>Validation tokens the best checkpoint is chosen on (KL to the parent).</summary>
     public long ValidationTokens { get; init; } = 16_384;
+    /// <summary>Train the embeddings (and an untied LM head); false keeps the parent's and saves 18 bytes per parameter of them.</summary>
+    public bool TrainEmbeddings { get; init; } = true;
 }
 
 /// <summary>Evaluation and the side-by-side benchmark.</summary>

@@ -125,11 +125,19 @@ public static class Planner
         long validation = 2 * Math.Max(T, bld.ValidationTokens / T * T) * (long)H * 4 + Math.Max(T, bld.CalibrationTokens / T * T) * (long)I * 4;
         long cacheDisk = trainingLayers.Count == 0 ? 0 : ActivationCache.Bytes(steps, bld.Batch, T, H, trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().Count());
         long libraryDisk = trained.Sum(v => 4 * Params(v));
-        double bldFlops = BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps                                   // the cache: one parent pass per step
-                          + trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                         // forward + backward of the unit
-                                                  + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps) // the frozen other sublayer
-                          + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * (bld.ValidationTokens / T)); // validation inputs
-        plans.Add(new StagePlan("3 library (BLD)", bldFlops / cal.ComputeRate,
+        // fp32 work (the parent is held in fp32): the cache's parent pass per step, and per layer the parent's pass up to
+        // it over the validation windows (and the calibration windows where an FFN is narrowed), and every unit's NMSE
+        // before and after training; compute-dtype work: forward + backward of the trained units.
+        long valRows = Math.Max(1, bld.ValidationTokens / T), calRows = Math.Max(1, bld.CalibrationTokens / T);
+        var narrowed = variants.Where(v => v.Ffn is { IsSwiGlu: true } f && f.IntermediateSize != c.Blocks[v.Layer].Ffn.IntermediateSize).Select(v => v.Layer).Distinct();
+        double bldFp32 = (trainingLayers.Count > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps : 0)
+                         + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
+                         + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows)
+                         + variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
+        double bldCompute = trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                           // forward + backward of the unit
+                                             + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps); // the frozen other sublayer
+        double bldSeconds = bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate;
+        plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
             R0 + Weights(P) + PerGpu(unitsBytes + unitActivations + validation),                                   // units train one after another
             cacheDisk + libraryDisk,
             $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
@@ -140,13 +148,13 @@ public static class Planner
         int cacheBytes = sc.CacheDtype is "float32" or "fp32" ? 4 : 2;
         long batchTokens = Math.Min(sc.Batch, rows) * (long)T;
         long chunk = ParentCache.DefaultVocabChunk(batchTokens, V);
-        long scoringPeak = R0 + Weights(P) + PerGpu(ParentCache.Bytes(L, H, tokens, cacheBytes) + batchTokens * (8L * H + 3L * I) * 4
+        long scoringPeak = R0 + (cal.OnGpu ? Weights(P) : P * cacheBytes) + PerGpu(ParentCache.Bytes(L, H, tokens, cacheBytes) + batchTokens * (8L * H + 3L * I) * 4
                            + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4);
         var candidates = BlockScorer.Candidates(c, variants, sc.Mode);
         double headFlops = 2.0 * H * V * tokens;
         double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows + headFlops
                               + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens + 2 * headFlops);
-        plans.Add(new StagePlan("4 score", scoringFlops / cal.Fp32Rate, scoringPeak, 0,
+        plans.Add(new StagePlan("4 score", scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate), scoringPeak, 0,
             $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
 
         // 5. Costs: the parent in the measurement dtype, one block at a time, a KV cache of the scenario.
@@ -168,31 +176,49 @@ public static class Planner
 
         // 7. Assemble: streamed; the largest tensor read and converted.
         long largest = (long)V * H;
-        plans.Add(new StagePlan("7 assemble", P * 2.0 / 400e6, R0 + largest * (4 + 2), P * 2, "host RAM; streamed; the child is at most the parent's size", Host: true));
+        plans.Add(new StagePlan("7 assemble", ChildParameters(c, run) * 2.0 / 400e6, R0 + largest * (4 + 2), ChildParameters(c, run) * 2, "host RAM; streamed; the child is at most the parent's size", Host: true));
 
-        // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, grads, AdamW) + logits of both + activations.
+        // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, AdamW moments of the trained parameters,
+        // then their gradients: compute-dtype ones in the backward, fp32 ones in the step) + activations + one chunk of logits.
         var g = run.Gkd;
+        long child = ChildParameters(c, run);
+        long embeddings = (long)V * H * (c.TieWordEmbeddings ? 1 : 2);
+        long trainable = g.TrainEmbeddings ? child : child - embeddings;
         long gkdTokens = (long)g.Batch * T;
-        long logits = gkdTokens * V * (2L * cb + 4 * 4);
+        long gkdChunk = Math.Min(gkdTokens, Runtime.TokenChunks.DefaultTokens(V));
+        long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
         long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
-        plans.Add(new StagePlan("8 distill (GKD)", g.Tokens * (2.0 * P + 6.0 * P) / cal.ComputeRate,
-            R0 + PerGpu(P * (long)cb + P * (4L + cb + 4 + 8) + logits + activations), P * (4L + 4 + 8),
-            $"{g.Tokens:N0} tokens, batch {g.Batch}; logits {Gib(logits)} GiB per step"));
+        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * 4L);
+        // Training: teacher forward + student forward and backward per token; validation KL (teacher and student forwards)
+        // before training, every 50 steps (DistillOptions.EvalEvery) and at the end.
+        int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
+        double gkdValidations = 1 + Math.Ceiling(gkdSteps / 50.0);
+        double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
+        plans.Add(new StagePlan("8 distill (GKD)", gkdFlops / cal.ComputeRate,
+            R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
+            $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
 
-        // 9. Evaluate + bench: child and parent in fp32 with [batch, T, V] log-probs; bench: both in the measurement dtype.
+        // 9. Evaluate + bench: child and parent in fp32, one batch's activations and a chunk of logits; bench (a fresh
+        // process): both in the measurement dtype with KV caches.
         var e = run.Evaluation;
         long evalTokens = e.MaxTokens ?? AssumedTestTokens;                                     // null: the whole test split
-        double evalFlops = evalTokens * 2.0 * (2.0 * P);
+        double evalFlops = evalTokens * 2.0 * (P + child);
         double benchFlops = (e.BenchRepeats + 1) * 2 * generateFlops;
-        long evalPeak = R0 + Weights(2 * P) + PerGpu(16L * T * V * 4 * 3);
-        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu(2 * P * (long)mb + 2 * kv)), 1 << 20,
+        long evalBatchTokens = 8L * T;
+        long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
+                                                       + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6);
+        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
 
         // 10. Export: the child loaded in fp32, written in the export dtype.
         int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
-        plans.Add(new StagePlan("10 export", P * 2.0 / 400e6, R0 + P * (long)xb + largest * 4, P * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
+        plans.Add(new StagePlan("10 export", child * 2.0 / 400e6, R0 + child * (long)xb + largest * 4, child * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
         return plans;
     }
+
+    /// <summary>The child's size bound before the search: the parent's, or search.max_params when smaller.</summary>
+    static long ChildParameters(ModelConfig parent, RunConfig run) =>
+        run.Search.MaxParams is { } max ? Math.Min(parent.TotalParameters, max) : parent.TotalParameters;
 
     public static JsonObject ToJson(ModelConfig parent, Calibration cal, IReadOnlyList<StagePlan> plans) => new()
     {

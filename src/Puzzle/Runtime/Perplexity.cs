@@ -11,7 +11,7 @@ public sealed record PerplexityResult(double MeanNll, long Tokens)
 /// <summary>Mean next-token negative log-likelihood over a token stream, in windows of at most the context length.</summary>
 public static class PerplexityEvaluator
 {
-    public static PerplexityResult Evaluate(CausalLm model, IReadOnlyList<int> ids, int? window = null, Action<long, long>? progress = null)
+    public static PerplexityResult Evaluate(CausalLm model, IReadOnlyList<int> ids, int? window = null, Action<long, long>? progress = null, long? chunkTokens = null)
     {
         if (ids.Count < 2) throw new PuzzleException($"perplexity needs at least 2 tokens, got {ids.Count}");
         int length = Math.Min(window ?? model.Config.MaxPositionEmbeddings, model.Config.MaxPositionEmbeddings);
@@ -27,10 +27,10 @@ public static class PerplexityEvaluator
             using var scope = NewDisposeScope();
             int n = Math.Min(length, ids.Count - start);
             var chunk = tensor(ids.Skip(start).Take(n).Select(i => (long)i).ToArray(), [1, n], device: model.Device);
-            var logits = model.Forward(chunk.narrow(1, 0, n - 1)).to(ScalarType.Float32);  // [1, n-1, V]
-            var targets = chunk.narrow(1, 1, n - 1);
-            var logp = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1));
-            total -= logp.sum().item<float>();
+            // Final hidden states, then log-softmax a few tokens at a time: no [n-1, V] tensor (TokenChunks).
+            var hidden = TokenChunks.FinalHidden(model, chunk.narrow(1, 0, n - 1)).squeeze(0);   // [n-1, H]
+            var targets = chunk.narrow(1, 1, n - 1).squeeze(0);
+            total += TokenChunks.Stats(hidden, model.LmHeadWeight, targets, chunkTokens: chunkTokens).Nll.sum().item<float>();
             count += n - 1;
             progress?.Invoke(count, ids.Count - 1);
         }

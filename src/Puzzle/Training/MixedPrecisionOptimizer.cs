@@ -63,6 +63,8 @@ public sealed class MixedPrecisionOptimizer : IDisposable
                     var masterGrad = master.grad;
                     if (masterGrad is null) master.grad = workGrad.to(ScalarType.Float32);
                     else masterGrad.copy_(workGrad);
+                    workGrad.Dispose();
+                    work.grad = null;                                   // freed as it is moved: the step holds fp32 grads, not both
                 }
             norm = nn.utils.clip_grad_norm_(_parameters.Select(p => p.Master), _settings.ClipNorm);
         }

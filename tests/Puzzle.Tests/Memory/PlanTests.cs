@@ -46,6 +46,22 @@ public class PlanTests
     }
 
     [Fact]
+    public void Gkd_plan_drops_the_frozen_embeddings_optimizer_state_and_is_bounded_by_max_params()
+    {
+        var config = RandomParent.Preset("llama-3.2-1b") with { BosTokenId = 1, EosTokenIds = [2] };
+        var cal = new Calibration("fixed", 1e10, 2e10, ScalarType.BFloat16, 0, 0, null);
+        long Gkd(RunConfig run) => Planner.Plan(config, run, cal).Single(p => p.Stage == "8 distill (GKD)").PeakBytes;
+        long embeddings = 128_256L * 2048;                                                          // tied
+        long full = Gkd(new RunConfig());
+        // Frozen: no AdamW moments (8 bytes) nor bf16 gradients (2 bytes) for them; the masters and the working copy stay.
+        Assert.Equal(full - embeddings * (8 + 2), Gkd(new RunConfig { Gkd = new GkdSection { TrainEmbeddings = false } }));
+        // A child bounded at 600 M parameters: 6 bytes of weights, 10 of moments and gradients per parameter fewer.
+        long bounded = Gkd(new RunConfig { Search = new SearchSection { MaxParams = 600_000_000 } });
+        Assert.Equal(full - (config.TotalParameters - 600_000_000) * (6 + 8 + 2), bounded);
+        Assert.Equal(1_235_814_400, config.TotalParameters);
+    }
+
+    [Fact]
     public void Calibration_on_this_machine_gives_positive_rates_and_a_baseline()
     {
         var cal = Planner.Calibrate(TestSupport.TinyParentConfig(), 32, ScalarType.BFloat16, seconds: 0.2);

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Puzzle.Data;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using Puzzle.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -41,7 +42,7 @@ public static class Evaluator
     /// window of the split when null. A split too small for the tokens asked for is an error naming it (no fallback).
     /// </summary>
     public static TokenMetrics Tokens(CausalLm model, CausalLm? reference, TokenDataset data, int seqLen, long? maxTokens, int batch = 8,
-        string purpose = "evaluation")
+        string purpose = "evaluation", long? chunkTokens = null)
     {
         using var noGrad = no_grad();
         var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
@@ -54,18 +55,15 @@ public static class Evaluator
             var windows = tensor(loader.Next(n), [n, seqLen + 1], device: model.Device);
             var ids = windows.narrow(1, 0, seqLen);
             var targets = windows.narrow(1, 1, seqLen);
-            var logq = model.Forward(ids).to(ScalarType.Float32).log_softmax(-1);
-            var predicted = logq.argmax(-1);
-            float[] nll = logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(1).neg().cpu().data<float>().ToArray();
+            // Final hidden states, then log-softmax a few tokens at a time (TokenChunks): no [n, T, V] tensor.
+            var hidden = TokenChunks.FinalHidden(model, ids).reshape(n * seqLen, -1);
+            var referenceHidden = reference is null ? null : TokenChunks.FinalHidden(reference, ids.to(reference.Device)).reshape(n * seqLen, -1);
+            var t = TokenChunks.Stats(hidden, model.LmHeadWeight, targets.reshape(-1), referenceHidden, reference?.LmHeadWeight, chunkTokens);
+            var predicted = t.Predicted.view(n, seqLen);
+            float[] nll = t.Nll.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
             long[] correct = predicted.eq(targets).sum(1).cpu().data<long>().ToArray();
-            float[]? kl = null;
-            long[]? agree = null;
-            if (reference is not null)
-            {
-                var logp = reference.Forward(ids.to(reference.Device)).to(ScalarType.Float32).log_softmax(-1).to(model.Device);
-                kl = (logp.exp() * (logp - logq)).sum([1, 2]).cpu().data<float>().ToArray();
-                agree = predicted.eq(logp.argmax(-1)).sum(1).cpu().data<long>().ToArray();
-            }
+            float[]? kl = t.Kl?.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
+            long[]? agree = t.ReferencePredicted is { } rp ? predicted.eq(rp.view(n, seqLen)).sum(1).cpu().data<long>().ToArray() : null;
             for (int r = 0; r < n; r++) stats[start + r] = new WindowStats(nll[r], correct[r], kl?[r] ?? 0, agree?[r] ?? 0);
         }
         long tokens = rows * seqLen;
@@ -177,16 +175,16 @@ public static class Evaluator
         for (int r = 0; r < sequences.Count; r++)
             for (int c = 0; c < sequences[r].Ids.Length; c++) ids[r * longest + c] = sequences[r].Ids[c];
         var input = tensor(ids, [sequences.Count, longest], device: model.Device);
-        var logp = model.Forward(input).to(ScalarType.Float32).log_softmax(-1).cpu();             // [R, L, V]
+        var hidden = TokenChunks.FinalHidden(model, input);                                        // [R, L, H]; log-probs only where scored
         var result = new double[sequences.Count];
         for (int r = 0; r < sequences.Count; r++)
         {
             var (seq, start) = sequences[r];
             int count = seq.Length - start;
             if (count <= 0) continue;
-            var positions = logp[r].narrow(0, start - 1, count);                                    // predictions of tokens start..end
-            var targets = tensor(seq[start..].Select(t => (long)t).ToArray()).unsqueeze(-1);
-            result[r] = positions.gather(-1, targets).sum().item<float>();
+            var positions = hidden[r].narrow(0, start - 1, count);                                  // predictions of tokens start..end
+            var targets = tensor(seq[start..].Select(t => (long)t).ToArray(), device: model.Device);
+            result[r] = -TokenChunks.Stats(positions, model.LmHeadWeight, targets).Nll.sum().item<float>();
         }
         return result;
     }

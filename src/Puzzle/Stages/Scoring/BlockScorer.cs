@@ -51,7 +51,8 @@ public static class BlockScorer
         if (s.Mode is not ("composed" or "subblocks"))
             throw new PuzzleException($"scoring.mode '{s.Mode}' is not 'composed' or 'subblocks'");
         var device = Runtime.Devices.Parse(s.Device);
-        using var parent = Checkpoint.Load(run.ParentDir, device);
+        // The parent computes in the cache dtype: bf16 (the default) halves its memory; float32 keeps the exact fp32 scores.
+        using var parent = Checkpoint.Load(run.ParentDir, device, Checkpoint.ParseDtype(s.CacheDtype));
         foreach (var p in parent.parameters()) p.requires_grad = false;
         var variants = SearchSpace.Expand(parent.Config, run.Config.SearchSpace);
         var records = LibraryBlocks.Records(run.Path, variants);

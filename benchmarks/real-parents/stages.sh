@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs pipeline stages one process each (`puzzle stage NAME --run RUN`) under /usr/bin/time -v, so every stage's
+# peak RSS is its own (not what earlier stages left resident), and appends "stage<TAB>wall s<TAB>peak RSS KiB<TAB>rc"
+# to RUN/stages.tsv. Not a timing benchmark: run it at `nice -n 19` on a shared machine.
+# Usage: benchmarks/real-parents/stages.sh PUZZLE_EXE CONFIG RUN [STAGE ...]   (default: every stage in order)
+# PUZZLE_EXE is a copy of the build (e.g. cp -r src/Puzzle.Cli/bin/Release/net10.0 /tmp/bin; /tmp/bin/Puzzle.Cli),
+# so rebuilding the tree does not change the binary under a running benchmark.
+set -euo pipefail
+exe="$1"; cfg="$2"; run="$3"; shift 3
+stages=("$@"); [ ${#stages[@]} -gt 0 ] || stages=(parent data library score costs search assemble distill evaluate export)
+mkdir -p "$run"
+cp "$cfg" "$run/config.json"               # the config's paths must be absolute: the run directory holds it as is
+for s in "${stages[@]}"; do
+  log="$run/stage-$s.log"
+  set +e
+  /usr/bin/time -v -o "$run/time-$s.txt" nice -n 19 "$exe" stage "$s" --run "$run" > "$log" 2>&1
+  rc=$?
+  set -e
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$run/time-$s.txt")
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$run/time-$s.txt")
+  printf '%s\t%s\t%s\t%s\n' "$s" "$wall" "$rss" "$rc" | tee -a "$run/stages.tsv"
+  [ "$rc" -eq 0 ] || { echo "stage $s failed (rc $rc); see $log"; tail -5 "$log"; exit "$rc"; }
+done

@@ -1,0 +1,69 @@
+using Puzzle.Model;
+using static TorchSharp.torch;
+
+namespace Puzzle.Runtime;
+
+/// <summary>Per-token metrics of one model (and a reference) over N tokens, each [N]: NLL, argmax, KL(reference ‖ model), reference argmax.</summary>
+public sealed record TokenStatTensors(Tensor Nll, Tensor Predicted, Tensor? Kl, Tensor? ReferencePredicted);
+
+/// <summary>
+/// Log-softmax work over the vocabulary done a few tokens at a time, so that no [tokens, V] tensor exists: peak memory
+/// is the final hidden states ([tokens, H]) plus one chunk's logits ([chunk, V], with chunk × V ≤ 2^24 values, 64 MiB
+/// in fp32), whatever the vocabulary and the number of tokens. Each row is computed exactly as the full tensor would
+/// compute it (logits in the model's dtype, then fp32 log-softmax), so results equal the unchunked computation.
+/// </summary>
+public static class TokenChunks
+{
+    /// <summary>Values of one chunk's logits; a chunk is this over the vocabulary size, at least one token.</summary>
+    public const long ChunkValues = 1L << 24;
+
+    public static long DefaultTokens(long vocab) => Math.Max(1, ChunkValues / Math.Max(1, vocab));
+
+    /// <summary>The model's final normed hidden states [B, T, H] (the input of the LM head); <paramref name="states"/> gets each layer's output.</summary>
+    public static Tensor FinalHidden(CausalLm model, Tensor ids, List<Tensor>? states = null)
+    {
+        using var scope = NewDisposeScope();
+        var normed = model.Model.Norm.call(model.ForwardTrunk(ids, hiddenStates: states));
+        if (states is not null) foreach (var s in states) s.MoveToOuterDisposeScope();
+        return normed.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>fp32 log-probabilities of one chunk of normed hidden rows [c, H] under an LM head [V, H].</summary>
+    public static Tensor LogProbs(Tensor hidden, Tensor head, double temperature = 1.0)
+    {
+        var logits = nn.functional.linear(hidden, head).to(ScalarType.Float32);
+        return (temperature == 1.0 ? logits : logits / temperature).log_softmax(-1);
+    }
+
+    /// <summary>
+    /// Per-token NLL of <paramref name="targets"/> [N] and argmax under (<paramref name="hidden"/> [N, H], <paramref name="head"/>), and, with a
+    /// reference (its hidden rows on its own device and head), KL(reference ‖ model) and the reference's argmax. Results are on the model's device.
+    /// </summary>
+    public static TokenStatTensors Stats(Tensor hidden, Tensor head, Tensor targets, Tensor? referenceHidden = null, Tensor? referenceHead = null, long? chunkTokens = null)
+    {
+        long n = hidden.shape[0];
+        long chunk = Math.Max(1, chunkTokens ?? DefaultTokens(head.shape[0]));
+        var device = hidden.device;
+        var nll = empty([n], dtype: ScalarType.Float32, device: device);
+        var predicted = empty([n], dtype: ScalarType.Int64, device: device);
+        bool reference = referenceHidden is not null;
+        var kl = reference ? empty([n], dtype: ScalarType.Float32, device: device) : null;
+        var referencePredicted = reference ? empty([n], dtype: ScalarType.Int64, device: device) : null;
+        using var noGrad = no_grad();
+        for (long start = 0; start < n; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            long c = Math.Min(chunk, n - start);
+            var logq = LogProbs(hidden.narrow(0, start, c), head);
+            nll.narrow(0, start, c).copy_(logq.gather(-1, targets.narrow(0, start, c).unsqueeze(-1)).squeeze(-1).neg());
+            predicted.narrow(0, start, c).copy_(logq.argmax(-1));
+            if (reference)
+            {
+                var logp = LogProbs(referenceHidden!.narrow(0, start, c), referenceHead!).to(device);
+                kl!.narrow(0, start, c).copy_((logp.exp() * (logp - logq)).sum(-1));
+                referencePredicted!.narrow(0, start, c).copy_(logp.argmax(-1));
+            }
+        }
+        return new TokenStatTensors(nll, predicted, kl, referencePredicted);
+    }
+}
