@@ -145,14 +145,9 @@ public static class Pipeline
 
     static void Search(RunDirectory run)
     {
-        var s = run.Config.Search;
-        var request = new SearchRequest
-        {
-            MaxMemoryGiB = s.MaxMemoryGib, MinThroughputRatio = s.MinThroughputRatio, MinTokensPerSecond = s.MinTokensPerS,
-            MaxLatencyMs = s.MaxLatencyMs, MaxParameters = s.MaxParams, Target = s.Target, Diversity = s.Diversity, Name = Solution,
-        };
-        if (!string.IsNullOrWhiteSpace(s.Sweep)) SearchStage.Run(run, request with { Sweep = s.Sweep, Name = "sweep" });
-        SearchStage.Run(run, request with { Solutions = 1 });
+        var request = ChildRecipe.SearchRequestFor(run);
+        if (!string.IsNullOrWhiteSpace(run.Config.Search.Sweep)) SearchStage.Run(run, request with { Sweep = run.Config.Search.Sweep, Name = "sweep", Solutions = 1 });
+        SearchStage.Run(run, request);
     }
 
     /// <summary>Assembles the chosen child unless RUN/child already holds exactly this solution; true when rebuilt.</summary>
@@ -191,19 +186,19 @@ public static class Pipeline
     static JsonObject Evaluate(RunDirectory run)
     {
         string child = run.Artifact("child-gkd");
-        string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(child)}|{run.Config.Evaluation}|{run.Config.Scenario}");
+        string evalKey = ArtifactKeys.Evaluation(run, child), benchKey = ArtifactKeys.Bench(run, child);
         string evalPath = run.Artifact("eval", "eval.json"), benchPath = run.Artifact("eval", "bench.json");
-        JsonNode? Cached(string path) => JsonFile.ReadDerived(path) is { } j && j["key"].OptionalString() == key ? j.Node : null;
+        static JsonNode? Cached(string path, string key) => JsonFile.ReadDerived(path) is { } j && j["key"].OptionalString() == key ? j.Node : null;
         var e = run.Config.Evaluation;
-        var eval = Cached(evalPath);
+        var eval = Cached(evalPath, evalKey);
         if (eval is null)
         {
             var fresh = EvalStage.Run(ChildRecipe.EvalOptionsFor(run, child));
-            fresh["key"] = key;
+            fresh["key"] = evalKey;
             AtomicFile.WriteJson(evalPath, fresh);
             eval = fresh;
         }
-        var bench = Cached(benchPath);
+        var bench = Cached(benchPath, benchKey);
         if (bench is null)
         {
             var sc = run.Config.Scenario;
@@ -211,7 +206,7 @@ public static class Pipeline
             // Measured after hours of training in this process, generation ran ~20% slower for the child than in a
             // fresh process (allocator and thread-pool state): benchmark in a fresh `puzzle bench` where we can.
             var fresh = BenchInFreshProcess(options) ?? BenchStage.Run(options);
-            fresh["key"] = key;
+            fresh["key"] = benchKey;
             AtomicFile.WriteJson(benchPath, fresh);
             bench = fresh;
         }

@@ -12,6 +12,12 @@ namespace Puzzle.Config;
 public sealed record RunConfig
 {
     public const string FileName = "config.json";
+
+    /// <summary>
+    /// The one source of defaults: every section's initial values. Options records (EvalOptions, BenchOptions, …) and
+    /// CLI flags that are not given fall back to these, never to numbers of their own.
+    /// </summary>
+    public static readonly RunConfig Defaults = new();
     public int FormatVersion { get; init; } = 1;
     public ParentSection Parent { get; init; } = new();
     public DataSection Data { get; init; } = new();

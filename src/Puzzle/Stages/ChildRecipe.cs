@@ -1,5 +1,6 @@
 using Puzzle.Stages.Benchmark;
 using Puzzle.Stages.Evaluation;
+using Puzzle.Stages.Search;
 using Puzzle.Training;
 
 namespace Puzzle.Stages;
@@ -12,6 +13,21 @@ public static class ChildRecipe
 {
     /// <summary>The name of the Puzzle child's solution (RUN/solutions/child.json) and folders (RUN/child, RUN/child-gkd).</summary>
     public const string Solution = "child";
+
+    /// <summary>
+    /// The search of the run's config.search section (constraints, target, solutions, diversity), named
+    /// <see cref="Solution"/>: what the pipeline's stage 6 and `puzzle search --run` solve, the Pareto sweep aside.
+    /// </summary>
+    public static SearchRequest SearchRequestFor(RunDirectory run)
+    {
+        var s = run.Config.Search;
+        return new SearchRequest
+        {
+            MaxMemoryGiB = s.MaxMemoryGib, MinThroughputRatio = s.MinThroughputRatio, MinTokensPerSecond = s.MinTokensPerS,
+            MaxLatencyMs = s.MaxLatencyMs, MaxParameters = s.MaxParams, Target = s.Target, Solutions = s.Solutions, Diversity = s.Diversity,
+            Name = Solution,
+        };
+    }
 
     /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
     public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)

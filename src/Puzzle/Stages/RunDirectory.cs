@@ -1,6 +1,6 @@
-using System.Security.Cryptography;
-using System.Text;
+using Puzzle.Checkpoints;
 using Puzzle.Config;
+using Puzzle.Domain;
 
 namespace Puzzle.Stages;
 
@@ -10,15 +10,22 @@ public sealed class RunDirectory
     public string Path { get; }
     public RunConfig Config { get; }
 
-    public RunDirectory(string path)
+    /// <param name="overrides">"section.key=value" settings applied to this process's view of the config (a CLI
+    /// stage command's flags); RUN/config.json is not changed.</param>
+    public RunDirectory(string path, IEnumerable<string>? overrides = null)
     {
         Path = System.IO.Path.GetFullPath(path);
         string configPath = System.IO.Path.Combine(Path, RunConfig.FileName);
         if (!File.Exists(configPath))
             throw new PuzzleException($"{configPath}: not found (a run directory holds the run config; `puzzle run CONFIG --run {path}` creates it)");
-        Config = RunConfig.Read(configPath);
+        Config = RunConfig.Read(configPath, overrides);
         if (string.IsNullOrWhiteSpace(Config.Parent.Path)) throw new PuzzleException($"{configPath}: parent.path is not set");
     }
+
+    VariantCatalog? _variants;
+
+    /// <summary>The run's variants: the parent's config.json and search_space, expanded once (SearchSpace.Expand is called nowhere else by the stages).</summary>
+    public VariantCatalog Variants => _variants ??= VariantCatalog.Expand(HfConfig.Read(ParentDir), Config.SearchSpace);
 
     public string Resolve(string path) => System.IO.Path.GetFullPath(System.IO.Path.Combine(Path, path));
     public string ParentDir => Resolve(Config.Parent.Path);
@@ -28,21 +35,10 @@ public sealed class RunDirectory
         : throw new PuzzleException($"{System.IO.Path.Combine(Path, RunConfig.FileName)}: set data.path (prepared data) or data.inputs (text to prepare)");
     public string Artifact(params string[] parts) => System.IO.Path.Combine([Path, .. parts]);
 
-    /// <summary>Identifies the parent's weights cheaply: config.json text plus each weight file's name, size and header.</summary>
-    public static string ParentFingerprint(string parentDir)
-    {
-        var text = new StringBuilder(File.ReadAllText(System.IO.Path.Combine(parentDir, "config.json")));
-        foreach (string file in Directory.GetFiles(parentDir, "*.safetensors").Order(StringComparer.Ordinal))
-        {
-            using var stream = File.OpenRead(file);
-            var head = new byte[Math.Min(stream.Length, 1 << 16)];
-            stream.ReadExactly(head);
-            text.Append($"|{System.IO.Path.GetFileName(file)}:{stream.Length}:{Convert.ToHexString(SHA256.HashData(head))}");
-        }
-        return Hash(text.ToString());
-    }
+    /// <summary>The parent's (or any model directory's) weights, cheaply: <see cref="IO.Fingerprint.OfModel"/>.</summary>
+    public static string ParentFingerprint(string parentDir) => IO.Fingerprint.OfModel(parentDir);
 
-    public static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
+    public static string Hash(string text) => IO.Fingerprint.Hash(text);
 }
 
 /// <summary>`--shard i/n`: this process does the work units whose index in canonical order is i modulo n.</summary>

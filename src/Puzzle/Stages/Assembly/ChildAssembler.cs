@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
@@ -27,15 +28,13 @@ public static class ChildAssembler
         var solutionField = JsonFile.Read(solutionPath);
         var solution = solutionField.Node!;
         var parentConfig = HfConfig.Read(run.ParentDir);
-        var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
         var layers = solutionField["layers"].Items();
         if (layers.Count != parentConfig.NumLayers)
             throw new PuzzleException($"{solutionPath}: {layers.Count} layers but the parent has {parentConfig.NumLayers}");
-        SubblockVariant Variant(string id) => variants.TryGetValue(id, out var v) ? v
-            : throw new PuzzleException($"{solutionPath}: variant {id} is not in the run's search space");
-        var choices = layers.Select(l => (Attention: Variant(l["attention"].String()), Ffn: Variant(l["ffn"].String()))).ToList();
+        var choices = layers.Select((l, i) => (Attention: run.Variants.Get(l["attention"].String(), $"{solutionPath}: layers[{i}].attention"),
+            Ffn: run.Variants.Get(l["ffn"].String(), $"{solutionPath}: layers[{i}].ffn"))).ToList();
         var childConfig = parentConfig.WithBlocks(choices.Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!)));
-        LibraryBlocks.Records(run.Path, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
+        LibraryBlocks.Records(run, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
 
         var parentFiles = Checkpoint.WeightMap(run.ParentDir);
         var dtype = StoredDtype(parentFiles);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
@@ -42,7 +43,7 @@ public static class BlockCosts
         var measureDtype = Checkpoint.ParseDtype(sc.MeasureDtype);
         int weightBytes = DtypeBytes(sc.WeightDtype, "scenario.weight_dtype"), kvBytes = DtypeBytes(sc.KvDtype, "scenario.kv_dtype");
         int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
-        string fingerprint = RunDirectory.Hash($"costs-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}|{(rooflineOnly ? "roofline" : "measured")}");
+        string fingerprint = ArtifactKeys.Costs(run, rooflineOnly);
         string path = run.Artifact(FileName);
         if (JsonFile.ReadDerived(path, c => c["entries"].Items().Count > 0 && c["scenario"]["batch"].Int() > 0) is { } stored && stored["fingerprint"].OptionalString() == fingerprint)
         {
@@ -53,7 +54,7 @@ public static class BlockCosts
         if (rooflineOnly) return RooflineOnly(run, fingerprint, path, clock, log);
         using var parent = Checkpoint.Load(run.ParentDir, device, measureDtype);
         var config = parent.Config;
-        var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
+        var variants = run.Variants.All;
         log($"costs: scenario batch {sc.Batch}, prompt {sc.PromptLength}, generation {sc.GenerationLength} (decode context {decodeContext}), " +
             $"measured in {measureDtype} on {Runtime.Devices.Describe(device)}");
         var timer = new Timer(sc.WarmupRuns, sc.Repeats, device);
@@ -158,7 +159,7 @@ public static class BlockCosts
         int decodeContext = sc.PromptLength + sc.GenerationLength / 2;
         var none = new Timing(0, 0, 0, 0);
         var entries = new JsonArray();
-        foreach (var v in SearchSpace.Expand(config, run.Config.SearchSpace))
+        foreach (var v in run.Variants.All)
         {
             long parameters = v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!);
             var prefill = Work(config, v, sc.Batch, sc.PromptLength, 0, weightBytes, kvBytes);

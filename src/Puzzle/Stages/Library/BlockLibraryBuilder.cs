@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
 using Puzzle.Data;
+using Puzzle.Domain;
 using Puzzle.Model;
 using Puzzle.Training;
 using TorchSharp;
@@ -32,16 +33,15 @@ public static class BlockLibraryBuilder
         parent.eval();
         foreach (var p in parent.parameters()) p.requires_grad = false;
         var config = parent.Config;
-        var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
+        var variants = run.Variants.All;
         var manifest = DataManifest.Read(run.DataDir);
         int seqLen = manifest.SeqLen;
-        string fingerprint = RunDirectory.Hash(
-            $"bld-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{seqLen}|{bld with { Device = "" }}|{compute}");
+        string fingerprint = ArtifactKeys.Library(run, manifest, compute.ToString());
         Directory.CreateDirectory(run.Artifact(BlockLibrary.Folder));
 
         // Canonical order -> shard ownership; finished units (same fingerprint) are skipped.
         var mine = variants.Where((v, i) => shard.Owns(i)).ToList();
-        var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id)?.Fingerprint != fingerprint).ToList();
+        var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id) is not { } r || r.Fingerprint != fingerprint || !r.Holds(v)).ToList();
         log($"library: {variants.Count} variants over {config.NumLayers} layers; shard {shard} owns {mine.Count}, {mine.Count - pending.Count} already done, " +
             $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute)");
 
@@ -150,7 +150,7 @@ public static class BlockLibraryBuilder
             log($"library: layer {layer} done ({layersDone}/{layers.Count} layers), {clock.Elapsed.TotalSeconds:F0} s elapsed, ETA {TimeSpan.FromSeconds(eta):mm\\:ss}");
         }
         var index = BlockLibrary.WriteIndex(run.Path, variants, fingerprint);
-        var records = variants.Select(v => BlockLibrary.TryRead(run.Path, v.Id)).OfType<VariantRecord>().Where(r => r.Fingerprint == fingerprint).ToList();
+        var records = index.Variants;
         log($"library: {records.Count}/{variants.Count} variants in {run.Artifact(BlockLibrary.Folder)} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
         return new LibraryResult(variants.Count, trained, mine.Count - pending.Count, records.Count, clock.Elapsed.TotalSeconds, records);
     }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Data;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
@@ -53,11 +54,11 @@ public static class BlockScorer
         var device = Runtime.Devices.Parse(s.Device);
         using var parent = Checkpoint.Load(run.ParentDir, device);
         foreach (var p in parent.parameters()) p.requires_grad = false;
-        var variants = SearchSpace.Expand(parent.Config, run.Config.SearchSpace);
-        var records = LibraryBlocks.Records(run.Path, variants);
+        var variants = run.Variants.All;
+        var records = LibraryBlocks.Records(run, variants);
         string libraryFingerprint = records.Values.First().Fingerprint;
         var manifest = DataManifest.Read(run.DataDir);
-        string fingerprint = RunDirectory.Hash($"{libraryFingerprint}|{s with { Device = "" }}|{manifest.TokenizerSha256}");
+        string fingerprint = ArtifactKeys.Scores(run, libraryFingerprint, manifest);
 
         var candidates = Candidates(parent.Config, variants, s.Mode);
         var mine = candidates.Where((c, i) => shard.Owns(i)).ToList();

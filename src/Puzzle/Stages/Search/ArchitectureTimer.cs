@@ -11,7 +11,7 @@ namespace Puzzle.Stages.Search;
 /// </summary>
 public static class ArchitectureTimer
 {
-    public static (double ParentTokensPerSecond, double ChildTokensPerSecond) Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc, int rounds = 3)
+    public static (double ParentTokensPerSecond, double ChildTokensPerSecond) Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc)
     {
         var dtype = Checkpoints.Checkpoint.ParseDtype(sc.MeasureDtype);
         var device = Devices.Parse(sc.Device);
@@ -21,11 +21,11 @@ public static class ArchitectureTimer
         int[][] prompts = Enumerable.Range(0, sc.Batch).Select(_ => Enumerable.Range(0, sc.PromptLength).Select(_ => random.Next(parent.VocabSize)).ToArray()).ToArray();
         var options = new GenerationOptions { MaxNewTokens = sc.GenerationLength, StopAtEos = false };
         var times = new[] { new List<double>(), new List<double>() };
-        for (int round = 0; round <= rounds; round++)
+        for (int round = 0; round < sc.WarmupRuns + sc.Repeats; round++)                      // scenario.warmup_runs, then scenario.repeats timed
             foreach (var (model, i) in new[] { (a, 0), (b, 1) })
             {
                 var result = TextGenerator.Generate(model, prompts, options, []);
-                if (round > 0) times[i].Add(result.PrefillSeconds + result.DecodeSeconds);
+                if (round >= sc.WarmupRuns) times[i].Add(result.PrefillSeconds + result.DecodeSeconds);
             }
         double tokens = (double)sc.Batch * sc.GenerationLength;
         return (tokens / Median(times[0]), tokens / Median(times[1]));

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.IO;
 using Puzzle.Stages.Costs;
+using Puzzle.Domain;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Scoring;
 using Puzzle.Stages;
@@ -97,8 +98,8 @@ public static class SearchStage
         var previous = new List<IReadOnlyList<int>>();
         var files = new List<SolutionFile>();
         // Same scores, costs and request: the stored solutions stand (their measured checks are not redone).
-        string key = RunDirectory.Hash($"{problem.Fingerprint}|{request with { Name = "" }}");
-        var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, (request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}") + ".json")).ToList();
+        string key = IO.Fingerprint.Of("solution-v2", problem.Fingerprint, request with { Name = "" });
+        var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, SolutionName(request.Name, k) + ".json")).ToList();
         var storedJson = stored.Select(p => JsonFile.ReadDerived(p, j => j["fingerprint"].Node is not null && j["layers"].Items().Count == problem.Layers)).ToList();
         if (storedJson.All(j => j is { } f && f["fingerprint"].OptionalString() == key))
         {
@@ -127,7 +128,7 @@ public static class SearchStage
             }
             var verified = MipSearch.Verify(problem, constraints, solution.Choice, solution.SolverObjective, previous, request.Diversity);
             previous.Add(solution.Choice);
-            string name = request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}";
+            string name = SolutionName(request.Name, k);
             string path = run.Artifact(Folder, name + ".json");
             var json = ToJson(name, problem, request, constraints, solution, verified, parent);
             json["fingerprint"] = key;
@@ -158,7 +159,6 @@ public static class SearchStage
         IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio, Action<string> log)
     {
         var parentConfig = HfConfig.Read(run.ParentDir);
-        var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
         var attempts = new JsonArray();
         var current = constraints;
         var best = solution;
@@ -168,8 +168,8 @@ public static class SearchStage
             var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
             {
                 var chosen = problem.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[best.Choice[x.i]]).ToList();
-                return new Model.BlockConfig(variants[chosen.Select(o => o.AttentionId).First(id => id.Length > 0)].Attention!,
-                                             variants[chosen.Select(o => o.FfnId).First(id => id.Length > 0)].Ffn!);
+                var (a, f) = BlockOption.LayerIds(chosen);
+                return new Model.BlockConfig(run.Variants.Get(a, "search").Attention!, run.Variants.Get(f, "search").Ffn!);
             }).ToList();
             var (parentTps, childTps) = ArchitectureTimer.Measure(parentConfig, parentConfig.WithBlocks(blocks), run.Config.Scenario);
             double measured = childTps / parentTps, estimated = parentTime / best.Totals.TimeMs;
@@ -193,6 +193,9 @@ public static class SearchStage
         });
     }
 
+    /// <summary>The k-th (from 0) of several diverse solutions: the best keeps the name (the pipeline assembles it), the others NAME-2, NAME-3, ….</summary>
+    public static string SolutionName(string name, int k) => k == 0 ? name : $"{name}-{k + 1}";
+
     /// <summary>Option indices of a stored solution's per-layer choices.</summary>
     static int[] ChoiceOf(SearchProblem problem, JsonField json)
     {
@@ -201,7 +204,7 @@ public static class SearchStage
         {
             var layer = layers[g.Layer];
             string a = layer["attention"].String(), f = layer["ffn"].String();
-            int index = g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == a) && (o.FfnId.Length == 0 || o.FfnId == f));
+            int index = g.Options.ToList().FindIndex(o => o.Matches(a, f));
             return index >= 0 ? index : throw new PuzzleException($"{json.File}: layers[{g.Layer}] ({a}, {f}) is not among the scored options");
         }).ToArray();
     }
@@ -276,11 +279,12 @@ public static class SearchStage
         for (int layer = 0; layer < p.Layers; layer++)
         {
             var chosen = p.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[s.Choice[x.i]]).ToList();
+            var (attention, ffn) = BlockOption.LayerIds(chosen);
             layers.Add(new JsonObject
             {
                 ["layer"] = layer,
-                ["attention"] = chosen.Select(o => o.AttentionId).First(id => id.Length > 0),
-                ["ffn"] = chosen.Select(o => o.FfnId).First(id => id.Length > 0),
+                ["attention"] = attention,
+                ["ffn"] = ffn,
                 ["kl"] = chosen.Sum(o => o.Kl), ["time_ms"] = chosen.Sum(o => o.TimeMs),
                 ["memory_bytes"] = chosen.Sum(o => o.MemoryBytes), ["parameters"] = chosen.Sum(o => o.Parameters),
             });
@@ -339,9 +343,9 @@ public static class SearchStage
         JsonField Cost(string id) => cost.TryGetValue(id, out var c) ? c
             : throw new PuzzleException($"{costsPath}: no cost for variant {id} (scores and costs come from different search spaces; rerun `puzzle costs`)");
         double Memory(JsonField e) => e["parameter_bytes"].Double() + (double)batch * context * e["kv_bytes_per_token"].Double();
-        BlockOption Option(string a, string f, double kl)
+        BlockOption Option(string? a, string? f, double kl)
         {
-            var parts = new[] { a, f }.Where(id => id.Length > 0).Select(Cost).ToList();
+            var parts = new[] { a, f }.OfType<string>().Select(Cost).ToList();
             return new BlockOption(a, f, kl, parts.Sum(e => Time(e, block: true)), parts.Sum(Memory), parts.Sum(e => e["parameters"].Long()));
         }
 
@@ -349,7 +353,6 @@ public static class SearchStage
         if (entries.Count == 0) throw new PuzzleException($"{scoresPath}: entries is empty");
         int layers = entries.Max(e => e.Layer) + 1;
         var groups = new List<SearchGroup>();
-        var parentIds = ParentVariantIds(run);
         for (int layer = 0; layer < layers; layer++)
         {
             var here = entries.Where(e => e.Layer == layer).ToList();
@@ -357,26 +360,24 @@ public static class SearchStage
                 groups.Add(new SearchGroup(layer, "block", here.Select(e => Option(e.Attention, e.Ffn, e.Kl)).ToList()));
             else
             {
-                string parentFfn = parentIds.Single(id => id.StartsWith($"L{layer}.ffn.", StringComparison.Ordinal));
-                string parentAttention = parentIds.Single(id => id.StartsWith($"L{layer}.attn.", StringComparison.Ordinal));
-                groups.Add(new SearchGroup(layer, "attention", here.Where(e => e.Ffn == parentFfn).Select(e => Option(e.Attention, "", e.Kl)).ToList()));
-                groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option("", e.Ffn, e.Kl)).ToList()));
+                string parentFfn = run.Variants.Parent(layer, SubblockKind.Ffn).Id, parentAttention = run.Variants.Parent(layer, SubblockKind.Attention).Id;
+                groups.Add(new SearchGroup(layer, "attention", here.Where(e => e.Ffn == parentFfn).Select(e => Option(e.Attention, null, e.Kl)).ToList()));
+                groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option(null, e.Ffn, e.Kl)).ToList()));
             }
         }
         return new SearchProblem(groups, layers, Time(nonBlock, block: false), nonBlock["parameter_bytes"].Double(), nonBlock["parameters"].Long(),
             batch, generation, key, mode)
         {
-            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"].Node}|{costs["fingerprint"].Node}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
+            Fingerprint = ArtifactKeys.SearchProblem(run, scores["fingerprint"].OptionalString(), costs["fingerprint"].OptionalString(), key),
         };
     }
 
-    static HashSet<string> ParentVariantIds(RunDirectory run) =>
-        SearchSpace.Expand(HfConfig.Read(run.ParentDir), run.Config.SearchSpace).Where(v => v.IsParent).Select(v => v.Id).ToHashSet();
+    static HashSet<string> ParentVariantIds(RunDirectory run) => run.Variants.All.Where(v => v.IsParent).Select(v => v.Id).ToHashSet();
 
     public static IReadOnlyList<int> ParentChoice(RunDirectory run, SearchProblem problem)
     {
         var parentIds = ParentVariantIds(run);
-        var choice = problem.ParentChoice(o => (o.AttentionId.Length == 0 || parentIds.Contains(o.AttentionId)) && (o.FfnId.Length == 0 || parentIds.Contains(o.FfnId)));
+        var choice = problem.ParentChoice(o => (o.AttentionId is null || parentIds.Contains(o.AttentionId)) && (o.FfnId is null || parentIds.Contains(o.FfnId)));
         if (choice.Any(c => c < 0)) throw new PuzzleException("search: the parent's own blocks are missing from scores.json");
         return choice;
     }
