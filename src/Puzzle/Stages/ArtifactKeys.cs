@@ -17,6 +17,14 @@ public static class ArtifactKeys
         Fingerprint.OfModel(run.ParentDir), manifest.TokenizerSha256, manifest.Splits["train"].Tokens, manifest.SeqLen,
         run.Config.Bld with { Device = "", DiskBudgetGib = null }, computeDtype);
 
+    /// <summary>
+    /// The library key of runs made before these keys (bld-v2, ToString-based). BldSection holds no arrays, so that key
+    /// did tell settings apart: a record carrying the legacy key of today's settings is current, re-stamped rather
+    /// than retrained (<see cref="Library.BlockLibraryBuilder"/>).
+    /// </summary>
+    public static string LegacyLibrary(RunDirectory run, DataManifest manifest, string computeDtype) => Fingerprint.Hash(
+        $"bld-v2|{Fingerprint.OfModel(run.ParentDir)}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{manifest.SeqLen}|{run.Config.Bld with { Device = "" }}|{computeDtype}");
+
     /// <summary>RUN/scores: the library it scores, the scoring settings (not the device) and the tokenizer of the validation windows.</summary>
     public static string Scores(RunDirectory run, string libraryFingerprint, DataManifest manifest) => Fingerprint.Of("score-v2",
         libraryFingerprint, run.Config.Scoring with { Device = "" }, manifest.TokenizerSha256);

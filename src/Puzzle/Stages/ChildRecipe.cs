@@ -29,6 +29,14 @@ public static class ChildRecipe
         };
     }
 
+    /// <summary>Stage 6: the Pareto sweep of search.sweep (RUN/solutions/sweep-*.json, pareto.json), then the run's search as <see cref="Solution"/>.</summary>
+    public static void Search(RunDirectory run)
+    {
+        var request = SearchRequestFor(run);
+        if (!string.IsNullOrWhiteSpace(run.Config.Search.Sweep)) SearchStage.Run(run, request with { Sweep = run.Config.Search.Sweep, Name = "sweep", Solutions = 1 });
+        SearchStage.Run(run, request);
+    }
+
     /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
     public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)
     {
@@ -50,7 +58,7 @@ public static class ChildRecipe
         {
             ModelDir = model, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
             TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
-            ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
+            ContinuationTaskPath = run.ContinuationTask, BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
         };
     }
 

@@ -35,6 +35,38 @@ public sealed class RunDirectory
         : throw new PuzzleException($"{System.IO.Path.Combine(Path, RunConfig.FileName)}: set data.path (prepared data) or data.inputs (text to prepare)");
     public string Artifact(params string[] parts) => System.IO.Path.Combine([Path, .. parts]);
 
+    // The catalogue of a run's artifacts: every stage finds its inputs and writes its output here, by these names only.
+    public const string LibraryFolder = "library", LibraryIndexFile = "library.json", ScoresFolder = "scores", ScoresFile = "scores.json",
+        CostsFile = "costs.json", SolutionsFolder = "solutions", ChildFolder = "child", EvalFolder = "eval";
+
+    /// <summary>RUN/parent.json: what the parent is (stage 1).</summary>
+    public string ParentInfo => Artifact("parent.json");
+    /// <summary>RUN/library/: one record (+ weights when trained) per variant, and library.json (stage 3).</summary>
+    public string Library => Artifact(LibraryFolder);
+    public string LibraryIndex => Artifact(LibraryFolder, LibraryIndexFile);
+    public string LibraryRecord(string variantId) => Artifact(LibraryFolder, variantId + ".json");
+    public string LibraryWeights(string variantId) => Artifact(LibraryFolder, variantId + ".safetensors");
+    /// <summary>RUN/scores/ (one file per candidate) and RUN/scores.json (stage 4).</summary>
+    public string ScoresDir => Artifact(ScoresFolder);
+    public string Scores => Artifact(ScoresFile);
+    /// <summary>RUN/costs.json (stage 5).</summary>
+    public string Costs => Artifact(CostsFile);
+    /// <summary>RUN/solutions/NAME.json (stage 6); the pipeline's is <see cref="ChildRecipe.Solution"/>.</summary>
+    public string Solutions => Artifact(SolutionsFolder);
+    public string Solution(string name) => Artifact(SolutionsFolder, name + ".json");
+    /// <summary>RUN/child/: the assembled child (stage 7); RUN/child-gkd/: after global distillation (stage 8).</summary>
+    public string Child => Artifact(ChildFolder);
+    public string ChildGkd => Artifact(ChildFolder + "-gkd");
+    /// <summary>RUN/eval/eval.json and bench.json (stage 9), the report, the export (stage 10).</summary>
+    public string Eval => Artifact(EvalFolder, "eval.json");
+    public string Bench => Artifact(EvalFolder, "bench.json");
+    public string ContinuationTask => Artifact(EvalFolder, "test_continuation.jsonl");
+    public string Report => Artifact("report.json");
+    public string ReportMarkdown => Artifact("report.md");
+    public string Export => Artifact("export");
+    /// <summary>RUN/pipeline.json: the stage table's durations.</summary>
+    public string PipelineState => Artifact("pipeline.json");
+
     /// <summary>The parent's (or any model directory's) weights, cheaply: <see cref="IO.Fingerprint.OfModel"/>.</summary>
     public static string ParentFingerprint(string parentDir) => IO.Fingerprint.OfModel(parentDir);
 

@@ -217,5 +217,5 @@ public static class Distiller
 
     /// <summary>Mean per-token KL(teacher || student) on the first validation windows.</summary>
     public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch) =>
-        Stages.Evaluation.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)").KlToReference!.Value;
+        Runtime.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)").KlToReference!.Value;
 }

@@ -145,4 +145,27 @@ public sealed class ArtifactTrustTests(RunFixture fixture) : IClassFixture<RunFi
         Assert.Contains(index, message);
         Assert.Contains("rerun `puzzle library", message);
     }
+
+    [Fact]
+    public void LibraryOfAnOlderRun_IsRestamped_NotRetrained()
+    {
+        string run = fixture.NewRun(c => { UntrainedSpace(c); c["search_space"]!["kv_heads"] = new JsonArray(2, 1); });   // kv1: trained
+        var first = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        Assert.Equal(2, first.Trained);
+        var directory = new RunDirectory(run);
+        var manifest = Puzzle.Data.DataManifest.Read(directory.DataDir);
+        string compute = Puzzle.Training.Precision.Resolve(directory.Config.Bld.Precision, TorchSharp.torch.CPU).ToString();
+        string legacy = ArtifactKeys.LegacyLibrary(directory, manifest, compute);
+        Assert.NotEqual(first.Records[0].Fingerprint, legacy);
+        foreach (string record in Directory.GetFiles(Path.Combine(run, BlockLibrary.Folder), "L*.json")) EditJson(record, j => j["fingerprint"] = legacy);
+
+        var again = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        Assert.Equal(0, again.Trained);
+        Assert.All(again.Records, r => Assert.Equal(first.Records[0].Fingerprint, r.Fingerprint));
+        Assert.Equal(8 + 2, again.Done);
+
+        // Another old record (other settings) is not current: retrained.
+        EditJson(BlockLibrary.RecordPath(run, "L0.attn.kv1"), j => j["fingerprint"] = "0123456789abcdef");
+        Assert.Equal(1, BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet).Trained);
+    }
 }

@@ -3,6 +3,7 @@ using Puzzle.Checkpoints;
 using Puzzle.Data;
 using Puzzle.Domain;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using Puzzle.Stages;
 using Puzzle.Stages.Assembly;
 using Puzzle.Stages.Benchmark;

@@ -4,7 +4,6 @@ using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
-using Puzzle.Stages.Search;
 using static TorchSharp.torch;
 
 namespace Puzzle.Stages.Assembly;
@@ -22,7 +21,7 @@ public static class ChildAssembler
     public static AssemblyResult Run(RunDirectory run, string solutionName, string outDir, Action<string>? log = null)
     {
         log ??= Log.Info;
-        string solutionPath = run.Artifact(SearchStage.Folder, solutionName + ".json");
+        string solutionPath = run.Solution(solutionName);
         if (!File.Exists(solutionPath))
             throw new PuzzleException($"{solutionPath}: no such solution (run `puzzle search --run {run.Path} --name {solutionName}`)");
         var solutionField = JsonFile.Read(solutionPath);
@@ -54,7 +53,7 @@ public static class ChildAssembler
                 var variant = BlockLibraryBuilder.OwnsParameter(choices[layer].Attention, local) ? choices[layer].Attention : choices[layer].Ffn;
                 if (variant.IsParent)
                     return (parentFiles.TryGetValue(name, out var f) ? f : throw new PuzzleException($"{run.ParentDir}: tensor '{name}' is missing"), name);
-                return (BlockLibrary.WeightsPath(run.Path, variant.Id), local);
+                return (run.LibraryWeights(variant.Id), local);
             }
             IEnumerable<Tensor> Produce(TensorSpec spec)
             {

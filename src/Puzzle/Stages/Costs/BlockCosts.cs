@@ -28,7 +28,7 @@ public sealed record Timing(double MedianMs, double P25Ms, double P75Ms, int Rep
 /// </summary>
 public static class BlockCosts
 {
-    public const string FileName = "costs.json";
+    public const string FileName = RunDirectory.CostsFile;
 
     /// <summary>Measured and roofline costs; with <paramref name="rooflineOnly"/> nothing is loaded or timed (a parent of any size,
     /// e.g. an 80-layer 70B planned for H100s from its config.json alone): only the named accelerators' costs are valid targets.</summary>

@@ -3,6 +3,7 @@ using Puzzle.Checkpoints;
 using Puzzle.Config;
 using Puzzle.Data;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using Puzzle.Tokenization;
 
 namespace Puzzle.Stages.Evaluation;

@@ -62,8 +62,8 @@ public sealed record VariantRecord(string Id, int Layer, SubblockKind Kind, Atte
 /// <summary>The block library of a run: RUN/library/ with one record (and weights, when trained) per variant.</summary>
 public static class BlockLibrary
 {
-    public const string Folder = "library";
-    public const string IndexFile = "library.json";
+    public const string Folder = RunDirectory.LibraryFolder;
+    public const string IndexFile = RunDirectory.LibraryIndexFile;
 
     public static string RecordPath(string runDir, string id) => Path.Combine(runDir, Folder, id + ".json");
     public static string WeightsPath(string runDir, string id) => Path.Combine(runDir, Folder, id + ".safetensors");

@@ -37,10 +37,14 @@ public static class BlockLibraryBuilder
         var manifest = DataManifest.Read(run.DataDir);
         int seqLen = manifest.SeqLen;
         string fingerprint = ArtifactKeys.Library(run, manifest, compute.ToString());
-        Directory.CreateDirectory(run.Artifact(BlockLibrary.Folder));
+        Directory.CreateDirectory(run.Library);
 
         // Canonical order -> shard ownership; finished units (same fingerprint) are skipped.
         var mine = variants.Where((v, i) => shard.Owns(i)).ToList();
+        string legacy = ArtifactKeys.LegacyLibrary(run, manifest, compute.ToString());
+        foreach (var v in mine)
+            if (BlockLibrary.TryRead(run.Path, v.Id) is { } old && old.Fingerprint == legacy && old.Holds(v))
+                IO.AtomicFile.WriteJson(run.LibraryRecord(v.Id), (old with { Fingerprint = fingerprint }).ToJson());   // an older run's record: current
         var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id) is not { } r || r.Fingerprint != fingerprint || !r.Holds(v)).ToList();
         log($"library: {variants.Count} variants over {config.NumLayers} layers; shard {shard} owns {mine.Count}, {mine.Count - pending.Count} already done, " +
             $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute)");
@@ -59,7 +63,7 @@ public static class BlockLibraryBuilder
         var trainingLayers = pending.Where(v => v.NeedsTraining).Select(v => v.Layer).Distinct().ToList();
         var boundaries = trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().ToList();
         long cacheBytes = ActivationCache.Bytes(steps, bld.Batch, seqLen, config.HiddenSize, boundaries.Count);
-        var disk = ActivationCache.DiskRoom(run.Artifact(BlockLibrary.Folder), bld.DiskBudgetGib);
+        var disk = ActivationCache.DiskRoom(run.Library, bld.DiskBudgetGib);
         bool fits = trainingLayers.Count == 0 || ActivationCache.Reusable(run.Path, fingerprint, steps, boundaries) || cacheBytes <= disk.Bytes;
         bool useCache = bld.Activations switch
         {
@@ -151,7 +155,7 @@ public static class BlockLibraryBuilder
         }
         var index = BlockLibrary.WriteIndex(run.Path, variants, fingerprint);
         var records = index.Variants;
-        log($"library: {records.Count}/{variants.Count} variants in {run.Artifact(BlockLibrary.Folder)} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
+        log($"library: {records.Count}/{variants.Count} variants in {run.Library} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
         return new LibraryResult(variants.Count, trained, mine.Count - pending.Count, records.Count, clock.Elapsed.TotalSeconds, records);
     }
 

@@ -16,7 +16,7 @@ public static class LibraryBlocks
     /// </summary>
     public static Dictionary<string, VariantRecord> Records(RunDirectory run, IEnumerable<SubblockVariant> variants)
     {
-        string folder = run.Artifact(BlockLibrary.Folder), indexPath = Path.Combine(folder, BlockLibrary.IndexFile);
+        string folder = run.Library, indexPath = run.LibraryIndex;
         var records = new Dictionary<string, VariantRecord>();
         var missing = new List<string>();
         foreach (var v in variants)

@@ -38,7 +38,7 @@ public sealed record SolutionFile(string Name, string Path, SearchSolution Solut
 /// <summary>Stage 6: builds the MIP from scores.json and costs.json (never recomputing them), solves, verifies, stores.</summary>
 public static class SearchStage
 {
-    public const string Folder = "solutions";
+    public const string Folder = RunDirectory.SolutionsFolder;
 
     public static IReadOnlyList<SolutionFile> Run(RunDirectory run, SearchRequest request, Action<string>? log = null)
     {
