@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Puzzle.Domain;
 using Puzzle.Checkpoints;
 using Puzzle.Model;
 using Puzzle.Stages;

@@ -27,12 +27,12 @@ internal static class BaselinesCommand
                         : throw new PuzzleException($"--gkd-fractions '{text}': '{s}' is not a number")).ToArray();
             else if (r.GetValue(sweep)) shares = dir.Config.BaselinesGkdFractions.Length > 0 ? dir.Config.BaselinesGkdFractions : [0, 0.1, 0.3, 1];
             var outcome = BaselinesStage.Run(dir, names, shares);
-            if (File.Exists(dir.Artifact("report.json"))) BaselinesReport.Write(dir);
-            else Console.WriteLine($"{dir.Artifact("report.json")} does not exist yet: the baselines table is added when the pipeline writes its report");
+            if (File.Exists(dir.Report)) BaselinesReport.Write(dir);
+            else Console.WriteLine($"{dir.Report} does not exist yet: the baselines table is added when the pipeline writes its report");
             foreach (var (name, failure) in outcome)
                 if (failure is null) Console.WriteLine($"{name}: done -> {dir.Artifact(BaselinesStage.Folder, name)}");
                 else Console.Error.WriteLine($"error: {failure}");
-            Console.WriteLine($"report: {dir.Artifact("report.md")}");
+            Console.WriteLine($"report: {dir.ReportMarkdown}");
             return outcome.Values.Any(f => f is not null) ? 1 : 0;
         })));
         return command;

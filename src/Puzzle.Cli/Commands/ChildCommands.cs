@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using Puzzle.Config;
 using Puzzle.Gguf;
 using Puzzle.IO;
 using Puzzle.Stages;
@@ -17,47 +18,74 @@ internal static class ChildCommands
     public static Command Assemble()
     {
         var run = CliSupport.RunOption();
-        var solution = new Option<string>("--solution") { Description = "solution name (RUN/solutions/NAME.json)", Required = true };
-        var output = new Option<string>("--out") { Description = "child directory to write (DeciLM)", Required = true };
+        var solution = new Option<string>("--solution") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
+        var output = new Option<string?>("--out") { Description = "child directory to write (DeciLM); default RUN/child for the child solution, else RUN/NAME" };
         var command = new Command("assemble", "Assemble the child of a solution from the parent and the block library.") { run, solution, output };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var result = ChildAssembler.Run(new RunDirectory(r.GetValue(run)!), r.GetValue(solution)!, r.GetValue(output)!);
+            var runDir = new RunDirectory(r.GetValue(run)!);
+            string name = r.GetValue(solution)!;
+            var result = ChildAssembler.Run(runDir, name, r.GetValue(output) ?? runDir.Artifact(name));
             Console.WriteLine($"{result.OutDir}: {result.Parameters:N0} parameters (estimate {result.EstimatedParameters:N0})");
             return 0;
         }));
         return command;
     }
 
+    /// <summary>`--run RUN`: the run's settings for a command that also works without one; its flags override them.</summary>
+    static Option<string?> RunSettingsOption(string what) => new("--run") { Description = $"run directory: {what} from its config (flags override them); without it, the config defaults" };
+
     public static Command Distill()
     {
-        var teacher = new Option<string>("--teacher") { Description = "parent model directory", Required = true };
-        var student = new Option<string>("--student") { Description = "child model directory", Required = true };
-        var data = new Option<string>("--data") { Description = "prepared data directory", Required = true };
-        var output = new Option<string>("--out") { Description = "distilled child directory (the best checkpoint)", Required = true };
-        var tokens = new Option<long>("--tokens") { DefaultValueFactory = _ => 1_000_000 };
-        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 16 };
-        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => 3e-4 };
-        var cosine = new Option<double>("--cosine-weight") { Description = "weight of Σ_layers (1 − cos)", DefaultValueFactory = _ => 1.0 };
-        var kl = new Option<double>("--kl-weight") { Description = "weight of KL(parent || child)", DefaultValueFactory = _ => 1.0 };
-        var lm = new Option<double>("--lm-weight") { Description = "weight of the LM loss (off by default)", DefaultValueFactory = _ => 0.0 };
-        var temperature = new Option<double>("--temperature") { DefaultValueFactory = _ => 1.0 };
-        var precision = new Option<string>("--precision") { DefaultValueFactory = _ => "auto" };
-        var validationTokens = new Option<long>("--validation-tokens") { Description = "validation tokens the best checkpoint is chosen on", DefaultValueFactory = _ => 16_384 };
-        var device = CliSupport.DeviceOption();
+        var runOption = RunSettingsOption("teacher, data, RUN/child -> RUN/child-gkd and the gkd section");
+        var teacher = new Option<string?>("--teacher") { Description = "parent model directory (required without --run)" };
+        var student = new Option<string?>("--student") { Description = "child model directory (required without --run)" };
+        var data = new Option<string?>("--data") { Description = "prepared data directory (required without --run)" };
+        var output = new Option<string?>("--out") { Description = "distilled child directory (the best checkpoint; required without --run)" };
+        var tokens = new Option<long?>("--tokens") { Description = "gkd.tokens" };
+        var batch = new Option<int?>("--batch") { Description = "gkd.batch" };
+        var lr = new Option<double?>("--lr") { Description = "gkd.lr" };
+        var cosine = new Option<double?>("--cosine-weight") { Description = "weight of Σ_layers (1 − cos) (gkd.cosine_weight)" };
+        var kl = new Option<double?>("--kl-weight") { Description = "weight of KL(parent || child) (gkd.kl_weight)" };
+        var lm = new Option<double?>("--lm-weight") { Description = "weight of the LM loss, off by default (gkd.lm_weight)" };
+        var temperature = new Option<double?>("--temperature") { Description = "gkd.temperature" };
+        var precision = new Option<string?>("--precision") { Description = "gkd.precision" };
+        var validationTokens = new Option<long?>("--validation-tokens") { Description = "validation tokens the best checkpoint is chosen on (gkd.validation_tokens)" };
+        var device = new Option<string?>("--device") { Description = "cpu, cuda or cuda:N (scenario.device)" };
         var command = new Command("distill", "Global knowledge distillation of a child from its parent (cosine on hidden states + KL on logits).")
-            { teacher, student, data, output, tokens, batch, lr, cosine, kl, lm, temperature, precision, validationTokens, device };
+            { runOption, teacher, student, data, output, tokens, batch, lr, cosine, kl, lm, temperature, precision, validationTokens, device };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var result = Distiller.Run(new DistillOptions
+            string Required(Option<string?> option) => r.GetValue(option) ?? throw new PuzzleException($"{option.Name} is required without --run");
+            DistillOptions options;
+            if (r.GetValue(runOption) is { } runPath)
             {
-                TeacherDir = r.GetValue(teacher)!, StudentDir = r.GetValue(student)!, DataDir = r.GetValue(data)!, OutDir = r.GetValue(output)!,
-                Tokens = r.GetValue(tokens), Batch = r.GetValue(batch), LearningRate = r.GetValue(lr), CosineWeight = r.GetValue(cosine),
-                KlWeight = r.GetValue(kl), LmWeight = r.GetValue(lm), Temperature = r.GetValue(temperature), Precision = r.GetValue(precision)!,
-                ValidationTokens = r.GetValue(validationTokens),
-                Device = r.GetValue(device)!,
-            });
-            Console.WriteLine($"{r.GetValue(output)}: validation KL {result.InitialValidationKl:F4} -> {result.BestValidationKl:F4} (best at step {result.BestStep})");
+                var runDir = new RunDirectory(runPath);
+                options = ChildRecipe.DistillOptionsFor(runDir, r.GetValue(student) ?? runDir.Artifact(ChildRecipe.Solution),
+                    r.GetValue(output) ?? runDir.Artifact(ChildRecipe.Solution + "-gkd"), runDir.Config.Gkd.Tokens);
+            }
+            else
+            {
+                var g = RunConfig.Defaults.Gkd;
+                options = new DistillOptions
+                {
+                    TeacherDir = Required(teacher), StudentDir = Required(student), DataDir = Required(data), OutDir = Required(output),
+                    Tokens = g.Tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight, LmWeight = g.LmWeight,
+                    Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens, Device = RunConfig.Defaults.Scenario.Device,
+                };
+            }
+            options = options with
+            {
+                TeacherDir = r.GetValue(teacher) ?? options.TeacherDir, DataDir = r.GetValue(data) ?? options.DataDir,
+                Tokens = r.GetValue(tokens) is { } t ? CliSupport.Positive("--tokens", t) : options.Tokens,
+                Batch = r.GetValue(batch) is { } b ? CliSupport.Positive("--batch", b) : options.Batch,
+                LearningRate = r.GetValue(lr) ?? options.LearningRate, CosineWeight = r.GetValue(cosine) ?? options.CosineWeight,
+                KlWeight = r.GetValue(kl) ?? options.KlWeight, LmWeight = r.GetValue(lm) ?? options.LmWeight,
+                Temperature = r.GetValue(temperature) ?? options.Temperature, Precision = r.GetValue(precision) ?? options.Precision,
+                ValidationTokens = r.GetValue(validationTokens) ?? options.ValidationTokens, Device = r.GetValue(device) ?? options.Device,
+            };
+            var result = Distiller.Run(options);
+            Console.WriteLine($"{options.OutDir}: validation KL {result.InitialValidationKl:F4} -> {result.BestValidationKl:F4} (best at step {result.BestStep})");
             return 0;
         }));
         return command;
@@ -66,29 +94,39 @@ internal static class ChildCommands
     public static Command Eval()
     {
         var model = CliSupport.ModelArgument();
+        var runOption = RunSettingsOption("parent as reference, data, the evaluation section and scenario.device");
         var reference = new Option<string?>("--reference") { Description = "parent: adds accuracy retention (child / parent), fidelity (perplexity ratio, KL, top-1 agreement)" };
-        var data = new Option<string>("--data") { Description = "prepared data directory (its held-out test split)", Required = true };
+        var data = new Option<string?>("--data") { Description = "prepared data directory (its held-out test split; required without --run)" };
         var split = new Option<string>("--split") { Description = "split to evaluate: test (held out from every stage that trains or selects); validation only to compare", DefaultValueFactory = _ => "test" };
-        var tasks = new Option<string[]>("--tasks") { Description = "multiple-choice jsonl files", AllowMultipleArgumentsPerToken = true };
-        var limit = new Option<int?>("--limit") { Description = "items per task", DefaultValueFactory = _ => 500 };
+        var tasks = new Option<string[]>("--tasks") { Description = "multiple-choice jsonl files (evaluation.tasks)", AllowMultipleArgumentsPerToken = true };
+        var limit = new Option<int?>("--limit") { Description = $"items per task (evaluation.task_limit, default {RunConfig.Defaults.Evaluation.TaskLimit})" };
         var fewShot = new Option<int>("--few-shot") { Description = "examples prefixed from the task file", DefaultValueFactory = _ => 0 };
-        var maxTokens = new Option<long?>("--max-tokens") { Description = "tokens of the split (its first windows); default: the whole split" };
-        var continuation = new Option<int>("--continuation-items") { Description = "items of an in-domain task built from the split: the true next sentence among 4", DefaultValueFactory = _ => 0 };
-        var resamples = new Option<int>("--bootstrap") { Description = "bootstrap resamples for the 95% intervals", DefaultValueFactory = _ => 1000 };
-        var seed = new Option<long>("--seed") { Description = "seed of the bootstrap and the continuation task", DefaultValueFactory = _ => 0 };
+        var maxTokens = new Option<long?>("--max-tokens") { Description = "tokens of the split (its first windows); default: the whole split (evaluation.max_tokens)" };
+        var continuation = new Option<int?>("--continuation-items") { Description = "items of an in-domain task built from the split: the true next sentence among 4 (evaluation.continuation_items)" };
+        var resamples = new Option<int?>("--bootstrap") { Description = $"bootstrap resamples for the 95% intervals (evaluation.bootstrap_resamples, default {RunConfig.Defaults.Evaluation.BootstrapResamples})" };
+        var seed = new Option<long?>("--seed") { Description = "seed of the bootstrap and the continuation task (evaluation.seed)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
-        var device = CliSupport.DeviceOption();
+        var device = new Option<string?>("--device") { Description = "cpu, cuda or cuda:N (scenario.device)" };
         var command = new Command("eval", "Next-token accuracy, perplexity and tasks on the held-out test split; with a reference: accuracy retention, fidelity, 95% intervals.")
-            { model, reference, data, split, tasks, limit, fewShot, maxTokens, continuation, resamples, seed, json, device };
+            { model, runOption, reference, data, split, tasks, limit, fewShot, maxTokens, continuation, resamples, seed, json, device };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var result = EvalStage.Run(new EvalOptions
+            string modelDir = r.GetValue(model)!;
+            var options = r.GetValue(runOption) is { } runPath
+                ? ChildRecipe.EvalOptionsFor(new RunDirectory(runPath), modelDir) with { ContinuationTaskPath = null }
+                : new EvalOptions { ModelDir = modelDir, DataDir = r.GetValue(data) ?? throw new PuzzleException("--data is required without --run") };
+            options = options with
             {
-                ModelDir = r.GetValue(model)!, ReferenceDir = r.GetValue(reference), DataDir = r.GetValue(data)!, Split = r.GetValue(split)!, Tasks = r.GetValue(tasks) ?? [],
-                TaskLimit = r.GetValue(limit) is { } l ? CliSupport.Positive("--limit", l) : null, FewShot = r.GetValue(fewShot) >= 0 ? r.GetValue(fewShot) : throw new PuzzleException($"--few-shot must be >= 0, got {r.GetValue(fewShot)}"),
-                MaxTokens = r.GetValue(maxTokens) is { } m ? CliSupport.Positive("--max-tokens", m) : null, ContinuationItems = r.GetValue(continuation),
-                BootstrapResamples = CliSupport.Positive("--bootstrap", r.GetValue(resamples)), Seed = r.GetValue(seed), Device = r.GetValue(device)!,
-            }, r.GetValue(json) ? _ => { } : null);
+                ReferenceDir = r.GetValue(reference) ?? options.ReferenceDir, DataDir = r.GetValue(data) ?? options.DataDir, Split = r.GetValue(split)!,
+                Tasks = r.GetValue(tasks) is { Length: > 0 } t ? t : options.Tasks,
+                TaskLimit = r.GetValue(limit) is { } l ? CliSupport.Positive("--limit", l) : options.TaskLimit,
+                FewShot = r.GetValue(fewShot) >= 0 ? r.GetValue(fewShot) : throw new PuzzleException($"--few-shot must be >= 0, got {r.GetValue(fewShot)}"),
+                MaxTokens = r.GetValue(maxTokens) is { } m ? CliSupport.Positive("--max-tokens", m) : options.MaxTokens,
+                ContinuationItems = r.GetValue(continuation) ?? options.ContinuationItems,
+                BootstrapResamples = r.GetValue(resamples) is { } b ? CliSupport.Positive("--bootstrap", b) : options.BootstrapResamples,
+                Seed = r.GetValue(seed) ?? options.Seed, Device = r.GetValue(device) ?? options.Device,
+            };
+            var result = EvalStage.Run(options, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             else if (result["retention"] is { } retention)
                 Console.WriteLine($"accuracy retention {retention["value"]!.GetValue<double>():P1} {EvalStage.FormatInterval(retention["ci95"], percent: true)} " +
@@ -101,24 +139,33 @@ internal static class ChildCommands
 
     public static Command Bench()
     {
-        var models = new Option<string[]>("--models") { Description = "model directories; ratios are to the first", Required = true, AllowMultipleArgumentsPerToken = true };
-        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => 16 };
-        var prompt = new Option<int>("--prompt-len") { DefaultValueFactory = _ => 128 };
-        var gen = new Option<int>("--gen-len") { DefaultValueFactory = _ => 128 };
-        var repeats = new Option<int>("--repeats") { DefaultValueFactory = _ => 5 };
-        var dtype = new Option<string>("--dtype") { Description = "compute dtype (bfloat16 is ~2x faster on CPUs with bf16 units)", DefaultValueFactory = _ => "bfloat16" };
+        var runOption = RunSettingsOption("the parent and RUN/child-gkd, the scenario, evaluation.bench_repeats");
+        var models = new Option<string[]>("--models") { Description = "model directories; ratios are to the first (required without --run)", AllowMultipleArgumentsPerToken = true };
+        var d = RunConfig.Defaults;
+        var batch = new Option<int?>("--batch") { Description = $"scenario.batch (default {d.Scenario.Batch})" };
+        var prompt = new Option<int?>("--prompt-len") { Description = $"scenario.prompt_length (default {d.Scenario.PromptLength})" };
+        var gen = new Option<int?>("--gen-len") { Description = $"scenario.generation_length (default {d.Scenario.GenerationLength})" };
+        var repeats = new Option<int?>("--repeats") { Description = $"evaluation.bench_repeats (default {d.Evaluation.BenchRepeats})" };
+        var dtype = new Option<string?>("--dtype") { Description = $"compute dtype, scenario.measure_dtype (default {d.Scenario.MeasureDtype}; bfloat16 is ~2x faster on CPUs with bf16 units)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
-        var device = CliSupport.DeviceOption();
+        var device = new Option<string?>("--device") { Description = $"cpu, cuda or cuda:N (scenario.device, default {d.Scenario.Device})" };
         var engine = new Option<string>("--engine") { Description = "puzzle (this engine) or llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh)", DefaultValueFactory = _ => "puzzle" };
         var threads = new Option<int>("--threads") { Description = "llama.cpp threads", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("bench", "Side-by-side generation benchmark in one process: prefill, decode and end-to-end tokens/s, TTFT, memory.")
-            { models, batch, prompt, gen, repeats, dtype, json, device, engine, threads };
+            { runOption, models, batch, prompt, gen, repeats, dtype, json, device, engine, threads };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var options = new BenchOptions
+            var options = r.GetValue(runOption) is { } runPath
+                ? ChildRecipe.BenchOptionsFor(new RunDirectory(runPath), new RunDirectory(runPath).Artifact(ChildRecipe.Solution + "-gkd"))
+                : new BenchOptions { Models = r.GetValue(models) is { Length: > 0 } given ? given : throw new PuzzleException("--models is required without --run") };
+            options = options with
             {
-                Models = r.GetValue(models)!, Batch = CliSupport.Positive("--batch", r.GetValue(batch)), PromptLength = CliSupport.Positive("--prompt-len", r.GetValue(prompt)),
-                GenerationLength = CliSupport.Positive("--gen-len", r.GetValue(gen)), Repeats = CliSupport.Positive("--repeats", r.GetValue(repeats)), Dtype = r.GetValue(dtype)!, Device = r.GetValue(device)!,
+                Models = r.GetValue(models) is { Length: > 0 } m ? m : options.Models,
+                Batch = r.GetValue(batch) is { } b ? CliSupport.Positive("--batch", b) : options.Batch,
+                PromptLength = r.GetValue(prompt) is { } p ? CliSupport.Positive("--prompt-len", p) : options.PromptLength,
+                GenerationLength = r.GetValue(gen) is { } g ? CliSupport.Positive("--gen-len", g) : options.GenerationLength,
+                Repeats = r.GetValue(repeats) is { } n ? CliSupport.Positive("--repeats", n) : options.Repeats,
+                Dtype = r.GetValue(dtype) ?? options.Dtype, Device = r.GetValue(device) ?? options.Device,
             };
             var result = r.GetValue(engine) switch
             {
@@ -171,7 +218,7 @@ internal static class ChildCommands
     public static Command Report()
     {
         var run = CliSupport.RunOption();
-        var solution = new Option<string>("--solution") { Required = true };
+        var solution = new Option<string>("--solution") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
         var child = new Option<string>("--child") { Description = "the (distilled) child directory", Required = true };
         var eval = new Option<string>("--eval") { Description = "JSON of `puzzle eval CHILD --reference PARENT --json`", Required = true };
         var bench = new Option<string>("--bench") { Description = "JSON of `puzzle bench --models PARENT CHILD --json`", Required = true };

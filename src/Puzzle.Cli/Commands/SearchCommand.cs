@@ -1,34 +1,54 @@
 using System.CommandLine;
+using System.Globalization;
 using Puzzle.Stages;
 using Puzzle.Stages.Search;
 
 namespace Puzzle.Cli.Commands;
 
+/// <summary>
+/// `puzzle search --run RUN`: the run's config.search (what the pipeline's stage 6 solves, named child); each flag
+/// given overrides its key for this command only, so defaults live in one place (Config/RunConfig.cs).
+/// </summary>
 internal static class SearchCommand
 {
     public static Command Create()
     {
         var run = CliSupport.RunOption();
-        var memory = new Option<double?>("--max-memory-gib") { Description = "parameters + KV cache at the scenario + non-block, GiB" };
-        var ratio = new Option<double?>("--min-throughput-ratio") { Description = "throughput at least R times the parent's in the scenario" };
-        var tps = new Option<double?>("--min-tokens-per-s") { Description = "generated tokens per second at least T" };
-        var latency = new Option<double?>("--max-latency-ms") { Description = "time of the scenario's request (prefill + all decode steps), ms" };
-        var parameters = new Option<long?>("--max-params") { Description = "parameter count" };
-        var target = new Option<string>("--target") { Description = "cpu|measured (this run's timings) or h100|h200|a100|l40s (rooflines)", DefaultValueFactory = _ => "measured" };
-        var solutions = new Option<int>("--solutions") { Description = "number of diverse solutions", DefaultValueFactory = _ => 1 };
-        var diversity = new Option<double>("--diversity") { Description = "alpha: each solution shares at most alpha·L choices with every earlier one", DefaultValueFactory = _ => 0.8 };
-        var sweep = new Option<string?>("--sweep") { Description = "Pareto front, e.g. throughput-ratio=1.2:3.0:0.2 (also memory-gib, params)" };
-        var name = new Option<string>("--name") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => "solution" };
-        var command = new Command("search", "Choose one block per layer with a mixed-integer program (OR-Tools) under the given constraints.")
+        var memory = new Option<double?>("--max-memory-gib") { Description = "parameters + KV cache at the scenario + non-block, GiB (search.max_memory_gib)" };
+        var ratio = new Option<double?>("--min-throughput-ratio") { Description = "throughput at least R times the parent's in the scenario (search.min_throughput_ratio)" };
+        var tps = new Option<double?>("--min-tokens-per-s") { Description = "generated tokens per second at least T (search.min_tokens_per_s; replaces the config's ratio)" };
+        var latency = new Option<double?>("--max-latency-ms") { Description = "time of the scenario's request (prefill + all decode steps), ms (search.max_latency_ms)" };
+        var parameters = new Option<long?>("--max-params") { Description = "parameter count (search.max_params)" };
+        var target = new Option<string?>("--target") { Description = "cpu|measured (this run's timings) or h100|h200|a100|l40s (rooflines) (search.target)" };
+        var solutions = new Option<int?>("--solutions") { Description = "number of diverse solutions: NAME, NAME-2, … (search.solutions)" };
+        var diversity = new Option<double?>("--diversity") { Description = "alpha: each solution shares at most alpha·L choices with every earlier one (search.diversity)" };
+        var sweep = new Option<string?>("--sweep") { Description = "only a Pareto front, e.g. throughput-ratio=1.2:3.0:0.2 (also memory-gib, params)" };
+        var name = new Option<string>("--name") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
+        var command = new Command("search", "Choose one block per layer with a mixed-integer program (OR-Tools) under the run's config.search; flags override its keys.")
             { run, memory, ratio, tps, latency, parameters, target, solutions, diversity, sweep, name };
         command.SetAction(r => CliSupport.Run(() =>
         {
-            var files = SearchStage.Run(new RunDirectory(r.GetValue(run)!), new SearchRequest
+            var overrides = new List<string>();
+            void Set<T>(Option<T> option, string key, Func<T, string> text)
             {
-                MaxMemoryGiB = r.GetValue(memory), MinThroughputRatio = r.GetValue(ratio), MinTokensPerSecond = r.GetValue(tps),
-                MaxLatencyMs = r.GetValue(latency), MaxParameters = r.GetValue(parameters), Target = r.GetValue(target)!,
-                Solutions = CliSupport.Positive("--solutions", r.GetValue(solutions)), Diversity = r.GetValue(diversity), Sweep = r.GetValue(sweep), Name = r.GetValue(name)!,
-            });
+                if (r.GetValue(option) is { } value) overrides.Add($"search.{key}={text(value)}");
+            }
+            static string Number(double? v) => v!.Value.ToString("R", CultureInfo.InvariantCulture);
+            Set(memory, "max_memory_gib", Number);
+            Set(ratio, "min_throughput_ratio", Number);
+            Set(tps, "min_tokens_per_s", Number);
+            Set(latency, "max_latency_ms", Number);
+            Set(parameters, "max_params", v => $"{v}");
+            Set(target, "target", v => v!);
+            Set(solutions, "solutions", v => $"{CliSupport.Positive("--solutions", v!.Value)}");
+            Set(diversity, "diversity", Number);
+            // One throughput bound: a flag for one replaces the config's other.
+            if (r.GetValue(tps) is not null && r.GetValue(ratio) is null) overrides.Add("search.min_throughput_ratio=null");
+            if (r.GetValue(ratio) is not null && r.GetValue(tps) is null) overrides.Add("search.min_tokens_per_s=null");
+            var runDir = new RunDirectory(r.GetValue(run)!, overrides);
+            var request = ChildRecipe.SearchRequestFor(runDir) with { Name = r.GetValue(name)! };
+            if (r.GetValue(sweep) is { } s) request = request with { Sweep = s, Solutions = 1 };
+            var files = SearchStage.Run(runDir, request);
             foreach (var f in files)
                 Console.WriteLine($"{f.Name}: KL {f.Solution.Totals.Kl:F4}, {f.Solution.Totals.TokensPerSecond / f.Parent.TokensPerSecond:F2}x throughput, " +
                                   $"{f.Solution.Totals.MemoryBytes / (1 << 20):F1} MiB, {f.Solution.Totals.Parameters:N0} params -> {f.Path}");

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Stages;
 using Puzzle.Stages.Library;
@@ -59,7 +60,7 @@ public static class SlurmScripts
             throw new PuzzleException($"{run.Path}: the run directory's path has whitespace, which #SBATCH lines cannot hold; use a path without spaces");
         var stages = o.Stages.Count == 0 ? Pipeline.StageNames : Pipeline.StageNames.Where(o.Stages.Contains).ToArray();
         var parent = HfConfig.Read(run.ParentDir);
-        var variants = SearchSpace.Expand(parent, run.Config.SearchSpace);
+        var variants = run.Variants.All;
         var jobs = new List<SlurmJob>();
         int n = 0;
         string Name(string what) => $"{++n:00}-{what}";

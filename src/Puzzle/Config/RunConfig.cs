@@ -12,6 +12,12 @@ namespace Puzzle.Config;
 public sealed record RunConfig
 {
     public const string FileName = "config.json";
+
+    /// <summary>
+    /// The one source of defaults: every section's initial values. Options records (EvalOptions, BenchOptions, …) and
+    /// CLI flags that are not given fall back to these, never to numbers of their own.
+    /// </summary>
+    public static readonly RunConfig Defaults = new();
     public int FormatVersion { get; init; } = 1;
     public ParentSection Parent { get; init; } = new();
     public DataSection Data { get; init; } = new();
@@ -187,150 +193,4 @@ public sealed record RunConfig
     public JsonObject ToJson() => JsonSerializer.SerializeToNode(this, Options)!.AsObject();
 
     public void Save(string path) => AtomicFile.WriteJson(path, ToJson());
-}
-
-public sealed record ParentSection
-{
-    /// <summary>HF model directory of the parent (Llama or DeciLM).</summary>
-    public string Path { get; init; } = "";
-}
-
-public sealed record DataSection
-{
-    /// <summary>Prepared data directory (`puzzle data prepare`); or leave empty and give inputs to prepare into RUN/data.</summary>
-    public string Path { get; init; } = "";
-    /// <summary>.txt/.jsonl/.parquet files or folders to prepare with the parent's tokenizer when no path is given.</summary>
-    public string[] Inputs { get; init; } = [];
-    public int SeqLen { get; init; } = 256;
-    public double ValidationFraction { get; init; } = 0.05;
-    /// <summary>Share of documents held out for evaluation only (`puzzle eval`, the report).</summary>
-    public double TestFraction { get; init; } = 0.05;
-    public string TextField { get; init; } = "text";
-    /// <summary>.txt inputs: "file" (each file is one document) or "paragraphs" (blank-line separated blocks are documents).</summary>
-    public string TxtDocuments { get; init; } = "file";
-}
-
-/// <summary>Per-layer variants (design.md 2).</summary>
-public sealed record SearchSpaceSection
-{
-    /// <summary>KV-head counts for GQA variants; null = parent's, halved down to 1 (divisors of the head count).</summary>
-    public int[]? KvHeads { get; init; }
-    public bool AttentionLinear { get; init; } = true;
-    public bool AttentionNoOp { get; init; } = true;
-    public double[] FfnFractions { get; init; } = [1.0, 0.875, 0.75, 0.5, 0.25, 0.2, 0.1];
-    public bool FfnLinear { get; init; } = true;
-    public bool FfnNoOp { get; init; } = true;
-    /// <summary>FFN widths are rounded to this multiple; null = 256 when the parent's FFN is at least 2048 wide, else 8.</summary>
-    public int? FfnMultiple { get; init; }
-}
-
-/// <summary>Blockwise local distillation settings (defaults from Puzzletron).</summary>
-public sealed record BldSection
-{
-    public long TokensPerVariant { get; init; } = 262_144;
-    public int Batch { get; init; } = 16;
-    public double Lr { get; init; } = 1e-4;
-    public double Beta1 { get; init; } = 0.9;
-    public double Beta2 { get; init; } = 0.95;
-    public double WeightDecay { get; init; } = 0.1;
-    public double WarmupFraction { get; init; } = 0.05;
-    public double Clip { get; init; } = 1.0;
-    public long CalibrationTokens { get; init; } = 32_768;
-    public long ValidationTokens { get; init; } = 16_384;
-    public long Seed { get; init; }
-    public string Precision { get; init; } = "auto";
-    public string Device { get; init; } = "cpu";
-    /// <summary>
-    /// "cache": the parent's activations for every batch, computed once and stored in bf16 on disk (fast; an error
-    /// when the disk cannot hold them); "recompute": the parent's first layers rerun per batch and layer (no disk);
-    /// "auto": cache when it fits, else recompute.
-    /// </summary>
-    public string Activations { get; init; } = "cache";
-    /// <summary>Most disk the activation cache may take, GiB; null: the free space of the run directory's disk less 1 GiB.</summary>
-    public double? DiskBudgetGib { get; init; }
-}
-
-/// <summary>Replace-1-block scoring.</summary>
-public sealed record ScoringSection
-{
-    /// <summary>"composed": every (attention, FFN) pair of a layer; "subblocks": each sublayer alone, assumed additive.</summary>
-    public string Mode { get; init; } = "composed";
-    public long ValidationTokens { get; init; } = 8_192;
-    public int Batch { get; init; } = 16;
-    public string Device { get; init; } = "cpu";
-    /// <summary>dtype of the cached layer inputs: bfloat16 (half the memory) or float32 (bit-exact with the parent).</summary>
-    public string CacheDtype { get; init; } = "bfloat16";
-}
-
-/// <summary>The serving target that costs are measured and estimated for.</summary>
-public sealed record ScenarioSection
-{
-    public int Batch { get; init; } = 16;
-    public int PromptLength { get; init; } = 128;
-    public int GenerationLength { get; init; } = 128;
-    /// <summary>Weight dtype for memory and roofline figures: bfloat16, float16, float32 or fp8.</summary>
-    public string WeightDtype { get; init; } = "bfloat16";
-    public string KvDtype { get; init; } = "bfloat16";
-    /// <summary>Where block times are measured, and where GKD, evaluation and the benchmark run.</summary>
-    public string Device { get; init; } = "cpu";
-    /// <summary>The one dtype block costs, the search's measured check and the benchmark run in on that device.</summary>
-    public string MeasureDtype { get; init; } = "bfloat16";
-    public int WarmupRuns { get; init; } = 3;
-    public int Repeats { get; init; } = 9;
-}
-
-/// <summary>The constraints of the mixed-integer program (see `puzzle search`).</summary>
-public sealed record SearchSection
-{
-    public double? MaxMemoryGib { get; init; }
-    public double? MinThroughputRatio { get; init; } = 2.0;
-    public double? MinTokensPerS { get; init; }
-    public double? MaxLatencyMs { get; init; }
-    public long? MaxParams { get; init; }
-    public string Target { get; init; } = "measured";
-    public int Solutions { get; init; } = 1;
-    public double Diversity { get; init; } = 0.8;
-    /// <summary>A Pareto sweep for the report, e.g. "throughput-ratio=1.0:3.0:0.25"; empty for none.</summary>
-    public string Sweep { get; init; } = "throughput-ratio=1.0:3.0:0.25";
-}
-
-/// <summary>Global knowledge distillation of the assembled child.</summary>
-public sealed record GkdSection
-{
-    public long Tokens { get; init; } = 1_000_000;
-    public int Batch { get; init; } = 16;
-    public double Lr { get; init; } = 3e-4;
-    public double CosineWeight { get; init; } = 1.0;
-    public double KlWeight { get; init; } = 1.0;
-    public double LmWeight { get; init; }
-    public double Temperature { get; init; } = 1.0;
-    public string Precision { get; init; } = "auto";
-    /// <summary>Validation tokens the best checkpoint is chosen on (KL to the parent).</summary>
-    public long ValidationTokens { get; init; } = 16_384;
-    /// <summary>Train the embeddings (and an untied LM head); false keeps the parent's and saves 18 bytes per parameter of them.</summary>
-    public bool TrainEmbeddings { get; init; } = true;
-}
-
-/// <summary>Evaluation and the side-by-side benchmark.</summary>
-public sealed record EvaluationSection
-{
-    public string[] Tasks { get; init; } = [];
-    public int TaskLimit { get; init; } = 300;
-    /// <summary>Test-split tokens evaluated (its first windows); null: the whole test split.</summary>
-    public long? MaxTokens { get; init; }
-    /// <summary>Items of the in-domain continuation task built from the test split (0: none).</summary>
-    public int ContinuationItems { get; init; }
-    /// <summary>Resamples of the paired bootstrap behind the 95% intervals.</summary>
-    public int BootstrapResamples { get; init; } = 1000;
-    /// <summary>Seed of the bootstrap and of the continuation task.</summary>
-    public long Seed { get; init; }
-    public int BenchRepeats { get; init; } = 3;
-}
-
-public sealed record ExportSection
-{
-    public string Dtype { get; init; } = "bfloat16";
-    public bool PadFfn { get; init; } = true;
-    /// <summary>hf (DeciLM directory) and/or gguf (OUT/model.gguf for llama.cpp).</summary>
-    public string[] Formats { get; init; } = ["hf"];
 }

@@ -1,4 +1,3 @@
-using Puzzle.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;

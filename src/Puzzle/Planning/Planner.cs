@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Puzzle.Config;
+using Puzzle.Domain;
 using Puzzle.Model;
 using Puzzle.Stages.Costs;
 using Puzzle.Stages.Library;

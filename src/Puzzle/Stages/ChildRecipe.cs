@@ -1,5 +1,6 @@
 using Puzzle.Stages.Benchmark;
 using Puzzle.Stages.Evaluation;
+using Puzzle.Stages.Search;
 using Puzzle.Training;
 
 namespace Puzzle.Stages;
@@ -12,6 +13,29 @@ public static class ChildRecipe
 {
     /// <summary>The name of the Puzzle child's solution (RUN/solutions/child.json) and folders (RUN/child, RUN/child-gkd).</summary>
     public const string Solution = "child";
+
+    /// <summary>
+    /// The search of the run's config.search section (constraints, target, solutions, diversity), named
+    /// <see cref="Solution"/>: what the pipeline's stage 6 and `puzzle search --run` solve, the Pareto sweep aside.
+    /// </summary>
+    public static SearchRequest SearchRequestFor(RunDirectory run)
+    {
+        var s = run.Config.Search;
+        return new SearchRequest
+        {
+            MaxMemoryGiB = s.MaxMemoryGib, MinThroughputRatio = s.MinThroughputRatio, MinTokensPerSecond = s.MinTokensPerS,
+            MaxLatencyMs = s.MaxLatencyMs, MaxParameters = s.MaxParams, Target = s.Target, Solutions = s.Solutions, Diversity = s.Diversity,
+            Name = Solution,
+        };
+    }
+
+    /// <summary>Stage 6: the Pareto sweep of search.sweep (RUN/solutions/sweep-*.json, pareto.json), then the run's search as <see cref="Solution"/>.</summary>
+    public static void Search(RunDirectory run)
+    {
+        var request = SearchRequestFor(run);
+        if (!string.IsNullOrWhiteSpace(run.Config.Search.Sweep)) SearchStage.Run(run, request with { Sweep = run.Config.Search.Sweep, Name = "sweep", Solutions = 1 });
+        SearchStage.Run(run, request);
+    }
 
     /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
     public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)
@@ -35,7 +59,7 @@ public static class ChildRecipe
         {
             ModelDir = model, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
             TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
-            ContinuationTaskPath = run.Artifact("eval", "test_continuation.jsonl"), BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
+            ContinuationTaskPath = run.ContinuationTask, BootstrapResamples = e.BootstrapResamples, Seed = e.Seed,
         };
     }
 

@@ -1,6 +1,6 @@
-using System.Security.Cryptography;
-using System.Text;
+using Puzzle.Checkpoints;
 using Puzzle.Config;
+using Puzzle.Domain;
 
 namespace Puzzle.Stages;
 
@@ -10,15 +10,22 @@ public sealed class RunDirectory
     public string Path { get; }
     public RunConfig Config { get; }
 
-    public RunDirectory(string path)
+    /// <param name="overrides">"section.key=value" settings applied to this process's view of the config (a CLI
+    /// stage command's flags); RUN/config.json is not changed.</param>
+    public RunDirectory(string path, IEnumerable<string>? overrides = null)
     {
         Path = System.IO.Path.GetFullPath(path);
         string configPath = System.IO.Path.Combine(Path, RunConfig.FileName);
         if (!File.Exists(configPath))
             throw new PuzzleException($"{configPath}: not found (a run directory holds the run config; `puzzle run CONFIG --run {path}` creates it)");
-        Config = RunConfig.Read(configPath);
+        Config = RunConfig.Read(configPath, overrides);
         if (string.IsNullOrWhiteSpace(Config.Parent.Path)) throw new PuzzleException($"{configPath}: parent.path is not set");
     }
+
+    VariantCatalog? _variants;
+
+    /// <summary>The run's variants: the parent's config.json and search_space, expanded once (SearchSpace.Expand is called nowhere else by the stages).</summary>
+    public VariantCatalog Variants => _variants ??= VariantCatalog.Expand(HfConfig.Read(ParentDir), Config.SearchSpace);
 
     public string Resolve(string path) => System.IO.Path.GetFullPath(System.IO.Path.Combine(Path, path));
     public string ParentDir => Resolve(Config.Parent.Path);
@@ -28,21 +35,42 @@ public sealed class RunDirectory
         : throw new PuzzleException($"{System.IO.Path.Combine(Path, RunConfig.FileName)}: set data.path (prepared data) or data.inputs (text to prepare)");
     public string Artifact(params string[] parts) => System.IO.Path.Combine([Path, .. parts]);
 
-    /// <summary>Identifies the parent's weights cheaply: config.json text plus each weight file's name, size and header.</summary>
-    public static string ParentFingerprint(string parentDir)
-    {
-        var text = new StringBuilder(File.ReadAllText(System.IO.Path.Combine(parentDir, "config.json")));
-        foreach (string file in Directory.GetFiles(parentDir, "*.safetensors").Order(StringComparer.Ordinal))
-        {
-            using var stream = File.OpenRead(file);
-            var head = new byte[Math.Min(stream.Length, 1 << 16)];
-            stream.ReadExactly(head);
-            text.Append($"|{System.IO.Path.GetFileName(file)}:{stream.Length}:{Convert.ToHexString(SHA256.HashData(head))}");
-        }
-        return Hash(text.ToString());
-    }
+    // The catalogue of a run's artifacts: every stage finds its inputs and writes its output here, by these names only.
+    public const string LibraryFolder = "library", LibraryIndexFile = "library.json", ScoresFolder = "scores", ScoresFile = "scores.json",
+        CostsFile = "costs.json", SolutionsFolder = "solutions", ChildFolder = "child", EvalFolder = "eval";
 
-    public static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..16];
+    /// <summary>RUN/parent.json: what the parent is (stage 1).</summary>
+    public string ParentInfo => Artifact("parent.json");
+    /// <summary>RUN/library/: one record (+ weights when trained) per variant, and library.json (stage 3).</summary>
+    public string Library => Artifact(LibraryFolder);
+    public string LibraryIndex => Artifact(LibraryFolder, LibraryIndexFile);
+    public string LibraryRecord(string variantId) => Artifact(LibraryFolder, variantId + ".json");
+    public string LibraryWeights(string variantId) => Artifact(LibraryFolder, variantId + ".safetensors");
+    /// <summary>RUN/scores/ (one file per candidate) and RUN/scores.json (stage 4).</summary>
+    public string ScoresDir => Artifact(ScoresFolder);
+    public string Scores => Artifact(ScoresFile);
+    /// <summary>RUN/costs.json (stage 5).</summary>
+    public string Costs => Artifact(CostsFile);
+    /// <summary>RUN/solutions/NAME.json (stage 6); the pipeline's is <see cref="ChildRecipe.Solution"/>.</summary>
+    public string Solutions => Artifact(SolutionsFolder);
+    public string Solution(string name) => Artifact(SolutionsFolder, name + ".json");
+    /// <summary>RUN/child/: the assembled child (stage 7); RUN/child-gkd/: after global distillation (stage 8).</summary>
+    public string Child => Artifact(ChildFolder);
+    public string ChildGkd => Artifact(ChildFolder + "-gkd");
+    /// <summary>RUN/eval/eval.json and bench.json (stage 9), the report, the export (stage 10).</summary>
+    public string Eval => Artifact(EvalFolder, "eval.json");
+    public string Bench => Artifact(EvalFolder, "bench.json");
+    public string ContinuationTask => Artifact(EvalFolder, "test_continuation.jsonl");
+    public string Report => Artifact("report.json");
+    public string ReportMarkdown => Artifact("report.md");
+    public string Export => Artifact("export");
+    /// <summary>RUN/pipeline.json: the stage table's durations.</summary>
+    public string PipelineState => Artifact("pipeline.json");
+
+    /// <summary>The parent's (or any model directory's) weights, cheaply: <see cref="IO.Fingerprint.OfModel"/>.</summary>
+    public static string ParentFingerprint(string parentDir) => IO.Fingerprint.OfModel(parentDir);
+
+    public static string Hash(string text) => IO.Fingerprint.Hash(text);
 }
 
 /// <summary>`--shard i/n`: this process does the work units whose index in canonical order is i modulo n.</summary>

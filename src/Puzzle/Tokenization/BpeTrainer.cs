@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using Puzzle.Data;
 using Puzzle.IO;
 
 namespace Puzzle.Tokenization;

@@ -83,8 +83,8 @@ public static class Distiller
         int seqLen = manifest.SeqLen;
         int steps = (int)Math.Max(1, o.Tokens / ((long)o.Batch * seqLen));
         var schedule = new LearningRateSchedule(o.LearningRate, Math.Max(1, (int)(steps * o.WarmupFraction)), steps);
-        string fingerprint = Stages.RunDirectory.Hash(
-            $"{Stages.RunDirectory.ParentFingerprint(o.TeacherDir)}|{Stages.RunDirectory.ParentFingerprint(o.StudentDir)}|{manifest.TokenizerSha256}|" +
+        string fingerprint = IO.Fingerprint.Hash(
+            $"{IO.Fingerprint.OfModel(o.TeacherDir)}|{IO.Fingerprint.OfModel(o.StudentDir)}|{manifest.TokenizerSha256}|" +
             $"{o with { TeacherDir = "", StudentDir = "", DataDir = "", OutDir = "", StopAfterSteps = null, Device = "", RestartOnChangedSettings = false, ChunkTokens = null }}|{compute}");   // contents, not paths: a moved run resumes
         var checkpoint = new TrainingCheckpoint(o.OutDir, fingerprint);
         if (o.RestartOnChangedSettings && !checkpoint.Matches())
@@ -308,5 +308,5 @@ public static class Distiller
 
     /// <summary>Mean per-token KL(teacher || student) on the first validation windows.</summary>
     public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch) =>
-        Stages.Evaluation.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)").KlToReference!.Value;
+        Runtime.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)").KlToReference!.Value;
 }

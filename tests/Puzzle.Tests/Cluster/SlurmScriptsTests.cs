@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Puzzle.Checkpoints;
 using Puzzle.Cluster;
 using Puzzle.Config;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Stages;
 using Puzzle.Stages.Library;

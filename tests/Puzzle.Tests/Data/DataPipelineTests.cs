@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Parquet;
 using Parquet.Schema;
 using Puzzle.Data;
+using Puzzle.IO;
 using Puzzle.Tokenization;
 
 namespace Puzzle.Tests.Data;

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
+using Puzzle.Domain;
 using Puzzle.Parents;
 using Puzzle.Planning;
 using Puzzle.Stages;

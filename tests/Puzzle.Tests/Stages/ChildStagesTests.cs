@@ -1,7 +1,9 @@
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Data;
+using Puzzle.Domain;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using Puzzle.Stages;
 using Puzzle.Stages.Assembly;
 using Puzzle.Stages.Benchmark;

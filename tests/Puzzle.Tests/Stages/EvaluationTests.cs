@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Data;
+using Puzzle.Runtime;
 using Puzzle.Stages;
 using Puzzle.Stages.Assembly;
 using Puzzle.Stages.Benchmark;

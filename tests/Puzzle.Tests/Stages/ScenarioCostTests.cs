@@ -1,3 +1,4 @@
+using Puzzle.Domain;
 using Puzzle.Config;
 using Puzzle.Model;
 using Puzzle.Stages.Costs;

@@ -163,7 +163,8 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
 
         var files = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.2, Solutions = 2, Diversity = 0.5 }, _ => { });
         Assert.Equal(2, files.Count);
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "solutions", "solution-1.json")))!;
+        Assert.True(File.Exists(Path.Combine(run, "solutions", "solution-2.json")));                  // the best keeps the name, the next is NAME-2
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "solutions", "solution.json")))!;
         Assert.True(json["verified"]!["throughput_ratio"]!.GetValue<double>() >= 1.2 - 1e-9);
         Assert.Equal(2, json["layers"]!.AsArray().Count);
         Assert.Equal(json["solver"]!["objective"]!.GetValue<double>(), json["verified"]!["kl"]!.GetValue<double>(), 9);

@@ -14,7 +14,7 @@ public sealed class SearchTests
             {
                 var list = new List<BlockOption> { new($"L{layer}.g{g}.parent", "", 0, 10, 1000, 100) };
                 for (int o = 1; o < options; o++)
-                    list.Add(new BlockOption($"L{layer}.g{g}.o{o}", "", random.NextDouble(), 10 * random.NextDouble(), 1000 * random.NextDouble(), random.Next(0, 100)));
+                    list.Add(new BlockOption($"L{layer}.g{g}.o{o}", null, random.NextDouble(), 10 * random.NextDouble(), 1000 * random.NextDouble(), random.Next(0, 100)));
                 groups.Add(new SearchGroup(layer, $"g{g}", list));
             }
         return new SearchProblem(groups, layers, 5, 500, 50, 16, 128, "measured", "composed");

@@ -1,4 +1,5 @@
 using Puzzle.Config;
+using Puzzle.Domain;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
 using static TorchSharp.torch;

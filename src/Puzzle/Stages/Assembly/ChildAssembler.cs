@@ -1,9 +1,9 @@
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
-using Puzzle.Stages.Search;
 using static TorchSharp.torch;
 
 namespace Puzzle.Stages.Assembly;
@@ -21,21 +21,19 @@ public static class ChildAssembler
     public static AssemblyResult Run(RunDirectory run, string solutionName, string outDir, Action<string>? log = null)
     {
         log ??= Log.Info;
-        string solutionPath = run.Artifact(SearchStage.Folder, solutionName + ".json");
+        string solutionPath = run.Solution(solutionName);
         if (!File.Exists(solutionPath))
             throw new PuzzleException($"{solutionPath}: no such solution (run `puzzle search --run {run.Path} --name {solutionName}`)");
         var solutionField = JsonFile.Read(solutionPath);
         var solution = solutionField.Node!;
         var parentConfig = HfConfig.Read(run.ParentDir);
-        var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
         var layers = solutionField["layers"].Items();
         if (layers.Count != parentConfig.NumLayers)
             throw new PuzzleException($"{solutionPath}: {layers.Count} layers but the parent has {parentConfig.NumLayers}");
-        SubblockVariant Variant(string id) => variants.TryGetValue(id, out var v) ? v
-            : throw new PuzzleException($"{solutionPath}: variant {id} is not in the run's search space");
-        var choices = layers.Select(l => (Attention: Variant(l["attention"].String()), Ffn: Variant(l["ffn"].String()))).ToList();
+        var choices = layers.Select((l, i) => (Attention: run.Variants.Get(l["attention"].String(), $"{solutionPath}: layers[{i}].attention"),
+            Ffn: run.Variants.Get(l["ffn"].String(), $"{solutionPath}: layers[{i}].ffn"))).ToList();
         var childConfig = parentConfig.WithBlocks(choices.Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!)));
-        LibraryBlocks.Records(run.Path, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
+        LibraryBlocks.Records(run, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
 
         var parentFiles = Checkpoint.WeightMap(run.ParentDir);
         var dtype = StoredDtype(parentFiles);
@@ -55,7 +53,7 @@ public static class ChildAssembler
                 var variant = BlockLibraryBuilder.OwnsParameter(choices[layer].Attention, local) ? choices[layer].Attention : choices[layer].Ffn;
                 if (variant.IsParent)
                     return (parentFiles.TryGetValue(name, out var f) ? f : throw new PuzzleException($"{run.ParentDir}: tensor '{name}' is missing"), name);
-                return (BlockLibrary.WeightsPath(run.Path, variant.Id), local);
+                return (run.LibraryWeights(variant.Id), local);
             }
             IEnumerable<Tensor> Produce(TensorSpec spec)
             {

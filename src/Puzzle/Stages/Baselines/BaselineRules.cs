@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Puzzle.Domain;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Search;
@@ -42,7 +43,7 @@ public sealed class BaselineContext
     public int[] ChoiceOf(IReadOnlyList<LayerChoice> layers) => Problem.Groups.Select(g =>
     {
         var (a, f) = (layers[g.Layer].Attention, layers[g.Layer].Ffn);
-        int index = g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == a) && (o.FfnId.Length == 0 || o.FfnId == f));
+        int index = g.Options.ToList().FindIndex(o => o.Matches(a, f));
         return index >= 0 ? index : throw new PuzzleException($"baselines: layer {g.Layer}: {a} + {f} has no score in scores.json");
     }).ToArray();
 
@@ -50,7 +51,8 @@ public sealed class BaselineContext
     public IReadOnlyList<LayerChoice> LayersOf(IReadOnlyList<int> choice) => Enumerable.Range(0, Problem.Layers).Select(layer =>
     {
         var chosen = Problem.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[choice[x.i]]).ToList();
-        return new LayerChoice(chosen.Select(o => o.AttentionId).First(id => id.Length > 0), chosen.Select(o => o.FfnId).First(id => id.Length > 0));
+        var (a, f) = BlockOption.LayerIds(chosen);
+        return new LayerChoice(a, f);
     }).ToArray();
 
     public SearchTotals Totals(IReadOnlyList<LayerChoice> layers) => Problem.Totals(ChoiceOf(layers));
@@ -105,7 +107,8 @@ public static class BaselineRules
 {
     public static readonly string[] Names = ["uniform", "depth", "subblock", "random"];
 
-    static string Suffix(string id) => id[(id.IndexOf('.', id.IndexOf('.') + 1) + 1)..];   // "L3.attn.kv2" -> "kv2"
+    static string Suffix(string id) => VariantId.Parse(id).Name;                              // "L3.attn.kv2" -> "kv2"
+    static string Id(int layer, SubblockKind kind, string name) => new VariantId(layer, kind, name).ToString();
 
     /// <summary>
     /// Minitron-style width pruning: one KV-head count and one FFN width in every layer (GQA and SwiGLU variants
@@ -116,11 +119,11 @@ public static class BaselineRules
         int layers = ctx.Problem.Layers;
         var perLayer = Enumerable.Range(0, layers).Select(l => ctx.Variants.Values.Where(v => v.Layer == l).ToList()).ToList();
         var attention = perLayer[0].Where(v => v.Kind == SubblockKind.Attention && v.Attention!.IsGqa).Select(v => Suffix(v.Id))
-            .Where(s => perLayer.All(vs => vs.Any(v => v.Id == $"L{v.Layer}.attn.{s}" && v.Attention!.IsGqa))).ToList();
+            .Where(s => perLayer.All(vs => vs.Any(v => v.Id == Id(v.Layer, SubblockKind.Attention, s) && v.Attention!.IsGqa))).ToList();
         var ffn = perLayer[0].Where(v => v.Kind == SubblockKind.Ffn && v.Ffn!.IsSwiGlu).Select(v => Suffix(v.Id))
-            .Where(s => perLayer.All(vs => vs.Any(v => v.Id == $"L{v.Layer}.ffn.{s}" && v.Ffn!.IsSwiGlu))).ToList();
+            .Where(s => perLayer.All(vs => vs.Any(v => v.Id == Id(v.Layer, SubblockKind.Ffn, s) && v.Ffn!.IsSwiGlu))).ToList();
         var candidates = (from a in attention from f in ffn
-                          let choice = Enumerable.Range(0, layers).Select(l => new LayerChoice($"L{l}.attn.{a}", $"L{l}.ffn.{f}")).ToArray()
+                          let choice = Enumerable.Range(0, layers).Select(l => new LayerChoice(Id(l, SubblockKind.Attention, a), Id(l, SubblockKind.Ffn, f))).ToArray()
                           let totals = ctx.Totals(choice)
                           orderby totals.Parameters descending, totals.TimeMs descending
                           select (A: a, F: f, Choice: choice, Totals: totals)).ToList();
@@ -151,12 +154,12 @@ public static class BaselineRules
         int layers = ctx.Problem.Layers;
         if (influence.Count != layers) throw new PuzzleException($"depth: {influence.Count} block-influence values for {layers} layers");
         foreach (int l in Enumerable.Range(0, layers))
-            if (!ctx.Variants.ContainsKey($"L{l}.attn.noop") || !ctx.Variants.ContainsKey($"L{l}.ffn.noop"))
+            if (!ctx.Variants.ContainsKey(Id(l, SubblockKind.Attention, "noop")) || !ctx.Variants.ContainsKey(Id(l, SubblockKind.Ffn, "noop")))
                 throw new PuzzleException($"depth: layer {l} has no no-op attention and FFN in the search space (set search_space.attention_no_op and ffn_no_op to true)");
         var order = Enumerable.Range(0, layers).OrderBy(l => influence[l]).ThenBy(l => l).ToArray();
         var parent = ctx.LayersOf(ctx.ParentChoice);
         var checks = new JsonArray();
-        IReadOnlyList<LayerChoice> Removing(int k) => parent.Select((p, l) => order.Take(k).Contains(l) ? new LayerChoice($"L{l}.attn.noop", $"L{l}.ffn.noop") : p).ToArray();
+        IReadOnlyList<LayerChoice> Removing(int k) => parent.Select((p, l) => order.Take(k).Contains(l) ? new LayerChoice(Id(l, SubblockKind.Attention, "noop"), Id(l, SubblockKind.Ffn, "noop")) : p).ToArray();
         for (int k = 1; k < layers && ctx.CanMeasure; k++)
         {
             var choice = Removing(k);
@@ -269,9 +272,9 @@ public static class BaselineRules
             var group = composed.Groups[g];
             var parent = group.Options[parentChoice[g]];
             groups.Add(new SearchGroup(group.Layer, "attention", group.Options.Where(o => o.FfnId == parent.FfnId)
-                .Select(o => new BlockOption(o.AttentionId, "", o.Kl, o.TimeMs - parent.TimeMs, o.MemoryBytes - parent.MemoryBytes, o.Parameters - parent.Parameters)).ToList()));
+                .Select(o => new BlockOption(o.AttentionId, null, o.Kl, o.TimeMs - parent.TimeMs, o.MemoryBytes - parent.MemoryBytes, o.Parameters - parent.Parameters)).ToList()));
             groups.Add(new SearchGroup(group.Layer, "ffn", group.Options.Where(o => o.AttentionId == parent.AttentionId)
-                .Select(o => new BlockOption("", o.FfnId, o.Kl, o.TimeMs, o.MemoryBytes, o.Parameters)).ToList()));
+                .Select(o => new BlockOption(null, o.FfnId, o.Kl, o.TimeMs, o.MemoryBytes, o.Parameters)).ToList()));
         }
         return composed with { Groups = groups, Mode = "subblocks", Fingerprint = composed.Fingerprint.Length > 0 ? composed.Fingerprint + "|subblocks" : "" };
     }
@@ -285,6 +288,7 @@ public static class BaselineRules
     static IReadOnlyList<LayerChoice> LayersOf(SearchProblem p, IReadOnlyList<int> choice) => Enumerable.Range(0, p.Layers).Select(layer =>
     {
         var chosen = p.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[choice[x.i]]).ToList();
-        return new LayerChoice(chosen.Select(o => o.AttentionId).First(id => id.Length > 0), chosen.Select(o => o.FfnId).First(id => id.Length > 0));
+        var (a, f) = BlockOption.LayerIds(chosen);
+        return new LayerChoice(a, f);
     }).ToArray();
 }

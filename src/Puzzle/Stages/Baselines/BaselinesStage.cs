@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Stages.Assembly;
 using Puzzle.Stages.Benchmark;
@@ -65,7 +66,7 @@ public static class BaselinesStage
         }
         if (gkdFractions.Count > 0)
         {
-            string child = run.Artifact("child");
+            string child = run.Child;
             if (!File.Exists(Path.Combine(child, "config.json"))) throw new PuzzleException($"{child}: the Puzzle child is not assembled; run the pipeline (or `puzzle assemble`) first");
             Sweep(run, child, run.Artifact(Folder, PuzzleName), gkdFractions, childRebuilt: false, log);
         }
@@ -78,7 +79,7 @@ public static class BaselinesStage
         string path = run.Artifact(Folder, name, "solution.json");
         double target = TargetRatio(run);
         var s = run.Config.Search;
-        string key = RunDirectory.Hash($"{SearchStage.BuildProblem(run, s.Target).Fingerprint}|{name}|{target}|{s.MaxMemoryGib}|{s.MaxParams}|{RandomSeed}|{run.DataDir}|{run.Config.Scoring.ValidationTokens}");
+        string key = Fingerprint.Of("baseline-solution-v2", SearchStage.BuildProblem(run, s.Target).Fingerprint, name, target, s.MaxMemoryGib, s.MaxParams, RandomSeed, run.DataDir, run.Config.Scoring.ValidationTokens);
         if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is { } stored && stored["key"]?.GetValue<string>() == key)
         {
             log($"baselines: {name}: solution already chosen for these scores, costs and target; reusing {path}");
@@ -125,7 +126,7 @@ public static class BaselinesStage
         return new BaselineContext
         {
             Problem = problem, ParentChoice = parentChoice, TargetRatio = TargetRatio(run), Parent = parent, Bounds = bounds,
-            Variants = SearchSpace.Expand(parent, run.Config.SearchSpace).ToDictionary(v => v.Id),
+            Variants = run.Variants.All.ToDictionary(v => v.Id),
             Measure = measured ? child => ArchitectureTimer.MeasureCached(run, parent, child).Ratio : null,
             Log = log,
         };
@@ -182,30 +183,13 @@ public static class BaselinesStage
         Distiller.Run(ChildRecipe.DistillOptionsFor(run, student, outDir, tokens), log);
     }
 
-    /// <summary>The same evaluation as the Puzzle child's (Pipeline), cached by the model's fingerprint.</summary>
-    static JsonNode Evaluate(RunDirectory run, string model, string path, Action<string> log)
-    {
-        string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(model)}|{run.Config.Evaluation}|{run.Config.Scenario}");
-        if (Cached(path, key) is { } cached) return cached;
-        var fresh = EvalStage.Run(ChildRecipe.EvalOptionsFor(run, model), log);
-        fresh["key"] = key;
-        AtomicFile.WriteJson(path, fresh);
-        return fresh;
-    }
+    /// <summary>The same evaluation as the Puzzle child's (stage 9), cached by the same key.</summary>
+    static JsonNode Evaluate(RunDirectory run, string model, string path, Action<string> log) =>
+        EvaluationStage.Cached(path, ArtifactKeys.Evaluation(run, model), () => EvalStage.Run(ChildRecipe.EvalOptionsFor(run, model), log));
 
     /// <summary>The same side-by-side benchmark as the Puzzle child's: parent and baseline, the scenario, the run's repeats.</summary>
-    static JsonNode Bench(RunDirectory run, string model, string path, Func<BenchOptions, JsonObject> bench, Action<string> log)
-    {
-        string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{RunDirectory.ParentFingerprint(model)}|{run.Config.Evaluation}|{run.Config.Scenario}");
-        if (Cached(path, key) is { } cached) return cached;
-        var fresh = bench(ChildRecipe.BenchOptionsFor(run, model));
-        fresh["key"] = key;
-        AtomicFile.WriteJson(path, fresh);
-        return fresh;
-    }
-
-    static JsonNode? Cached(string path, string key) =>
-        File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is { } j && j["key"]?.GetValue<string>() == key ? j : null;
+    static JsonNode Bench(RunDirectory run, string model, string path, Func<BenchOptions, JsonObject> bench, Action<string> log) =>
+        EvaluationStage.Cached(path, ArtifactKeys.Bench(run, model), () => bench(ChildRecipe.BenchOptionsFor(run, model)));
 
     public static string FractionLabel(double f) => f.ToString("0.###", CultureInfo.InvariantCulture);
 

@@ -50,7 +50,7 @@ public static class BlockInfluence
     {
         var manifest = DataManifest.Read(run.DataDir);
         var s = run.Config.Scoring;
-        string key = RunDirectory.Hash($"{RunDirectory.ParentFingerprint(run.ParentDir)}|{manifest.TokenizerSha256}|{run.DataDir}|{s.ValidationTokens}");
+        string key = IO.Fingerprint.Of("influence-v2", IO.Fingerprint.OfModel(run.ParentDir), manifest.TokenizerSha256, run.DataDir, s.ValidationTokens);
         if (File.Exists(path) && JsonNode.Parse(File.ReadAllText(path)) is { } stored && stored["key"]?.GetValue<string>() == key)
             return stored["influence"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
         using var parent = Checkpoint.Load(run.ParentDir, Runtime.Devices.Parse(s.Device));

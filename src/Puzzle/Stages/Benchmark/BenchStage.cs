@@ -11,13 +11,13 @@ namespace Puzzle.Stages.Benchmark;
 public sealed record BenchOptions
 {
     public required IReadOnlyList<string> Models { get; init; }
-    public int Batch { get; init; } = 16;
-    public int PromptLength { get; init; } = 128;
-    public int GenerationLength { get; init; } = 128;
-    public int Repeats { get; init; } = 5;
+    public int Batch { get; init; } = Config.RunConfig.Defaults.Scenario.Batch;
+    public int PromptLength { get; init; } = Config.RunConfig.Defaults.Scenario.PromptLength;
+    public int GenerationLength { get; init; } = Config.RunConfig.Defaults.Scenario.GenerationLength;
+    public int Repeats { get; init; } = Config.RunConfig.Defaults.Evaluation.BenchRepeats;
     public int Warmup { get; init; } = 1;
-    public string Dtype { get; init; } = "float32";
-    public string Device { get; init; } = "cpu";
+    public string Dtype { get; init; } = Config.RunConfig.Defaults.Scenario.MeasureDtype;
+    public string Device { get; init; } = Config.RunConfig.Defaults.Scenario.Device;
     public long Seed { get; init; }
 }
 

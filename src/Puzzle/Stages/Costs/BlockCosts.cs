@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
+using Puzzle.Domain;
+using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Library;
 using static TorchSharp.torch;
@@ -49,7 +51,7 @@ public static class BlockCosts
         var clock = Stopwatch.StartNew();
         var sc = run.Config.Scenario;
         var scenario = ScenarioCost.From(sc);
-        string fingerprint = RunDirectory.Hash($"costs-v3|{RunDirectory.ParentFingerprint(run.ParentDir)}|{run.Config.SearchSpace}|{sc}|{(rooflineOnly ? "roofline" : "measured " + method.Name)}");
+        string fingerprint = ArtifactKeys.Costs(run, rooflineOnly, method.Name);
         string path = run.Artifact(FileName);
         if (CostsFile.ReadIfCurrent(path, fingerprint) is { } stored)
         {
@@ -60,7 +62,7 @@ public static class BlockCosts
         if (rooflineOnly)
         {
             var config = HfConfig.Read(run.ParentDir);
-            result = Build(config, SearchSpace.Expand(config, run.Config.SearchSpace), sc, fingerprint, null, null, null) with { RooflineOnly = true };
+            result = Build(config, run.Variants.All, sc, fingerprint, null, null, null) with { RooflineOnly = true };
             result = result with { Seconds = clock.Elapsed.TotalSeconds };
             result.Write(path);
             log($"costs: {result.Entries.Count} (layer, variant) entries from the rooflines only (nothing measured) -> {path}");

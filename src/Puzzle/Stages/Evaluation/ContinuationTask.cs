@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Puzzle.Data;
 using Puzzle.IO;
+using Puzzle.Runtime;
 using Puzzle.Tokenization;
 
 namespace Puzzle.Stages.Evaluation;

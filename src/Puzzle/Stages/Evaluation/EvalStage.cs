@@ -1,7 +1,9 @@
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Config;
 using Puzzle.Data;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using Puzzle.Tokenization;
 
 namespace Puzzle.Stages.Evaluation;
@@ -14,7 +16,7 @@ public sealed record EvalOptions
     /// <summary>The split evaluated: "test" (held out from every stage that trains or selects); others only for comparisons.</summary>
     public string Split { get; init; } = "test";
     public IReadOnlyList<string> Tasks { get; init; } = [];
-    public int? TaskLimit { get; init; } = 500;
+    public int? TaskLimit { get; init; } = RunConfig.Defaults.Evaluation.TaskLimit;
     public int FewShot { get; init; }
     /// <summary>Tokens of the split evaluated (its first whole windows); null: every window of the split.</summary>
     public long? MaxTokens { get; init; }
@@ -22,9 +24,9 @@ public sealed record EvalOptions
     public int ContinuationItems { get; init; }
     /// <summary>Where to write the continuation task's items (jsonl), if anywhere.</summary>
     public string? ContinuationTaskPath { get; init; }
-    public int BootstrapResamples { get; init; } = 1000;
+    public int BootstrapResamples { get; init; } = RunConfig.Defaults.Evaluation.BootstrapResamples;
     public long Seed { get; init; }
-    public string Device { get; init; } = "cpu";
+    public string Device { get; init; } = RunConfig.Defaults.Scenario.Device;
 }
 
 /// <summary>

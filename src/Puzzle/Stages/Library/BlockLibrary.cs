@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 
@@ -31,6 +32,9 @@ public sealed record VariantRecord(string Id, int Layer, SubblockKind Kind, Atte
         ["fingerprint"] = Fingerprint,
     };
 
+    /// <summary>Whether this record holds that variant's sublayer (the same id can mean another width when search_space.ffn_multiple changes).</summary>
+    public bool Holds(SubblockVariant v) => Id == v.Id && Kind == v.Kind && Attention == v.Attention && Ffn == v.Ffn;
+
     public static VariantRecord FromJson(JsonNode j) => FromJson(new JsonField(j, "library record", ""));
 
     public static VariantRecord FromJson(JsonField j)
@@ -58,8 +62,8 @@ public sealed record VariantRecord(string Id, int Layer, SubblockKind Kind, Atte
 /// <summary>The block library of a run: RUN/library/ with one record (and weights, when trained) per variant.</summary>
 public static class BlockLibrary
 {
-    public const string Folder = "library";
-    public const string IndexFile = "library.json";
+    public const string Folder = RunDirectory.LibraryFolder;
+    public const string IndexFile = RunDirectory.LibraryIndexFile;
 
     public static string RecordPath(string runDir, string id) => Path.Combine(runDir, Folder, id + ".json");
     public static string WeightsPath(string runDir, string id) => Path.Combine(runDir, Folder, id + ".safetensors");
@@ -88,19 +92,46 @@ public static class BlockLibrary
     }
 
     /// <summary>Rewrites library.json from the records on disk (all shards' work, whoever writes last).</summary>
-    public static JsonObject WriteIndex(string runDir, IReadOnlyList<SubblockVariant> variants, string fingerprint)
+    public static LibraryIndex WriteIndex(string runDir, IReadOnlyList<SubblockVariant> variants, string fingerprint)
     {
-        var records = variants.Select(v => TryRead(runDir, v.Id)).Where(r => r is not null && r.Fingerprint == fingerprint).ToList();
-        var index = new JsonObject
-        {
-            ["format_version"] = 1,
-            ["fingerprint"] = fingerprint,
-            ["variants_total"] = variants.Count,
-            ["variants_done"] = records.Count,
-            ["complete"] = records.Count == variants.Count,
-            ["variants"] = new JsonArray(records.Select(r => (JsonNode)r!.ToJson()).ToArray()),
-        };
-        AtomicFile.WriteJson(Path.Combine(runDir, Folder, IndexFile), index);
+        var records = variants.Select(v => TryRead(runDir, v.Id) is { } r && r.Fingerprint == fingerprint && r.Holds(v) ? r : null).OfType<VariantRecord>().ToList();
+        var index = new LibraryIndex(fingerprint, variants.Count, records);
+        index.Write(Path.Combine(runDir, Folder, IndexFile));
+        return index;
+    }
+}
+
+/// <summary>RUN/library/library.json: which variants are trained under which BLD fingerprint, and whether all are.</summary>
+public sealed record LibraryIndex(string Fingerprint, int VariantsTotal, IReadOnlyList<VariantRecord> Variants)
+{
+    public const int FormatVersion = 1;
+    public int VariantsDone => Variants.Count;
+    public bool Complete => Variants.Count == VariantsTotal;
+
+    public JsonObject ToJson() => new()
+    {
+        ["format_version"] = FormatVersion,
+        ["fingerprint"] = Fingerprint,
+        ["variants_total"] = VariantsTotal,
+        ["variants_done"] = VariantsDone,
+        ["complete"] = Complete,
+        ["variants"] = new JsonArray(Variants.Select(r => (JsonNode)r.ToJson()).ToArray()),
+    };
+
+    public void Write(string path) => AtomicFile.WriteJson(path, ToJson());
+
+    /// <summary>library.json, or null when absent; an error naming the file and field when it is malformed or of another format.</summary>
+    public static LibraryIndex? Read(string path)
+    {
+        if (!File.Exists(path)) return null;
+        var j = JsonFile.Read(path);
+        int version = j["format_version"].Int();
+        if (version != FormatVersion)
+            throw new PuzzleException($"{path}: format_version {version} is not {FormatVersion} (written by another version of Puzzle); rerun `puzzle library`");
+        var variants = j["variants"].Items().Select(VariantRecord.FromJson).ToList();
+        var index = new LibraryIndex(j["fingerprint"].String(), j["variants_total"].Int(), variants);
+        if (j["complete"].Bool() != index.Complete)
+            throw new PuzzleException($"{path}: complete is {j["complete"].Bool().ToString().ToLowerInvariant()} but it lists {index.VariantsDone} of {index.VariantsTotal} variants");
         return index;
     }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
 using Puzzle.Data;
+using Puzzle.Domain;
 using Puzzle.Model;
 using Puzzle.Training;
 using TorchSharp;
@@ -32,16 +33,19 @@ public static class BlockLibraryBuilder
         parent.eval();
         foreach (var p in parent.parameters()) p.requires_grad = false;
         var config = parent.Config;
-        var variants = SearchSpace.Expand(config, run.Config.SearchSpace);
+        var variants = run.Variants.All;
         var manifest = DataManifest.Read(run.DataDir);
         int seqLen = manifest.SeqLen;
-        string fingerprint = RunDirectory.Hash(
-            $"bld-v2|{RunDirectory.ParentFingerprint(run.ParentDir)}|{manifest.TokenizerSha256}|{manifest.Splits["train"].Tokens}|{seqLen}|{bld with { Device = "" }}|{compute}");
-        Directory.CreateDirectory(run.Artifact(BlockLibrary.Folder));
+        string fingerprint = ArtifactKeys.Library(run, manifest, compute.ToString());
+        Directory.CreateDirectory(run.Library);
 
         // Canonical order -> shard ownership; finished units (same fingerprint) are skipped.
         var mine = variants.Where((v, i) => shard.Owns(i)).ToList();
-        var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id)?.Fingerprint != fingerprint).ToList();
+        string legacy = ArtifactKeys.LegacyLibrary(run, manifest, compute.ToString());
+        foreach (var v in mine)
+            if (BlockLibrary.TryRead(run.Path, v.Id) is { } old && old.Fingerprint == legacy && old.Holds(v))
+                IO.AtomicFile.WriteJson(run.LibraryRecord(v.Id), (old with { Fingerprint = fingerprint }).ToJson());   // an older run's record: current
+        var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id) is not { } r || r.Fingerprint != fingerprint || !r.Holds(v)).ToList();
         log($"library: {variants.Count} variants over {config.NumLayers} layers; shard {shard} owns {mine.Count}, {mine.Count - pending.Count} already done, " +
             $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute)");
 
@@ -59,7 +63,7 @@ public static class BlockLibraryBuilder
         var trainingLayers = pending.Where(v => v.NeedsTraining).Select(v => v.Layer).Distinct().ToList();
         var boundaries = trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().ToList();
         long cacheBytes = ActivationCache.Bytes(steps, bld.Batch, seqLen, config.HiddenSize, boundaries.Count);
-        var disk = ActivationCache.DiskRoom(run.Artifact(BlockLibrary.Folder), bld.DiskBudgetGib);
+        var disk = ActivationCache.DiskRoom(run.Library, bld.DiskBudgetGib);
         bool fits = trainingLayers.Count == 0 || ActivationCache.Reusable(run.Path, fingerprint, steps, boundaries) || cacheBytes <= disk.Bytes;
         bool useCache = bld.Activations switch
         {
@@ -150,8 +154,8 @@ public static class BlockLibraryBuilder
             log($"library: layer {layer} done ({layersDone}/{layers.Count} layers), {clock.Elapsed.TotalSeconds:F0} s elapsed, ETA {TimeSpan.FromSeconds(eta):mm\\:ss}");
         }
         var index = BlockLibrary.WriteIndex(run.Path, variants, fingerprint);
-        var records = variants.Select(v => BlockLibrary.TryRead(run.Path, v.Id)).OfType<VariantRecord>().Where(r => r.Fingerprint == fingerprint).ToList();
-        log($"library: {records.Count}/{variants.Count} variants in {run.Artifact(BlockLibrary.Folder)} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
+        var records = index.Variants;
+        log($"library: {records.Count}/{variants.Count} variants in {run.Library} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
         return new LibraryResult(variants.Count, trained, mine.Count - pending.Count, records.Count, clock.Elapsed.TotalSeconds, records);
     }
 

@@ -1,4 +1,5 @@
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.Model;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -8,20 +9,46 @@ namespace Puzzle.Stages.Library;
 /// <summary>Builds blocks from library variants: each sublayer from its trained weights, or the parent's own, or nothing.</summary>
 public static class LibraryBlocks
 {
-    /// <summary>Finished records for the variants, or an error naming what is missing.</summary>
-    public static Dictionary<string, VariantRecord> Records(string runDir, IEnumerable<SubblockVariant> variants)
+    /// <summary>
+    /// The records of <paramref name="variants"/>, trusted only when the library is whole and of one training:
+    /// library.json present and complete, its fingerprint the one the run's BLD settings give now, and every record
+    /// trained under that fingerprint. Otherwise an error naming the file, the record and the fingerprints.
+    /// </summary>
+    public static Dictionary<string, VariantRecord> Records(RunDirectory run, IEnumerable<SubblockVariant> variants)
     {
+        string folder = run.Library, indexPath = run.LibraryIndex;
         var records = new Dictionary<string, VariantRecord>();
         var missing = new List<string>();
         foreach (var v in variants)
         {
-            if (BlockLibrary.TryRead(runDir, v.Id) is { } r) records[v.Id] = r;
+            if (BlockLibrary.TryRead(run.Path, v.Id) is { } r)
+                records[v.Id] = r.Holds(v) ? r : throw new PuzzleException(
+                    $"{BlockLibrary.RecordPath(run.Path, v.Id)}: record {v.Id} holds {(object?)r.Attention ?? r.Ffn} but the run's search space makes it {(object?)v.Attention ?? v.Ffn}; rerun `puzzle library --run {run.Path}`");
             else missing.Add(v.Id);
         }
         if (missing.Count > 0)
             throw new PuzzleException(
-                $"{Path.Combine(runDir, BlockLibrary.Folder)}: the library lacks {missing.Count} variants ({string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", …" : "")}); run `puzzle library --run {runDir}` first");
+                $"{folder}: the library lacks {missing.Count} variants ({string.Join(", ", missing.Take(5))}{(missing.Count > 5 ? ", …" : "")}); run `puzzle library --run {run.Path}` first");
+        var index = LibraryIndex.Read(indexPath)
+            ?? throw new PuzzleException($"{indexPath}: not found (the library was never finished); run `puzzle library --run {run.Path}` (every shard)");
+        if (!index.Complete)
+            throw new PuzzleException($"{indexPath}: complete is false ({index.VariantsDone} of {index.VariantsTotal} variants trained under fingerprint {index.Fingerprint}); finish `puzzle library --run {run.Path}` (every shard)");
+        if (ExpectedFingerprint(run) is { } expected && expected != index.Fingerprint)
+            throw new PuzzleException($"{indexPath}: fingerprint {index.Fingerprint} is not {expected}, the one the run's bld settings, parent and data give now; rerun `puzzle library --run {run.Path}`");
+        foreach (var (id, r) in records)
+            if (r.Fingerprint != index.Fingerprint)
+                throw new PuzzleException($"{BlockLibrary.RecordPath(run.Path, id)}: record {id} has fingerprint {r.Fingerprint} but {indexPath} has {index.Fingerprint} (trained with other bld settings); rerun `puzzle library --run {run.Path}`");
         return records;
+    }
+
+    /// <summary>The library fingerprint the run's settings give on this machine; null where bld.device is not available here.</summary>
+    static string? ExpectedFingerprint(RunDirectory run)
+    {
+        Device device;
+        try { device = Runtime.Devices.Parse(run.Config.Bld.Device); }
+        catch (PuzzleException) { return null; }
+        var compute = Training.Precision.Resolve(run.Config.Bld.Precision, device);
+        return ArtifactKeys.Library(run, Data.DataManifest.Read(run.DataDir), compute.ToString());
     }
 
     public static DecoderLayer Compose(CausalLm parent, string runDir, int layer, SubblockVariant attention, SubblockVariant ffn,

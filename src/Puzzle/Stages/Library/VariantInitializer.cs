@@ -1,3 +1,4 @@
+using Puzzle.Domain;
 using Puzzle.Model;
 using TorchSharp;
 using static TorchSharp.torch;

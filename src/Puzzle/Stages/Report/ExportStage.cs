@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.Gguf;
 using Puzzle.IO;
 using Puzzle.Model;
@@ -83,9 +84,7 @@ public static class ExportStage
         for (int i = 0; i < c.NumLayers; i++)
         {
             var b = c.Blocks[i];
-            string a = b.Attention.NoOp ? "no-op" : b.Attention.ReplaceWithLinear ? "linear" : $"GQA, {b.Attention.NumKeyValueHeads} KV heads";
-            string f = b.Ffn.NoOp ? "no-op" : b.Ffn.ReplaceWithLinear ? "linear" : $"SwiGLU, width {b.Ffn.IntermediateSize}";
-            card.AppendLine($"| {i} | {a} | {f} |");
+            card.AppendLine($"| {i} | {VariantLabel.Of(b.Attention)} | {VariantLabel.Of(b.Ffn)} |");
         }
         card.AppendLine();
         if (padded is not null)

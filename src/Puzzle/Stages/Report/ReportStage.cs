@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
+using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Stages.Search;
@@ -55,8 +56,7 @@ public static class ReportStage
             var (pa, pf, ca, cf) = (parent.Blocks[i].Attention, parent.Blocks[i].Ffn, child.Blocks[i].Attention, child.Blocks[i].Ffn);
             double kvShare = ca.NoOp ? 0 : ca.ReplaceWithLinear ? 0.05 : (double)ca.NumKeyValueHeads!.Value / (pa.NumKeyValueHeads ?? 1);
             double ffnShare = cf.NoOp ? 0 : cf.ReplaceWithLinear ? 0.05 : (double)cf.IntermediateSize!.Value / (pf.IntermediateSize ?? 1);
-            string a = ca.NoOp ? "no-op" : ca.ReplaceWithLinear ? "linear" : $"GQA {ca.NumKeyValueHeads} KV heads";
-            string f = cf.NoOp ? "no-op" : cf.ReplaceWithLinear ? "linear" : $"SwiGLU {cf.IntermediateSize}";
+            string a = VariantLabel.Of(ca), f = VariantLabel.Of(cf);
             layers.Add(new JsonObject { ["layer"] = i, ["attention"] = a, ["ffn"] = f, ["kv_share"] = kvShare, ["ffn_share"] = ffnShare });
             map.Add((i, kvShare, ffnShare, a, f));
         }

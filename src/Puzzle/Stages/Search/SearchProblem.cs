@@ -1,9 +1,16 @@
 namespace Puzzle.Stages.Search;
 
-/// <summary>One choice in a group: a composed block (attention + FFN) or, in subblock mode, one sublayer.</summary>
-public sealed record BlockOption(string AttentionId, string FfnId, double Kl, double TimeMs, double MemoryBytes, long Parameters)
+/// <summary>One choice in a group: a composed block (attention + FFN) or, in subblock mode, one sublayer (the other id null).</summary>
+public sealed record BlockOption(string? AttentionId, string? FfnId, double Kl, double TimeMs, double MemoryBytes, long Parameters)
 {
-    public string Id => FfnId.Length == 0 ? AttentionId : AttentionId.Length == 0 ? FfnId : $"{AttentionId}+{FfnId}";
+    public string Id => FfnId is null ? AttentionId! : AttentionId is null ? FfnId : $"{AttentionId}+{FfnId}";
+
+    /// <summary>Whether this option is (part of) the layer choice attention + ffn.</summary>
+    public bool Matches(string attention, string ffn) => (AttentionId is null || AttentionId == attention) && (FfnId is null || FfnId == ffn);
+
+    /// <summary>The attention and FFN ids of one layer's chosen options (one composed option, or one per sublayer).</summary>
+    public static (string Attention, string Ffn) LayerIds(IEnumerable<BlockOption> chosen) =>
+        (chosen.Select(o => o.AttentionId).OfType<string>().First(), chosen.Select(o => o.FfnId).OfType<string>().First());
 }
 
 /// <summary>Exactly one option of every group is chosen. Composed scoring: one group per layer; subblock scoring: two.</summary>

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.IO;
 using Puzzle.Stages.Costs;
+using Puzzle.Domain;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Scoring;
 using Puzzle.Stages;
@@ -38,7 +39,7 @@ public sealed record SearchResult(string Name, string Path, SearchSolution Solut
 /// <summary>Stage 6: builds the MIP from scores.json and costs.json (never recomputing them), solves, verifies, stores.</summary>
 public static class SearchStage
 {
-    public const string Folder = "solutions";
+    public const string Folder = RunDirectory.SolutionsFolder;
 
     public static IReadOnlyList<SearchResult> Run(RunDirectory run, SearchRequest request, Action<string>? log = null)
     {
@@ -98,8 +99,8 @@ public static class SearchStage
         var previous = new List<IReadOnlyList<int>>();
         var files = new List<SearchResult>();
         // Same scores, costs and request: the stored solutions stand (their measured checks are not redone).
-        string key = RunDirectory.Hash($"{problem.Fingerprint}|{request with { Name = "" }}");
-        var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, (request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}") + ".json")).ToList();
+        string key = IO.Fingerprint.Of("solution-v2", problem.Fingerprint, request with { Name = "" });
+        var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, SolutionName(request.Name, k) + ".json")).ToList();
         var storedFiles = stored.Select(p => JsonFile.ReadDerived(p, j => j["fingerprint"].Node is not null && j["layers"].Items().Count == problem.Layers) is { } j
             ? SolutionFile.Parse(j) : null).ToList();
         if (storedFiles.All(f => f?.Fingerprint == key))
@@ -129,7 +130,7 @@ public static class SearchStage
             }
             var verified = MipSearch.Verify(problem, constraints, solution.Choice, solution.SolverObjective, previous, request.Diversity);
             previous.Add(solution.Choice);
-            string name = request.Solutions == 1 ? request.Name : $"{request.Name}-{k + 1}";
+            string name = SolutionName(request.Name, k);
             string path = run.Artifact(Folder, name + ".json");
             var file = ToFile(name, problem, request, constraints, solution, verified, parent) with { Fingerprint = key, MeasuredCheck = check };
             if (check is { Met: false })
@@ -156,7 +157,6 @@ public static class SearchStage
         IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio, Action<string> log)
     {
         var parentConfig = HfConfig.Read(run.ParentDir);
-        var variants = SearchSpace.Expand(parentConfig, run.Config.SearchSpace).ToDictionary(v => v.Id);
         var attempts = new List<MeasuredAttempt>();
         var current = constraints;
         var best = solution;
@@ -166,8 +166,8 @@ public static class SearchStage
             var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
             {
                 var chosen = problem.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[best.Choice[x.i]]).ToList();
-                return new Model.BlockConfig(variants[chosen.Select(o => o.AttentionId).First(id => id.Length > 0)].Attention!,
-                                             variants[chosen.Select(o => o.FfnId).First(id => id.Length > 0)].Ffn!);
+                var (a, f) = BlockOption.LayerIds(chosen);
+                return new Model.BlockConfig(run.Variants.Get(a, "search").Attention!, run.Variants.Get(f, "search").Ffn!);
             }).ToList();
             var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks));
             double measured = timing.Ratio, estimated = parentTime / best.Totals.TimeMs;
@@ -182,6 +182,9 @@ public static class SearchStage
         return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, attempts[^1].MeasuredRatio >= targetRatio * 0.99));
     }
 
+    /// <summary>The k-th (from 0) of several diverse solutions: the best keeps the name (the pipeline assembles it), the others NAME-2, NAME-3, ….</summary>
+    public static string SolutionName(string name, int k) => k == 0 ? name : $"{name}-{k + 1}";
+
     /// <summary>Option indices of a stored solution's per-layer choices.</summary>
     static int[] ChoiceOf(SearchProblem problem, SolutionFile file, string path)
     {
@@ -189,7 +192,7 @@ public static class SearchStage
         return problem.Groups.Select(g =>
         {
             var layer = file.Layers[g.Layer];
-            int index = g.Options.ToList().FindIndex(o => (o.AttentionId.Length == 0 || o.AttentionId == layer.Attention) && (o.FfnId.Length == 0 || o.FfnId == layer.Ffn));
+            int index = g.Options.ToList().FindIndex(o => o.Matches(layer.Attention, layer.Ffn));
             return index >= 0 ? index : throw new PuzzleException($"{path}: layers[{g.Layer}] ({layer.Attention}, {layer.Ffn}) is not among the scored options");
         }).ToArray();
     }
@@ -260,7 +263,8 @@ public static class SearchStage
         for (int layer = 0; layer < p.Layers; layer++)
         {
             var chosen = p.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[s.Choice[x.i]]).ToList();
-            layers.Add(new SolutionLayer(layer, chosen.Select(o => o.AttentionId).First(id => id.Length > 0), chosen.Select(o => o.FfnId).First(id => id.Length > 0),
+            var (attention, ffn) = BlockOption.LayerIds(chosen);
+            layers.Add(new SolutionLayer(layer, attention, ffn,
                 chosen.Sum(o => o.Kl), chosen.Sum(o => o.TimeMs), chosen.Sum(o => o.MemoryBytes), chosen.Sum(o => o.Parameters)));
         }
         return new SolutionFile(name, p.Target, p.Mode, r, c, new SolverInfo("OR-Tools SCIP", s.Status, s.Seconds, s.SolverObjective, s.Gap),
@@ -285,9 +289,9 @@ public static class SearchStage
         foreach (var e in costs.Entries) cost[e.Variant] = e;
         CostEntry Cost(string id) => cost.TryGetValue(id, out var c) ? c
             : throw new PuzzleException($"{costsPath}: no cost for variant {id} (scores and costs come from different search spaces; rerun `puzzle costs`)");
-        BlockOption Option(string a, string f, double kl)
+        BlockOption Option(string? a, string? f, double kl)
         {
-            var parts = new[] { a, f }.Where(id => id.Length > 0).Select(Cost).ToList();
+            var parts = new[] { a, f }.OfType<string>().Select(Cost).ToList();
             return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)), parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters));
         }
 
@@ -295,7 +299,6 @@ public static class SearchStage
         if (entries.Count == 0) throw new PuzzleException($"{scoresPath}: entries is empty");
         int layers = entries.Max(e => e.Layer) + 1;
         var groups = new List<SearchGroup>();
-        var parentIds = ParentVariantIds(run);
         for (int layer = 0; layer < layers; layer++)
         {
             var here = entries.Where(e => e.Layer == layer).ToList();
@@ -303,26 +306,24 @@ public static class SearchStage
                 groups.Add(new SearchGroup(layer, "block", here.Select(e => Option(e.Attention, e.Ffn, e.Kl)).ToList()));
             else
             {
-                string parentFfn = parentIds.Single(id => id.StartsWith($"L{layer}.ffn.", StringComparison.Ordinal));
-                string parentAttention = parentIds.Single(id => id.StartsWith($"L{layer}.attn.", StringComparison.Ordinal));
-                groups.Add(new SearchGroup(layer, "attention", here.Where(e => e.Ffn == parentFfn).Select(e => Option(e.Attention, "", e.Kl)).ToList()));
-                groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option("", e.Ffn, e.Kl)).ToList()));
+                string parentFfn = run.Variants.Parent(layer, SubblockKind.Ffn).Id, parentAttention = run.Variants.Parent(layer, SubblockKind.Attention).Id;
+                groups.Add(new SearchGroup(layer, "attention", here.Where(e => e.Ffn == parentFfn).Select(e => Option(e.Attention, null, e.Kl)).ToList()));
+                groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option(null, e.Ffn, e.Kl)).ToList()));
             }
         }
         return new SearchProblem(groups, layers, costs.NonBlockTimeMs(key), costs.NonBlock.ParameterBytes, costs.NonBlock.Parameters,
             costs.Scenario.Batch, costs.Scenario.GenerationLength, key, mode)
         {
-            Fingerprint = RunDirectory.Hash($"{scores["fingerprint"].Node}|{costs.Fingerprint}|{run.Config.SearchSpace}|{run.Config.Scenario}|{key}"),
+            Fingerprint = ArtifactKeys.SearchProblem(run, scores["fingerprint"].OptionalString(), costs.Fingerprint, key),
         };
     }
 
-    static HashSet<string> ParentVariantIds(RunDirectory run) =>
-        SearchSpace.Expand(HfConfig.Read(run.ParentDir), run.Config.SearchSpace).Where(v => v.IsParent).Select(v => v.Id).ToHashSet();
+    static HashSet<string> ParentVariantIds(RunDirectory run) => run.Variants.All.Where(v => v.IsParent).Select(v => v.Id).ToHashSet();
 
     public static IReadOnlyList<int> ParentChoice(RunDirectory run, SearchProblem problem)
     {
         var parentIds = ParentVariantIds(run);
-        var choice = problem.ParentChoice(o => (o.AttentionId.Length == 0 || parentIds.Contains(o.AttentionId)) && (o.FfnId.Length == 0 || parentIds.Contains(o.FfnId)));
+        var choice = problem.ParentChoice(o => (o.AttentionId is null || parentIds.Contains(o.AttentionId)) && (o.FfnId is null || parentIds.Contains(o.FfnId)));
         if (choice.Any(c => c < 0)) throw new PuzzleException("search: the parent's own blocks are missing from scores.json");
         return choice;
     }

@@ -2,22 +2,12 @@ using System.Globalization;
 using Puzzle.Config;
 using Puzzle.Model;
 
-namespace Puzzle.Stages.Library;
+namespace Puzzle.Domain;
 
-public enum SubblockKind { Attention, Ffn }
-
-/// <summary>One candidate for one sublayer of one layer, with a stable id such as <c>L12.attn.kv2</c> or <c>L12.ffn.w0.5</c>.</summary>
-public sealed record SubblockVariant(string Id, int Layer, SubblockKind Kind, AttentionConfig? Attention, FfnConfig? Ffn, bool IsParent)
-{
-    public bool IsNoOp => Kind == SubblockKind.Attention ? Attention!.NoOp : Ffn!.NoOp;
-
-    /// <summary>Only new, non-empty subblocks are trained; the parent's own and no-ops are used as they are.</summary>
-    public bool NeedsTraining => !IsParent && !IsNoOp;
-
-    public override string ToString() => $"{Id} ({(Kind == SubblockKind.Attention ? Attention!.ToString() : Ffn!.ToString())})";
-}
-
-/// <summary>Expands the search-space config into per-layer subblock variants (design.md 2).</summary>
+/// <summary>
+/// Expands the search-space config into per-layer subblock variants (design.md 2). Stages do not call it: they take
+/// <see cref="VariantCatalog"/> (RunDirectory.Variants), which expands once per run.
+/// </summary>
 public static class SearchSpace
 {
     public static int FfnMultiple(SearchSpaceSection s, int parentIntermediate) =>
@@ -37,10 +27,10 @@ public static class SearchSpace
     static IEnumerable<SubblockVariant> AttentionVariants(ModelConfig parent, int layer, SearchSpaceSection s)
     {
         var own = parent.Blocks[layer].Attention;
-        string prefix = $"L{layer}.attn.";
+        
         var seen = new HashSet<AttentionConfig>();
         SubblockVariant? Make(string name, AttentionConfig config) =>
-            seen.Add(config) ? new SubblockVariant(prefix + name, layer, SubblockKind.Attention, config, null, config == own) : null;
+            seen.Add(config) ? new SubblockVariant(new VariantId(layer, SubblockKind.Attention, name).ToString(), layer, SubblockKind.Attention, config, null, config == own) : null;
 
         var list = new List<SubblockVariant?>();
         if (own.IsGqa)
@@ -78,12 +68,11 @@ public static class SearchSpace
     static IEnumerable<SubblockVariant> FfnVariants(ModelConfig parent, int layer, SearchSpaceSection s)
     {
         var own = parent.Blocks[layer].Ffn;
-        string prefix = $"L{layer}.ffn.";
         var seen = new HashSet<FfnConfig>();
         var list = new List<SubblockVariant>();
         void Add(string name, FfnConfig config)
         {
-            if (seen.Add(config)) list.Add(new SubblockVariant(prefix + name, layer, SubblockKind.Ffn, null, config, config == own));
+            if (seen.Add(config)) list.Add(new SubblockVariant(new VariantId(layer, SubblockKind.Ffn, name).ToString(), layer, SubblockKind.Ffn, null, config, config == own));
         }
         if (own.IsSwiGlu)
         {

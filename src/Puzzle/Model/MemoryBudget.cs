@@ -1,4 +1,4 @@
-namespace Puzzle.Runtime;
+namespace Puzzle.Model;
 
 /// <summary>Checks a size against the machine's memory before allocating it, so a wrong size is an error, not a swap storm.</summary>
 public static class MemoryBudget

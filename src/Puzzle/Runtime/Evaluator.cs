@@ -7,7 +7,7 @@ using Puzzle.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Puzzle.Stages.Evaluation;
+namespace Puzzle.Runtime;
 
 public sealed record TokenMetrics(long Tokens, double MeanNll, double NextTokenAccuracy, double? KlToReference, double? Top1Agreement)
 {

@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Parquet;
 
-namespace Puzzle.Data;
+namespace Puzzle.IO;
 
 /// <summary>A piece of a document's text. A document may arrive in several parts (large .txt files are streamed).</summary>
 public sealed record DocumentPart(int SourceIndex, string DocumentKey, string Text, bool IsFirst, bool IsLast);
