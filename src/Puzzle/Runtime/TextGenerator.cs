@@ -165,7 +165,7 @@ public sealed class DecodeThreads
     public void Begin(int step)
     {
         int threads = ProbeCandidate(step) is { } c ? _candidates[c] : _candidates.Length == 1 ? _candidates[0] : _chosen;
-        if (threads != _current || step == 0)
+        if (threads != _current)                                                              // the process's count: nothing to set
         {
             set_num_threads(threads);
             _current = threads;

@@ -4,6 +4,11 @@ using static TorchSharp.torch;
 
 namespace Puzzle.Tests.Runtime;
 
+/// <summary>Tests here change the process's intra-op thread count (set_num_threads): they run alone, not beside other tests.</summary>
+[CollectionDefinition(nameof(ProcessThreadsCollection), DisableParallelization = true)]
+public sealed class ProcessThreadsCollection;
+
+[Collection(nameof(ProcessThreadsCollection))]
 public sealed class GenerationTests
 {
     [Fact]
