@@ -61,6 +61,8 @@ public sealed class RunDirectory
     public string Eval => Artifact(EvalFolder, "eval.json");
     public string Bench => Artifact(EvalFolder, "bench.json");
     public string ContinuationTask => Artifact(EvalFolder, "test_continuation.jsonl");
+    /// <summary>The parent's own per-window and per-item test results, measured once per run and read by every evaluation against it.</summary>
+    public string ReferenceMetrics => Artifact(EvalFolder, "reference-metrics.json");
     public string Report => Artifact("report.json");
     public string ReportMarkdown => Artifact("report.md");
     public string Export => Artifact("export");

@@ -112,6 +112,44 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
     }
 
     [Fact]
+    public void ReferenceMetrics_AreMeasuredOncePerParentSplitAndTasks_AndReadBackExactly()
+    {
+        string atChance = TaskFile(Enumerable.Range(0, 6).Select(i => new ChoiceItem($"Story number {i}.", [" the cat.", " the dog."], 1)));
+        string child = PerturbedChild();
+        string cache = Path.Combine(TestSupport.TempDir(), "reference-metrics.json");
+        JsonObject Eval(string model, string reference, List<string> log, string? task = null, string? cachePath = null) => EvalStage.Run(new EvalOptions
+        {
+            ModelDir = model, ReferenceDir = reference, DataDir = fixture.DataDir, Tasks = [task ?? atChance], ContinuationItems = 8, BootstrapResamples = 50,
+            ReferenceCache = cachePath ?? cache,
+        }, log.Add);
+        var first = new List<string>();
+        var measured = Eval(child, fixture.ParentDir, first);
+        Assert.True(File.Exists(cache));
+        Assert.Contains(first, l => l.StartsWith("eval: reference: perplexity") && !l.Contains("measured before"));
+
+        // Read back: the same figures to the last bit, intervals included, without measuring the parent again.
+        var second = new List<string>();
+        var read = Eval(child, fixture.ParentDir, second);
+        Assert.Contains(second, l => l.Contains("measured before"));
+        Assert.Equal(measured["reference_metrics"]!.ToJsonString(), read["reference_metrics"]!.ToJsonString());
+        Assert.Equal(measured["retention"]!.ToJsonString(), read["retention"]!.ToJsonString());
+        Assert.Equal(measured["fidelity"]!.ToJsonString(), read["fidelity"]!.ToJsonString());
+        // ...and equal to an evaluation that never had a cache.
+        var fresh = Eval(child, fixture.ParentDir, [], cachePath: Path.Combine(TestSupport.TempDir(), "none.json"));
+        Assert.Equal(fresh["retention"]!.ToJsonString(), read["retention"]!.ToJsonString());
+
+        // Other task items, or another reference, are measured again, not read.
+        string otherItems = TaskFile(Enumerable.Range(0, 6).Select(i => new ChoiceItem($"Story number {i}.", [" the cat.", " a dog."], 0)));
+        var otherTask = new List<string>();
+        Eval(child, fixture.ParentDir, otherTask, otherItems);
+        Assert.DoesNotContain(otherTask, l => l.Contains("measured before"));
+        var otherReference = new List<string>();
+        var swapped = Eval(fixture.ParentDir, child, otherReference);
+        Assert.DoesNotContain(otherReference, l => l.Contains("measured before"));
+        Assert.Equal(measured["metrics"]!["perplexity"]!.GetValue<double>(), swapped["reference_metrics"]!["perplexity"]!.GetValue<double>(), 9);
+    }
+
+    [Fact]
     public void ContinuationTask_IsSeeded_AndItsAnswerIsTheTrueNextSentence()
     {
         using var tokenizer = TextTokenizer.Load(fixture.ParentDir);

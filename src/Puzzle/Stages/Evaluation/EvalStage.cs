@@ -27,6 +27,11 @@ public sealed record EvalOptions
     public int BootstrapResamples { get; init; } = RunConfig.Defaults.Evaluation.BootstrapResamples;
     public long Seed { get; init; }
     public string Device { get; init; } = RunConfig.Defaults.Scenario.Device;
+    /// <summary>
+    /// Where the reference's own metrics are kept between evaluations (a run evaluates its child, every baseline and
+    /// every GKD-sweep point against the same parent on the same split); null: always measured.
+    /// </summary>
+    public string? ReferenceCache { get; init; }
 }
 
 /// <summary>
@@ -96,7 +101,20 @@ public static class EvalStage
         }
 
         var child = Measure(model, reference, "model");
-        var parent = reference is null ? ((TokenMetrics, Dictionary<string, TaskMetrics>)?)null : Measure(reference, null, "reference");
+        (TokenMetrics, Dictionary<string, TaskMetrics>)? parent = null;
+        if (reference is not null)
+        {
+            string cacheKey = ReferenceMetricsCache.Key(o, manifest, windowCount, tasks.Select(t => (t.Name, t.Items, t.FewShot)));
+            parent = o.ReferenceCache is { } cachePath ? ReferenceMetricsCache.Read(cachePath, cacheKey) : null;
+            if (parent is { } cached)
+                log($"eval: reference: perplexity {cached.Item1.Perplexity:F3}, next-token accuracy {cached.Item1.NextTokenAccuracy:P2} on {cached.Item1.Tokens:N0} " +
+                    $"{o.Split} tokens, measured before for this parent, split and tasks ({o.ReferenceCache})");
+            else
+            {
+                parent = Measure(reference, null, "reference");
+                if (o.ReferenceCache is { } path) ReferenceMetricsCache.Write(path, cacheKey, parent.Value.Item1, parent.Value.Item2);
+            }
+        }
 
         // Which accuracy metrics count towards retention is decided on the point estimates, then held fixed.
         var included = new List<string>();
