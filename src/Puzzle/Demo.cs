@@ -35,7 +35,7 @@ public static class Demo
         // The whole test split (~195k tokens), plus 300 in-domain continuation items built from its addresses.
         Evaluation = new EvaluationSection { MaxTokens = null, ContinuationItems = 300, BenchRepeats = 5 },
         Export = new ExportSection { Formats = ["hf", "gguf"] },
-        Baselines = ["uniform", "depth"],
+        Baselines = ["uniform", "depth", "matched"],
     };
 
     public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null)

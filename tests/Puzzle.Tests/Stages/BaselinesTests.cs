@@ -306,4 +306,56 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Contains("does not exist yet", stdout);
         Assert.Equal("unreachable", JsonNode.Parse(File.ReadAllText(Path.Combine(far, "baselines", "uniform", "solution.json")))!["status"]!.GetValue<string>());
     }
+
+    [Fact]
+    public void Matched_SearchesAgainAtTheBaselinesSpeed_WhereTheRuleLandsAboveThePuzzleChild()
+    {
+        string dir = fixture.NewRun(1.3, "h100", ["depth", BaselinesStage.MatchedName], shareWith: fixture.Run);
+        var run = new RunDirectory(dir);
+        // A Puzzle child slower than the baselines' target, so depth (at >= 1.3x) lands above it.
+        SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Name = Pipeline.Solution }, _ => { });
+        double puzzle = BaselinesStage.ReachedRatio(JsonNode.Parse(File.ReadAllText(run.Artifact("solutions", "child.json")))!)!.Value;
+        var logs = new List<string>();
+        var outcome = BaselinesStage.Run(run, log: logs.Add);
+        Assert.Null(outcome["depth"]);
+        Assert.Null(outcome["puzzle-at-depth"]);
+        double depth = BaselinesStage.ReachedRatio(JsonNode.Parse(File.ReadAllText(run.Artifact("baselines", "depth", "solution.json")))!)!.Value;
+        Assert.True(depth > puzzle * (1 + BaselinesStage.MatchTolerance), $"depth {depth} vs puzzle {puzzle}");
+
+        // The search ran again with depth's ratio as its target, and that child took the baselines' path.
+        var matched = SolutionFile.Read(run.Artifact("solutions", "puzzle-at-depth.json"));
+        Assert.Equal(depth, matched.Request.MinThroughputRatio!.Value, 12);
+        Assert.True(matched.Verified.ThroughputRatio >= depth * (1 - 1e-9), $"{matched.Verified.ThroughputRatio} < {depth}");
+        string folder = run.Artifact("baselines", "puzzle-at-depth");
+        foreach (string artifact in new[] { "child/config.json", "child-gkd/config.json", "eval.json", "bench.json" })
+            Assert.True(File.Exists(Path.Combine(folder, artifact)), artifact);
+        var child = HfConfig.Read(Path.Combine(folder, "child-gkd"));
+        Assert.Equal(matched.Verified.Parameters, child.TotalParameters);
+
+        // The report pairs it with depth.
+        Directory.CreateDirectory(run.Artifact("eval"));
+        ChildAssembler.Run(run, Pipeline.Solution, run.Artifact("child"), _ => { });
+        File.WriteAllText(run.Artifact("eval", "eval.json"), File.ReadAllText(Path.Combine(folder, "eval.json")));
+        File.WriteAllText(run.Artifact("eval", "bench.json"), File.ReadAllText(Path.Combine(folder, "bench.json")));
+        File.WriteAllText(run.Artifact("report.json"), "{}");
+        BaselinesReport.Write(run, log: _ => { });
+        var rows = JsonNode.Parse(File.ReadAllText(run.Artifact("report.json")))!["baselines"]!["rows"]!.AsArray();
+        var row = rows.Single(r => r!["method"]!.GetValue<string>() == "puzzle-at-depth")!;
+        Assert.Equal("depth", row["matched_to"]!.GetValue<string>());
+        Assert.Equal(JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "eval.json")))!["retention"]!["value"]!.GetValue<double>(), row["accuracy_retention"]!.GetValue<double>(), 12);
+        Assert.Contains("- Puzzle searched at depth's speed vs depth (equal speed): retention", File.ReadAllText(run.Artifact("report.md")));
+
+        // A rerun reuses the search and the child.
+        logs.Clear();
+        BaselinesStage.Run(run, log: logs.Add);
+        Assert.Contains(logs, l => l.Contains("puzzle-at-depth already solved"));
+        Assert.Contains(logs, l => l.Contains("puzzle-at-depth: ") && l.Contains("already holds this solution"));
+
+        // A Puzzle child already at depth's speed needs no matched child, and a stale one is removed.
+        SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = depth, Name = Pipeline.Solution }, _ => { });
+        logs.Clear();
+        BaselinesStage.Run(run, log: logs.Add);
+        Assert.Contains(logs, l => l.Contains("no matched child needed"));
+        Assert.False(Directory.Exists(folder));
+    }
 }

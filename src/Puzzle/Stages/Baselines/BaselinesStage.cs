@@ -19,12 +19,22 @@ namespace Puzzle.Stages.Baselines;
 /// step skipped when its artifact is already there for the same inputs. With GKD fractions, every method (the Puzzle
 /// child included, under RUN/baselines/puzzle/) is also distilled with that share of gkd.tokens and evaluated
 /// (gkd-F/): 0 evaluates the assembled child as it is, 1 is the main row.
+/// A rule moves in steps (depth removes whole layers), so it can land well above the target. `matched` then compares
+/// at equal speed: for every rule baseline whose measured ratio is more than <see cref="MatchTolerance"/> above the
+/// Puzzle child's, the search is run again with that ratio as its target (RUN/solutions/puzzle-at-NAME.json) and the
+/// child it picks takes the same path under RUN/baselines/puzzle-at-NAME/.
 /// </summary>
 public static class BaselinesStage
 {
     public const string Folder = "baselines";
     public const string PuzzleName = "puzzle";
     public const int RandomSeed = 1;
+    /// <summary>The Puzzle search rerun at each rule baseline's measured speed (<see cref="MatchedFolder"/>).</summary>
+    public const string MatchedName = "matched";
+    /// <summary>A baseline measured this much faster than the Puzzle child gets a Puzzle child matched to its speed.</summary>
+    public const double MatchTolerance = 0.03;
+    public static readonly string[] Choices = [.. BaselineRules.Names, MatchedName];
+    public static string MatchedFolder(string baseline) => $"{PuzzleName}-at-{baseline}";
 
     /// <summary>Builds the named baselines (default: the config's `baselines`); returns name → null (done) or why it failed.</summary>
     public static IReadOnlyDictionary<string, string?> Run(RunDirectory run, IReadOnlyList<string>? names = null, IReadOnlyList<double>? gkdFractions = null,
@@ -36,15 +46,15 @@ public static class BaselinesStage
         gkdFractions ??= run.Config.BaselinesGkdFractions;
         string configPath = run.Artifact(Config.RunConfig.FileName);
         foreach (string name in names)
-            if (!BaselineRules.Names.Contains(name))
-                throw new PuzzleException($"{configPath}: baselines: '{name}' is not one of {string.Join(", ", BaselineRules.Names)}");
+            if (!Choices.Contains(name))
+                throw new PuzzleException($"{configPath}: baselines: '{name}' is not one of {string.Join(", ", Choices)}");
         foreach (double f in gkdFractions)
             if (f is < 0 or > 1 || double.IsNaN(f))
                 throw new PuzzleException($"{configPath}: baselines_gkd_fractions: {f} is not in [0, 1]");
         var outcome = new Dictionary<string, string?>();
         if (names.Count == 0 && gkdFractions.Count == 0) return outcome;
         BaselineContext? context = null;
-        foreach (string name in names)
+        foreach (string name in names.Where(n => n != MatchedName))
         {
             string dir = run.Artifact(Folder, name);
             var solution = Solve(run, name, () => context ??= Context(run, log), log);
@@ -64,6 +74,9 @@ public static class BaselinesStage
             outcome[name] = null;
             log($"baselines: {name} done -> {dir}");
         }
+        if (names.Contains(MatchedName))
+            foreach (string name in names.Where(n => n != MatchedName && outcome.GetValueOrDefault(n, "") is null))
+                outcome[MatchedFolder(name)] = Matched(run, name, gkdFractions, bench, log);
         if (gkdFractions.Count > 0)
         {
             string child = run.Child;
@@ -109,6 +122,55 @@ public static class BaselinesStage
         json["key"] = key;
         AtomicFile.WriteJson(path, json);
         return json;
+    }
+
+    /// <summary>
+    /// The throughput ratio a solution reached: its last measured check where the target is measured, else the cost
+    /// model's estimate. Both the Puzzle child and the rule baselines are checked by the same engine timing.
+    /// </summary>
+    public static double? ReachedRatio(JsonNode solution) =>
+        solution["measured_ratio"]?.GetValue<double>()
+        ?? solution["measured_check"]?["attempts"]?.AsArray().LastOrDefault()?["measured_ratio"]?.GetValue<double>()
+        ?? solution["verified"]?["throughput_ratio"]?.GetValue<double>();
+
+    /// <summary>
+    /// RUN/baselines/puzzle-at-NAME: the Puzzle search at the rule baseline's reached ratio, then the same assemble →
+    /// GKD → eval → bench path. Null when done or not needed (the baseline is already within <see cref="MatchTolerance"/>
+    /// of the Puzzle child); otherwise why it could not be built.
+    /// </summary>
+    static string? Matched(RunDirectory run, string baseline, IReadOnlyList<double> gkdFractions, Func<BenchOptions, JsonObject> bench, Action<string> log)
+    {
+        string folder = MatchedFolder(baseline), dir = run.Artifact(Folder, folder);
+        string puzzlePath = run.Artifact(SearchStage.Folder, ChildRecipe.Solution + ".json");
+        if (!File.Exists(puzzlePath)) throw new PuzzleException($"{puzzlePath}: not found; the Puzzle child's search must run before `matched` baselines");
+        double puzzle = ReachedRatio(JsonNode.Parse(File.ReadAllText(puzzlePath))!)!.Value;
+        double reached = ReachedRatio(JsonNode.Parse(File.ReadAllText(run.Artifact(Folder, baseline, "solution.json")))!)
+            ?? throw new PuzzleException($"{run.Artifact(Folder, baseline, "solution.json")}: no throughput ratio recorded");
+        if (reached <= puzzle * (1 + MatchTolerance))
+        {
+            log($"baselines: {folder}: {baseline} reached {reached:F2}x, within {MatchTolerance:P0} of the Puzzle child's {puzzle:F2}x; no matched child needed");
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            return null;
+        }
+        log($"baselines: {folder}: {baseline} reached {reached:F2}x against the Puzzle child's {puzzle:F2}x; searching again at {reached:F2}x");
+        var request = ChildRecipe.SearchRequestFor(run) with { MinThroughputRatio = reached, MinTokensPerSecond = null, Solutions = 1, Name = folder };
+        try { SearchStage.Run(run, request, log); }
+        catch (PuzzleException e) { log($"baselines: {folder}: {e.Message}"); return e.Message; }
+        string child = Path.Combine(dir, "child");
+        string solution = File.ReadAllText(run.Artifact(SearchStage.Folder, folder + ".json"));
+        string existing = Path.Combine(child, "puzzle_solution.json");
+        bool rebuilt = !(File.Exists(existing) && File.Exists(Path.Combine(child, "config.json")) &&
+            JsonNode.Parse(File.ReadAllText(existing))!["layers"]!.ToJsonString() == JsonNode.Parse(solution)!["layers"]!.ToJsonString());
+        if (rebuilt) ChildAssembler.Run(run, folder, child, log);
+        else log($"baselines: {folder}: {child} already holds this solution; reusing it");
+        string distilled = Path.Combine(dir, "child-gkd");
+        if (rebuilt && Directory.Exists(distilled)) Directory.Delete(distilled, recursive: true);
+        Distill(run, child, distilled, run.Config.Gkd.Tokens, log);
+        Evaluate(run, distilled, Path.Combine(dir, "eval.json"), log);
+        Bench(run, distilled, Path.Combine(dir, "bench.json"), bench, log);
+        Sweep(run, child, dir, gkdFractions, rebuilt, log);
+        log($"baselines: {folder} done -> {dir}");
+        return null;
     }
 
     public static double TargetRatio(RunDirectory run) => run.Config.Search.MinThroughputRatio

@@ -139,6 +139,16 @@ public static class BaselinesReport
             rows.Add(Row(name, Path.Combine(dir, "child-gkd"), Read(Path.Combine(dir, "eval.json")), Read(Path.Combine(dir, "bench.json")),
                 Read(Path.Combine(dir, "solution.json")), dir));
         }
+        // The Puzzle search rerun at a rule baseline's speed (BaselinesStage `matched`): the comparison at equal speed.
+        foreach (string name in BaselineRules.Names)
+        {
+            string folder = BaselinesStage.MatchedFolder(name), dir = Path.Combine(root, folder);
+            if (!Directory.Exists(dir)) continue;
+            var row = Row(folder, Path.Combine(dir, "child-gkd"), Read(Path.Combine(dir, "eval.json")), Read(Path.Combine(dir, "bench.json")),
+                Read(run.Artifact(SearchStage.Folder, folder + ".json")), dir);
+            row["matched_to"] = name;
+            rows.Add(row);
+        }
         var table = new JsonObject
         {
             ["target_ratio"] = run.Config.Search.MinThroughputRatio,
@@ -174,7 +184,9 @@ public static class BaselinesReport
                       $"({t["target"]} target; architectures checked by timing them in the engine where the target is measured), then takes the Puzzle child's path: " +
                       $"assemble, global distillation ({t["gkd_tokens"]!.GetValue<long>():N0} tokens), `puzzle eval` and a side-by-side `puzzle bench` against the parent. " +
                       "Baselines: `uniform` one KV-head count and FFN width in every layer (widest that reaches the target), `depth` whole layers removed by lowest " +
-                      "ShortGPT block influence, `subblock` the MIP on subblock (not composed) scores, `random` a seeded random architecture. " +
+                      "ShortGPT block influence, `subblock` the MIP on subblock (not composed) scores, `random` a seeded random architecture; " +
+                      "`puzzle-at-NAME` is the Puzzle search run again at baseline NAME's measured speed, where NAME landed more than 3% above the Puzzle child (a rule moves in steps), " +
+                      "so that pair compares at equal speed. " +
                       "Throughput ratio: measured end to end (spread of the rounds in brackets where the bench records it); retention: " +
                       $"{t["retention_definition"]} with its 95% interval where the evaluation gives one.");
         md.AppendLine();
@@ -198,8 +210,14 @@ public static class BaselinesReport
         md.AppendLine();
         var puzzle = rows.FirstOrDefault(r => r!["method"]!.GetValue<string>() == "puzzle" && r["status"]!.GetValue<string>() == "ok");
         if (puzzle is not null)
-            foreach (var r in rows.Where(r => r != puzzle && r!["status"]!.GetValue<string>() == "ok"))
+            foreach (var r in rows.Where(r => r != puzzle && r!["status"]!.GetValue<string>() == "ok" && r["matched_to"] is null))
                 md.AppendLine($"- Puzzle vs {r!["method"]}: {Verdict(puzzle, r)}");
+        foreach (var m in rows.Where(r => r!["matched_to"] is not null && r["status"]!.GetValue<string>() == "ok"))
+        {
+            string baseline = m!["matched_to"]!.GetValue<string>();
+            if (rows.FirstOrDefault(r => r!["method"]!.GetValue<string>() == baseline && r["status"]!.GetValue<string>() == "ok") is { } b)
+                md.AppendLine($"- Puzzle searched at {baseline}'s speed vs {baseline} (equal speed): {Verdict(m, b)}");
+        }
         md.AppendLine();
         md.AppendLine("![accuracy retention vs measured throughput](report-baselines.png)");
         if (rows.Any(r => r!["gkd_sweep"] is JsonArray { Count: > 0 }))
@@ -253,7 +271,7 @@ public static class BaselinesReport
             if (r["throughput_ratio_min"]?.GetValue<double>() is { } xlo && r["throughput_ratio_max"]?.GetValue<double>() is { } xhi)
                 plot.Add.Line(xlo, y, xhi, y).Color = color;
             var marker = plot.Add.Marker(x, y, Shapes[i % Shapes.Length], 14, color);
-            marker.LegendText = r["method"]!.GetValue<string>() == "puzzle" ? "Puzzle child" : r["method"]!.GetValue<string>();
+            marker.LegendText = Label(r);
             foreach (var p in r["gkd_sweep"]!.AsArray().Where(p => p!["gkd_fraction"]!.GetValue<double>() < 1))
             {
                 double py = 100 * p!["accuracy_retention"]!.GetValue<double>();
@@ -276,6 +294,13 @@ public static class BaselinesReport
         Plots.Save(plot, path, 900, 600);
     }
 
+    static string Label(JsonNode row) => row["method"]!.GetValue<string>() switch
+    {
+        "puzzle" => "Puzzle child",
+        _ when row["matched_to"] is { } b => $"Puzzle child at {b}'s speed",
+        var m => m,
+    };
+
     static void RetentionVsGkd(string path, JsonObject t)
     {
         Plots.RegisterFonts();
@@ -289,7 +314,7 @@ public static class BaselinesReport
             line.Color = Palette[i % Palette.Length];
             line.MarkerShape = Shapes[i % Shapes.Length];
             line.MarkerSize = 10;
-            line.LegendText = rows[i]!["method"]!.GetValue<string>() == "puzzle" ? "Puzzle child" : rows[i]!["method"]!.GetValue<string>();
+            line.LegendText = Label(rows[i]!);
         }
         plot.Title("Accuracy retention vs global-distillation budget");
         plot.XLabel("GKD tokens");
