@@ -48,11 +48,12 @@ internal static class RunCommands
     {
         var runDir = new Option<string>("--run") { Description = "run directory", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var corpus = new Option<string>("--corpus") { Description = "State of the Union corpus folder (scripts/fetch-sotu.sh)", DefaultValueFactory = _ => Path.Combine("data", "corpus", "sotu") };
-        var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus };
+        var seed = new Option<long>("--seed") { Description = "seed of every training step (parent, BLD, GKD); the evaluation protocol keeps its own", DefaultValueFactory = _ => 0 };
+        var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus, seed };
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {
             string dir = r.GetValue(runDir)!;
-            var report = Puzzle.Demo.Run(dir, r.GetValue(corpus)!);
+            var report = Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed));
             PrintSummary(report, dir);
             return 0;
         })));

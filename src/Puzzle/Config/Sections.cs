@@ -122,6 +122,8 @@ public sealed record GkdSection
     public long ValidationTokens { get; init; } = 16_384;
     /// <summary>Train the embeddings (and an untied LM head); false keeps the parent's and saves 18 bytes per parameter of them.</summary>
     public bool TrainEmbeddings { get; init; } = true;
+    /// <summary>Seed of the order in which training windows are drawn.</summary>
+    public long Seed { get; init; }
 }
 
 /// <summary>Evaluation and the side-by-side benchmark.</summary>

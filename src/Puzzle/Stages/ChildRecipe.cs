@@ -46,7 +46,7 @@ public static class ChildRecipe
             TeacherDir = run.ParentDir, StudentDir = student, DataDir = run.DataDir, OutDir = outDir,
             Tokens = tokens, Batch = g.Batch, LearningRate = g.Lr, CosineWeight = g.CosineWeight, KlWeight = g.KlWeight,
             LmWeight = g.LmWeight, Temperature = g.Temperature, Precision = g.Precision, ValidationTokens = g.ValidationTokens,
-            TrainEmbeddings = g.TrainEmbeddings,
+            TrainEmbeddings = g.TrainEmbeddings, Seed = g.Seed,
             RestartOnChangedSettings = true, Device = run.Config.Scenario.Device,
         };
     }
