@@ -42,7 +42,8 @@ public static class EvalStage
 {
     public const string RetentionDefinition =
         "accuracy_retention = mean, over the run's accuracy metrics, of child accuracy / parent accuracy: next-token accuracy on the " +
-        "held-out test split, and acc_norm of each multiple-choice task on which the parent scores above chance (the Puzzle paper's " +
+        "held-out test split, and acc_norm of each multiple-choice task on which the parent scores significantly above chance (the lower " +
+        "end of the 95% Wilson interval of its acc_norm above the task's chance level; the Puzzle paper's " +
         "\"accuracy retention\": the child's downstream accuracy relative to the parent's). Perplexity ratio, KL(parent ‖ child) and " +
         "top-1 agreement measure fidelity to the parent and are reported separately, never averaged into it.";
 
@@ -123,8 +124,13 @@ public static class EvalStage
         {
             included.Add("next_token_accuracy");
             foreach (var (name, t) in pm.Item2)
-                if (t.AccNorm > t.Chance) included.Add($"{name}.acc_norm");
-                else excluded[$"{name}.acc_norm"] = $"parent acc_norm {t.AccNorm:F4} is not above chance {t.Chance:F4}";
+            {
+                // A parent at chance makes the ratio noise: a task counts only where the parent is significantly above it.
+                double lower = WilsonLower(t.AccNorm, t.Items);
+                if (lower > t.Chance) included.Add($"{name}.acc_norm");
+                else excluded[$"{name}.acc_norm"] = $"parent acc_norm {t.AccNorm:F4} on {t.Items} items is not significantly above chance {t.Chance:F4} " +
+                                                    $"(95% Wilson interval's lower end {lower:F4})";
+            }
         }
 
         Dictionary<string, double> Statistics(double[] windowWeights, Dictionary<string, double[]> itemWeights)
@@ -276,6 +282,14 @@ public static class EvalStage
     }
 
     static JsonNode? Num(double v) => double.IsFinite(v) ? v : null;
+
+    /// <summary>The lower end of the 95% Wilson score interval of a proportion <paramref name="p"/> over <paramref name="n"/> trials.</summary>
+    public static double WilsonLower(double p, int n)
+    {
+        const double z = 1.959963984540054;
+        double z2n = z * z / n;
+        return (p + z2n / 2 - z * Math.Sqrt(p * (1 - p) / n + z2n / (4 * n))) / (1 + z2n);
+    }
 
     /// <summary>The 2.5th and 97.5th percentiles (linear interpolation) of bootstrap replicates.</summary>
     public static JsonArray Interval(IReadOnlyCollection<double> values)

@@ -162,7 +162,7 @@ public static class ReportStage
             string key = $"{name}.acc_norm";
             string ratio = components[key] is { } comp
                 ? $"{F(comp["ratio"]!.GetValue<double>(), "0.000")}{Ci(comp["ci95"])}"
-                : $"– (parent not above chance {Pct(task["chance"]?.GetValue<double>() ?? 0)}; not in retention)";
+                : $"– (parent not significantly above chance {Pct(task["chance"]?.GetValue<double>() ?? 0)}; not in retention)";
             md.AppendLine($"| {name} acc_norm (accuracy, {task["items"]} items) | {Pct(a)}{Ci(p["ci95"]?["tasks"]?[name]?["acc_norm"], true)} | " +
                           $"{Pct(b)}{Ci(c["ci95"]?["tasks"]?[name]?["acc_norm"], true)} | {ratio} |");
         }
