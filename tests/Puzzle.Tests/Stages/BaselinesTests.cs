@@ -41,8 +41,8 @@ public sealed class BaselinesFixture
         }, _ => { });
         Run = NewRun(1.3, "h100");
         var run = new RunDirectory(Run);
-        BlockLibraryBuilder.Run(run, Shard.All, new LogProgress(), _ => { });
-        BlockScorer.Run(run, Shard.All, new LogProgress(), _ => { });
+        BlockLibraryBuilder.Run(run, new LogProgress(), _ => { });
+        BlockScorer.Run(run, new LogProgress(), _ => { });
         BlockCosts.Run(run, _ => { });
     }
 

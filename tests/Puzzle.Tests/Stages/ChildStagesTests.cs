@@ -38,8 +38,8 @@ public sealed class SolvedRunFixture
             c["scenario"] = new JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 32, ["repeats"] = 3, ["warmup_runs"] = 1 };
         });
         var run = new RunDirectory(Run);
-        BlockLibraryBuilder.Run(run, Shard.All, new LogProgress(), _ => { });
-        BlockScorer.Run(run, Shard.All, new LogProgress(), _ => { });
+        BlockLibraryBuilder.Run(run, new LogProgress(), _ => { });
+        BlockScorer.Run(run, new LogProgress(), _ => { });
         BlockCosts.Run(run, _ => { });
         SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = 1.5, Name = "fast" }, _ => { });
         SearchStage.Run(run, new SearchRequest { Target = "h100", Sweep = "throughput-ratio=1.0:2.0:0.5" }, _ => { });
