@@ -163,6 +163,11 @@ public readonly struct JsonField(JsonNode? node, string file, string key)
 
     public JsonObject Object() => Node as JsonObject ?? throw Error("an object");
 
+    /// <summary>A copy of an object value: a section another stage wrote, carried as written.</summary>
+    public JsonObject ObjectCopy() => (JsonObject)Object().DeepClone();
+
+    public JsonObject? OptionalObjectCopy() => Node is null ? null : ObjectCopy();
+
     public JsonArray Array() => Node as JsonArray ?? throw Error("an array");
 
     public IReadOnlyList<JsonField> Items()
