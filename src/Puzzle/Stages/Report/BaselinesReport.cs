@@ -19,12 +19,12 @@ public static class BaselinesReport
 {
     const string Heading = "## Baselines at equal measured throughput";
 
-    /// <summary>Adds the baselines to <paramref name="report"/> (or RUN/report.json) and rewrites report.json and report.md.</summary>
-    public static void Write(RunDirectory run, ReportFile? report = null, Action<string>? log = null)
+    /// <summary>Adds the baselines to <paramref name="report"/> (or RUN/report.json), rewrites report.json and report.md, and returns the report (null without baselines).</summary>
+    public static ReportFile? Write(RunDirectory run, ReportFile? report = null, Action<string>? log = null)
     {
         log ??= Log.Info;
         string root = run.Artifact(BaselinesStage.Folder);
-        if (!Directory.Exists(root)) return;
+        if (!Directory.Exists(root)) return null;
         string jsonPath = run.Report, mdPath = run.ReportMarkdown;
         report ??= ReportFile.Read(jsonPath);
         var table = Table(run);
@@ -40,6 +40,7 @@ public static class BaselinesReport
         }
         AtomicFile.WriteAllText(mdPath, md.TrimEnd() + "\n\n" + Markdown(JsonNode.Parse(table.ToJsonString())!.AsObject()));
         log($"report: baselines table ({table["rows"]!.AsArray().Count} methods) -> {mdPath}, report-baselines.png");
+        return report;
     }
 
     /// <summary>

@@ -63,13 +63,12 @@ public static class ReportStage
             new ReportScenario(sc.Batch, sc.PromptLength, sc.GenerationLength, sc.WeightDtype, sc.KvDtype, sc.MeasureDtype, sc.Device),
             solution.RequestJson(), solution.Verified, parentSide, childSide, throughputRatio, throughputRatio / solution.Verified.ThroughputRatio - 1,
             new ReportRounds(childBench["end_to_end_ratio_min"].OptionalDouble(), childBench["end_to_end_ratio_max"].OptionalDouble(), b["scenario"]["order"].OptionalString()),
-            new ReportRetention(retentionNode["value"].Double(), retentionNode["ci95"].Node is null ? null : (JsonArray)retentionNode["ci95"].Array().DeepClone(),
-                retentionNode["definition"].OptionalString(), retentionNode["components"].ObjectCopy(), retentionNode["excluded"].OptionalObjectCopy()),
+            ReportRetention.Read(retentionNode),
             e["fidelity"].OptionalObjectCopy(), e["protocol"].OptionalObjectCopy(), distillation is null ? null : JsonFile.Parse(distillation.ToJsonString(), "distillation result").ObjectCopy(),
             layers, b.ObjectCopy(), hasPareto ? ["report-architecture.png", "report-pareto.png"] : ["report-architecture.png"]);
         report.Write(run.Report);
         AtomicFile.WriteAllText(run.ReportMarkdown, Markdown(ReportFile.Read(run.Report), hasPareto, run.Report));
-        BaselinesReport.Write(run, report, log);
+        report = BaselinesReport.Write(run, report, log) ?? report;
         log($"report: measured throughput {throughputRatio:F2}x the parent, accuracy retention {report.AccuracyRetention.Value:P1} " +
             $"{Evaluation.EvalStage.FormatInterval(report.AccuracyRetention.Ci95, percent: true)} on the test split -> {run.ReportMarkdown}");
         return report;
