@@ -29,9 +29,9 @@ public static class Pipeline
 
     /// <summary>
     /// Runs every stage, or with <paramref name="only"/> that one stage alone (a scheduler's job: no stage table);
-    /// <paramref name="shard"/> is the library's and scoring's share of the work units.
+    /// the library's and scoring's share of the work units is the run's <see cref="RunDirectory.Shard"/>.
     /// </summary>
-    public static JsonObject Run(RunDirectory run, Action<string>? log = null, string? only = null, Shard? shard = null)
+    public static JsonObject Run(RunDirectory run, Action<string>? log = null, string? only = null)
     {
         log ??= Log.Info;
         if (only is not null && !StageNames.Contains(only))
@@ -41,8 +41,8 @@ public static class Pipeline
         JsonObject report = new();
         stages.Run("1 parent", () => ParentStage.Run(run));
         stages.Run("2 data", () => DataStage.Run(run));
-        stages.Run("3 library", () => BlockLibraryBuilder.Run(run, shard ?? Shard.All));
-        stages.Run("4 score", () => BlockScorer.Run(run, shard ?? Shard.All));
+        stages.Run("3 library", () => BlockLibraryBuilder.Run(run));
+        stages.Run("4 score", () => BlockScorer.Run(run));
         stages.Run("5 costs", () => BlockCosts.Run(run));
         stages.Run("6 search", () => ChildRecipe.Search(run));
         stages.Run("7 assemble", () => AssemblyStage.Run(run));

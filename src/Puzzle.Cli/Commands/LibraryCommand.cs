@@ -14,7 +14,7 @@ internal static class LibraryCommand
             { run, shard };
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {
-            var result = BlockLibraryBuilder.Run(new RunDirectory(r.GetValue(run)!), Shard.Parse(r.GetValue(shard)));
+            var result = BlockLibraryBuilder.Run(new RunDirectory(r.GetValue(run)!) { Shard = Shard.Parse(r.GetValue(shard)) });
             Console.WriteLine($"{"variant",-18} {"params",9} {"steps",6} {"NMSE init",10} {"NMSE BLD",10}");
             foreach (var v in result.Records.Where(x => x.Trained))
                 Console.WriteLine($"{v.Id,-18} {v.Parameters,9:N0} {v.Steps,6} {v.NmseInit,10:F5} {v.NmseFinal,10:F5}");

@@ -1,7 +1,7 @@
 using System.CommandLine;
-using System.Text.Json.Nodes;
 using Puzzle.Config;
 using Puzzle.Stages;
+using Puzzle.Stages.Report;
 
 namespace Puzzle.Cli.Commands;
 
@@ -21,8 +21,8 @@ internal static class RunCommands
             Directory.CreateDirectory(dir);
             resolved.Save(Path.Combine(dir, RunConfig.FileName));
             Puzzle.Log.Info($"run: resolved config saved to {Path.Combine(dir, RunConfig.FileName)}");
-            var report = Pipeline.Run(new RunDirectory(dir));
-            PrintSummary(report, dir);
+            Pipeline.Run(new RunDirectory(dir));
+            PrintSummary(dir);
             return 0;
         })));
         return command;
@@ -53,16 +53,17 @@ internal static class RunCommands
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {
             string dir = r.GetValue(runDir)!;
-            var report = Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed));
-            PrintSummary(report, dir);
+            Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed));
+            PrintSummary(dir);
             return 0;
         })));
         return command;
     }
 
     /// <summary>The report's parent-vs-child table and headline, then where the report and the exported child are.</summary>
-    static void PrintSummary(JsonObject report, string dir)
+    static void PrintSummary(string dir)
     {
+        var report = ReportFile.Read(Path.Combine(dir, "report.json"));
         string markdown = File.ReadAllText(Path.Combine(dir, "report.md"));
         var lines = markdown.Split('\n').SkipWhile(l => !l.StartsWith("| |", StringComparison.Ordinal))
             .TakeWhile(l => !l.StartsWith("## ", StringComparison.Ordinal)).Where(l => l.Trim().Length > 0);
@@ -70,6 +71,6 @@ internal static class RunCommands
         foreach (string line in lines) Console.WriteLine(line.Replace("**", ""));
         Console.WriteLine();
         Console.WriteLine($"report: {Path.GetFullPath(Path.Combine(dir, "report.md"))}");
-        Console.WriteLine($"exported child: {Path.GetFullPath(Path.Combine(dir, "export"))} ({JsonNode.Parse(report.ToJsonString())!["measured_throughput_ratio"]!.GetValue<double>():F2}x the parent, measured)");
+        Console.WriteLine($"exported child: {Path.GetFullPath(Path.Combine(dir, "export"))} ({report.MeasuredThroughputRatio:F2}x the parent, measured)");
     }
 }

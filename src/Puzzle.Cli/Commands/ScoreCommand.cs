@@ -13,7 +13,7 @@ internal static class ScoreCommand
         var command = new Command("score", "Replace-1-block scoring: KL to the parent, LM loss and top-1 agreement of every candidate block.") { run, shard };
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {
-            var result = BlockScorer.Run(new RunDirectory(r.GetValue(run)!), Shard.Parse(r.GetValue(shard)));
+            var result = BlockScorer.Run(new RunDirectory(r.GetValue(run)!) { Shard = Shard.Parse(r.GetValue(shard)) });
             Console.WriteLine($"{"layer",5} {"attention",-16} {"ffn",-16} {"KL",10} {"LM loss",9} {"top-1",7}");
             foreach (var s in result.Scores.OrderBy(s => s.Layer).ThenBy(s => s.Kl).Take(200))
                 Console.WriteLine($"{s.Layer,5} {s.Attention,-16} {s.Ffn,-16} {s.Kl,10:F5} {s.LmLoss,9:F4} {s.Top1Agreement,7:P1}");

@@ -67,7 +67,7 @@ internal static class SlurmCommand
                 throw new PuzzleException($"stage '{stage}' is not one of {string.Join(", ", Pipeline.StageNames)}");
             if (shardText is not null && stage is not ("library" or "score"))
                 throw new PuzzleException($"--shard {shardText}: only the library and score stages are split into shards, not '{stage}'");
-            Pipeline.Run(new RunDirectory(r.GetValue(run)!), only: stage, shard: Shard.Parse(shardText));
+            Pipeline.Run(new RunDirectory(r.GetValue(run)!) { Shard = Shard.Parse(shardText) }, only: stage);
             return 0;
         })));
         return command;

@@ -126,7 +126,68 @@ public sealed record RunConfig
         target[keys[^1]] = value;
     }
 
-    /// <summary>Every setting checked before any work starts: errors name the key and the value.</summary>
+    /// <summary>What a numeric setting must be: its rule's words in the error and the test.</summary>
+    public enum Bound { Positive, NonNegative, BelowOne, UpToOne }
+
+    static string Words(Bound b) => b switch
+    {
+        Bound.Positive => "a positive number",
+        Bound.NonNegative => "a finite number >= 0",
+        Bound.BelowOne => "in [0, 1)",
+        _ => "in [0, 1]",
+    };
+
+    static bool Holds(Bound b, double v) => double.IsFinite(v) && b switch
+    {
+        Bound.Positive => v > 0,
+        Bound.NonNegative => v >= 0,
+        Bound.BelowOne => v >= 0 && v < 1,
+        _ => v >= 0 && v <= 1,
+    };
+
+    /// <summary>One rule per numeric setting, in config order; a null value (an optional setting left unset) is not checked.</summary>
+    public static readonly IReadOnlyList<(string Key, Bound Bound, Func<RunConfig, double?> Value)> NumberRules =
+    [
+        ("data.seq_len", Bound.Positive, c => c.Data.SeqLen),
+        ("data.validation_fraction", Bound.BelowOne, c => c.Data.ValidationFraction),
+        ("search_space.ffn_multiple", Bound.Positive, c => c.SearchSpace.FfnMultiple),
+        ("bld.tokens_per_variant", Bound.Positive, c => c.Bld.TokensPerVariant),
+        ("bld.batch", Bound.Positive, c => c.Bld.Batch),
+        ("bld.lr", Bound.Positive, c => c.Bld.Lr),
+        ("bld.beta1", Bound.BelowOne, c => c.Bld.Beta1),
+        ("bld.beta2", Bound.BelowOne, c => c.Bld.Beta2),
+        ("bld.weight_decay", Bound.NonNegative, c => c.Bld.WeightDecay),
+        ("bld.warmup_fraction", Bound.UpToOne, c => c.Bld.WarmupFraction),
+        ("bld.clip", Bound.Positive, c => c.Bld.Clip),
+        ("bld.calibration_tokens", Bound.Positive, c => c.Bld.CalibrationTokens),
+        ("bld.validation_tokens", Bound.Positive, c => c.Bld.ValidationTokens),
+        ("bld.disk_budget_gib", Bound.NonNegative, c => c.Bld.DiskBudgetGib),
+        ("scoring.validation_tokens", Bound.Positive, c => c.Scoring.ValidationTokens),
+        ("scoring.batch", Bound.Positive, c => c.Scoring.Batch),
+        ("scenario.batch", Bound.Positive, c => c.Scenario.Batch),
+        ("scenario.prompt_length", Bound.Positive, c => c.Scenario.PromptLength),
+        ("scenario.generation_length", Bound.Positive, c => c.Scenario.GenerationLength),
+        ("scenario.warmup_runs", Bound.NonNegative, c => c.Scenario.WarmupRuns),
+        ("scenario.repeats", Bound.Positive, c => c.Scenario.Repeats),
+        ("search.max_memory_gib", Bound.Positive, c => c.Search.MaxMemoryGib),
+        ("search.min_throughput_ratio", Bound.Positive, c => c.Search.MinThroughputRatio),
+        ("search.min_tokens_per_s", Bound.Positive, c => c.Search.MinTokensPerS),
+        ("search.max_latency_ms", Bound.Positive, c => c.Search.MaxLatencyMs),
+        ("search.max_params", Bound.Positive, c => c.Search.MaxParams),
+        ("search.diversity", Bound.UpToOne, c => c.Search.Diversity),
+        ("gkd.tokens", Bound.Positive, c => c.Gkd.Tokens),
+        ("gkd.batch", Bound.Positive, c => c.Gkd.Batch),
+        ("gkd.lr", Bound.Positive, c => c.Gkd.Lr),
+        ("gkd.temperature", Bound.Positive, c => c.Gkd.Temperature),
+        ("gkd.cosine_weight", Bound.NonNegative, c => c.Gkd.CosineWeight),
+        ("gkd.kl_weight", Bound.NonNegative, c => c.Gkd.KlWeight),
+        ("gkd.lm_weight", Bound.NonNegative, c => c.Gkd.LmWeight),
+        ("evaluation.task_limit", Bound.Positive, c => c.Evaluation.TaskLimit),
+        ("evaluation.max_tokens", Bound.Positive, c => c.Evaluation.MaxTokens),
+        ("evaluation.bench_repeats", Bound.Positive, c => c.Evaluation.BenchRepeats),
+    ];
+
+    /// <summary>Every setting checked before any work starts: errors name the file, the key and the value.</summary>
     public void Validate(string source)
     {
         void Check(bool ok, string key, object? value, string rule)
@@ -140,54 +201,16 @@ public sealed record RunConfig
             System.Collections.IEnumerable e and not string => $"[{string.Join(", ", e.Cast<object?>().Select(Show))}]",
             _ => value.ToString() ?? "",
         };
-        void Positive(string key, double value) => Check(double.IsFinite(value) && value > 0, key, value, "a positive number");
-        void NonNegative(string key, double value) => Check(double.IsFinite(value) && value >= 0, key, value, "a finite number >= 0");
-        void Fraction(string key, double value, bool allowOne) => Check(double.IsFinite(value) && value >= 0 && (allowOne ? value <= 1 : value < 1), key, value, allowOne ? "in [0, 1]" : "in [0, 1)");
 
         Check(FormatVersion == 1, "format_version", FormatVersion, "1 (the only version this build reads)");
-        Positive("data.seq_len", Data.SeqLen);
+        foreach (var (key, bound, get) in NumberRules)
+            if (get(this) is { } value) Check(Holds(bound, value), key, value, Words(bound));
         Check(Data.SeqLen >= 2, "data.seq_len", Data.SeqLen, "at least 2");
-        Fraction("data.validation_fraction", Data.ValidationFraction, allowOne: false);
         if (SearchSpace.KvHeads is { } kv) Check(kv.Length > 0 && kv.All(k => k > 0), "search_space.kv_heads", kv, "a non-empty list of positive head counts");
         Check(SearchSpace.FfnFractions.All(f => double.IsFinite(f) && f > 0 && f <= 1), "search_space.ffn_fractions", SearchSpace.FfnFractions, "fractions in (0, 1]");
-        if (SearchSpace.FfnMultiple is { } multiple) Positive("search_space.ffn_multiple", multiple);
-        Positive("bld.tokens_per_variant", Bld.TokensPerVariant);
-        Positive("bld.batch", Bld.Batch);
-        Positive("bld.lr", Bld.Lr);
-        Fraction("bld.beta1", Bld.Beta1, allowOne: false);
-        Fraction("bld.beta2", Bld.Beta2, allowOne: false);
-        NonNegative("bld.weight_decay", Bld.WeightDecay);
-        Fraction("bld.warmup_fraction", Bld.WarmupFraction, allowOne: true);
-        Positive("bld.clip", Bld.Clip);
-        Positive("bld.calibration_tokens", Bld.CalibrationTokens);
-        Positive("bld.validation_tokens", Bld.ValidationTokens);
-        if (Bld.DiskBudgetGib is { } diskBudget) NonNegative("bld.disk_budget_gib", diskBudget);
         Check(Scoring.CacheDtype is "bfloat16" or "float32" or "float16", "scoring.cache_dtype", Scoring.CacheDtype, "bfloat16, float16 or float32");
-        Positive("scoring.validation_tokens", Scoring.ValidationTokens);
-        Positive("scoring.batch", Scoring.Batch);
-        Positive("scenario.batch", Scenario.Batch);
-        Positive("scenario.prompt_length", Scenario.PromptLength);
-        Positive("scenario.generation_length", Scenario.GenerationLength);
-        NonNegative("scenario.warmup_runs", Scenario.WarmupRuns);
-        Positive("scenario.repeats", Scenario.Repeats);
-        if (Search.MaxMemoryGib is { } memory) Positive("search.max_memory_gib", memory);
-        if (Search.MinThroughputRatio is { } ratio) Positive("search.min_throughput_ratio", ratio);
-        if (Search.MinTokensPerS is { } tps) Positive("search.min_tokens_per_s", tps);
-        if (Search.MaxLatencyMs is { } latency) Positive("search.max_latency_ms", latency);
-        if (Search.MaxParams is { } parameters) Positive("search.max_params", parameters);
         Check(Search.Solutions >= 1, "search.solutions", Search.Solutions, "at least 1");
-        Fraction("search.diversity", Search.Diversity, allowOne: true);
-        Positive("gkd.tokens", Gkd.Tokens);
-        Positive("gkd.batch", Gkd.Batch);
-        Positive("gkd.lr", Gkd.Lr);
-        Positive("gkd.temperature", Gkd.Temperature);
-        NonNegative("gkd.cosine_weight", Gkd.CosineWeight);
-        NonNegative("gkd.kl_weight", Gkd.KlWeight);
-        NonNegative("gkd.lm_weight", Gkd.LmWeight);
         Check(Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight > 0, "gkd.cosine_weight + gkd.kl_weight + gkd.lm_weight", Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight, "positive (some loss to train on)");
-        Positive("evaluation.task_limit", Evaluation.TaskLimit);
-        if (Evaluation.MaxTokens is { } maxTokens) Positive("evaluation.max_tokens", maxTokens);
-        Positive("evaluation.bench_repeats", Evaluation.BenchRepeats);
     }
 
     public JsonObject ToJson() => JsonSerializer.SerializeToNode(this, Options)!.AsObject();

@@ -45,6 +45,30 @@ public static class JsonFile
     public static JsonObject ReadObject(string path, string? what = null) => Read(path, what).Object();
 
     /// <summary>
+    /// A run artifact of one format (scores.json, library.json, report.json, …): the file must exist and hold
+    /// <c>format_version</c> = <paramref name="version"/>; otherwise one line naming the file, the version found and
+    /// the command that writes it (<paramref name="rerun"/>, e.g. "puzzle score").
+    /// </summary>
+    public static JsonField ReadVersioned(string path, int version, string rerun)
+    {
+        if (!File.Exists(path)) throw new PuzzleException($"{path}: not found; run `{rerun}` first");
+        var j = Read(path);
+        if (!j["format_version"].Exists)
+            throw new PuzzleException($"{path}: no format_version (written by an older version of Puzzle); rerun `{rerun}`");
+        int found = j["format_version"].Int();
+        if (found != version)
+            throw new PuzzleException($"{path}: format_version {found} is not {version} (written by another version of Puzzle); rerun `{rerun}`");
+        return j;
+    }
+
+    /// <summary>An index's <c>complete</c> must agree with what it holds: an error naming the file and <paramref name="holds"/> ("holds 1 of 2 candidates").</summary>
+    public static void CheckComplete(JsonField complete, bool actual, string holds)
+    {
+        if (complete.Bool() != actual)
+            throw new PuzzleException($"{complete.File}: complete is {(complete.Bool() ? "true" : "false")} but it {holds}");
+    }
+
+    /// <summary>
     /// A derived artifact a stage wrote: null when absent; when present but torn or unreadable, a warning line, the file
     /// is deleted and null is returned, so the unit that writes it is redone instead of every later run failing.
     /// </summary>
@@ -138,6 +162,11 @@ public readonly struct JsonField(JsonNode? node, string file, string key)
         : $"{File}: {(Key.Length == 0 ? "the document" : Key)} must be {expected}, got {JsonFile.Describe(Node)}");
 
     public JsonObject Object() => Node as JsonObject ?? throw Error("an object");
+
+    /// <summary>A copy of an object value: a section another stage wrote, carried as written.</summary>
+    public JsonObject ObjectCopy() => (JsonObject)Object().DeepClone();
+
+    public JsonObject? OptionalObjectCopy() => Node is null ? null : ObjectCopy();
 
     public JsonArray Array() => Node as JsonArray ?? throw Error("an array");
 

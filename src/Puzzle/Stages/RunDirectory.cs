@@ -22,6 +22,12 @@ public sealed class RunDirectory
         if (string.IsNullOrWhiteSpace(Config.Parent.Path)) throw new PuzzleException($"{configPath}: parent.path is not set");
     }
 
+    /// <summary>
+    /// This process's share of the work units of the stages that split (library, score): `--shard i/n`, a Slurm array
+    /// task's. <see cref="Shard.All"/> (the default) does every unit; the other stages ignore it.
+    /// </summary>
+    public Shard Shard { get; init; } = Shard.All;
+
     VariantCatalog? _variants;
 
     /// <summary>The run's variants: the parent's config.json and search_space, expanded once (SearchSpace.Expand is called nowhere else by the stages).</summary>

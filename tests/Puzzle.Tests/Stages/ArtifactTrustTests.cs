@@ -102,10 +102,10 @@ public sealed class ArtifactTrustTests(RunFixture fixture) : IClassFixture<RunFi
     public void ScoringAndAssembly_RefuseAnIncompleteOrMixedLibrary_NamingTheFileAndRecord()
     {
         string run = fixture.NewRun(UntrainedSpace);
-        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
         string index = Path.Combine(run, BlockLibrary.Folder, BlockLibrary.IndexFile);
         string intact = File.ReadAllText(index);
-        string Score() => Assert.Throws<PuzzleException>(() => BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet)).Message;
+        string Score() => Assert.Throws<PuzzleException>(() => BlockScorer.Run(new RunDirectory(run), new LogProgress(), Quiet)).Message;
 
         // library.json says the library is unfinished (one shard still running, say).
         EditJson(index, j =>
@@ -138,8 +138,8 @@ public sealed class ArtifactTrustTests(RunFixture fixture) : IClassFixture<RunFi
         Assert.StartsWith(record, message);
 
         // The run's bld settings changed since the library was built: its fingerprint is not the one they give.
-        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);              // retrains the stale record
-        BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);              // retrains the stale record
+        BlockScorer.Run(new RunDirectory(run), new LogProgress(), Quiet);
         EditConfig(run, c => c["bld"]!["lr"] = 1e-3);
         message = Score();
         Assert.Contains(index, message);
@@ -150,7 +150,7 @@ public sealed class ArtifactTrustTests(RunFixture fixture) : IClassFixture<RunFi
     public void LibraryOfAnOlderRun_IsRestamped_NotRetrained()
     {
         string run = fixture.NewRun(c => { UntrainedSpace(c); c["search_space"]!["kv_heads"] = new JsonArray(2, 1); });   // kv1: trained
-        var first = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var first = BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
         Assert.Equal(2, first.Trained);
         var directory = new RunDirectory(run);
         var manifest = Puzzle.Data.DataManifest.Read(directory.DataDir);
@@ -159,13 +159,13 @@ public sealed class ArtifactTrustTests(RunFixture fixture) : IClassFixture<RunFi
         Assert.NotEqual(first.Records[0].Fingerprint, legacy);
         foreach (string record in Directory.GetFiles(Path.Combine(run, BlockLibrary.Folder), "L*.json")) EditJson(record, j => j["fingerprint"] = legacy);
 
-        var again = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var again = BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
         Assert.Equal(0, again.Trained);
         Assert.All(again.Records, r => Assert.Equal(first.Records[0].Fingerprint, r.Fingerprint));
         Assert.Equal(8 + 2, again.Done);
 
         // Another old record (other settings) is not current: retrained.
         EditJson(BlockLibrary.RecordPath(run, "L0.attn.kv1"), j => j["fingerprint"] = "0123456789abcdef");
-        Assert.Equal(1, BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet).Trained);
+        Assert.Equal(1, BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet).Trained);
     }
 }

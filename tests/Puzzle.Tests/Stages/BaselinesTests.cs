@@ -41,8 +41,8 @@ public sealed class BaselinesFixture
         }, _ => { });
         Run = NewRun(1.3, "h100");
         var run = new RunDirectory(Run);
-        BlockLibraryBuilder.Run(run, Shard.All, new LogProgress(), _ => { });
-        BlockScorer.Run(run, Shard.All, new LogProgress(), _ => { });
+        BlockLibraryBuilder.Run(run, new LogProgress(), _ => { });
+        BlockScorer.Run(run, new LogProgress(), _ => { });
         BlockCosts.Run(run, _ => { });
     }
 
@@ -271,7 +271,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         File.WriteAllText(run.Artifact("eval", "eval.json"), eval.ToJsonString());
         File.WriteAllText(run.Artifact("eval", "bench.json"), bench.ToJsonString());
         var report = ReportStage.Write(run, Pipeline.Solution, run.Artifact("child-gkd"), eval, bench, null, _ => { });
-        var rows = report["baselines"]!["rows"]!.AsArray();
+        var rows = report.Baselines!["rows"]!.AsArray();
         Assert.Equal(["puzzle", "depth"], rows.Select(r => r!["method"]!.GetValue<string>()));
         var depthRow = rows[1]!;
         var depthEval = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "eval.json")))!;

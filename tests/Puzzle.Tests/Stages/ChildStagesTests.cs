@@ -38,8 +38,8 @@ public sealed class SolvedRunFixture
             c["scenario"] = new JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 32, ["repeats"] = 3, ["warmup_runs"] = 1 };
         });
         var run = new RunDirectory(Run);
-        BlockLibraryBuilder.Run(run, Shard.All, new LogProgress(), _ => { });
-        BlockScorer.Run(run, Shard.All, new LogProgress(), _ => { });
+        BlockLibraryBuilder.Run(run, new LogProgress(), _ => { });
+        BlockScorer.Run(run, new LogProgress(), _ => { });
         BlockCosts.Run(run, _ => { });
         SearchStage.Run(run, new SearchRequest { Target = "h100", MinThroughputRatio = 1.5, Name = "fast" }, _ => { });
         SearchStage.Run(run, new SearchRequest { Target = "h100", Sweep = "throughput-ratio=1.0:2.0:0.5" }, _ => { });
@@ -189,7 +189,7 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
 
         var report = ReportStage.Write(new RunDirectory(fixture.Run), "fast", fixture.Child, eval, bench, null, _ => { });
         Assert.Equal(rows[1]!["end_to_end_tokens_per_s"]!.GetValue<double>() / rows[0]!["end_to_end_tokens_per_s"]!.GetValue<double>(),
-            report["measured_throughput_ratio"]!.GetValue<double>(), 9);
+            report.MeasuredThroughputRatio, 9);
         string md = File.ReadAllText(Path.Combine(fixture.Run, "report.md"));
         Assert.Contains("| end-to-end throughput (tokens/s) |", md);
         // The metric is named and defined, the figures carry intervals, and the split sizes are shown.
@@ -200,8 +200,8 @@ public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<S
         Assert.Contains(EvalStage.FormatInterval(eval["retention"]!["ci95"], percent: true), md);
         Assert.Contains(EvalStage.FormatInterval(eval["fidelity"]!["perplexity_ratio"]!["ci95"]), md);
         Assert.Contains("(rounds ", md);
-        Assert.Equal(EvalStage.RetentionDefinition, report["accuracy_retention"]!["definition"]!.GetValue<string>());
-        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), report["accuracy_retention"]!["value"]!.GetValue<double>());
+        Assert.Equal(EvalStage.RetentionDefinition, report.AccuracyRetention.Definition);
+        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), report.AccuracyRetention.Value);
         Assert.Contains("report-architecture.png", md);
         Assert.True(PlotTests.HasText(Path.Combine(fixture.Run, "report-architecture.png")));
         Assert.True(PlotTests.HasText(Path.Combine(fixture.Run, "report-pareto.png")));

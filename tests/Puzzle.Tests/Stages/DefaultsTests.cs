@@ -39,8 +39,8 @@ public sealed class DefaultsTests(RunFixture fixture) : IClassFixture<RunFixture
             c["scoring"] = new JsonObject { ["validation_tokens"] = 32 * 4, ["batch"] = 4 };
             c["search"] = new JsonObject { ["target"] = "h100", ["min_throughput_ratio"] = null, ["max_params"] = 1_000_000, ["solutions"] = 2, ["sweep"] = "" };
         });
-        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), _ => { });
-        BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), _ => { });
+        BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), _ => { });
+        BlockScorer.Run(new RunDirectory(run), new LogProgress(), _ => { });
         BlockCosts.Run(new RunDirectory(run), _ => { }, rooflineOnly: true);
 
         var result = InProcessCli.Run(TimeSpan.FromSeconds(120), "search", "--run", run);

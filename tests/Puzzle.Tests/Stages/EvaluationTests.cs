@@ -304,8 +304,8 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
                 c["scoring"] = new JsonObject { ["validation_tokens"] = 32 * 8, ["batch"] = 8 };
             });
             var run = new RunDirectory(dir);
-            BlockLibraryBuilder.Run(run, Shard.All, new LogProgress(), _ => { });
-            BlockScorer.Run(run, Shard.All, new LogProgress(), _ => { });
+            BlockLibraryBuilder.Run(run, new LogProgress(), _ => { });
+            BlockScorer.Run(run, new LogProgress(), _ => { });
             return dir;
         }
         string a = Run(fixture.DataDir), b = Run(garbage);

@@ -16,7 +16,7 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     public void Bld_LowersEveryTrainableVariantsValidationNmse_AndWritesTheLibrary()
     {
         string run = fixture.NewRun();
-        var result = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var result = BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
         // tiny parent: 4 heads, 2 KV heads, FFN 128 -> attn kv2 (parent), kv1, linear, noop; ffn 128, 112, 96, 64, 32, 24, 16, linear, noop
         Assert.Equal(2 * (4 + 9), result.Variants);
         Assert.Equal(2 * (2 + 7), result.Trained);
@@ -41,7 +41,7 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
         Assert.Equal([64L, 64], ffn.Tensors["mlp.gate_proj.weight"].Shape);
 
         // A rerun finds everything done and trains nothing.
-        var again = BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var again = BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
         Assert.Equal(0, again.Trained);
         Assert.Equal(26, again.Skipped);
     }
@@ -50,11 +50,11 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     public void TwoShards_ProduceTheSameLibraryAsOneProcess()
     {
         string single = fixture.NewRun(), sharded = fixture.NewRun();
-        BlockLibraryBuilder.Run(new RunDirectory(single), Shard.All, new LogProgress(), Quiet);
-        var first = BlockLibraryBuilder.Run(new RunDirectory(sharded), Shard.Parse("0/2"), new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(single), new LogProgress(), Quiet);
+        var first = BlockLibraryBuilder.Run(new RunDirectory(sharded) { Shard = Shard.Parse("0/2") }, new LogProgress(), Quiet);
         Assert.Equal(13, first.Done);
         Assert.False(JsonNode.Parse(File.ReadAllText(Path.Combine(sharded, "library", "library.json")))!["complete"]!.GetValue<bool>());
-        var second = BlockLibraryBuilder.Run(new RunDirectory(sharded), Shard.Parse("1/2"), new LogProgress(), Quiet);
+        var second = BlockLibraryBuilder.Run(new RunDirectory(sharded) { Shard = Shard.Parse("1/2") }, new LogProgress(), Quiet);
         Assert.Equal(26, second.Done);
         AssertSameLibrary(single, sharded);
     }
@@ -63,13 +63,13 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     public void InterruptedRun_Rerun_RedoesOnlyTheMissingUnits_AndEndsTheSame()
     {
         string straight = fixture.NewRun(), interrupted = fixture.NewRun();
-        BlockLibraryBuilder.Run(new RunDirectory(straight), Shard.All, new LogProgress(), Quiet);
-        BlockLibraryBuilder.Run(new RunDirectory(interrupted), Shard.All, new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(straight), new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(interrupted), new LogProgress(), Quiet);
         // Killed during layer 1: its units never got their records; one weight file was left half-written.
         foreach (string record in Directory.GetFiles(Path.Combine(interrupted, "library"), "L1.*.json")) File.Delete(record);
         File.WriteAllText(BlockLibrary.WeightsPath(interrupted, "L1.ffn.w0.5") + ".tmp-123-abc", "partial");
         File.WriteAllText(BlockLibrary.WeightsPath(interrupted, "L1.attn.kv1"), "garbage from a crash");
-        var rerun = BlockLibraryBuilder.Run(new RunDirectory(interrupted), Shard.All, new LogProgress(), Quiet);
+        var rerun = BlockLibraryBuilder.Run(new RunDirectory(interrupted), new LogProgress(), Quiet);
         Assert.Equal(9, rerun.Trained);
         Assert.Equal(13, rerun.Skipped);
         AssertSameLibrary(straight, interrupted);
@@ -80,8 +80,8 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     {
         string cached = fixture.NewRun(c => c["bld"]!["activations"] = "cache");
         string recomputed = fixture.NewRun(c => c["bld"]!["activations"] = "recompute");
-        var a = BlockLibraryBuilder.Run(new RunDirectory(cached), Shard.All, new LogProgress(), Quiet);
-        var b = BlockLibraryBuilder.Run(new RunDirectory(recomputed), Shard.All, new LogProgress(), Quiet);
+        var a = BlockLibraryBuilder.Run(new RunDirectory(cached), new LogProgress(), Quiet);
+        var b = BlockLibraryBuilder.Run(new RunDirectory(recomputed), new LogProgress(), Quiet);
         Assert.True(File.Exists(Path.Combine(cached, "library", "activations", "h0.bin")));
         Assert.False(Directory.Exists(Path.Combine(recomputed, "library", "activations")));
         foreach (var ra in a.Records.Where(r => r.Trained))
@@ -97,7 +97,7 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     public void ActivationCache_OverTheDiskBudget_IsAClearError_OrRecomputedWhenAuto()
     {
         string run = fixture.NewRun(c => c["bld"]!["disk_budget_gib"] = 1e-6);
-        var e = Assert.Throws<PuzzleException>(() => BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet));
+        var e = Assert.Throws<PuzzleException>(() => BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet));
         // 12 steps × batch 8 × 32 tokens × hidden × 3 boundaries × 2 bytes
         Assert.Contains("need 0.00 GiB of disk (12 steps × batch 8 × 32 tokens", e.Message);
         Assert.Contains("bld.disk_budget_gib allows 0.00 GiB", e.Message);
@@ -106,7 +106,7 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
 
         string auto = fixture.NewRun(c => { c["bld"]!["disk_budget_gib"] = 1e-6; c["bld"]!["activations"] = "auto"; });
         var logs = new List<string>();
-        var result = BlockLibraryBuilder.Run(new RunDirectory(auto), Shard.All, new LogProgress(), logs.Add);
+        var result = BlockLibraryBuilder.Run(new RunDirectory(auto), new LogProgress(), logs.Add);
         Assert.Contains(logs, l => l.Contains("recomputing the parent's activations per batch"));
         Assert.Equal(result.Variants, result.Done);
         Assert.False(Directory.Exists(Path.Combine(auto, "library", "activations")));
@@ -116,11 +116,11 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     public void ChangedBldSettings_RetrainTheUnits()
     {
         string run = fixture.NewRun();
-        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "config.json")))!.AsObject();
         config["bld"]!["lr"] = 2e-4;
         File.WriteAllText(Path.Combine(run, "config.json"), config.ToJsonString());
-        Assert.Equal(18, BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet).Trained);
+        Assert.Equal(18, BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet).Trained);
     }
 
     static void AssertSameLibrary(string a, string b)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
+using Puzzle.Stages.Report;
 
 namespace Puzzle.Tests.Stages;
 
@@ -62,10 +63,10 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
         var solution = JsonNode.Parse(File.ReadAllText(Path.Combine(straight, "solutions", "child.json")))!;
         var exported = HfConfig.Read(Path.Combine(straight, "child-gkd"));
         Assert.Equal(solution["verified"]!["parameters"]!.GetValue<long>(), exported.TotalParameters);
-        var report = JsonNode.Parse(File.ReadAllText(Path.Combine(straight, "report.json")))!;
-        var bench = report["bench"]!["models"]!.AsArray();
+        var report = ReportFile.Read(Path.Combine(straight, "report.json"));
+        var bench = report.Bench["models"]!.AsArray();
         Assert.Equal(bench[1]!["end_to_end_tokens_per_s"]!.GetValue<double>() / bench[0]!["end_to_end_tokens_per_s"]!.GetValue<double>(),
-            report["measured_throughput_ratio"]!.GetValue<double>(), 9);
+            report.MeasuredThroughputRatio, 9);
         using (var child = Checkpoint.Load(Path.Combine(straight, "export"))) Assert.Equal(2, child.Config.NumLayers);
 
         // (A rerun reusing everything is checked at the end, on a run directory moved elsewhere.)

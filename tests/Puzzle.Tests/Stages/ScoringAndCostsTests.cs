@@ -44,8 +44,8 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
     {
         string parentDir = ParentWithQuietAttention();
         string run = fixture.NewRun(c => { SmallSpace(c, withNarrowFfn: true); c["parent"]!["path"] = parentDir; });
-        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
-        var result = BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
+        var result = BlockScorer.Run(new RunDirectory(run), new LogProgress(), Quiet);
         // per layer: attention {kv2, noop} × FFN {w1, w0.5, noop}
         Assert.Equal(2 * 2 * 3, result.Candidates);
         BlockScore Get(string a, string f) => result.Scores.Single(s => s.Attention == a && s.Ffn == f);
@@ -67,7 +67,7 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
             tensors = file.Tensors.Keys.Select(k => (k, randn(file.Tensors[k].Shape) * 3)).ToList();
         SafeTensorsWriter.Write(weights, tensors);
         foreach (var f in Directory.GetFiles(Path.Combine(run, "scores"), "L0.attn.kv2+L0.ffn.w0.5.json")) File.Delete(f);
-        var rescored = BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var rescored = BlockScorer.Run(new RunDirectory(run), new LogProgress(), Quiet);
         Assert.Equal(1, rescored.Scored);
         double after = rescored.Scores.Single(s => s.Id == "L0.attn.kv2+L0.ffn.w0.5").Kl;
         Assert.True(after > 10 * before + 0.5, $"damaged variant KL {after} vs {before}");
@@ -82,14 +82,14 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
     public void SubblockMode_ScoresEachSublayerAlone_AndShardsResume()
     {
         string run = fixture.NewRun(c => { SmallSpace(c, withNarrowFfn: false); c["scoring"]!["mode"] = "subblocks"; });
-        BlockLibraryBuilder.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
-        var first = BlockScorer.Run(new RunDirectory(run), Shard.Parse("0/2"), new LogProgress(), Quiet);
+        BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet);
+        var first = BlockScorer.Run(new RunDirectory(run) { Shard = Shard.Parse("0/2") }, new LogProgress(), Quiet);
         Assert.Equal(2 * (2 + 2 - 1), first.Candidates);                                      // |A| + |F| - 1 per layer
         Assert.Equal(3, first.Scores.Count);
-        var second = BlockScorer.Run(new RunDirectory(run), Shard.Parse("1/2"), new LogProgress(), Quiet);
+        var second = BlockScorer.Run(new RunDirectory(run) { Shard = Shard.Parse("1/2") }, new LogProgress(), Quiet);
         Assert.Equal(6, second.Scores.Count);
         Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(run, "scores.json")))!["complete"]!.GetValue<bool>());
-        var again = BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet);
+        var again = BlockScorer.Run(new RunDirectory(run), new LogProgress(), Quiet);
         Assert.Equal(0, again.Scored);
         Assert.Equal("subblocks", JsonNode.Parse(File.ReadAllText(Path.Combine(run, "scores.json")))!["mode"]!.GetValue<string>());
     }
@@ -98,7 +98,7 @@ public sealed class ScoringAndCostsTests(RunFixture fixture) : IClassFixture<Run
     public void Scoring_WithoutALibrary_SaysWhatToRun()
     {
         string run = fixture.NewRun(c => SmallSpace(c, false));
-        string message = Assert.Throws<PuzzleException>(() => BlockScorer.Run(new RunDirectory(run), Shard.All, new LogProgress(), Quiet)).Message;
+        string message = Assert.Throws<PuzzleException>(() => BlockScorer.Run(new RunDirectory(run), new LogProgress(), Quiet)).Message;
         Assert.Contains("the library lacks 8 variants", message);
         Assert.Contains("puzzle library --run", message);
     }
@@ -156,8 +156,8 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
             c["scenario"] = new System.Text.Json.Nodes.JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 32, ["repeats"] = 3, ["warmup_runs"] = 1 };
         });
         var directory = new RunDirectory(run);
-        BlockLibraryBuilder.Run(directory, Shard.All, new LogProgress(), _ => { });
-        BlockScorer.Run(directory, Shard.All, new LogProgress(), _ => { });
+        BlockLibraryBuilder.Run(directory, new LogProgress(), _ => { });
+        BlockScorer.Run(directory, new LogProgress(), _ => { });
         BlockCosts.Run(directory, _ => { });
         var stamps = new[] { "scores.json", "costs.json" }.ToDictionary(f => f, f => File.GetLastWriteTimeUtc(Path.Combine(run, f)));
 

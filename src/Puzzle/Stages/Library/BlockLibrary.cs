@@ -124,14 +124,9 @@ public sealed record LibraryIndex(string Fingerprint, int VariantsTotal, IReadOn
     public static LibraryIndex? Read(string path)
     {
         if (!File.Exists(path)) return null;
-        var j = JsonFile.Read(path);
-        int version = j["format_version"].Int();
-        if (version != FormatVersion)
-            throw new PuzzleException($"{path}: format_version {version} is not {FormatVersion} (written by another version of Puzzle); rerun `puzzle library`");
-        var variants = j["variants"].Items().Select(VariantRecord.FromJson).ToList();
-        var index = new LibraryIndex(j["fingerprint"].String(), j["variants_total"].Int(), variants);
-        if (j["complete"].Bool() != index.Complete)
-            throw new PuzzleException($"{path}: complete is {j["complete"].Bool().ToString().ToLowerInvariant()} but it lists {index.VariantsDone} of {index.VariantsTotal} variants");
+        var j = JsonFile.ReadVersioned(path, FormatVersion, "puzzle library");
+        var index = new LibraryIndex(j["fingerprint"].String(), j["variants_total"].Int(), j["variants"].Items().Select(VariantRecord.FromJson).ToList());
+        JsonFile.CheckComplete(j["complete"], index.Complete, $"lists {index.VariantsDone} of {index.VariantsTotal} variants");
         return index;
     }
 }

@@ -21,8 +21,9 @@ public sealed record LibraryResult(int Variants, int Trained, int Skipped, int D
 /// </summary>
 public static class BlockLibraryBuilder
 {
-    public static LibraryResult Run(RunDirectory run, Shard shard, IProgressReporter? progress = null, Action<string>? log = null)
+    public static LibraryResult Run(RunDirectory run, IProgressReporter? progress = null, Action<string>? log = null)
     {
+        var shard = run.Shard;
         progress ??= Progress.Current;
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();

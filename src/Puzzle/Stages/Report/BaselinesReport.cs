@@ -19,21 +19,18 @@ public static class BaselinesReport
 {
     const string Heading = "## Baselines at equal measured throughput";
 
-    /// <summary>Adds the baselines to <paramref name="report"/> (or RUN/report.json) and rewrites report.json and report.md.</summary>
-    public static void Write(RunDirectory run, JsonObject? report = null, Action<string>? log = null)
+    /// <summary>Adds the baselines to <paramref name="report"/> (or RUN/report.json), rewrites report.json and report.md, and returns the report (null without baselines).</summary>
+    public static ReportFile? Write(RunDirectory run, ReportFile? report = null, Action<string>? log = null)
     {
         log ??= Log.Info;
         string root = run.Artifact(BaselinesStage.Folder);
-        if (!Directory.Exists(root)) return;
-        string jsonPath = run.Artifact("report.json"), mdPath = run.Artifact("report.md");
-        if (report is null && !File.Exists(jsonPath)) throw new PuzzleException($"{jsonPath}: not found; run the pipeline to its report first");
-        report ??= JsonNode.Parse(File.ReadAllText(jsonPath))!.AsObject();
+        if (!Directory.Exists(root)) return null;
+        string jsonPath = run.Report, mdPath = run.ReportMarkdown;
+        report ??= ReportFile.Read(jsonPath);
         var table = Table(run);
-        report["baselines"] = table;
-        if (report["plots"] is JsonArray plots)
-            foreach (string png in new[] { "report-baselines.png", "report-baselines-gkd.png" })
-                if (File.Exists(run.Artifact(png)) && !plots.Any(p => p?.GetValue<string>() == png)) plots.Add(png);
-        AtomicFile.WriteJson(jsonPath, report);
+        string[] plots = ["report-baselines.png", "report-baselines-gkd.png"];
+        report = report with { Baselines = table, Plots = [.. report.Plots, .. plots.Where(png => File.Exists(run.Artifact(png)) && !report.Plots.Contains(png))] };
+        report.Write(jsonPath);
         string md = File.Exists(mdPath) ? File.ReadAllText(mdPath) : "";
         int start = md.IndexOf(Heading, StringComparison.Ordinal);
         if (start >= 0)
@@ -43,6 +40,7 @@ public static class BaselinesReport
         }
         AtomicFile.WriteAllText(mdPath, md.TrimEnd() + "\n\n" + Markdown(JsonNode.Parse(table.ToJsonString())!.AsObject()));
         log($"report: baselines table ({table["rows"]!.AsArray().Count} methods) -> {mdPath}, report-baselines.png");
+        return report;
     }
 
     /// <summary>

@@ -47,7 +47,7 @@ public static class ExportStage
         string solutionPath = Path.Combine(childDir, "puzzle_solution.json");
         JsonNode? solution = File.Exists(solutionPath) ? JsonFile.Read(solutionPath).Node : null;
         if (solution is not null) AtomicFile.Copy(solutionPath, Path.Combine(outDir, "puzzle_solution.json"));
-        JsonNode? report = reportPath is not null && File.Exists(reportPath) ? JsonFile.Read(reportPath).Node : null;
+        var report = reportPath is not null && File.Exists(reportPath) ? ReportFile.Read(reportPath) : null;
         var c = loaded.Config;
         var card = new StringBuilder();
         card.AppendLine("---");
@@ -62,14 +62,14 @@ public static class ExportStage
         if (report is not null)
         {
             card.AppendLine();
-            card.AppendLine($"- Parent: `{report["parent_dir"]}`");
-            var s = report["scenario"]!;
-            card.AppendLine($"- Scenario: batch {s["batch"]}, prompt {s["prompt_length"]}, generation {s["generation_length"]}, weights {s["weight_dtype"]}, KV {s["kv_dtype"]}");
-            card.AppendLine($"- Constraints: {string.Join(", ", report["constraints"]!.AsObject().Where(kv => kv.Value is not null).Select(kv => $"{kv.Key} = {kv.Value}"))}");
-            card.AppendLine($"- Measured throughput: **{report["measured_throughput_ratio"]!.GetValue<double>():F2}x** the parent (`puzzle bench`, same engine and scenario)");
-            var retention = report["accuracy_retention"]!;
-            card.AppendLine($"- Accuracy retention: **{100 * retention["value"]!.GetValue<double>():F1}%** {Evaluation.EvalStage.FormatInterval(retention["ci95"], percent: true)} " +
-                            $"on held-out test documents (`puzzle eval`; 95% bootstrap interval). {retention["definition"]}");
+            card.AppendLine($"- Parent: `{report.ParentDir}`");
+            var s = report.Scenario;
+            card.AppendLine($"- Scenario: batch {s.Batch}, prompt {s.PromptLength}, generation {s.GenerationLength}, weights {s.WeightDtype}, KV {s.KvDtype}");
+            card.AppendLine($"- Constraints: {string.Join(", ", report.Constraints.Where(kv => kv.Value is not null).Select(kv => $"{kv.Key} = {kv.Value}"))}");
+            card.AppendLine($"- Measured throughput: **{report.MeasuredThroughputRatio:F2}x** the parent (`puzzle bench`, same engine and scenario)");
+            var retention = report.AccuracyRetention;
+            card.AppendLine($"- Accuracy retention: **{100 * retention.Value:F1}%** {Evaluation.EvalStage.FormatInterval(retention.Ci95, percent: true)} " +
+                            $"on held-out test documents (`puzzle eval`; 95% bootstrap interval). {retention.Definition}");
         }
         else if (solution is not null)
         {

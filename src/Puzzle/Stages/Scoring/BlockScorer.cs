@@ -43,8 +43,9 @@ public static class BlockScorer
     public const string Folder = RunDirectory.ScoresFolder;
     public const string FileName = RunDirectory.ScoresFile;
 
-    public static ScoringResult Run(RunDirectory run, Shard shard, IProgressReporter? progress = null, Action<string>? log = null)
+    public static ScoringResult Run(RunDirectory run, IProgressReporter? progress = null, Action<string>? log = null)
     {
+        var shard = run.Shard;
         progress ??= Progress.Current;
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();
