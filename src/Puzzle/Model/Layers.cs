@@ -26,11 +26,15 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     [ComponentName(Name = "weight")] readonly Parameter _weight;
     readonly double _eps;
+    // Held for the module's lifetime: an implicit Scalar made per call can be finalized by the GC while libtorch still
+    // reads it (seen as a rare "Unknown scalar type" / invalid Scalar in parallel tests).
+    readonly Scalar _epsScalar;
 
     public RmsNorm(long size, double eps, Device device, ScalarType dtype) : base(nameof(RmsNorm))
     {
         _weight = new Parameter(ones(size, dtype, device));
         _eps = eps;
+        _epsScalar = eps.ToScalar();
         RegisterComponents();
     }
 
@@ -40,7 +44,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
-        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + _eps).rsqrt();
+        var normed = x32 * x32.square().mean([-1], keepdim: true).add_(_epsScalar).rsqrt_();
         return (_weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
