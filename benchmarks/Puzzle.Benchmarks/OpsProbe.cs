@@ -11,7 +11,7 @@ public static class OpsProbe
         torch.set_num_threads(threads);
         using var ng = no_grad();
         var dt = args.Length > 1 && args[1] == "f32" ? ScalarType.Float32 : ScalarType.BFloat16;
-        int B = 16, H = 384, nH = 6, nKV = 2, hd = 64, S = 192, G = 3;
+        int B = args.Length > 2 ? int.Parse(args[2]) : 16, H = 384, nH = 6, nKV = 2, hd = 64, S = 192, G = 3;
         var x = randn(B, 1, H).to(dt);
         var wqkv = (randn(640 + 512, H) * 0.02).to(dt);
         var wqkv0 = (randn(640, H) * 0.02).to(dt);
@@ -37,7 +37,7 @@ public static class OpsProbe
             all.Sort();
             Console.WriteLine($"{all[0],9:F1} min {all[all.Count/2],9:F1} med µs  {name}");
         }
-        T("add [16,1,384]", () => { using var _ = x.add(x); });
+        T($"add [{B},1,384]", () => { using var _ = x.add(x); });
         T("alias", () => { using var _ = x.alias(); });
         T("view", () => { using var _ = x.view(B, H); });
         T("linear qkv 640", () => { using var _ = nn.functional.linear(x, wqkv0); });
