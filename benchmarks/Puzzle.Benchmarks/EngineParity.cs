@@ -54,17 +54,17 @@ public static class EngineParity
                     var random = new Random(batch);
                     int[][] prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, prompt).Select(_ => random.Next(Config.VocabSize)).ToArray()).ToArray();
                     var options = new GenerationOptions { MaxNewTokens = generation, StopAtEos = false };
-                    var ours = new List<LlamaCppSample>();
-                    var llama = new List<LlamaCppSample>();
+                    var ours = new List<BenchSample>();
+                    var llama = new List<BenchSample>();
                     for (int round = 0; round <= rounds; round++)
                     {
                         var result = TextGenerator.Generate(model, prompts, options, []);
                         var theirs = LlamaCppBench.Measure(gguf, batch, prompt, generation, threads);
                         if (round == 0) continue;                                               // warm-up
-                        ours.Add(new LlamaCppSample(result.PrefillSeconds, result.DecodeSeconds));
+                        ours.Add(new BenchSample(result.PrefillSeconds, result.DecodeSeconds));
                         llama.Add(theirs);
                     }
-                    JsonObject a = LlamaCppBench.Row(o, ours), b = LlamaCppBench.Row(o, llama);
+                    JsonObject a = BenchRow.FromSamples(o, ours).ToJson(), b = BenchRow.FromSamples(o, llama).ToJson();
                     double V(JsonObject row, string key) => row[key]!.GetValue<double>();
                     double ratio = V(a, "end_to_end_tokens_per_s") / V(b, "end_to_end_tokens_per_s");
                     Console.WriteLine($"| {type} | {batch} | {V(a, "prefill_tokens_per_s"):N0} | {V(b, "prefill_tokens_per_s"):N0} | {V(a, "decode_tokens_per_s"):N0} | " +
@@ -130,8 +130,8 @@ public static class EngineParity
                 var random = new Random(0);
                 int[][] prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, prompt).Select(_ => random.Next(models.Min(m => m.Config.VocabSize))).ToArray()).ToArray();
                 var options = new GenerationOptions { MaxNewTokens = generation, StopAtEos = false };
-                var ours = dirs.Select(_ => new List<LlamaCppSample>()).ToArray();
-                var llama = dirs.Select(_ => new List<LlamaCppSample>()).ToArray();
+                var ours = dirs.Select(_ => new List<BenchSample>()).ToArray();
+                var llama = dirs.Select(_ => new List<BenchSample>()).ToArray();
                 Console.WriteLine($"engine ratio: {parentDir} vs {childDir}; batch {batch}, prompt {prompt}, generation {generation}, {dtypeName}; " +
                                   $"{threads} threads; 1 warm-up + {rounds} rounds of ours(P), ours(C), llama.cpp(P), llama.cpp(C)");
                 for (int round = 0; round <= rounds; round++)
@@ -139,7 +139,7 @@ public static class EngineParity
                     for (int m = 0; m < 2; m++)
                     {
                         var r = TextGenerator.Generate(models[m], prompts, options, []);
-                        if (round > 0) ours[m].Add(new LlamaCppSample(r.PrefillSeconds, r.DecodeSeconds));
+                        if (round > 0) ours[m].Add(new BenchSample(r.PrefillSeconds, r.DecodeSeconds));
                     }
                     for (int m = 0; m < 2; m++)
                     {
@@ -147,7 +147,7 @@ public static class EngineParity
                         if (round > 0) llama[m].Add(s);
                     }
                 }
-                double E2e(IReadOnlyList<LlamaCppSample> samples) => LlamaCppBench.Row(o, samples)["end_to_end_tokens_per_s"]!.GetValue<double>();
+                double E2e(IReadOnlyList<BenchSample> samples) => BenchRow.FromSamples(o, samples).EndToEndTokensPerSecond;
                 double oursRatio = E2e(ours[1]) / E2e(ours[0]), llamaRatio = E2e(llama[1]) / E2e(llama[0]);
                 Console.WriteLine("| engine | parent end-to-end tokens/s | child end-to-end tokens/s | child / parent |");
                 Console.WriteLine("|---|---:|---:|---:|");

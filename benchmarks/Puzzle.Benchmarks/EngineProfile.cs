@@ -84,3 +84,20 @@ public static class EngineProfile
         sin.Dispose();
     }
 }
+
+/// <summary>Generations of <see cref="EngineParity.Config"/> back to back for a while (for an outside profiler such as perf).</summary>
+public static class DecodeLoop
+{
+    public static void Run(int batch, string dtypeName, double seconds)
+    {
+        var dtype = Puzzle.Checkpoints.Checkpoint.ParseDtype(dtypeName);
+        using var model = new CausalLm(EngineParity.Config, CPU, dtype).InitializeRandom(1);
+        var random = new Random(batch);
+        int[][] prompts = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, 128).Select(_ => random.Next(4096)).ToArray()).ToArray();
+        var options = new GenerationOptions { MaxNewTokens = 128, StopAtEos = false };
+        var clock = Stopwatch.StartNew();
+        var decode = new List<double>();
+        while (clock.Elapsed.TotalSeconds < seconds) decode.Add(TextGenerator.Generate(model, prompts, options, []).DecodeSeconds / 127 * 1e3);
+        Console.WriteLine($"decode-loop: {decode.Count} generations, ms/step: {string.Join(" ", decode.Select(d => d.ToString("F2")))}");
+    }
+}

@@ -11,7 +11,7 @@ public static class OpsProbe
         torch.set_num_threads(threads);
         using var ng = no_grad();
         var dt = args.Length > 1 && args[1] == "f32" ? ScalarType.Float32 : ScalarType.BFloat16;
-        int B = 16, H = 384, nH = 6, nKV = 2, hd = 64, S = 192, G = 3;
+        int B = args.Length > 2 ? int.Parse(args[2]) : 16, H = 384, nH = 6, nKV = 2, hd = 64, S = 192, G = 3;
         var x = randn(B, 1, H).to(dt);
         var wqkv = (randn(640 + 512, H) * 0.02).to(dt);
         var wqkv0 = (randn(640, H) * 0.02).to(dt);
@@ -37,7 +37,7 @@ public static class OpsProbe
             all.Sort();
             Console.WriteLine($"{all[0],9:F1} min {all[all.Count/2],9:F1} med µs  {name}");
         }
-        T("add [16,1,384]", () => { using var _ = x.add(x); });
+        T($"add [{B},1,384]", () => { using var _ = x.add(x); });
         T("alias", () => { using var _ = x.alias(); });
         T("view", () => { using var _ = x.view(B, H); });
         T("linear qkv 640", () => { using var _ = nn.functional.linear(x, wqkv0); });
@@ -114,5 +114,99 @@ public static class PrefillProbe
             var ke = k.repeat_interleave(G, 1); var ve = v.repeat_interleave(G, 1);
             var c = nn.functional.scaled_dot_product_attention(q, ke, ve, null, 0, true).transpose(1, 2).reshape(B, T, nH * hd);
         });
+    }
+}
+
+/// <summary>
+/// Linear-map variants at decode shapes (issue 16): linear(x, W[out, in]) against x.mm(Wᵀ) with a pre-transposed
+/// contiguous copy, W.mv(x) at batch 1, each hot (one weight) and cold (cycling through 8 copies, as 8 layers do).
+///   linear-probe THREADS [bf16|f32] [BATCH]
+/// </summary>
+public static class LinearProbe
+{
+    public static void Run(string[] args)
+    {
+        torch.set_num_threads(int.Parse(args[0]));
+        using var ng = no_grad();
+        var dt = args.Length > 1 && args[1] == "f32" ? ScalarType.Float32 : ScalarType.BFloat16;
+        int B = args.Length > 2 ? int.Parse(args[2]) : 16;
+        foreach (var (name, outF, inF) in new[] { ("qkv", 640, 384), ("o", 384, 384), ("gate_up", 2048, 384), ("down", 384, 1024), ("lm head", 4096, 384) })
+        {
+            var w = Enumerable.Range(0, 8).Select(_ => (randn(outF, inF) * 0.02).to(dt)).ToArray();
+            var wt = w.Select(x => x.t().contiguous()).ToArray();
+            var x3 = randn(B, 1, inF).to(dt);
+            var x2 = x3.view(B, inF);
+            var x1 = x3.view(-1);
+            void T(string what, Func<int, Tensor> f)
+            {
+                foreach (bool cold in new[] { false, true })
+                {
+                    for (int i = 0; i < 40; i++) f(cold ? i % 8 : 0).Dispose();
+                    var all = new List<double>();
+                    for (int r = 0; r < 15; r++)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        for (int i = 0; i < 16; i++) f(cold ? i % 8 : 0).Dispose();
+                        all.Add(sw.Elapsed.TotalMilliseconds * 1e3 / 16);
+                    }
+                    all.Sort();
+                    Console.WriteLine($"{all[all.Count / 2],9:F1} µs  {name} {outF}x{inF} {what} {(cold ? "cold" : "hot")}");
+                }
+            }
+            T("linear(x, W)", i => nn.functional.linear(x3, w[i]));
+            T("x2d.mm(Wt)", i => x2.mm(wt[i]));
+            T("x3d.matmul(Wt)", i => x3.matmul(wt[i]));
+            T("x2d.mm(W.t())", i => x2.mm(w[i].t()));
+            if (B == 1) T("W.mv(x)", i => w[i].mv(x1));
+        }
+    }
+}
+
+/// <summary>
+/// Decode attention over views of a preallocated KV cache (capacity 256, 192 positions cached), batch B, 6 query heads
+/// on 2 KV heads: the engine's matmul/softmax/matmul against scaled_dot_product_attention on the same views.
+///   attention-probe THREADS [bf16|f32] [BATCH]
+/// </summary>
+public static class AttentionProbe
+{
+    public static void Run(string[] args)
+    {
+        torch.set_num_threads(int.Parse(args[0]));
+        using var ng = no_grad();
+        var dt = args.Length > 1 && args[1] == "f32" ? ScalarType.Float32 : ScalarType.BFloat16;
+        int B = args.Length > 2 ? int.Parse(args[2]) : 16, nKV = 2, hd = 64, S = 192, G = 3, cap = 256;
+        var kc = randn(B, nKV, cap, hd).to(dt); var vc = randn(B, nKV, cap, hd).to(dt);
+        var k = kc.narrow(2, 0, S); var v = vc.narrow(2, 0, S);
+        var kCont = k.contiguous(); var vCont = v.contiguous();
+        var q = randn(B, nKV, G, hd).to(dt);
+        void T(string name, Action a)
+        {
+            for (int i = 0; i < 30; i++) a();
+            var all = new List<double>();
+            for (int r = 0; r < 15; r++)
+            {
+                var sw = Stopwatch.StartNew();
+                for (int i = 0; i < 16; i++) a();
+                all.Add(sw.Elapsed.TotalMilliseconds * 1e3 / 16);
+            }
+            all.Sort();
+            Console.WriteLine($"{all[0],9:F1} min {all[all.Count / 2],9:F1} med µs  {name}");
+        }
+        Tensor Manual(Tensor kk, Tensor vv)
+        {
+            using var s = NewDisposeScope();
+            var sc = q.matmul(kk.transpose(-1, -2)).mul_(0.125);
+            var p = sc.dtype == ScalarType.Float32 ? sc.softmax(-1) : sc.softmax(-1, ScalarType.Float32).to(sc.dtype);
+            return p.matmul(vv).MoveToOuterDisposeScope();
+        }
+        T("manual on cache views", () => Manual(k, v).Dispose());
+        T("manual on contiguous k, v", () => Manual(kCont, vCont).Dispose());
+        T("k.contiguous() + v.contiguous()", () => { using var a = k.contiguous(); using var b = v.contiguous(); });
+        T("sdpa on cache views", () => nn.functional.scaled_dot_product_attention(q, k, v).Dispose());
+        T("sdpa on contiguous k, v", () => nn.functional.scaled_dot_product_attention(q, kCont, vCont).Dispose());
+        using (var a = Manual(k, v).to(ScalarType.Float32))
+        using (var b = nn.functional.scaled_dot_product_attention(q, k, v).to(ScalarType.Float32))
+        using (var d = (a - b).abs().max())
+            Console.WriteLine($"max |manual - sdpa| = {d.item<float>()}");
     }
 }

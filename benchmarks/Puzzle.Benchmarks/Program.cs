@@ -36,6 +36,15 @@ switch (args.FirstOrDefault())
     case "ops-probe":
         OpsProbe.Run(args[1..]);
         break;
+    case "linear-probe":
+        LinearProbe.Run(args[1..]);
+        break;
+    case "decode-loop":
+        DecodeLoop.Run(int.Parse(args[1]), args[2], double.Parse(args[3]));
+        break;
+    case "attention-probe":
+        AttentionProbe.Run(args[1..]);
+        break;
     case "prefill-probe":
         PrefillProbe.Run(args[1..]);
         break;

@@ -149,7 +149,7 @@ internal static class ChildCommands
         var dtype = new Option<string?>("--dtype") { Description = $"compute dtype, scenario.measure_dtype (default {d.Scenario.MeasureDtype}; bfloat16 is ~2x faster on CPUs with bf16 units)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var device = new Option<string?>("--device") { Description = $"cpu, cuda or cuda:N (scenario.device, default {d.Scenario.Device})" };
-        var engine = new Option<string>("--engine") { Description = "puzzle (this engine) or llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh)", DefaultValueFactory = _ => "puzzle" };
+        var engine = new Option<string>("--engine") { Description = "puzzle (this engine), llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh) or both (ours, with llama.cpp's figures and ratios beside)", DefaultValueFactory = _ => "puzzle" };
         var threads = new Option<int>("--threads") { Description = "llama.cpp threads", DefaultValueFactory = _ => Environment.ProcessorCount };
         var command = new Command("bench", "Side-by-side generation benchmark in one process: prefill, decode and end-to-end tokens/s, TTFT, memory.")
             { runOption, models, batch, prompt, gen, repeats, dtype, json, device, engine, threads };
@@ -170,6 +170,7 @@ internal static class ChildCommands
             var result = r.GetValue(engine) switch
             {
                 "puzzle" => BenchStage.Run(options, r.GetValue(json) ? _ => { } : null),
+                "both" => BenchStage.Run(options with { AlsoLlamaCpp = true }, r.GetValue(json) ? _ => { } : null),
                 "llama.cpp" => InTempDir(dir => LlamaCppBench.Run(options, dir, CliSupport.Positive("--threads", r.GetValue(threads)), r.GetValue(json) ? _ => { } : null)),
                 var other => throw new PuzzleException($"--engine '{other}' is not an engine (expected puzzle or llama.cpp)"),
             };

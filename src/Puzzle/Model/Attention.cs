@@ -91,11 +91,14 @@ public sealed class GqaAttention : AttentionSublayer
             q = RotaryEmbedding.Apply(q, inputs.Cos, inputs.Sin);
             k = RotaryEmbedding.Apply(k, inputs.Cos, inputs.Sin);
         }
-        if (inputs.Cache is { } cache) (k, v) = cache.Append(inputs.Layer, k, v);        // [B, nKV, S, hd]
-        long s = k.shape[2];
+        Tensor? tail = null;
+        // A decode step without a padding mask may attend over the whole cache, the unwritten tail masked (KvCache).
+        if (inputs.Cache is { } cache) (k, v, tail) = cache.Append(inputs.Layer, k, v, wholeCapacity: t == 1 && inputs.Mask is null);
+        long s = k.shape[2];                                                              // [B, nKV, S, hd]
         // Query head h uses KV head h / group: fold the group into the query rows, no copy of K or V.
         var qg = q.reshape(b, _kvHeads, group * t, _headDim);                            // [B, nKV, G*T, hd]
         var scores = qg.matmul(k.transpose(-1, -2)).mul_(_scale);                         // [B, nKV, G*T, S]
+        if (tail is not null) scores.add_(tail);
         if (inputs.Mask is { } mask)
             scores = (scores.view(b, _kvHeads, group, t, s) + mask).view(b, _kvHeads, group * t, s);
         var probs = scores.dtype == ScalarType.Float32

@@ -291,6 +291,40 @@ public sealed class GgufExportTests
         }
     }
 
+    [SkippableFact]
+    public void BenchStage_AlsoLlamaCpp_PutsBothEnginesRatiosSideBySide()
+    {
+        string stories = TestSupport.Stories260K();
+        LlamaCheck();
+        var o = new BenchOptions { Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 1, Warmup = 0, Dtype = "float32", AlsoLlamaCpp = true };
+        var result = BenchStage.Run(o, _ => { });
+        var ours = result["models"]!.AsArray();
+        var theirs = result["llama_cpp"]!["models"]!.AsArray();
+        Assert.Equal(2, theirs.Count);
+        for (int m = 0; m < 2; m++)
+        {
+            Assert.Equal(theirs[m]!["end_to_end_ratio"]!.GetValue<double>(), ours[m]!["llama_cpp_end_to_end_ratio"]!.GetValue<double>());
+            Assert.Null(theirs[m]!["gguf"]);                                                  // the temporary GGUF is gone
+        }
+        Assert.Equal(1.0, ours[0]!["llama_cpp_end_to_end_ratio"]!.GetValue<double>());
+    }
+
+    [Fact]
+    public void BenchRow_FromSamples_MediansCountedAsTheScenario()
+    {
+        // batch 2, prompt 8, generation 4: 16 prefill tokens, 2 × 3 decode tokens, 8 generated; medians of 3 rounds.
+        var o = new BenchOptions { Models = ["m"], Batch = 2, PromptLength = 8, GenerationLength = 4 };
+        var row = BenchRow.FromSamples(o, [new BenchSample(1, 2), new BenchSample(3, 1), new BenchSample(2, 5)]);
+        Assert.Equal(new BenchRow(16 / 2.0, 6 / 2.0, 8 / 4.0, 2000, 4000, 3), row);
+        var json = row.ToJson();
+        Assert.Equal(8.0, json["prefill_tokens_per_s"]!.GetValue<double>());
+        Assert.Equal(2.0, json["end_to_end_tokens_per_s"]!.GetValue<double>());
+        var half = row with { EndToEndTokensPerSecond = 1.0 };
+        half.AddRatios(json, row);
+        Assert.Equal(0.5, json["end_to_end_ratio"]!.GetValue<double>());
+        Assert.Throws<ArgumentException>(() => BenchRow.FromSamples(o, []));
+    }
+
     [Fact]
     public void QuantizeQ8_0_MatchesPerBlockScaleAndRounding()
     {

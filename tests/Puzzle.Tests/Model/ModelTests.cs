@@ -50,6 +50,30 @@ public sealed class ModelTests
     }
 
     [Fact]
+    public void Decode_OverTheWholeCacheWithItsTailMasked_EqualsOverTheWrittenPositions()
+    {
+        // A decode step attends over the whole cache once half of it is written (the unwritten tail masked, KvCache):
+        // a cache just big enough does so from the first step; one four times bigger reads views of the written
+        // positions. Same logits; the masked tail holds stale keys and values from an earlier, longer use.
+        using var model = TestSupport.Build(TestSupport.TinyChildConfig());
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ids = TestSupport.RandomIds(2, 12, 96, seed: 7);
+        Tensor Decode(int capacity, bool stale)
+        {
+            using var cache = model.NewCache(2, capacity);
+            if (stale) { model.Forward(TestSupport.RandomIds(2, capacity, 96, seed: 8), cache); cache.Length = 0; }
+            var pieces = new List<Tensor> { model.Forward(ids.narrow(1, 0, 8), cache, lastOnly: true) };
+            for (int t = 8; t < 12; t++) pieces.Add(model.Forward(ids.narrow(1, t, 1), cache, lastOnly: true));
+            return cat(pieces, 1);
+        }
+        var views = Decode(48, stale: false);
+        var whole = Decode(12, stale: true);
+        Assert.True(TestSupport.MaxAbsDiff(views, whole) < 1e-6, $"max diff {TestSupport.MaxAbsDiff(views, whole)}");
+        Assert.True(TestSupport.MaxAbsDiff(views, Decode(12, stale: false)) < 1e-6);
+    }
+
+    [Fact]
     public void LeftPaddedBatch_RaggedPrompts_MatchEachPromptAlone()
     {
         using var model = TestSupport.Build(TestSupport.TinyChildConfig());

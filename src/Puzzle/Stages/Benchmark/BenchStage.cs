@@ -19,6 +19,8 @@ public sealed record BenchOptions
     public string Dtype { get; init; } = Config.RunConfig.Defaults.Scenario.MeasureDtype;
     public string Device { get; init; } = Config.RunConfig.Defaults.Scenario.Device;
     public long Seed { get; init; }
+    /// <summary>Also time the models in llama.cpp (<see cref="LlamaCppBench"/>, same scenario and rounds) and put its figures beside ours.</summary>
+    public bool AlsoLlamaCpp { get; init; }
 }
 
 /// <summary>
@@ -49,52 +51,44 @@ public static class BenchStage
             var random = new Random((int)o.Seed);
             int[][] prompts = Enumerable.Range(0, o.Batch).Select(_ => Enumerable.Range(0, o.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
-            var samples = models.Select(_ => new List<(double Prefill, double Decode, double Total)>()).ToArray();
+            var samples = models.Select(_ => new List<BenchSample>()).ToArray();
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
                 $"{o.Warmup} warm-up + {o.Repeats} rounds in ABBA order");
             for (int round = 0; round < o.Warmup + o.Repeats; round++)
                 foreach (int m in RoundOrder(round, models.Count))
                 {
                     var result = TextGenerator.Generate(models[m], prompts, options, []);
-                    if (round >= o.Warmup) samples[m].Add((result.PrefillSeconds, result.DecodeSeconds, result.PrefillSeconds + result.DecodeSeconds));
+                    if (round >= o.Warmup) samples[m].Add(new BenchSample(result.PrefillSeconds, result.DecodeSeconds));
                 }
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             var rows = new JsonArray();
-            JsonObject? first = null;
+            BenchRow? first = null;
+            long firstMemory = 0;
             for (int m = 0; m < models.Count; m++)
             {
-                double prefill = Median(samples[m].Select(s => s.Prefill)), decode = Median(samples[m].Select(s => s.Decode)), total = Median(samples[m].Select(s => s.Total));
+                var figures = BenchRow.FromSamples(o, samples[m]);
                 var c = models[m].Config;
                 long weights = c.TotalParameters * elementBytes, kv = (long)scenario.KvCacheBytes(c.KvBytesPerToken(elementBytes));
-                var row = new JsonObject
-                {
-                    ["model"] = Path.GetFullPath(o.Models[m]),
-                    ["parameters"] = c.TotalParameters,
-                    ["prefill_tokens_per_s"] = o.Batch * (double)o.PromptLength / prefill,
-                    ["decode_tokens_per_s"] = scenario.DecodeSteps == 0 ? 0.0 : o.Batch * (double)scenario.DecodeSteps / decode,
-                    ["end_to_end_tokens_per_s"] = scenario.TokensPerSecond(total * 1e3),
-                    ["time_to_first_token_ms"] = prefill * 1e3,
-                    ["total_ms"] = total * 1e3,
-                    ["weights_bytes"] = weights,
-                    ["kv_cache_bytes"] = kv,
-                    ["memory_bytes"] = weights + kv,
-                    ["samples"] = samples[m].Count,
-                };
-                first ??= row;
-                foreach (string key in new[] { "prefill_tokens_per_s", "decode_tokens_per_s", "end_to_end_tokens_per_s" })
-                    row[key.Replace("_tokens_per_s", "_ratio")] = row[key]!.GetValue<double>() / first[key]!.GetValue<double>();
+                var row = new JsonObject { ["model"] = Path.GetFullPath(o.Models[m]), ["parameters"] = c.TotalParameters };
+                foreach (var (key, value) in figures.ToJson()) row[key] = value?.DeepClone();
+                row["weights_bytes"] = weights;
+                row["kv_cache_bytes"] = kv;
+                row["memory_bytes"] = weights + kv;
+                if (m == 0) firstMemory = weights + kv;
+                first ??= figures;
+                figures.AddRatios(row, first);
                 // Per round: the first model's time over this model's (a throughput ratio), from the same round.
-                var perRound = samples[m].Select((s, i) => samples[0][i].Total / s.Total).ToArray();
+                var perRound = samples[m].Select((s, i) => samples[0][i].TotalSeconds / s.TotalSeconds).ToArray();
                 row["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
                 row["end_to_end_ratio_min"] = perRound.Min();
                 row["end_to_end_ratio_max"] = perRound.Max();
-                row["memory_ratio"] = (double)(weights + kv) / first["memory_bytes"]!.GetValue<long>();
+                row["memory_ratio"] = (double)(weights + kv) / firstMemory;
                 rows.Add(row);
                 log($"bench: {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
                     $"({row["end_to_end_ratio"]!.GetValue<double>():F2}x), prefill {row["prefill_tokens_per_s"]!.GetValue<double>():N0} tokens/s, " +
-                    $"decode {row["decode_tokens_per_s"]!.GetValue<double>():N0} tokens/s, TTFT {prefill * 1e3:F1} ms, memory {(weights + kv) / (1 << 20):F1} MiB");
+                    $"decode {row["decode_tokens_per_s"]!.GetValue<double>():N0} tokens/s, TTFT {figures.TimeToFirstTokenMs:F1} ms, memory {(weights + kv) / (1 << 20):F1} MiB");
             }
-            return new JsonObject
+            var bench = new JsonObject
             {
                 ["format_version"] = 1,
                 ["scenario"] = new JsonObject
@@ -105,6 +99,8 @@ public static class BenchStage
                 ["process_peak_working_set_bytes"] = peak,
                 ["models"] = rows,
             };
+            if (o.AlsoLlamaCpp) AddLlamaCpp(bench, o, device, log);
+            return bench;
         }
         finally
         {
@@ -112,13 +108,34 @@ public static class BenchStage
         }
     }
 
+    /// <summary>
+    /// The same models, scenario and rounds in llama.cpp (GGUF in the bench dtype, threads = ours): its JSON under
+    /// <c>llama_cpp</c>, and on each of our rows <c>llama_cpp_end_to_end_ratio</c>, the ratio llama.cpp measured, beside
+    /// ours (<c>end_to_end_ratio</c>).
+    /// </summary>
+    static void AddLlamaCpp(JsonObject result, BenchOptions o, Device device, Action<string> log)
+    {
+        if (device.type != TorchSharp.DeviceType.CPU) throw new PuzzleException($"bench: llama.cpp is timed on the CPU here, but the bench device is {o.Device}");
+        var dir = Directory.CreateTempSubdirectory("puzzle-bench-llama-");
+        try
+        {
+            var llama = LlamaCppBench.Run(o, dir.FullName, get_num_threads(), log);
+            var rows = result["models"]!.AsArray();
+            var theirs = llama["models"]!.AsArray();
+            for (int m = 0; m < rows.Count; m++)
+            {
+                theirs[m]!.AsObject().Remove("gguf");                                         // a temporary file
+                rows[m]!["llama_cpp_end_to_end_ratio"] = theirs[m]!["end_to_end_ratio"]!.GetValue<double>();
+            }
+            result["llama_cpp"] = llama;
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
+
     /// <summary>Model order of a round: forward in even rounds, reversed in odd ones (A B, B A, A B, … = ABBA).</summary>
     public static int[] RoundOrder(int round, int models) =>
         round % 2 == 0 ? [.. Enumerable.Range(0, models)] : [.. Enumerable.Range(0, models).Reverse()];
-
-    static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-    }
 }

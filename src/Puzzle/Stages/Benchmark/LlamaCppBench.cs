@@ -4,12 +4,6 @@ using Puzzle.Gguf;
 
 namespace Puzzle.Stages.Benchmark;
 
-/// <summary>One llama.cpp measurement in <see cref="BenchStage"/>'s terms.</summary>
-public sealed record LlamaCppSample(double PrefillSeconds, double DecodeSeconds)
-{
-    public double TotalSeconds => PrefillSeconds + DecodeSeconds;
-}
-
 /// <summary>
 /// The same scenario benchmark in llama.cpp: each model exported to GGUF and run by llama.cpp's own
 /// llama-batched-bench (installed by scripts/install-llama-cpp.sh), models alternating round by round. Counted as
@@ -38,7 +32,7 @@ public static class LlamaCppBench
         FindTool(name) ?? throw new PuzzleException($"llama.cpp's {name} is not installed (.tools/llama.cpp/bin); {InstallHint}");
 
     /// <summary>One llama-batched-bench run: batch sequences, each with its own prompt, llama.cpp defaults otherwise.</summary>
-    public static LlamaCppSample Measure(string gguf, int batch, int prompt, int generation, int threads)
+    public static BenchSample Measure(string gguf, int batch, int prompt, int generation, int threads)
     {
         string tool = RequireTool("llama-batched-bench");
         var start = new ProcessStartInfo(tool) { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -55,7 +49,7 @@ public static class LlamaCppBench
         string line = stdout.Split('\n').LastOrDefault(l => l.TrimStart().StartsWith("{\"n_kv_max\"", StringComparison.Ordinal))
             ?? throw new PuzzleException($"{tool} on {gguf} (exit {process.ExitCode}) printed no result: {Tail(stderr.Result)}");
         var json = JsonNode.Parse(line)!;
-        return new LlamaCppSample(json["t_pp"]!.GetValue<double>(), json["t_tg"]!.GetValue<double>());
+        return new BenchSample(json["t_pp"]!.GetValue<double>(), json["t_tg"]!.GetValue<double>());
     }
 
     static string Tail(string text) => text.Length > 600 ? text[^600..] : text;
@@ -80,7 +74,7 @@ public static class LlamaCppBench
         }).ToArray();
         log($"bench (llama.cpp): {o.Models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {type} weights, " +
             $"{threads} threads; {o.Warmup} warm-up + {o.Repeats} alternating rounds of llama-batched-bench");
-        var samples = ggufs.Select(_ => new List<LlamaCppSample>()).ToArray();
+        var samples = ggufs.Select(_ => new List<BenchSample>()).ToArray();
         for (int round = 0; round < o.Warmup + o.Repeats; round++)
             for (int m = 0; m < ggufs.Length; m++)
             {
@@ -88,15 +82,15 @@ public static class LlamaCppBench
                 if (round >= o.Warmup) samples[m].Add(s);
             }
         var rows = new JsonArray();
-        JsonObject? first = null;
+        BenchRow? first = null;
         for (int m = 0; m < ggufs.Length; m++)
         {
-            var row = Row(o, samples[m]);
+            var figures = BenchRow.FromSamples(o, samples[m]);
+            var row = figures.ToJson();
             row["model"] = Path.GetFullPath(o.Models[m]);
             row["gguf"] = ggufs[m];
-            first ??= row;
-            foreach (string key in new[] { "prefill_tokens_per_s", "decode_tokens_per_s", "end_to_end_tokens_per_s" })
-                row[key.Replace("_tokens_per_s", "_ratio")] = row[key]!.GetValue<double>() / first[key]!.GetValue<double>();
+            first ??= figures;
+            figures.AddRatios(row, first);
             rows.Add(row);
             log($"bench (llama.cpp): {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
                 $"({row["end_to_end_ratio"]!.GetValue<double>():F2}x), prefill {row["prefill_tokens_per_s"]!.GetValue<double>():N0} tokens/s, " +
@@ -115,26 +109,4 @@ public static class LlamaCppBench
         };
     }
 
-    /// <summary>Medians of the samples as tokens/s in BenchStage's definitions.</summary>
-    public static JsonObject Row(BenchOptions o, IReadOnlyList<LlamaCppSample> samples)
-    {
-        double prefill = Median(samples.Select(s => s.PrefillSeconds)), decode = Median(samples.Select(s => s.DecodeSeconds));
-        double total = Median(samples.Select(s => s.TotalSeconds));
-        return new JsonObject
-        {
-            ["prefill_tokens_per_s"] = o.Batch * (double)o.PromptLength / prefill,
-            ["decode_tokens_per_s"] = o.Batch * (double)(o.GenerationLength - 1) / decode,
-            ["end_to_end_tokens_per_s"] = o.Batch * (double)o.GenerationLength / total,
-            ["time_to_first_token_ms"] = prefill * 1e3,
-            ["total_ms"] = total * 1e3,
-            ["samples"] = samples.Count,
-        };
-    }
-
-    public static double Median(IEnumerable<double> values)
-    {
-        var sorted = values.Order().ToArray();
-        if (sorted.Length == 0) throw new ArgumentException("no samples");
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-    }
 }
