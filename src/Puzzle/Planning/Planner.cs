@@ -131,17 +131,21 @@ public static class Planner
         // before and after training; compute-dtype work: forward + backward of the trained units.
         long valRows = Math.Max(1, bld.ValidationTokens / T), calRows = Math.Max(1, bld.CalibrationTokens / T);
         var narrowed = variants.Where(v => v.Ffn is { IsSwiGlu: true } f && f.IntermediateSize != c.Blocks[v.Layer].Ffn.IntermediateSize).Select(v => v.Layer).Distinct();
-        double bldFp32 = (trainingLayers.Count > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps : 0)
-                         + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
-                         + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows)
-                         + variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
+        double parentFlops = (trainingLayers.Count > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps : 0)
+                             + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
+                             + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows);
+        double bldFp32 = variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
         double bldCompute = trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                           // forward + backward of the unit
                                              + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps); // the frozen other sublayer
-        double bldSeconds = bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate;
+        // The parent: in bf16 where it is stored in bf16 and the units compute in bf16 (BlockLibraryBuilder.ParentDtype),
+        // its passes then at the compute rate; else fp32.
+        bool bf16Parent = BlockLibraryBuilder.ParentDtype(c, cal.Compute) == ScalarType.BFloat16;
+        long parentWeights = cal.OnGpu ? Weights(P) : P * (bf16Parent ? 2L : 4L);
+        double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate;
         plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
-            R0 + Weights(P) + PerGpu(unitsBytes + unitActivations + validation),                                   // units train one after another
+            R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation),                                 // units train one after another
             cacheDisk + libraryDisk,
-            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
+            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; parent in {(bf16Parent || cal.OnGpu ? "bf16" : "fp32")}; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
 
         // 4. Scoring: parent + ParentCache (bf16 layer inputs, fp32 final hidden) + one batch's forward + vocabulary chunks.
         var sc = run.Scoring;
