@@ -51,22 +51,45 @@ public static class Planner
                 model.Layer(0).Forward(x, inputs);                                                 // warm-up: first calls allocate and pick kernels
             }
             double flops = LayerForwardFlops(parent, 0, seqLen, 1);
+            // Timed in this process's CPU seconds over the torch threads, not in wall time: on a shared machine the wall
+            // time of a run is mostly other sessions' (a load of 10 on 2 cores made the old wall-clock median 20x
+            // slow), the CPU time is this work's. The plan is then the time on this machine unloaded; compare a stage
+            // run under load by its CPU seconds / threads (benchmarks/real-parents/stage_table.py).
+            var process = Process.GetCurrentProcess();
+            TimeSpan Cpu()
+            {
+                process.Refresh();
+                return process.TotalProcessorTime;
+            }
             var clock = Stopwatch.StartNew();
-            var times = new List<double>();
+            var cpu0 = Cpu();
+            int runs = 0;
             do
             {
                 using var s = NewDisposeScope();
-                long start = Stopwatch.GetTimestamp();
                 model.Layer(0).Forward(x, inputs);
-                times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
-            } while (clock.Elapsed.TotalSeconds < seconds / 2 && times.Count < 50);
-            times.Sort();
-            return flops / times[times.Count / 2];                                                  // the median run: robust to a busy machine
+                runs++;
+            } while ((Cpu() - cpu0).TotalSeconds < seconds / 2 && clock.Elapsed.TotalSeconds < 20 * seconds && runs < 100_000);
+            double busy = (Cpu() - cpu0).TotalSeconds;
+            return flops * runs / Math.Max(busy, 1e-3);
         }
-        double fp32 = Rate(ScalarType.Float32);
-        double computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute);
+        // One thread, scaled by the thread count: with several, a thread preempted by another session leaves the others
+        // spinning at the next barrier, and that spin is CPU time too (a load of 15 made the 2-thread CPU-time rate 10-30x
+        // low); one thread's CPU seconds are its work. Linear scaling over the cores is the assumption (2 here).
+        int threads = get_num_threads();
+        double fp32, computeRate;
+        set_num_threads(1);
+        try
+        {
+            fp32 = Rate(ScalarType.Float32) * threads;
+            computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute) * threads;
+        }
+        finally
+        {
+            set_num_threads(threads);
+        }
         long baseline = Process.GetCurrentProcess().WorkingSet64;
-        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {get_num_threads()} torch threads)", fp32, computeRate, compute, baseline, 0, null);
+        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null);
     }
 
     /// <summary>The roofline of <paramref name="gpus"/> accelerators at <see cref="GpuUtilisation"/> of their bf16 peak.</summary>
