@@ -19,6 +19,22 @@ public sealed record StagePlan(string Stage, double Seconds, long PeakBytes, lon
 /// </summary>
 public sealed record Calibration(string Source, double Fp32Rate, double ComputeRate, ScalarType Compute, long BaselineBytes, int Gpus, double? GpuMemoryBytes)
 {
+    /// <summary>Seconds to build (allocate and initialise) one decoder block of the parent's shape: per scored candidate, per BLD unit.</summary>
+    public double BlockBuildSeconds { get; init; }
+
+    /// <summary>Seconds per logit of the vocabulary work (log-softmaxes and KL over [tokens, V] in fp32) in scoring, GKD and evaluation.</summary>
+    public double LogitSeconds { get; init; }
+
+    /// <summary>Seconds of one decode step through one decoder layer (batch 1, one token; latency, not FLOPs).</summary>
+    public double DecodeLayerSeconds { get; init; }
+
+    /// <summary>Seconds per weight element of a matrix-vector product (the LM head in a decode step).</summary>
+    public double MatVecSecondsPerWeight { get; init; }
+
+    /// <summary>Bytes per second at which a stage reads a checkpoint from the page cache into tensors.</summary>
+    public double LoadBytesPerSecond { get; init; } = 1e9;
+
+
     public bool OnGpu => Gpus > 0;
 }
 
@@ -77,19 +93,67 @@ public static class Planner
         // spinning at the next barrier, and that spin is CPU time too (a load of 15 made the 2-thread CPU-time rate 10-30x
         // low); one thread's CPU seconds are its work. Linear scaling over the cores is the assumption (2 here).
         int threads = get_num_threads();
-        double fp32, computeRate;
+        double fp32, computeRate, build, logit, decode, matvec;
         set_num_threads(1);
         try
         {
             fp32 = Rate(ScalarType.Float32) * threads;
             computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute) * threads;
+            // The work that is not matmul FLOPs, on one thread too: building a block (per scored candidate and BLD unit),
+            // the vocabulary work per logit, and a decode step's latency (per layer, and the LM head's matrix-vector).
+            var dtype = compute;
+            build = CpuSeconds(() => new DecoderLayer(one, parent.Blocks[0], CPU, dtype).Dispose(), seconds / 4);
+            const int rows = 64, width = 8192;
+            using var a = randn([rows, width]);
+            using var b = randn([rows, width]);
+            logit = CpuSeconds(() =>
+            {
+                var lp = a.log_softmax(-1);
+                var lq = b.log_softmax(-1);
+                (lp.exp() * (lp - lq)).sum().item<float>();
+            }, seconds / 8) / (rows * width) / threads;
+            using (var model = new CausalLm(one, CPU, compute).InitializeRandom(1))
+            using (NewDisposeScope())
+            {
+                var inputs = model.PrefillInputs(1, 0, compute);
+                using var x = randn([1, 1, parent.HiddenSize], dtype: compute);
+                decode = CpuSeconds(() => model.Layer(0).Forward(x, inputs), seconds / 8);
+            }
+            using var w = randn([parent.HiddenSize, 16384], dtype: compute);
+            using var v = randn([1, parent.HiddenSize], dtype: compute);
+            matvec = CpuSeconds(() => v.matmul(w), seconds / 8) / (parent.HiddenSize * 16384.0) / threads;
         }
         finally
         {
             set_num_threads(threads);
         }
         long baseline = Process.GetCurrentProcess().WorkingSet64;
-        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null);
+        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null)
+        {
+            BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
+        };
+    }
+
+    /// <summary>This process's CPU seconds per call of <paramref name="action"/> (in a dispose scope), after one warm-up call.</summary>
+    static double CpuSeconds(Action action, double seconds)
+    {
+        var process = Process.GetCurrentProcess();
+        TimeSpan Cpu()
+        {
+            process.Refresh();
+            return process.TotalProcessorTime;
+        }
+        using (NewDisposeScope()) action();
+        var clock = Stopwatch.StartNew();
+        var start = Cpu();
+        int runs = 0;
+        do
+        {
+            using var scope = NewDisposeScope();
+            action();
+            runs++;
+        } while ((Cpu() - start).TotalSeconds < seconds && clock.Elapsed.TotalSeconds < 20 * seconds && runs < 100_000);
+        return Math.Max((Cpu() - start).TotalSeconds, 1e-3) / runs;
     }
 
     /// <summary>The roofline of <paramref name="gpus"/> accelerators at <see cref="GpuUtilisation"/> of their bf16 peak.</summary>
@@ -131,6 +195,8 @@ public static class Planner
         int cb = cal.Compute == ScalarType.Float32 ? 4 : 2;
         var variants = SearchSpace.Expand(c, run.SearchSpace);
         var plans = new List<StagePlan>();
+        double Load(long bytes) => cal.OnGpu ? 0 : bytes / cal.LoadBytesPerSecond;                 // a checkpoint read into tensors
+        double Logits(double tokens) => tokens * V * cal.LogitSeconds;                             // log-softmax / KL work over [tokens, V]
 
         // 3. BLD: parent + the largest layer's units (fp32 master, compute copy, grads, AdamW moments) + one step's activations.
         var bld = run.Bld;
@@ -164,7 +230,8 @@ public static class Planner
         // its passes then at the compute rate; else fp32.
         bool bf16Parent = BlockLibraryBuilder.ParentDtype(c, cal.Compute) == ScalarType.BFloat16;
         long parentWeights = cal.OnGpu ? Weights(P) : P * (bf16Parent ? 2L : 4L);
-        double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate;
+        double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate
+                            + variants.Count * 2 * cal.BlockBuildSeconds + Load(parentWeights);                // each unit's master and working copy; reading the parent
         plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
             R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation),                                 // units train one after another
             cacheDisk + libraryDisk,
@@ -182,7 +249,9 @@ public static class Planner
         double headFlops = 2.0 * H * V * tokens;
         double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows + headFlops
                               + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens + 2 * headFlops);
-        plans.Add(new StagePlan("4 score", scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate), scoringPeak, 0,
+        double scoringSeconds = scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate)
+                                + candidates.Count * (cal.BlockBuildSeconds + Logits(tokens)) + Load(P * cacheBytes);   // per candidate: its block built, KL over the vocabulary
+        plans.Add(new StagePlan("4 score", scoringSeconds, scoringPeak, 0,
             $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
 
         // 5. Costs: the parent in the measurement dtype, one block at a time, a KV cache of the scenario.
@@ -190,16 +259,29 @@ public static class Planner
         int mb = s.MeasureDtype is "float32" or "fp32" ? 4 : 2;
         int repeats = s.WarmupRuns + s.Repeats;
         var unique = variants.GroupBy(v => v.Kind == SubblockKind.Attention ? $"a{v.Attention}" : $"f{v.Ffn}").Select(g => g.First()).ToList();
+        // Engine timing (BlockTimings.InEngine): a uniform model of `depth` layers per distinct sublayer, one with no
+        // blocks, and the parent, each its own embeddings and head, all alive; every round runs each model's prefill and
+        // decode steps. A decode step costs its layers' latency and the LM head's matrix-vector, not FLOPs.
+        var distinct = unique.Where(v => !v.IsNoOp).ToList();
+        long perLayer = distinct.Sum(Params);
+        int depth = Math.Min(L, BlockTimings.MaxContextDepth);
+        while (depth > 1 && depth * perLayer > Math.Max(P, (2L << 30) / 2)) depth--;
+        long nonBlock = (long)V * H * (c.TieWordEmbeddings ? 1 : 2) + H;
         double prefillTokens = (double)s.Batch * s.PromptLength;
-        double costFlops = repeats * (unique.Sum(v => 2.0 * Params(v) * prefillTokens) + 2 * (2.0 * P * prefillTokens));
+        int decodeSteps = Math.Max(0, s.GenerationLength - 1);
+        double ModelSeconds(long blockParameters, double layers) => 2.0 * (blockParameters + (long)V * H) * prefillTokens / cal.ComputeRate
+            + decodeSteps * (layers * cal.DecodeLayerSeconds + (double)V * H * cal.MatVecSecondsPerWeight);
+        double round = ModelSeconds(0, 0) + distinct.Sum(v => ModelSeconds(depth * Params(v), depth / 2.0)) + ModelSeconds(P - nonBlock, L);
         long kv = c.KvBytesPerToken(mb) * s.Batch * (long)(s.PromptLength + s.GenerationLength);
-        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : costFlops / cal.ComputeRate, R0 + PerGpu(P * (long)mb + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
-            cal.OnGpu ? "roofline: nothing measured" : $"{unique.Count} distinct sublayers, {repeats} runs each, in {s.MeasureDtype}"));
+        long engineModels = ((1 + distinct.Count) * nonBlock + depth * perLayer) * (long)mb;
+        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : repeats * round + Load(P * (long)mb),
+            R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
+            cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}"));
 
         // 6. Search: the MIP (seconds), then measured checks: generation of parent and candidate child (4 rounds each).
-        double generateFlops = 2.0 * P * s.Batch * (s.PromptLength + s.GenerationLength);
+        double generateSeconds = ModelSeconds(P - nonBlock, L);                                  // one generation of the scenario by the parent
         bool measuredChecks = run.Search.Target == "measured" && !cal.OnGpu;
-        plans.Add(new StagePlan("6 search", 5 + (measuredChecks ? 4 * 8 * generateFlops / cal.ComputeRate : 0),
+        plans.Add(new StagePlan("6 search", 5 + (measuredChecks ? 4 * 8 * generateSeconds : 0),
             R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0), 1 << 20, measuredChecks ? "MIP + up to 4 measured checks" : "MIP only"));
 
         // 7. Assemble: streamed; the largest tensor read and converted.
@@ -222,7 +304,10 @@ public static class Planner
         int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
         double gkdValidations = 1 + Math.Ceiling(gkdSteps / 50.0);
         double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
-        plans.Add(new StagePlan("8 distill (GKD)", gkdFlops / cal.ComputeRate,
+        // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
+        // the same forward work per validation token. Reading the teacher and the student.
+        double gkdSeconds = gkdFlops / cal.ComputeRate + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens)) + Load(P * (long)cb + child * 4L);
+        plans.Add(new StagePlan("8 distill (GKD)", gkdSeconds,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
 
@@ -231,11 +316,11 @@ public static class Planner
         var e = run.Evaluation;
         long evalTokens = e.MaxTokens ?? AssumedTestTokens;                                     // null: the whole test split
         double evalFlops = evalTokens * 2.0 * (P + child);
-        double benchFlops = (e.BenchRepeats + 1) * 2 * generateFlops;
+        double benchSeconds = (e.BenchRepeats + 1) * 2 * generateSeconds;                          // parent and child, warm-up + rounds
         long evalBatchTokens = 8L * T;
         long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
                                                        + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6);
-        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
+        plans.Add(new StagePlan("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + benchSeconds + Load((P + child) * 4L), Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
 
         // 10. Export: the child loaded in fp32, written in the export dtype.
