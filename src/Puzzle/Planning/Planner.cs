@@ -298,7 +298,9 @@ public static class Planner
         long gkdChunk = Math.Min(gkdTokens, Runtime.TokenChunks.DefaultTokens(V));
         long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
         long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
-        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * 4L);
+        // The step: fp32 gradients (4) and TorchSharp AdamW's temporaries (exp_avg_sq.sqrt() and its quotient, 8 bytes per
+        // parameter, alive until its step() ends: measured +3.5 GB on a Llama-3.2-1B GKD before this term).
+        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * (4L + 8));
         // Training: teacher forward + student forward and backward per token; validation KL (teacher and student forwards)
         // before training, every 50 steps (DistillOptions.EvalEvery) and at the end.
         int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
