@@ -31,6 +31,11 @@ public sealed record Calibration(string Source, double Fp32Rate, double ComputeR
     /// <summary>Seconds per weight element of a matrix-vector product (the LM head in a decode step).</summary>
     public double MatVecSecondsPerWeight { get; init; }
 
+    /// <summary>FLOP/s of training (forward + backward, counted as 3 forwards) of a decoder layer in the compute dtype; 0: the compute rate.</summary>
+    public double TrainRate { get; init; }
+
+    public double Training => TrainRate > 0 ? TrainRate : ComputeRate;
+
     /// <summary>Bytes per second at which a stage reads a checkpoint from the page cache into tensors.</summary>
     public double LoadBytesPerSecond { get; init; } = 1e9;
 
@@ -93,12 +98,22 @@ public static class Planner
         // spinning at the next barrier, and that spin is CPU time too (a load of 15 made the 2-thread CPU-time rate 10-30x
         // low); one thread's CPU seconds are its work. Linear scaling over the cores is the assumption (2 here).
         int threads = get_num_threads();
-        double fp32, computeRate, build, logit, decode, matvec;
+        double fp32, computeRate, train, build, logit, decode, matvec;
         set_num_threads(1);
         try
         {
             fp32 = Rate(ScalarType.Float32) * threads;
             computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute) * threads;
+            // Forward + backward: on this CPU a bf16 backward runs well below the forward's rate (BLD measured 2.4x the
+            // forward-rate estimate before this term).
+            using (enable_grad())
+            using (var model = new CausalLm(one, CPU, compute).InitializeRandom(1))
+            using (NewDisposeScope())
+            {
+                var inputs = model.PrefillInputs(seqLen, 0, compute);
+                var x = randn([1, seqLen, parent.HiddenSize], dtype: compute);
+                train = 3 * LayerForwardFlops(parent, 0, seqLen, 1) / CpuSeconds(() => model.Layer(0).Forward(x, inputs).sum().backward(), seconds / 4) * threads;
+            }
             // The work that is not matmul FLOPs, on one thread too: building a block (per scored candidate and BLD unit),
             // the vocabulary work per logit, and a decode step's latency (per layer, and the LM head's matrix-vector).
             var dtype = compute;
@@ -130,7 +145,7 @@ public static class Planner
         long baseline = Process.GetCurrentProcess().WorkingSet64;
         return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null)
         {
-            BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
+            TrainRate = train, BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
         };
     }
 
@@ -230,7 +245,7 @@ public static class Planner
         // its passes then at the compute rate; else fp32.
         bool bf16Parent = BlockLibraryBuilder.ParentDtype(c, cal.Compute) == ScalarType.BFloat16;
         long parentWeights = cal.OnGpu ? Weights(P) : P * (bf16Parent ? 2L : 4L);
-        double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate
+        double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.Training
                             + variants.Count * 2 * cal.BlockBuildSeconds + Load(parentWeights);                // each unit's master and working copy; reading the parent
         plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
             R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation),                                 // units train one after another
@@ -247,10 +262,13 @@ public static class Planner
                            + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4);
         var candidates = BlockScorer.Candidates(c, variants, sc.Mode);
         double headFlops = 2.0 * H * V * tokens;
-        double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows + headFlops
-                              + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens + 2 * headFlops);
+        double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows
+                              + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens);
+        // The LM head runs in fp32 (VocabularyChunks: each chunk of the head converted to fp32, parent and candidate
+        // products): once for the parent, twice per candidate, plus the conversion of V × H weights per candidate.
+        double headSeconds = (1 + 2.0 * candidates.Count) * headFlops / cal.Fp32Rate + candidates.Count * (double)V * H * cal.LogitSeconds;
         double scoringSeconds = scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate)
-                                + candidates.Count * (cal.BlockBuildSeconds + Logits(tokens)) + Load(P * cacheBytes);   // per candidate: its block built, KL over the vocabulary
+                                + headSeconds + candidates.Count * (cal.BlockBuildSeconds + 1.5 * Logits(tokens)) + Load(P * cacheBytes);   // per candidate: its block built, KL over the vocabulary
         plans.Add(new StagePlan("4 score", scoringSeconds, scoringPeak, 0,
             $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
 
@@ -273,7 +291,12 @@ public static class Planner
             + decodeSteps * (layers * cal.DecodeLayerSeconds + (double)V * H * cal.MatVecSecondsPerWeight);
         double round = ModelSeconds(0, 0) + distinct.Sum(v => ModelSeconds(depth * Params(v), depth / 2.0)) + ModelSeconds(P - nonBlock, L);
         long kv = c.KvBytesPerToken(mb) * s.Batch * (long)(s.PromptLength + s.GenerationLength);
-        long engineModels = ((1 + distinct.Count) * nonBlock + depth * perLayer) * (long)mb;
+        // The engine fuses q/k/v and gate/up into copies (CausalLm.Fuse): every model's and the parent's blocks hold them too.
+        long FusedAttention(AttentionConfig a) => a.IsGqa ? c.AttentionParameters(a) - (long)H * c.NumAttentionHeads * c.HeadDim - H : 0;
+        long FusedFfn(FfnConfig f) => f.IsSwiGlu ? (c.FfnParameters(f) - H) * 2 / 3 : 0;
+        long Fused(SubblockVariant v) => v.Kind == SubblockKind.Attention ? FusedAttention(v.Attention!) : FusedFfn(v.Ffn!);
+        long parentFused = c.Blocks.Sum(b => FusedAttention(b.Attention) + FusedFfn(b.Ffn));
+        long engineModels = ((1 + distinct.Count) * nonBlock + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
         plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : repeats * round + Load(P * (long)mb),
             R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
             cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}"));
@@ -308,7 +331,7 @@ public static class Planner
         double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
         // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
         // the same forward work per validation token. Reading the teacher and the student.
-        double gkdSeconds = gkdFlops / cal.ComputeRate + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens)) + Load(P * (long)cb + child * 4L);
+        double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens)) + Load(P * (long)cb + child * 4L);
         plans.Add(new StagePlan("8 distill (GKD)", gkdSeconds,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
