@@ -316,7 +316,7 @@ public static class Planner
         var g = run.Gkd;
         long child = ChildParameters(c, run);
         long embeddings = (long)V * H * (c.TieWordEmbeddings ? 1 : 2);
-        long trainable = g.TrainEmbeddings ? child : child - embeddings;
+        long trainable = g.TrainEmbeddings ? child : Math.Max(0, child - embeddings);             // a bound below the embeddings trains nothing
         long gkdTokens = (long)g.Batch * T;
         long gkdChunk = Math.Min(gkdTokens, Runtime.TokenChunks.DefaultTokens(V));
         long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
