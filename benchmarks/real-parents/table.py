@@ -1,22 +1,12 @@
 """Per-stage table: measured time (pipeline.json), peak RSS (sampled), disk (du of the stage's outputs), plan's prediction."""
-import json, os, sys
+import json, sys
+
+from outputs import du
 
 pipeline, rss_path, plan_path, run = sys.argv[1:5]
 stages = json.load(open(pipeline))["stages"]
 samples = [tuple(map(float, l.split())) for l in open(rss_path) if l.strip()]
 plan = {s["stage"].split()[0]: s for s in json.load(open(plan_path))["stages"]}
-outputs = {"2": ["data"], "3": ["library"], "4": ["scores"], "5": ["costs.json"], "6": ["solutions"], "7": ["child"],
-           "8": ["child-gkd"], "9": ["eval"], "10": ["export"]}
-
-def du(paths):
-    total = 0
-    for p in paths:
-        p = os.path.join(run, p)
-        if os.path.isfile(p): total += os.path.getsize(p)
-        for d, _, files in os.walk(p):
-            total += sum(os.path.getsize(os.path.join(d, f)) for f in files)
-    return total
-
 # The first samples belong to start-up before stage 1; stage windows follow each other in order.
 t = samples[0][0] if samples else 0
 print("| stage | time s | plan time s | peak RSS GiB | plan peak GiB | disk GiB | plan disk GiB |")
@@ -30,4 +20,4 @@ for s in stages:
     peak = max(window) / 2**20 if window else float("nan")
     fmt = lambda v: f"{v:.2f}"
     print(f"| {name} | {secs:.1f} | {p['seconds'] if p else '-'} | {fmt(peak)} | {fmt(p['peak_bytes'] / 2**30) if p else '-'} | "
-          f"{fmt(du(outputs.get(key, [])) / 2**30)} | {fmt(p['disk_bytes'] / 2**30) if p else '-'} |")
+          f"{fmt(du(run, name.split()[1]) / 2**30)} | {fmt(p['disk_bytes'] / 2**30) if p else '-'} |")

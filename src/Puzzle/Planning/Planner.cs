@@ -19,6 +19,27 @@ public sealed record StagePlan(string Stage, double Seconds, long PeakBytes, lon
 /// </summary>
 public sealed record Calibration(string Source, double Fp32Rate, double ComputeRate, ScalarType Compute, long BaselineBytes, int Gpus, double? GpuMemoryBytes)
 {
+    /// <summary>Seconds to build (allocate and initialise) one decoder block of the parent's shape: per scored candidate, per BLD unit.</summary>
+    public double BlockBuildSeconds { get; init; }
+
+    /// <summary>Seconds per logit of the vocabulary work (log-softmaxes and KL over [tokens, V] in fp32) in scoring, GKD and evaluation.</summary>
+    public double LogitSeconds { get; init; }
+
+    /// <summary>Seconds of one decode step through one decoder layer (batch 1, one token; latency, not FLOPs).</summary>
+    public double DecodeLayerSeconds { get; init; }
+
+    /// <summary>Seconds per weight element of a matrix-vector product (the LM head in a decode step).</summary>
+    public double MatVecSecondsPerWeight { get; init; }
+
+    /// <summary>FLOP/s of training (forward + backward, counted as 3 forwards) of a decoder layer in the compute dtype; 0: the compute rate.</summary>
+    public double TrainRate { get; init; }
+
+    public double Training => TrainRate > 0 ? TrainRate : ComputeRate;
+
+    /// <summary>Bytes per second at which a stage reads a checkpoint from the page cache into tensors.</summary>
+    public double LoadBytesPerSecond { get; init; } = 1e9;
+
+
     public bool OnGpu => Gpus > 0;
 }
 
@@ -51,22 +72,103 @@ public static class Planner
                 model.Layer(0).Forward(x, inputs);                                                 // warm-up: first calls allocate and pick kernels
             }
             double flops = LayerForwardFlops(parent, 0, seqLen, 1);
+            // Timed in this process's CPU seconds over the torch threads, not in wall time: on a shared machine the wall
+            // time of a run is mostly other sessions' (a load of 10 on 2 cores made the old wall-clock median 20x
+            // slow), the CPU time is this work's. The plan is then the time on this machine unloaded; compare a stage
+            // run under load by its CPU seconds / threads (benchmarks/real-parents/stage_table.py).
+            var process = Process.GetCurrentProcess();
+            TimeSpan Cpu()
+            {
+                process.Refresh();
+                return process.TotalProcessorTime;
+            }
             var clock = Stopwatch.StartNew();
-            var times = new List<double>();
+            var cpu0 = Cpu();
+            int runs = 0;
             do
             {
                 using var s = NewDisposeScope();
-                long start = Stopwatch.GetTimestamp();
                 model.Layer(0).Forward(x, inputs);
-                times.Add(Stopwatch.GetElapsedTime(start).TotalSeconds);
-            } while (clock.Elapsed.TotalSeconds < seconds / 2 && times.Count < 50);
-            times.Sort();
-            return flops / times[times.Count / 2];                                                  // the median run: robust to a busy machine
+                runs++;
+            } while ((Cpu() - cpu0).TotalSeconds < seconds / 2 && clock.Elapsed.TotalSeconds < 20 * seconds && runs < 100_000);
+            double busy = (Cpu() - cpu0).TotalSeconds;
+            return flops * runs / Math.Max(busy, 1e-3);
         }
-        double fp32 = Rate(ScalarType.Float32);
-        double computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute);
+        // One thread, scaled by the thread count: with several, a thread preempted by another session leaves the others
+        // spinning at the next barrier, and that spin is CPU time too (a load of 15 made the 2-thread CPU-time rate 10-30x
+        // low); one thread's CPU seconds are its work. Linear scaling over the cores is the assumption (2 here).
+        int threads = get_num_threads();
+        double fp32, computeRate, train, build, logit, decode, matvec;
+        set_num_threads(1);
+        try
+        {
+            fp32 = Rate(ScalarType.Float32) * threads;
+            computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute) * threads;
+            // Forward + backward: on this CPU a bf16 backward runs well below the forward's rate (BLD measured 2.4x the
+            // forward-rate estimate before this term).
+            using (enable_grad())
+            using (var model = new CausalLm(one, CPU, compute).InitializeRandom(1))
+            using (NewDisposeScope())
+            {
+                var inputs = model.PrefillInputs(seqLen, 0, compute);
+                var x = randn([1, seqLen, parent.HiddenSize], dtype: compute);
+                train = 3 * LayerForwardFlops(parent, 0, seqLen, 1) / CpuSeconds(() => model.Layer(0).Forward(x, inputs).sum().backward(), seconds / 4) * threads;
+            }
+            // The work that is not matmul FLOPs, on one thread too: building a block (per scored candidate and BLD unit),
+            // the vocabulary work per logit, and a decode step's latency (per layer, and the LM head's matrix-vector).
+            var dtype = compute;
+            build = CpuSeconds(() => new DecoderLayer(one, parent.Blocks[0], CPU, dtype).Dispose(), seconds / 4);
+            const int rows = 64, width = 8192;
+            using var a = randn([rows, width]);
+            using var b = randn([rows, width]);
+            logit = CpuSeconds(() =>
+            {
+                var lp = a.log_softmax(-1);
+                var lq = b.log_softmax(-1);
+                (lp.exp() * (lp - lq)).sum().item<float>();
+            }, seconds / 8) / (rows * width) / threads;
+            using (var model = new CausalLm(one, CPU, compute).InitializeRandom(1))
+            using (NewDisposeScope())
+            {
+                var inputs = model.PrefillInputs(1, 0, compute);
+                using var x = randn([1, 1, parent.HiddenSize], dtype: compute);
+                decode = CpuSeconds(() => model.Layer(0).Forward(x, inputs), seconds / 8);
+            }
+            using var w = randn([parent.HiddenSize, 16384], dtype: compute);
+            using var v = randn([1, parent.HiddenSize], dtype: compute);
+            matvec = CpuSeconds(() => v.matmul(w), seconds / 8) / (parent.HiddenSize * 16384.0) / threads;
+        }
+        finally
+        {
+            set_num_threads(threads);
+        }
         long baseline = Process.GetCurrentProcess().WorkingSet64;
-        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {get_num_threads()} torch threads)", fp32, computeRate, compute, baseline, 0, null);
+        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null)
+        {
+            TrainRate = train, BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
+        };
+    }
+
+    /// <summary>This process's CPU seconds per call of <paramref name="action"/> (in a dispose scope), after one warm-up call.</summary>
+    static double CpuSeconds(Action action, double seconds)
+    {
+        var process = Process.GetCurrentProcess();
+        TimeSpan Cpu()
+        {
+            process.Refresh();
+            return process.TotalProcessorTime;
+        }
+        using (NewDisposeScope()) action();
+        var clock = Stopwatch.StartNew();
+        var start = Cpu();
+        int runs = 0;
+        do
+        {
+            using var scope = NewDisposeScope();
+            action();
+            runs++;
+        } while ((Cpu() - start).TotalSeconds < seconds && clock.Elapsed.TotalSeconds < 20 * seconds && runs < 100_000);
+        return Math.Max((Cpu() - start).TotalSeconds, 1e-3) / runs;
     }
 
     /// <summary>The roofline of <paramref name="gpus"/> accelerators at <see cref="GpuUtilisation"/> of their bf16 peak.</summary>
@@ -108,6 +210,8 @@ public static class Planner
         int cb = cal.Compute == ScalarType.Float32 ? 4 : 2;
         var variants = SearchSpace.Expand(c, run.SearchSpace);
         var plans = new List<StagePlan>();
+        double Load(long bytes) => cal.OnGpu ? 0 : bytes / cal.LoadBytesPerSecond;                 // a checkpoint read into tensors
+        double Logits(double tokens) => tokens * V * cal.LogitSeconds;                             // log-softmax / KL work over [tokens, V]
 
         // 3. BLD: parent + the largest layer's units (fp32 master, compute copy, grads, AdamW moments) + one step's activations.
         var bld = run.Bld;
@@ -131,17 +235,22 @@ public static class Planner
         // before and after training; compute-dtype work: forward + backward of the trained units.
         long valRows = Math.Max(1, bld.ValidationTokens / T), calRows = Math.Max(1, bld.CalibrationTokens / T);
         var narrowed = variants.Where(v => v.Ffn is { IsSwiGlu: true } f && f.IntermediateSize != c.Blocks[v.Layer].Ffn.IntermediateSize).Select(v => v.Layer).Distinct();
-        double bldFp32 = (trainingLayers.Count > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps : 0)
-                         + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
-                         + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows)
-                         + variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
+        double parentFlops = (trainingLayers.Count > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * steps : 0)
+                             + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
+                             + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows);
+        double bldFp32 = variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
         double bldCompute = trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                           // forward + backward of the unit
                                              + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps); // the frozen other sublayer
-        double bldSeconds = bldFp32 / cal.Fp32Rate + bldCompute / cal.ComputeRate;
+        // The parent: in bf16 where it is stored in bf16 and the units compute in bf16 (BlockLibraryBuilder.ParentDtype),
+        // its passes then at the compute rate; else fp32.
+        bool bf16Parent = BlockLibraryBuilder.ParentDtype(c, cal.Compute) == ScalarType.BFloat16;
+        long parentWeights = cal.OnGpu ? Weights(P) : P * (bf16Parent ? 2L : 4L);
+        double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.Training
+                            + variants.Count * 2 * cal.BlockBuildSeconds + Load(parentWeights);                // each unit's master and working copy; reading the parent
         plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
-            R0 + Weights(P) + PerGpu(unitsBytes + unitActivations + validation),                                   // units train one after another
+            R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation),                                 // units train one after another
             cacheDisk + libraryDisk,
-            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
+            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; parent in {(bf16Parent || cal.OnGpu ? "bf16" : "fp32")}; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
 
         // 4. Scoring: parent + ParentCache (bf16 layer inputs, fp32 final hidden) + one batch's forward + vocabulary chunks.
         var sc = run.Scoring;
@@ -153,9 +262,14 @@ public static class Planner
                            + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4);
         var candidates = BlockScorer.Candidates(c, variants, sc.Mode);
         double headFlops = 2.0 * H * V * tokens;
-        double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows + headFlops
-                              + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens + 2 * headFlops);
-        plans.Add(new StagePlan("4 score", scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate), scoringPeak, 0,
+        double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows
+                              + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens);
+        // The LM head runs in fp32 (VocabularyChunks: each chunk of the head converted to fp32, parent and candidate
+        // products): once for the parent, twice per candidate, plus the conversion of V × H weights per candidate.
+        double headSeconds = (1 + 2.0 * candidates.Count) * headFlops / cal.Fp32Rate + candidates.Count * (double)V * H * cal.LogitSeconds;
+        double scoringSeconds = scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate)
+                                + headSeconds + candidates.Count * (cal.BlockBuildSeconds + 1.5 * Logits(tokens)) + Load(P * cacheBytes);   // per candidate: its block built, KL over the vocabulary
+        plans.Add(new StagePlan("4 score", scoringSeconds, scoringPeak, 0,
             $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
 
         // 5. Costs: the parent in the measurement dtype, one block at a time, a KV cache of the scenario.
@@ -163,16 +277,34 @@ public static class Planner
         int mb = s.MeasureDtype is "float32" or "fp32" ? 4 : 2;
         int repeats = s.WarmupRuns + s.Repeats;
         var unique = variants.GroupBy(v => v.Kind == SubblockKind.Attention ? $"a{v.Attention}" : $"f{v.Ffn}").Select(g => g.First()).ToList();
+        // Engine timing (BlockTimings.InEngine): a uniform model of `depth` layers per distinct sublayer, one with no
+        // blocks, and the parent, each its own embeddings and head, all alive; every round runs each model's prefill and
+        // decode steps. A decode step costs its layers' latency and the LM head's matrix-vector, not FLOPs.
+        var distinct = unique.Where(v => !v.IsNoOp).ToList();
+        long perLayer = distinct.Sum(Params);
+        int depth = Math.Min(L, BlockTimings.MaxContextDepth);
+        while (depth > 1 && depth * perLayer > Math.Max(P, (2L << 30) / 2)) depth--;
+        long nonBlock = (long)V * H * (c.TieWordEmbeddings ? 1 : 2) + H;
         double prefillTokens = (double)s.Batch * s.PromptLength;
-        double costFlops = repeats * (unique.Sum(v => 2.0 * Params(v) * prefillTokens) + 2 * (2.0 * P * prefillTokens));
+        int decodeSteps = Math.Max(0, s.GenerationLength - 1);
+        double ModelSeconds(long blockParameters, double layers) => 2.0 * (blockParameters + (long)V * H) * prefillTokens / cal.ComputeRate
+            + decodeSteps * (layers * cal.DecodeLayerSeconds + (double)V * H * cal.MatVecSecondsPerWeight);
+        double round = ModelSeconds(0, 0) + distinct.Sum(v => ModelSeconds(depth * Params(v), depth / 2.0)) + ModelSeconds(P - nonBlock, L);
         long kv = c.KvBytesPerToken(mb) * s.Batch * (long)(s.PromptLength + s.GenerationLength);
-        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : costFlops / cal.ComputeRate, R0 + PerGpu(P * (long)mb + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
-            cal.OnGpu ? "roofline: nothing measured" : $"{unique.Count} distinct sublayers, {repeats} runs each, in {s.MeasureDtype}"));
+        // The engine fuses q/k/v and gate/up into copies (CausalLm.Fuse): every model's and the parent's blocks hold them too.
+        long FusedAttention(AttentionConfig a) => a.IsGqa ? c.AttentionParameters(a) - (long)H * c.NumAttentionHeads * c.HeadDim - H : 0;
+        long FusedFfn(FfnConfig f) => f.IsSwiGlu ? (c.FfnParameters(f) - H) * 2 / 3 : 0;
+        long Fused(SubblockVariant v) => v.Kind == SubblockKind.Attention ? FusedAttention(v.Attention!) : FusedFfn(v.Ffn!);
+        long parentFused = c.Blocks.Sum(b => FusedAttention(b.Attention) + FusedFfn(b.Ffn));
+        long engineModels = ((1 + distinct.Count) * nonBlock + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
+        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : repeats * round + Load(P * (long)mb),
+            R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
+            cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}"));
 
         // 6. Search: the MIP (seconds), then measured checks: generation of parent and candidate child (4 rounds each).
-        double generateFlops = 2.0 * P * s.Batch * (s.PromptLength + s.GenerationLength);
+        double generateSeconds = ModelSeconds(P - nonBlock, L);                                  // one generation of the scenario by the parent
         bool measuredChecks = run.Search.Target == "measured" && !cal.OnGpu;
-        plans.Add(new StagePlan("6 search", 5 + (measuredChecks ? 4 * 8 * generateFlops / cal.ComputeRate : 0),
+        plans.Add(new StagePlan("6 search", 5 + (measuredChecks ? 4 * 8 * generateSeconds : 0),
             R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0), 1 << 20, measuredChecks ? "MIP + up to 4 measured checks" : "MIP only"));
 
         // 7. Assemble: streamed; the largest tensor read and converted.
@@ -184,18 +316,23 @@ public static class Planner
         var g = run.Gkd;
         long child = ChildParameters(c, run);
         long embeddings = (long)V * H * (c.TieWordEmbeddings ? 1 : 2);
-        long trainable = g.TrainEmbeddings ? child : child - embeddings;
+        long trainable = g.TrainEmbeddings ? child : Math.Max(0, child - embeddings);             // a bound below the embeddings trains nothing
         long gkdTokens = (long)g.Batch * T;
         long gkdChunk = Math.Min(gkdTokens, Runtime.TokenChunks.DefaultTokens(V));
         long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
         long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
-        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * 4L);
+        // The step: fp32 gradients (4) and TorchSharp AdamW's temporaries (exp_avg_sq.sqrt() and its quotient, 8 bytes per
+        // parameter, alive until its step() ends: measured +3.5 GB on a Llama-3.2-1B GKD before this term).
+        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * (4L + 8));
         // Training: teacher forward + student forward and backward per token; validation KL (teacher and student forwards)
         // before training, every 50 steps (DistillOptions.EvalEvery) and at the end.
         int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
         double gkdValidations = 1 + Math.Ceiling(gkdSteps / 50.0);
         double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
-        plans.Add(new StagePlan("8 distill (GKD)", gkdFlops / cal.ComputeRate,
+        // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
+        // the same forward work per validation token. Reading the teacher and the student.
+        double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens)) + Load(P * (long)cb + child * 4L);
+        plans.Add(new StagePlan("8 distill (GKD)", gkdSeconds,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
 
@@ -204,11 +341,11 @@ public static class Planner
         var e = run.Evaluation;
         long evalTokens = e.MaxTokens ?? AssumedTestTokens;                                     // null: the whole test split
         double evalFlops = evalTokens * 2.0 * (P + child);
-        double benchFlops = (e.BenchRepeats + 1) * 2 * generateFlops;
+        double benchSeconds = (e.BenchRepeats + 1) * 2 * generateSeconds;                          // parent and child, warm-up + rounds
         long evalBatchTokens = 8L * T;
         long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
                                                        + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6);
-        plans.Add(new StagePlan("9 evaluate + bench", (evalFlops + benchFlops) / cal.Fp32Rate, Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
+        plans.Add(new StagePlan("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + benchSeconds + Load((P + child) * 4L), Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
 
         // 10. Export: the child loaded in fp32, written in the export dtype.

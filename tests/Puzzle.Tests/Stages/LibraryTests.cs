@@ -94,6 +94,57 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     }
 
     [Fact]
+    public void Bf16Parent_GivesTheFp32PathsActivationsAndTargets_WithinBf16Rounding()
+    {
+        // The fixture's parent stored in bf16: BLD holds it in bf16 when the units compute in bf16, in fp32 when they do in fp32.
+        string bf16Parent = TestSupport.TempDir();
+        using (var model = Checkpoint.Load(fixture.ParentDir)) Checkpoint.SaveLlama(model, bf16Parent, ScalarType.BFloat16, fixture.ParentDir);
+        string exact = fixture.NewRun(c => { c["parent"]!["path"] = bf16Parent; c["bld"]!["precision"] = "fp32"; });
+        string held = fixture.NewRun(c => { c["parent"]!["path"] = bf16Parent; c["bld"]!["precision"] = "bf16"; });
+        var logsA = new List<string>();
+        var logsB = new List<string>();
+        var a = BlockLibraryBuilder.Run(new RunDirectory(exact), Shard.All, new LogProgress(), logsA.Add);
+        var b = BlockLibraryBuilder.Run(new RunDirectory(held), Shard.All, new LogProgress(), logsB.Add);
+        Assert.Contains(logsA, l => l.Contains("parent held in Float32"));
+        Assert.Contains(logsB, l => l.Contains("parent held in BFloat16"));
+
+        // Activations (the units' inputs and targets): the embeddings are the same values; every deeper boundary within
+        // bf16 rounding (relative RMS error below 2^-6, bf16's epsilon being 2^-8), and not bit-identical (bf16 compute).
+        var files = Directory.GetFiles(Path.Combine(exact, "library", "activations"), "h*.bin").Order().ToList();
+        Assert.Equal(3, files.Count);
+        foreach (string file in files)
+        {
+            using var x = ReadBf16(file);
+            using var y = ReadBf16(Path.Combine(held, "library", "activations", Path.GetFileName(file)));
+            double relative = (x - y).norm().item<float>() / x.norm().item<float>();
+            if (file.EndsWith("h0.bin")) Assert.Equal(0, relative);
+            else Assert.InRange(relative, 1e-5, 1.0 / 64);
+        }
+        // Validation targets: the parent's own sublayers (fp32 masters of the same weights) reproduce them exactly in fp32
+        // and to bf16 rounding in bf16; every variant's starting NMSE (init from the parent's weights) agrees within 2 %.
+        foreach (var ra in a.Records)
+        {
+            var rb = b.Records.Single(r => r.Id == ra.Id);
+            if (ra.IsParent)
+            {
+                Assert.Equal(0, ra.NmseInit, 8);
+                Assert.InRange(rb.NmseInit, 1e-9, 1.0 / 64 / 64);
+            }
+            else Assert.InRange(rb.NmseInit / ra.NmseInit, 0.98, 1.02);
+            if (ra.Trained) Assert.True(rb.NmseFinal < rb.NmseInit, rb.Id);
+        }
+        Assert.NotEqual(a.Records[0].Fingerprint, b.Records[0].Fingerprint);
+    }
+
+    static Tensor ReadBf16(string path)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        using var t = empty(bytes.Length / 2, dtype: ScalarType.BFloat16);
+        t.bytes = bytes;
+        return t.to(ScalarType.Float32);
+    }
+
+    [Fact]
     public void ActivationCache_OverTheDiskBudget_IsAClearError_OrRecomputedWhenAuto()
     {
         string run = fixture.NewRun(c => c["bld"]!["disk_budget_gib"] = 1e-6);

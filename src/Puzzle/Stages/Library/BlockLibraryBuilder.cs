@@ -30,14 +30,18 @@ public static class BlockLibraryBuilder
         var bld = run.Config.Bld;
         var device = Runtime.Devices.Parse(bld.Device);
         var compute = Training.Precision.Resolve(bld.Precision, device);
-        using var parent = Checkpoint.Load(run.ParentDir, device);
+        // The parent's layers only produce activations (the cache, validation targets, channel scores) and the weights
+        // the units start from: a bf16-stored parent is held in bf16 when the units compute in bf16 (nothing of its
+        // weights is lost, 2 bytes a parameter instead of 4, bf16 matmuls); otherwise in fp32.
+        var parentDtype = ParentDtype(HfConfig.Read(run.ParentDir), compute);
+        using var parent = Checkpoint.Load(run.ParentDir, device, parentDtype);
         parent.eval();
         foreach (var p in parent.parameters()) p.requires_grad = false;
         var config = parent.Config;
         var variants = run.Variants.All;
         var manifest = DataManifest.Read(run.DataDir);
         int seqLen = manifest.SeqLen;
-        string fingerprint = ArtifactKeys.Library(run, manifest, compute.ToString());
+        string fingerprint = ArtifactKeys.Library(run, manifest, KeyDtype(compute, parentDtype));
         Directory.CreateDirectory(run.Library);
 
         // Canonical order -> shard ownership; finished units (same fingerprint) are skipped.
@@ -48,7 +52,7 @@ public static class BlockLibraryBuilder
                 IO.AtomicFile.WriteJson(run.LibraryRecord(v.Id), (old with { Fingerprint = fingerprint }).ToJson());   // an older run's record: current
         var pending = mine.Where(v => BlockLibrary.TryRead(run.Path, v.Id) is not { } r || r.Fingerprint != fingerprint || !r.Holds(v)).ToList();
         log($"library: {variants.Count} variants over {config.NumLayers} layers; shard {shard} owns {mine.Count}, {mine.Count - pending.Count} already done, " +
-            $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute)");
+            $"{pending.Count(v => v.NeedsTraining)} to train ({bld.TokensPerVariant:N0} tokens each, {compute} compute, parent held in {parentDtype})");
 
         using var train = new TokenDataset(run.DataDir, "train");
         using var validation = new TokenDataset(run.DataDir, "validation");
@@ -116,7 +120,7 @@ public static class BlockLibraryBuilder
                             using (no_grad())
                             {
                                 input = parent.LayerInput(ids, layer);
-                                target = parentLayer.Forward(input, parent.PrefillInputs(seqLen, layer, ScalarType.Float32));
+                                target = parentLayer.Forward(input, parent.PrefillInputs(seqLen, layer, parent.DType)).to(ScalarType.Float32);
                             }
                         }
                         var inputCompute = input.to(compute);
@@ -159,6 +163,14 @@ public static class BlockLibraryBuilder
         log($"library: {records.Count}/{variants.Count} variants in {run.Library} ({trained} trained now, {mine.Count - pending.Count} reused) in {clock.Elapsed.TotalSeconds:F1} s");
         return new LibraryResult(variants.Count, trained, mine.Count - pending.Count, records.Count, clock.Elapsed.TotalSeconds, records);
     }
+
+    /// <summary>The dtype BLD holds the parent in: bf16 where it is stored in bf16 and the units compute in bf16, else fp32.</summary>
+    public static ScalarType ParentDtype(ModelConfig parent, ScalarType compute) =>
+        compute == ScalarType.BFloat16 && parent.TorchDtype is "bfloat16" or "bf16" ? ScalarType.BFloat16 : ScalarType.Float32;
+
+    /// <summary>The dtype part of the library key: the compute dtype, and the parent's where it is not fp32 (fp32 keeps older keys).</summary>
+    public static string KeyDtype(ScalarType compute, ScalarType parentDtype) =>
+        parentDtype == ScalarType.Float32 ? compute.ToString() : $"{compute}|parent {parentDtype}";
 
     static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 
@@ -228,13 +240,13 @@ public static class BlockLibraryBuilder
         using var scope = NewDisposeScope();
         var inputs = new List<Tensor>();
         var targets = new List<Tensor>();
-        var attention = parent.PrefillInputs(ids.shape[1], layer, ScalarType.Float32);
+        var attention = parent.PrefillInputs(ids.shape[1], layer, parent.DType);
         for (long start = 0; start < ids.shape[0]; start += 16)
         {
             var chunk = ids.narrow(0, start, Math.Min(16, ids.shape[0] - start));
             var h = parent.LayerInput(chunk, layer);
-            inputs.Add(h);
-            targets.Add(parent.Layer(layer).Forward(h, attention));
+            inputs.Add(h.to(ScalarType.Float32));                                               // the units' fp32 masters take fp32
+            targets.Add(parent.Layer(layer).Forward(h, attention).to(ScalarType.Float32));
         }
         return (cat(inputs, 0).MoveToOuterDisposeScope(), cat(targets, 0).MoveToOuterDisposeScope());
     }
@@ -264,7 +276,7 @@ public static class BlockLibraryBuilder
         using var scope = NewDisposeScope();
         var parentLayer = parent.Layer(layer);
         var ffn = parentLayer.Mlp as SwiGluFfn ?? throw new PuzzleException($"layer {layer}: narrowing needs a SwiGLU parent FFN");
-        var attention = parent.PrefillInputs(ids.shape[1], layer, ScalarType.Float32);
+        var attention = parent.PrefillInputs(ids.shape[1], layer, parent.DType);
         Tensor? sum = null;
         for (long start = 0; start < ids.shape[0]; start += 16)
         {

@@ -48,7 +48,8 @@ public static class LibraryBlocks
         try { device = Runtime.Devices.Parse(run.Config.Bld.Device); }
         catch (PuzzleException) { return null; }
         var compute = Training.Precision.Resolve(run.Config.Bld.Precision, device);
-        return ArtifactKeys.Library(run, Data.DataManifest.Read(run.DataDir), compute.ToString());
+        var parentDtype = BlockLibraryBuilder.ParentDtype(Checkpoints.HfConfig.Read(run.ParentDir), compute);
+        return ArtifactKeys.Library(run, Data.DataManifest.Read(run.DataDir), BlockLibraryBuilder.KeyDtype(compute, parentDtype));
     }
 
     public static DecoderLayer Compose(CausalLm parent, string runDir, int layer, SubblockVariant attention, SubblockVariant ffn,

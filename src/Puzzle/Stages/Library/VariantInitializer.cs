@@ -62,11 +62,12 @@ public static class VariantInitializer
             case GqaAttention c:
                 c.QProj.Weight.copy_(p.QProj.Weight);
                 c.OProj.Weight.copy_(p.OProj.Weight);
-                c.KProj.Weight.copy_(MeanHeadGroups(p.KProj.Weight, p.KeyValueHeads, c.KeyValueHeads, config.HeadDim));
-                c.VProj.Weight.copy_(MeanHeadGroups(p.VProj.Weight, p.KeyValueHeads, c.KeyValueHeads, config.HeadDim));
+                // In the child's dtype: a bf16-held parent's weights are exact in fp32, their means and products are not in bf16.
+                c.KProj.Weight.copy_(MeanHeadGroups(p.KProj.Weight.to(c.KProj.Weight.dtype), p.KeyValueHeads, c.KeyValueHeads, config.HeadDim));
+                c.VProj.Weight.copy_(MeanHeadGroups(p.VProj.Weight.to(c.VProj.Weight.dtype), p.KeyValueHeads, c.KeyValueHeads, config.HeadDim));
                 break;
             case LinearAttention c:
-                c.Linear.Weight.copy_(LinearAttentionWeight(p, config));
+                c.Linear.Weight.copy_(LinearAttentionWeight(p, config, c.Linear.Weight.dtype));
                 break;
         }
     }
@@ -79,12 +80,12 @@ public static class VariantInitializer
     }
 
     /// <summary>W_o · W_v with the V heads repeated per query group: attention that attends only to itself.</summary>
-    public static Tensor LinearAttentionWeight(GqaAttention parent, ModelConfig config)
+    public static Tensor LinearAttentionWeight(GqaAttention parent, ModelConfig config, ScalarType? dtype = null)
     {
         int group = config.NumAttentionHeads / parent.KeyValueHeads;
-        var v = parent.VProj.Weight.view(parent.KeyValueHeads, config.HeadDim, config.HiddenSize)
+        var v = parent.VProj.Weight.to(dtype ?? parent.VProj.Weight.dtype).view(parent.KeyValueHeads, config.HeadDim, config.HiddenSize)
             .repeat_interleave(group, 0).reshape(config.NumAttentionHeads * config.HeadDim, config.HiddenSize);
-        return parent.OProj.Weight.matmul(v);                                                // [H, nH·hd] @ [nH·hd, H]
+        return parent.OProj.Weight.to(dtype ?? parent.OProj.Weight.dtype).matmul(v);         // [H, nH·hd] @ [nH·hd, H]
     }
 
     static void InitFfn(DecoderLayer parent, DecoderLayer child, Tensor? channelScores)
@@ -101,7 +102,7 @@ public static class VariantInitializer
                 c.DownProj.Weight.copy_(p.DownProj.Weight.index_select(1, keep));
                 break;
             case LinearFfn c:
-                c.Linear.Weight.copy_(p.DownProj.Weight.matmul(p.UpProj.Weight));                 // [H, I] @ [I, H]
+                c.Linear.Weight.copy_(p.DownProj.Weight.to(c.Linear.Weight.dtype).matmul(p.UpProj.Weight.to(c.Linear.Weight.dtype)));   // [H, I] @ [I, H]
                 break;
         }
     }
@@ -122,8 +123,8 @@ public static class VariantInitializer
     {
         using var scope = NewDisposeScope();
         var x = nn.functional.silu(ffn.GateProj.call(normalisedInput)) * ffn.UpProj.call(normalisedInput);
-        var meanAbs = x.abs().reshape(-1, x.shape[^1]).mean([0]);                             // [I]
-        var columnNorms = ffn.DownProj.Weight.norm(0, false, 2);                              // ||W_down[:, i]||, [I]
+        var meanAbs = x.abs().to(ScalarType.Float32).reshape(-1, x.shape[^1]).mean([0]);      // [I], summed in fp32 (x may be bf16)
+        var columnNorms = ffn.DownProj.Weight.to(ScalarType.Float32).norm(0, false, 2);       // ||W_down[:, i]||, [I]
         return (meanAbs * columnNorms).MoveToOuterDisposeScope();
     }
 }
