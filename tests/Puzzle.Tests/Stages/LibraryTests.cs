@@ -103,8 +103,8 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
         string held = fixture.NewRun(c => { c["parent"]!["path"] = bf16Parent; c["bld"]!["precision"] = "bf16"; });
         var logsA = new List<string>();
         var logsB = new List<string>();
-        var a = BlockLibraryBuilder.Run(new RunDirectory(exact), Shard.All, new LogProgress(), logsA.Add);
-        var b = BlockLibraryBuilder.Run(new RunDirectory(held), Shard.All, new LogProgress(), logsB.Add);
+        var a = BlockLibraryBuilder.Run(new RunDirectory(exact), new LogProgress(), logsA.Add);
+        var b = BlockLibraryBuilder.Run(new RunDirectory(held), new LogProgress(), logsB.Add);
         Assert.Contains(logsA, l => l.Contains("parent held in Float32"));
         Assert.Contains(logsB, l => l.Contains("parent held in BFloat16"));
 

@@ -252,13 +252,13 @@ public static class EvalStage
             foreach (string metric in included)
                 components[metric] = new JsonObject
                 {
-                    ["child"] = point[$"model.{metric}"], ["parent"] = point[$"reference.{metric}"], ["ratio"] = point[$"ratio.{metric}"], ["ci95"] = Ci($"ratio.{metric}"),
+                    ["child"] = point[$"model.{metric}"], ["parent"] = point[$"reference.{metric}"], ["ratio"] = Num(point[$"ratio.{metric}"]), ["ci95"] = Ci($"ratio.{metric}"),
                 };
             result["retention"] = new JsonObject
             {
                 ["metric"] = "accuracy_retention",
                 ["definition"] = RetentionDefinition,
-                ["value"] = point["accuracy_retention"],
+                ["value"] = Num(point["accuracy_retention"]),
                 ["ci95"] = Ci("accuracy_retention"),
                 ["components"] = components,
                 ["excluded"] = excluded,
@@ -271,7 +271,7 @@ public static class EvalStage
             {
                 ["definition"] = "agreement with the parent, not accuracy: perplexity ratio (child / parent), mean per-token KL(parent ‖ child) in nats, " +
                                  "top-1 agreement (share of positions where child and parent predict the same next token)",
-                ["perplexity_ratio"] = new JsonObject { ["value"] = point["perplexity_ratio"], ["ci95"] = Ci("perplexity_ratio") },
+                ["perplexity_ratio"] = new JsonObject { ["value"] = Num(point["perplexity_ratio"]), ["ci95"] = Ci("perplexity_ratio") },
                 ["kl_parent_child"] = new JsonObject { ["value"] = point["model.kl_to_reference"], ["ci95"] = Ci("model.kl_to_reference") },
                 ["top1_agreement"] = new JsonObject { ["value"] = point["model.top1_agreement"], ["ci95"] = Ci("model.top1_agreement") },
             };
