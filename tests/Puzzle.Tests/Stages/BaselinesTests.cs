@@ -333,12 +333,9 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Equal(matched.Verified.Parameters, child.TotalParameters);
 
         // The report pairs it with depth.
-        Directory.CreateDirectory(run.Artifact("eval"));
         ChildAssembler.Run(run, Pipeline.Solution, run.Artifact("child"), _ => { });
-        File.WriteAllText(run.Artifact("eval", "eval.json"), File.ReadAllText(Path.Combine(folder, "eval.json")));
-        File.WriteAllText(run.Artifact("eval", "bench.json"), File.ReadAllText(Path.Combine(folder, "bench.json")));
-        File.WriteAllText(run.Artifact("report.json"), "{}");
-        BaselinesReport.Write(run, log: _ => { });
+        ReportStage.Write(run, Pipeline.Solution, run.Artifact("child"), JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "eval.json")))!,
+            JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "bench.json")))!, null, _ => { });
         var rows = JsonNode.Parse(File.ReadAllText(run.Artifact("report.json")))!["baselines"]!["rows"]!.AsArray();
         var row = rows.Single(r => r!["method"]!.GetValue<string>() == "puzzle-at-depth")!;
         Assert.Equal("depth", row["matched_to"]!.GetValue<string>());
