@@ -1,0 +1,139 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Puzzle.Config;
+using Puzzle.Domain;
+using Puzzle.Model;
+using Puzzle.Stages.Costs;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Scoring;
+using static TorchSharp.torch;
+
+namespace Puzzle.Planning;
+
+/// <summary>The planner's calibration: one layer of the parent timed on this machine (CPU seconds × threads), or a named GPU's roofline.</summary>
+public static partial class Planner
+{
+    /// <summary>Times one decoder layer of the parent's shape (batch 1 × seq_len tokens) in fp32 and in the training dtype.</summary>
+    public static Calibration Calibrate(ModelConfig parent, int seqLen, ScalarType compute, double seconds = 1.5)
+    {
+        using var noGrad = no_grad();
+        var one = parent with { Blocks = [parent.Blocks[0]], VocabSize = Math.Min(parent.VocabSize, 1024), BosTokenId = null, EosTokenIds = [], PadTokenId = null, MaxPositionEmbeddings = Math.Max(parent.MaxPositionEmbeddings, seqLen) };
+        double Rate(ScalarType dtype)
+        {
+            using var model = new CausalLm(one, CPU, dtype).InitializeRandom(1);
+            using var scope = NewDisposeScope();
+            var inputs = model.PrefillInputs(seqLen, 0, dtype);
+            var x = randn([1, seqLen, parent.HiddenSize], dtype: dtype);
+            for (int i = 0; i < 3; i++)
+            {
+                using var warm = NewDisposeScope();
+                model.Layer(0).Forward(x, inputs);                                                 // warm-up: first calls allocate and pick kernels
+            }
+            double flops = LayerForwardFlops(parent, 0, seqLen, 1);
+            // Timed in this process's CPU seconds over the torch threads, not in wall time: on a shared machine the wall
+            // time of a run is mostly other sessions' (a load of 10 on 2 cores made the old wall-clock median 20x
+            // slow), the CPU time is this work's. The plan is then the time on this machine unloaded; compare a stage
+            // run under load by its CPU seconds / threads (benchmarks/real-parents/stage_table.py).
+            var process = Process.GetCurrentProcess();
+            TimeSpan Cpu()
+            {
+                process.Refresh();
+                return process.TotalProcessorTime;
+            }
+            var clock = Stopwatch.StartNew();
+            var cpu0 = Cpu();
+            int runs = 0;
+            do
+            {
+                using var s = NewDisposeScope();
+                model.Layer(0).Forward(x, inputs);
+                runs++;
+            } while ((Cpu() - cpu0).TotalSeconds < seconds / 2 && clock.Elapsed.TotalSeconds < 20 * seconds && runs < 100_000);
+            double busy = (Cpu() - cpu0).TotalSeconds;
+            return flops * runs / Math.Max(busy, 1e-3);
+        }
+        // One thread, scaled by the thread count: with several, a thread preempted by another session leaves the others
+        // spinning at the next barrier, and that spin is CPU time too (a load of 15 made the 2-thread CPU-time rate 10-30x
+        // low); one thread's CPU seconds are its work. Linear scaling over the cores is the assumption (2 here).
+        int threads = get_num_threads();
+        double fp32, computeRate, train, build, logit, decode, matvec;
+        set_num_threads(1);
+        try
+        {
+            fp32 = Rate(ScalarType.Float32) * threads;
+            computeRate = compute == ScalarType.Float32 ? fp32 : Rate(compute) * threads;
+            // Forward + backward: on this CPU a bf16 backward runs well below the forward's rate (BLD measured 2.4x the
+            // forward-rate estimate before this term).
+            using (enable_grad())
+            using (var model = new CausalLm(one, CPU, compute).InitializeRandom(1))
+            using (NewDisposeScope())
+            {
+                var inputs = model.PrefillInputs(seqLen, 0, compute);
+                var x = randn([1, seqLen, parent.HiddenSize], dtype: compute);
+                train = 3 * LayerForwardFlops(parent, 0, seqLen, 1) / CpuSeconds(() => model.Layer(0).Forward(x, inputs).sum().backward(), seconds / 4) * threads;
+            }
+            // The work that is not matmul FLOPs, on one thread too: building a block (per scored candidate and BLD unit),
+            // the vocabulary work per logit, and a decode step's latency (per layer, and the LM head's matrix-vector).
+            var dtype = compute;
+            build = CpuSeconds(() => new DecoderLayer(one, parent.Blocks[0], CPU, dtype).Dispose(), seconds / 4);
+            const int rows = 64, width = 8192;
+            using var a = randn([rows, width]);
+            using var b = randn([rows, width]);
+            logit = CpuSeconds(() =>
+            {
+                var lp = a.log_softmax(-1);
+                var lq = b.log_softmax(-1);
+                (lp.exp() * (lp - lq)).sum().item<float>();
+            }, seconds / 8) / (rows * width) / threads;
+            using (var model = new CausalLm(one, CPU, compute).InitializeRandom(1))
+            using (NewDisposeScope())
+            {
+                var inputs = model.PrefillInputs(1, 0, compute);
+                using var x = randn([1, 1, parent.HiddenSize], dtype: compute);
+                decode = CpuSeconds(() => model.Layer(0).Forward(x, inputs), seconds / 8);
+            }
+            using var w = randn([parent.HiddenSize, 16384], dtype: compute);
+            using var v = randn([1, parent.HiddenSize], dtype: compute);
+            matvec = CpuSeconds(() => v.matmul(w), seconds / 8) / (parent.HiddenSize * 16384.0) / threads;
+        }
+        finally
+        {
+            set_num_threads(threads);
+        }
+        long baseline = Process.GetCurrentProcess().WorkingSet64;
+        return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null)
+        {
+            TrainRate = train, BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
+        };
+    }
+
+    /// <summary>This process's CPU seconds per call of <paramref name="action"/> (in a dispose scope), after one warm-up call.</summary>
+    static double CpuSeconds(Action action, double seconds)
+    {
+        var process = Process.GetCurrentProcess();
+        TimeSpan Cpu()
+        {
+            process.Refresh();
+            return process.TotalProcessorTime;
+        }
+        using (NewDisposeScope()) action();
+        var clock = Stopwatch.StartNew();
+        var start = Cpu();
+        int runs = 0;
+        do
+        {
+            using var scope = NewDisposeScope();
+            action();
+            runs++;
+        } while ((Cpu() - start).TotalSeconds < seconds && clock.Elapsed.TotalSeconds < 20 * seconds && runs < 100_000);
+        return Math.Max((Cpu() - start).TotalSeconds, 1e-3) / runs;
+    }
+
+    /// <summary>The roofline of <paramref name="gpus"/> accelerators at <see cref="GpuUtilisation"/> of their bf16 peak.</summary>
+    public static Calibration Roofline(AcceleratorSpec gpu, int gpus)
+    {
+        if (gpus <= 0) throw new PuzzleException($"--gpus must be positive, got {gpus}");
+        double rate = gpu.Bf16Flops * GpuUtilisation * gpus;
+        return new Calibration($"{gpus} × {gpu.Name} roofline at {GpuUtilisation:P0} of the bf16 peak", rate, rate, ScalarType.BFloat16, 0, gpus, gpu.MemoryBytes);
+    }
+}
