@@ -33,12 +33,14 @@ public sealed class GqaAttention : AttentionSublayer
     [ComponentName(Name = "o_proj")] readonly Projection _oProj;
     readonly int _heads, _kvHeads, _headDim;
     readonly double _scale;
+    readonly Scalar _scaleScalar;                                                        // held: see CausalLm.AdditiveMask
     Tensor? _fusedQkv;                                                                      // inference only: [q; k; v] rows
 
     public GqaAttention(ModelConfig config, int kvHeads, Device device, ScalarType dtype) : base(nameof(GqaAttention))
     {
         (_heads, _kvHeads, _headDim) = (config.NumAttentionHeads, kvHeads, config.HeadDim);
         _scale = 1.0 / Math.Sqrt(_headDim);
+        _scaleScalar = _scale.ToScalar();
         _qProj = new Projection(config.HiddenSize, _heads * _headDim, device, dtype);
         _kProj = new Projection(config.HiddenSize, _kvHeads * _headDim, device, dtype);
         _vProj = new Projection(config.HiddenSize, _kvHeads * _headDim, device, dtype);
@@ -97,7 +99,7 @@ public sealed class GqaAttention : AttentionSublayer
         long s = k.shape[2];                                                              // [B, nKV, S, hd]
         // Query head h uses KV head h / group: fold the group into the query rows, no copy of K or V.
         var qg = q.reshape(b, _kvHeads, group * t, _headDim);                            // [B, nKV, G*T, hd]
-        var scores = qg.matmul(k.transpose(-1, -2)).mul_(_scale);                         // [B, nKV, G*T, S]
+        var scores = qg.matmul(k.transpose(-1, -2)).mul_(_scaleScalar);                   // [B, nKV, G*T, S]
         if (tail is not null) scores.add_(tail);
         if (inputs.Mask is { } mask)
             scores = (scores.view(b, _kvHeads, group, t, s) + mask).view(b, _kvHeads, group * t, s);

@@ -148,7 +148,10 @@ public sealed class CausalLm : nn.Module
     public static Tensor AdditiveMask(Tensor visible, ScalarType dtype)
     {
         double min = dtype == ScalarType.BFloat16 ? -3.3895e38 : dtype == ScalarType.Float16 ? -65504.0 : float.MinValue;
-        return zeros(visible.shape, dtype, visible.device).masked_fill(visible.logical_not(), min);
+        // An explicit Scalar alive until the call returns: an implicit one can be finalized by the GC while libtorch
+        // reads it (seen as "Expected false to be true" in Scalar::toFloat, from masked_fill, in a parallel test run).
+        using var fill = min.ToScalar();
+        return zeros(visible.shape, dtype, visible.device).masked_fill(visible.logical_not(), fill);
     }
 
     /// <summary>RoPE tables and causal mask for a full (uncached) forward of T positions, in <paramref name="dtype"/>.</summary>

@@ -1,3 +1,4 @@
+using TorchSharp;
 using System.Diagnostics;
 using Puzzle.Model;
 using static TorchSharp.torch;
@@ -122,7 +123,8 @@ public static class TextGenerator
         {
             var (sorted, order) = probs.sort(-1, descending: true);
             var before = sorted.cumsum(-1) - sorted;                                         // mass of better tokens
-            sorted = sorted.masked_fill(before.gt(options.TopP), 0.0);                       // keeps at least the best
+            using (var zero = 0.0.ToScalar()) using (var topP = options.TopP.ToScalar())
+                sorted = sorted.masked_fill(before.gt(topP), zero);                          // keeps at least the best
             probs = zeros_like(probs).scatter_(-1, order, sorted);
         }
         var drawn = multinomial(probs, 1, false, generator).squeeze(-1);
