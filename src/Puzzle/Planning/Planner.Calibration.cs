@@ -1,11 +1,6 @@
 using System.Diagnostics;
-using System.Text.Json.Nodes;
-using Puzzle.Config;
-using Puzzle.Domain;
 using Puzzle.Model;
 using Puzzle.Stages.Costs;
-using Puzzle.Stages.Library;
-using Puzzle.Stages.Scoring;
 using static TorchSharp.torch;
 
 namespace Puzzle.Planning;

@@ -157,12 +157,7 @@ public static class BaselinesStage
         try { SearchStage.Run(run, request, log); }
         catch (PuzzleException e) { log($"baselines: {folder}: {e.Message}"); return e.Message; }
         string child = Path.Combine(dir, "child");
-        string solution = File.ReadAllText(run.Artifact(SearchStage.Folder, folder + ".json"));
-        string existing = Path.Combine(child, "puzzle_solution.json");
-        bool rebuilt = !(File.Exists(existing) && File.Exists(Path.Combine(child, "config.json")) &&
-            JsonNode.Parse(File.ReadAllText(existing))!["layers"]!.ToJsonString() == JsonNode.Parse(solution)!["layers"]!.ToJsonString());
-        if (rebuilt) ChildAssembler.Run(run, folder, child, log);
-        else log($"baselines: {folder}: {child} already holds this solution; reusing it");
+        bool rebuilt = Assemble(run, folder, dir, folder, run.Artifact(SearchStage.Folder, folder + ".json"), log);
         string distilled = Path.Combine(dir, "child-gkd");
         if (rebuilt && Directory.Exists(distilled)) Directory.Delete(distilled, recursive: true);
         Distill(run, child, distilled, run.Config.Gkd.Tokens, log);
@@ -224,19 +219,22 @@ public static class BaselinesStage
     }
 
     /// <summary>RUN/baselines/NAME/child unless it already holds this solution; true when rebuilt.</summary>
-    static bool Assemble(RunDirectory run, string name, string dir, Action<string> log)
+    static bool Assemble(RunDirectory run, string name, string dir, Action<string> log) =>
+        // The assembler reads RUN/solutions/NAME.json; the baseline's solution is reached from there.
+        Assemble(run, name, dir, Path.Combine("..", Folder, name, "solution"), Path.Combine(dir, "solution.json"), log);
+
+    /// <summary>DIR/child from the solution at <paramref name="solutionPath"/> (named to the assembler as <paramref name="solutionName"/>), unless it already holds it; true when rebuilt.</summary>
+    static bool Assemble(RunDirectory run, string name, string dir, string solutionName, string solutionPath, Action<string> log)
     {
         string child = Path.Combine(dir, "child");
-        string solution = File.ReadAllText(Path.Combine(dir, "solution.json"));
         string existing = Path.Combine(child, "puzzle_solution.json");
         if (File.Exists(existing) && File.Exists(Path.Combine(child, "config.json")) &&
-            JsonNode.Parse(File.ReadAllText(existing))!["layers"]!.ToJsonString() == JsonNode.Parse(solution)!["layers"]!.ToJsonString())
+            JsonNode.Parse(File.ReadAllText(existing))!["layers"]!.ToJsonString() == JsonNode.Parse(File.ReadAllText(solutionPath))!["layers"]!.ToJsonString())
         {
             log($"baselines: {name}: {child} already holds this solution; reusing it");
             return false;
         }
-        // The assembler reads RUN/solutions/NAME.json; the baseline's solution is reached from there.
-        ChildAssembler.Run(run, Path.Combine("..", Folder, name, "solution"), child, log);
+        ChildAssembler.Run(run, solutionName, child, log);
         return true;
     }
 
