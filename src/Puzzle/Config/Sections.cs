@@ -105,6 +105,12 @@ public sealed record SearchSection
     public double Diversity { get; init; } = 0.8;
     /// <summary>A Pareto sweep for the report, e.g. "throughput-ratio=1.0:3.0:0.25"; empty for none.</summary>
     public string Sweep { get; init; } = "throughput-ratio=1.0:3.0:0.25";
+    /// <summary>
+    /// The quality cost the MIP minimises, from scores.json: "kl" (replace-1-block KL to the parent, the paper's
+    /// default), "lm_loss" (the rise of the LM loss on the validation tokens over the parent's) or "top1" (1 − top-1
+    /// agreement with the parent).
+    /// </summary>
+    public string Objective { get; init; } = "kl";
 }
 
 /// <summary>Global knowledge distillation of the assembled child.</summary>

@@ -34,8 +34,11 @@ public static class ArtifactKeys
         Fingerprint.OfModel(run.ParentDir), run.Config.SearchSpace, run.Config.Scenario, rooflineOnly ? "roofline" : "measured " + method);
 
     /// <summary>The search problem: the scores and costs it is built from, the search space, the scenario and the cost target.</summary>
-    public static string SearchProblem(RunDirectory run, string? scoresFingerprint, string? costsFingerprint, string target) => Fingerprint.Of("search-problem-v2",
-        scoresFingerprint, costsFingerprint, run.Config.SearchSpace, run.Config.Scenario, target);
+    /// <remarks>The default objective (KL) adds nothing, so runs made before objectives existed keep their keys.</remarks>
+    public static string SearchProblem(RunDirectory run, string? scoresFingerprint, string? costsFingerprint, string target, string objective = "kl") =>
+        objective == "kl"
+            ? Fingerprint.Of("search-problem-v2", scoresFingerprint, costsFingerprint, run.Config.SearchSpace, run.Config.Scenario, target)
+            : Fingerprint.Of("search-problem-v2", scoresFingerprint, costsFingerprint, run.Config.SearchSpace, run.Config.Scenario, target, "objective=" + objective);
 
     /// <summary>
     /// RUN/eval/eval.json (and every baseline's): parent and model weights, the evaluation settings (bench repeats

@@ -224,6 +224,20 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         var costs = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "costs.json")))!["whole_parent"]!;
         double whole = costs["prefill"]!["median_ms"]!.GetValue<double>() + 31 * costs["decode"]!["median_ms"]!.GetValue<double>();
         Assert.Equal(whole, parent.TimeMs, whole * 1e-3);
+
+        // search.objective: each option's quality cost is the chosen score of its scores.json entry, and the problem's
+        // key changes with it (the default keeps the key runs made before objectives existed).
+        var scores = ScoresFile.Read(Path.Combine(run, "scores.json"));
+        var entry = scores.Entries.First(e => e.Kl > 0);
+        foreach (var (objective, expected) in new[] { ("kl", entry.Kl), ("lm_loss", Math.Max(0, entry.LmLoss - scores.ParentLmLoss)), ("top1", 1 - entry.Top1Agreement) })
+        {
+            var withObjective = Puzzle.Stages.Search.SearchStage.BuildProblem(new RunDirectory(run, ["search.objective=" + objective]), "measured");
+            var option = withObjective.Groups[entry.Layer].Options.Single(o => o.Matches(entry.Attention, entry.Ffn));
+            Assert.Equal(expected, option.Kl, 12);
+            Assert.Equal(objective == "kl", withObjective.Fingerprint == problem.Fingerprint);
+        }
+        string bad = Assert.Throws<PuzzleException>(() => new RunDirectory(run, ["search.objective=perplexity"])).Message;
+        Assert.Contains("search.objective must be kl, lm_loss or top1, got perplexity", bad);
     }
 }
 

@@ -31,6 +31,14 @@ public static partial class SearchStage
             return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)), parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters));
         }
 
+        string objective = run.Config.Search.Objective;
+        double Quality(BlockScore e) => objective switch
+        {
+            "kl" => e.Kl,
+            "lm_loss" => Math.Max(0, e.LmLoss - scores.ParentLmLoss),
+            "top1" => 1 - e.Top1Agreement,
+            _ => throw new PuzzleException($"search.objective '{objective}' is not kl, lm_loss or top1"),
+        };
         var entries = scores.Entries;
         if (entries.Count == 0) throw new PuzzleException($"{scoresPath}: entries is empty");
         int layers = entries.Max(e => e.Layer) + 1;
@@ -39,18 +47,18 @@ public static partial class SearchStage
         {
             var here = entries.Where(e => e.Layer == layer).ToList();
             if (mode == "composed")
-                groups.Add(new SearchGroup(layer, "block", here.Select(e => Option(e.Attention, e.Ffn, e.Kl)).ToList()));
+                groups.Add(new SearchGroup(layer, "block", here.Select(e => Option(e.Attention, e.Ffn, Quality(e))).ToList()));
             else
             {
                 string parentFfn = run.Variants.Parent(layer, SubblockKind.Ffn).Id, parentAttention = run.Variants.Parent(layer, SubblockKind.Attention).Id;
-                groups.Add(new SearchGroup(layer, "attention", here.Where(e => e.Ffn == parentFfn).Select(e => Option(e.Attention, null, e.Kl)).ToList()));
-                groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option(null, e.Ffn, e.Kl)).ToList()));
+                groups.Add(new SearchGroup(layer, "attention", here.Where(e => e.Ffn == parentFfn).Select(e => Option(e.Attention, null, Quality(e))).ToList()));
+                groups.Add(new SearchGroup(layer, "ffn", here.Where(e => e.Attention == parentAttention).Select(e => Option(null, e.Ffn, Quality(e))).ToList()));
             }
         }
         return new SearchProblem(groups, layers, costs.NonBlockTimeMs(key), costs.NonBlock.ParameterBytes, costs.NonBlock.Parameters,
             costs.Scenario.Batch, costs.Scenario.GenerationLength, key, mode)
         {
-            Fingerprint = ArtifactKeys.SearchProblem(run, scores.Fingerprint, costs.Fingerprint, key),
+            Fingerprint = ArtifactKeys.SearchProblem(run, scores.Fingerprint, costs.Fingerprint, key, objective),
         };
     }
 
