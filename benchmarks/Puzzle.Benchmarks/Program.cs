@@ -51,6 +51,9 @@ switch (args.FirstOrDefault())
     case "engine-profile":
         EngineProfile.Run(args.Length > 1 ? int.Parse(args[1]) : 16, args.Length > 2 ? args[2] : "bfloat16", args.Length > 3 ? int.Parse(args[3]) : 128, args.Length > 4 ? int.Parse(args[4]) : 128);
         break;
+    case "optimizer-step-memory":
+        OptimizerStepMemory.Run(long.Parse(args[1]), args[2], args.Length > 3 ? int.Parse(args[3]) : 8192, args.Length > 4 ? int.Parse(args[4]) : 2048);
+        break;
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
         break;

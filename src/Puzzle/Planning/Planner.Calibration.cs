@@ -51,7 +51,8 @@ public static partial class Planner
         // spinning at the next barrier, and that spin is CPU time too (a load of 15 made the 2-thread CPU-time rate 10-30x
         // low); one thread's CPU seconds are its work. Linear scaling over the cores is the assumption (2 here).
         int threads = get_num_threads();
-        double fp32, computeRate, train, build, logit, decode, matvec;
+        double fp32, computeRate, train, build, logit, decode, matvec, step, init;
+        long baseline;
         set_num_threads(1);
         try
         {
@@ -90,15 +91,37 @@ public static partial class Planner
             using var w = randn([parent.HiddenSize, 16384], dtype: compute);
             using var v = randn([1, parent.HiddenSize], dtype: compute);
             matvec = CpuSeconds(() => v.matmul(w), seconds / 8) / (parent.HiddenSize * 16384.0) / threads;
+            // The runtime's resident size after the layer work above (what a stage's process holds besides its tensors),
+            // taken before the optimizer's and initialisation's calibration below adds its own heap.
+            baseline = Process.GetCurrentProcess().WorkingSet64;
+            // Memory-bound work per element: the optimizer step (MixedPrecisionOptimizer: the bf16 gradient moved to fp32,
+            // clipped, TorchSharp's AdamW, the master copied back) per trained parameter, and a random initialisation
+            // (normal_) per weight of a model built to be timed.
+            const int stepRows = 512, stepCols = 4096;
+            using (var master = new Projection(stepCols, stepRows, CPU, ScalarType.Float32))
+            using (var work = compute == ScalarType.Float32 ? null : new Projection(stepCols, stepRows, CPU, compute))
+            using (var optimizer = new Training.MixedPrecisionOptimizer(master, work, new Training.AdamWSettings()))
+            using (var gradient = randn([stepRows, stepCols], dtype: compute))
+            {
+                master.Weight.normal_(0, 0.02);
+                var trained = work ?? master;
+                step = CpuSeconds(() =>
+                {
+                    trained.Weight.grad = gradient.clone();
+                    optimizer.Step(1e-4);
+                }, seconds / 8) / ((double)stepRows * stepCols) / threads;
+            }
+            using (var weights = empty([stepRows, stepCols], dtype: compute))
+                init = CpuSeconds(() => weights.normal_(0, 0.02), seconds / 16) / ((double)stepRows * stepCols) / threads;
         }
         finally
         {
             set_num_threads(threads);
         }
-        long baseline = Process.GetCurrentProcess().WorkingSet64;
         return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null)
         {
             TrainRate = train, BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
+            StepSecondsPerParameter = step, InitSecondsPerWeight = init,
         };
     }
 

@@ -35,7 +35,13 @@ public sealed record Calibration(string Source, double Fp32Rate, double ComputeR
 
     public double Training => TrainRate > 0 ? TrainRate : ComputeRate;
 
-    /// <summary>Bytes per second at which a stage reads a checkpoint from the page cache into tensors.</summary>
+    /// <summary>Seconds per trained parameter of one optimizer step (gradient moved to fp32, clipped, AdamW, master copied back).</summary>
+    public double StepSecondsPerParameter { get; init; }
+
+    /// <summary>Seconds per weight of a random initialisation (the engine's timing models in costs).</summary>
+    public double InitSecondsPerWeight { get; init; }
+
+    /// <summary>Bytes per second at which a stage reads a checkpoint from the page cache into tensors, or writes one.</summary>
     public double LoadBytesPerSecond { get; init; } = 1e9;
 
 
@@ -87,6 +93,7 @@ public static partial class Planner
         var plans = new List<StagePlan>();
         double Load(long bytes) => cal.OnGpu ? 0 : bytes / cal.LoadBytesPerSecond;                 // a checkpoint read into tensors
         double Logits(double tokens) => tokens * V * cal.LogitSeconds;                             // log-softmax / KL work over [tokens, V]
+        double Write(long bytes) => cal.OnGpu ? 0 : bytes / cal.LoadBytesPerSecond;                // a checkpoint written
 
         // 3. BLD: parent + the largest layer's units (fp32 master, compute copy, grads, AdamW moments) + one step's activations.
         var bld = run.Bld;
@@ -134,7 +141,8 @@ public static partial class Planner
         long batchTokens = Math.Min(sc.Batch, rows) * (long)T;
         long chunk = ParentCache.DefaultVocabChunk(batchTokens, V);
         long scoringPeak = R0 + (cal.OnGpu ? Weights(P) : P * cacheBytes) + PerGpu(ParentCache.Bytes(L, H, tokens, cacheBytes) + batchTokens * (8L * H + 3L * I) * 4
-                           + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4);
+                           + (long)Math.Min(sc.Batch, rows) * c.NumAttentionHeads * T * T * 4 * 2 + 6 * batchTokens * chunk * 4
+                           + chunk * H * 4L);                                                     // the LM head's chunk converted to fp32 (VocabularyChunks)
         var candidates = BlockScorer.Candidates(c, variants, sc.Mode);
         double headFlops = 2.0 * H * V * tokens;
         double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows
@@ -153,8 +161,8 @@ public static partial class Planner
         int repeats = s.WarmupRuns + s.Repeats;
         var unique = variants.GroupBy(v => v.Kind == SubblockKind.Attention ? $"a{v.Attention}" : $"f{v.Ffn}").Select(g => g.First()).ToList();
         // Engine timing (BlockTimings.InEngine): a uniform model of `depth` layers per distinct sublayer, one with no
-        // blocks, and the parent, each its own embeddings and head, all alive; every round runs each model's prefill and
-        // decode steps. A decode step costs its layers' latency and the LM head's matrix-vector, not FLOPs.
+        // blocks, and the parent, all alive, the timing models sharing the parent's embedding and head (their own: a final
+        // norm); every round runs each model's prefill and decode steps. A decode step costs its layers' latency and the LM head's matrix-vector, not FLOPs.
         var distinct = unique.Where(v => !v.IsNoOp).ToList();
         long perLayer = distinct.Sum(Params);
         int depth = Math.Min(L, BlockTimings.MaxContextDepth);
@@ -171,8 +179,10 @@ public static partial class Planner
         long FusedFfn(FfnConfig f) => f.IsSwiGlu ? (c.FfnParameters(f) - H) * 2 / 3 : 0;
         long Fused(SubblockVariant v) => v.Kind == SubblockKind.Attention ? FusedAttention(v.Attention!) : FusedFfn(v.Ffn!);
         long parentFused = c.Blocks.Sum(b => FusedAttention(b.Attention) + FusedFfn(b.Ffn));
-        long engineModels = ((1 + distinct.Count) * nonBlock + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
-        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : repeats * round + Load(P * (long)mb),
+        long engineModels = ((1 + distinct.Count) * (long)H + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
+        // Building the timing models: their layers initialised at random (the embedding and head are the parent's).
+        double buildModels = (depth * (double)perLayer + (1 + distinct.Count) * (double)H) * cal.InitSecondsPerWeight;
+        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : repeats * round + buildModels + Load(P * (long)mb),
             R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
             cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}"));
 
@@ -197,8 +207,11 @@ public static partial class Planner
         long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
         long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
         // The step: fp32 gradients (4) and TorchSharp AdamW's temporaries (exp_avg_sq.sqrt() and its quotient, 8 bytes per
-        // parameter, alive until its step() ends: measured +3.5 GB on a Llama-3.2-1B GKD before this term).
-        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * (4L + 8));
+        // element of the chunk being stepped: MixedPrecisionOptimizer steps chunks of at most DefaultChunkElements, a
+        // larger parameter alone).
+        long largestTrained = Math.Max(g.TrainEmbeddings ? (long)V * H : 0, c.Blocks.Max(b => Math.Max((long)H * (b.Ffn.IntermediateSize ?? 0), (long)H * c.NumAttentionHeads * c.HeadDim)));
+        long stepTemporaries = 8 * Math.Min(trainable, Math.Max(Training.MixedPrecisionOptimizer.DefaultChunkElements, largestTrained));
+        long studentBytes = child * (4L + copy) + trainable * 8 + Math.Max(trainable * (long)cb + activations + headChunk, trainable * 4L + stepTemporaries);
         // Training: teacher forward + student forward and backward per token; validation KL (teacher and student forwards)
         // before training, every 50 steps (DistillOptions.EvalEvery) and at the end.
         int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
@@ -206,7 +219,11 @@ public static partial class Planner
         double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
         // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
         // the same forward work per validation token. Reading the teacher and the student.
-        double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens)) + Load(P * (long)cb + child * 4L);
+        // The optimizer step per trained parameter and step; writes: the fp32 student at step 0 and at the end (the
+        // best, at most), the checkpoint (masters and AdamW moments) at the end.
+        double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens))
+                            + gkdSteps * (double)trainable * cal.StepSecondsPerParameter
+                            + Load(P * (long)cb + child * 4L) + Write(child * 4L * 3 + trainable * 8L);
         plans.Add(new StagePlan("8 distill (GKD)", gkdSeconds,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));

@@ -11,19 +11,38 @@ public sealed record AdamWSettings(double Beta1 = 0.9, double Beta2 = 0.95, doub
 /// copy of the module runs forward and backward; each step moves its gradients to the fp32 masters, clips, steps,
 /// and copies the masters back. Weight decay applies to matrices, not to norms.
 /// </summary>
+/// <remarks>
+/// The parameters are stepped in chunks of at most <see cref="DefaultChunkElements"/> elements, one TorchSharp AdamW
+/// per chunk: its <c>step()</c> keeps <c>exp_avg_sq.sqrt()</c> and its quotient (8 bytes per element) of every
+/// parameter it steps alive until it returns, i.e. 8 bytes per trained parameter for a single AdamW (2.5 GiB of a
+/// Llama-3.2-1B-shaped GKD). Stepped chunk by chunk, they never exceed 8 bytes × max(chunk, largest parameter).
+/// The update is per parameter, so the chunks step exactly as one AdamW would.
+/// </remarks>
 public sealed class MixedPrecisionOptimizer : IDisposable
 {
+    /// <summary>Elements per AdamW chunk: 32 Mi, at most 256 MiB of step temporaries (or the largest parameter's 8 B per element).</summary>
+    public const long DefaultChunkElements = 32L << 20;
+
     readonly (string Name, Parameter Work, Parameter Master)[] _parameters;
-    readonly AdamW _adamW;
+    readonly (AdamW AdamW, int From, int To)[] _chunks;
     readonly AdamWSettings _settings;
 
     public bool Mixed { get; }
     public IReadOnlyList<(string Name, Parameter Master)> Masters => _parameters.Select(p => (p.Name, p.Master)).ToArray();
 
+    /// <summary>How many AdamW instances step the parameters (one per chunk).</summary>
+    public int Chunks => _chunks.Length;
+
+    /// <summary>Bytes of TorchSharp AdamW's step temporaries at most: 8 per element of the largest chunk.</summary>
+    public static long StepTemporaryBytes(IEnumerable<long> parameterSizes, long chunkElements = DefaultChunkElements) =>
+        8 * ChunkBounds(parameterSizes.ToArray(), chunkElements).Max(c => c.Elements);
+
     /// <param name="master">fp32 module whose parameters the optimizer owns.</param>
     /// <param name="work">the same architecture in the compute dtype (e.g. bf16), or null to compute on the master.</param>
-    public MixedPrecisionOptimizer(nn.Module master, nn.Module? work, AdamWSettings settings)
+    /// <param name="chunkElements">parameters per AdamW step at most (a larger parameter is a chunk of its own).</param>
+    public MixedPrecisionOptimizer(nn.Module master, nn.Module? work, AdamWSettings settings, long chunkElements = DefaultChunkElements)
     {
+        if (chunkElements < 1) throw new ArgumentOutOfRangeException(nameof(chunkElements), chunkElements, "must be at least 1");
         _settings = settings;
         var named = master.named_parameters().Where(p => p.parameter.requires_grad).ToArray();
         if (named.Any(p => p.parameter.dtype != ScalarType.Float32))
@@ -39,12 +58,39 @@ public sealed class MixedPrecisionOptimizer : IDisposable
         }
         else _parameters = named.Select(p => (p.name, p.parameter, p.parameter)).ToArray();
 
-        var decay = _parameters.Where(p => p.Master.dim() >= 2).Select(p => p.Master).ToArray();
-        var noDecay = _parameters.Where(p => p.Master.dim() < 2).Select(p => p.Master).ToArray();
+        _chunks = ChunkBounds(_parameters.Select(p => p.Master.numel()).ToArray(), chunkElements)
+            .Select(c => (NewAdamW(_parameters[c.From..c.To].Select(p => p.Master).ToArray()), c.From, c.To)).ToArray();
+    }
+
+    /// <summary>Consecutive runs of parameters of at most <paramref name="chunkElements"/> elements (one larger parameter alone).</summary>
+    static List<(int From, int To, long Elements)> ChunkBounds(long[] sizes, long chunkElements)
+    {
+        var chunks = new List<(int, int, long)>();
+        int from = 0;
+        long sum = 0;
+        for (int i = 0; i < sizes.Length; i++)
+        {
+            if (i > from && sum + sizes[i] > chunkElements)
+            {
+                chunks.Add((from, i, sum));
+                from = i;
+                sum = 0;
+            }
+            sum += sizes[i];
+        }
+        if (sizes.Length > from || chunks.Count == 0) chunks.Add((from, sizes.Length, sum));
+        return chunks;
+    }
+
+    AdamW NewAdamW(Parameter[] masters)
+    {
+        var s = _settings;
+        var decay = masters.Where(p => p.dim() >= 2).ToArray();
+        var noDecay = masters.Where(p => p.dim() < 2).ToArray();
         var groups = new List<AdamW.ParamGroup>();
-        if (decay.Length > 0) groups.Add(new AdamW.ParamGroup(decay, 1e-3, settings.Beta1, settings.Beta2, settings.Eps, settings.WeightDecay));
-        if (noDecay.Length > 0) groups.Add(new AdamW.ParamGroup(noDecay, 1e-3, settings.Beta1, settings.Beta2, settings.Eps, 0.0));
-        _adamW = optim.AdamW(groups, 1e-3, settings.Beta1, settings.Beta2, settings.Eps, settings.WeightDecay);
+        if (decay.Length > 0) groups.Add(new AdamW.ParamGroup(decay, 1e-3, s.Beta1, s.Beta2, s.Eps, s.WeightDecay));
+        if (noDecay.Length > 0) groups.Add(new AdamW.ParamGroup(noDecay, 1e-3, s.Beta1, s.Beta2, s.Eps, 0.0));
+        return optim.AdamW(groups, 1e-3, s.Beta1, s.Beta2, s.Eps, s.WeightDecay);
     }
 
     /// <summary>Applies the gradients accumulated on the module; returns the gradient norm before clipping.</summary>
@@ -68,13 +114,15 @@ public sealed class MixedPrecisionOptimizer : IDisposable
                 }
             norm = nn.utils.clip_grad_norm_(_parameters.Select(p => p.Master), _settings.ClipNorm);
         }
-        foreach (var group in _adamW.ParamGroups) group.LearningRate = learningRate;
-        _adamW.step();
-        using (var scope = NewDisposeScope())
+        foreach (var (adamW, from, to) in _chunks)
         {
+            foreach (var group in adamW.ParamGroups) group.LearningRate = learningRate;
+            adamW.step();                                               // its temporaries are freed when it returns
+            using var scope = NewDisposeScope();
             if (Mixed)
-                foreach (var (_, work, master) in _parameters)
+                for (int i = from; i < to; i++)
                 {
+                    var (_, work, master) = _parameters[i];
                     work.copy_(master);
                     work.grad?.zero_();
                     // The fp32 gradients go too (zero_grad would keep them, 4 bytes per trained parameter through the
@@ -82,7 +130,7 @@ public sealed class MixedPrecisionOptimizer : IDisposable
                     master.grad?.Dispose();
                     master.grad = null;
                 }
-            else _adamW.zero_grad();
+            else adamW.zero_grad();
         }
         return norm;
     }
@@ -117,14 +165,34 @@ public sealed class MixedPrecisionOptimizer : IDisposable
         }
     }
 
+    /// <summary>The chunks' AdamW states one after another in one file (one chunk: TorchSharp's own format).</summary>
     public void SaveState(string path)
     {
         string tmp = path + ".tmp";
-        _adamW.save_state_dict(tmp);
+        using (var stream = File.Create(tmp))
+        using (var writer = new BinaryWriter(stream))
+            foreach (var (adamW, _, _) in _chunks) adamW.save_state_dict(writer);
         File.Move(tmp, path, overwrite: true);
     }
 
-    public void LoadState(string path) => _adamW.load_state_dict(path);
+    public void LoadState(string path)
+    {
+        using var stream = File.OpenRead(path);
+        using var reader = new BinaryReader(stream);
+        try
+        {
+            foreach (var (adamW, _, _) in _chunks) adamW.load_state_dict(reader);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidDataException or EndOfStreamException)
+        {
+            throw new PuzzleException($"{path}: optimizer state does not match these {_parameters.Length} parameters in {_chunks.Length} AdamW chunks ({e.Message}); delete the checkpoint folder to restart training");
+        }
+        if (stream.Position != stream.Length)
+            throw new PuzzleException($"{path}: optimizer state holds more than these {_parameters.Length} parameters in {_chunks.Length} AdamW chunks ({stream.Length - stream.Position} bytes left); delete the checkpoint folder to restart training");
+    }
 
-    public void Dispose() => _adamW.Dispose();
+    public void Dispose()
+    {
+        foreach (var (adamW, _, _) in _chunks) adamW.Dispose();
+    }
 }

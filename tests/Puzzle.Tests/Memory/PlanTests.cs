@@ -53,14 +53,17 @@ public class PlanTests
         var cal = new Calibration("fixed", 1e10, 2e10, ScalarType.BFloat16, 0, 0, null);
         long Gkd(RunConfig run) => Planner.Plan(config, run, cal).Single(p => p.Stage == "8 distill (GKD)").PeakBytes;
         long embeddings = 128_256L * 2048;                                                          // tied
-        // Batch 1: the optimizer step (fp32 gradients + AdamW's temporaries, 12 bytes per trained parameter) is the peak, not the backward.
+        // Batch 1: the optimizer step (fp32 gradients, 4 bytes per trained parameter, + AdamW's temporaries, 8 bytes per
+        // element of the largest chunk it steps: the tied embedding when it trains, else a 32 Mi-element chunk) is the peak.
+        long chunk = Puzzle.Training.MixedPrecisionOptimizer.DefaultChunkElements;
         GkdSection Gkd1(bool trainEmbeddings = true) => new() { Batch = 1, TrainEmbeddings = trainEmbeddings };
         long full = Gkd(new RunConfig { Gkd = Gkd1() });
-        // Frozen: no AdamW moments (8 bytes) nor step gradients and temporaries (12 bytes) for them; the masters and the working copy stay.
-        Assert.Equal(full - embeddings * (8 + 12), Gkd(new RunConfig { Gkd = Gkd1(false) }));
-        // A child bounded at 600 M parameters: 6 bytes of weights, 8 of moments and 12 at the step per parameter fewer.
+        // Frozen: no AdamW moments (8 bytes) nor step gradients (4) for them, and the step's temporaries shrink from the
+        // embedding's 8 · V · H to a chunk's 8 · 32 Mi; the masters and the working copy stay.
+        Assert.Equal(full - embeddings * (8 + 4) - 8 * (embeddings - chunk), Gkd(new RunConfig { Gkd = Gkd1(false) }));
+        // A child bounded at 600 M parameters: 6 bytes of weights, 8 of moments and 4 of step gradients per parameter fewer.
         long bounded = Gkd(new RunConfig { Gkd = Gkd1(), Search = new SearchSection { MaxParams = 600_000_000 } });
-        Assert.Equal(full - (config.TotalParameters - 600_000_000) * (6 + 8 + 12), bounded);
+        Assert.Equal(full - (config.TotalParameters - 600_000_000) * (6 + 8 + 4), bounded);
         Assert.Equal(1_235_814_400, config.TotalParameters);
     }
 

@@ -23,7 +23,8 @@ public static class BlockTimings
     /// In the engine: per distinct subblock a model whose every layer (depth min(L, 8), less where these models would
     /// hold more parameters than the parent or 1 Gi parameters) holds it and nothing else, a
     /// model of empty layers (embedding, final norm, LM head, sampling, the step loop) and the parent itself, all
-    /// run through <see cref="EngineTimer"/> interleaved; a subblock's time in a round is (its model − the empty
+    /// run through <see cref="EngineTimer"/> interleaved (the timing models share the parent's embedding and LM head:
+    /// <see cref="SharingVocabulary"/>); a subblock's time in a round is (its model − the empty
     /// model) / depth, and the statistic is taken over rounds of these paired differences.
     /// </summary>
     public static Result InEngine(CausalLm parent, IReadOnlyList<SubblockVariant> variants, ScenarioCost scenario, int warmup, int repeats, TimingStatistic statistic) =>
@@ -72,7 +73,7 @@ public static class BlockTimings
         var models = new List<CausalLm>();
         try
         {
-            CausalLm Uniform(BlockConfig block) => new CausalLm(shapes.WithBlocks(Enumerable.Repeat(block, depth)), parent.Device, parent.DType).InitializeRandom(1);
+            CausalLm Uniform(BlockConfig block) => SharingVocabulary(parent, shapes.WithBlocks(Enumerable.Repeat(block, depth)), 1);
             models.Add(Uniform(new BlockConfig(AttentionConfig.NoOperation, FfnConfig.NoOperation)));
             foreach (var v in distinct)
                 models.Add(Uniform(v.Kind == SubblockKind.Attention ? new BlockConfig(v.Attention!, FfnConfig.NoOperation) : new BlockConfig(AttentionConfig.NoOperation, v.Ffn!)));
@@ -82,6 +83,32 @@ public static class BlockTimings
         {
             foreach (var m in models) m.Dispose();
         }
+    }
+
+    /// <summary>
+    /// A timing model of <paramref name="config"/>'s layers that holds the parent's embedding and LM head, not copies:
+    /// the engine's models differ only in their layers, and the vocabulary tensors (V × H, 0.5 GB each for a 128k
+    /// vocabulary in bf16) are the same work in every one (the same shapes, gathered and multiplied alike), so one set
+    /// serves them all. Its own layers and final norm are random (normal(0, 0.02), norms 1; deterministic for a seed).
+    /// </summary>
+    public static CausalLm SharingVocabulary(CausalLm parent, ModelConfig config, long seed)
+    {
+        if (config.VocabSize != parent.Config.VocabSize || config.HiddenSize != parent.Config.HiddenSize || config.TieWordEmbeddings != parent.Config.TieWordEmbeddings)
+            throw new ArgumentException($"a timing model shares the parent's vocabulary tensors: vocab {config.VocabSize} vs {parent.Config.VocabSize}, hidden {config.HiddenSize} vs {parent.Config.HiddenSize}, tied {config.TieWordEmbeddings} vs {parent.Config.TieWordEmbeddings}");
+        var model = new CausalLm(config, parent.Device, parent.DType);
+        using var noGrad = no_grad();
+        // The model's own (never written, so never resident) vocabulary storage is released as it takes the parent's.
+        // (set_ returns the tensor itself: not disposed here.)
+        model.Model.EmbedTokens.Weight.set_(parent.Model.EmbedTokens.Weight);
+        if (!config.TieWordEmbeddings) model.LmHeadWeight.set_(parent.LmHeadWeight);
+        var generator = new Generator((ulong)seed, parent.Device.type == DeviceType.META ? CPU : parent.Device);
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (name is "model.embed_tokens.weight" or "lm_head.weight") continue;
+            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) p.fill_(1.0);
+            else p.normal_(0, 0.02, generator);
+        }
+        return model;
     }
 
     /// <summary>Each subblock alone (h + sublayer(norm(h))) on random inputs; the non-block parts alone; the parent's forward whole.</summary>
