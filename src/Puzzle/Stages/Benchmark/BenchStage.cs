@@ -130,7 +130,15 @@ public static class BenchStage
     static void AddLlamaCpp(JsonObject result, BenchOptions o, Device device, Action<string> log)
     {
         if (device.type != TorchSharp.DeviceType.CPU) throw new PuzzleException($"bench: llama.cpp is timed on the CPU here, but the bench device is {o.Device}");
-        var llama = LlamaCppBench.Run(o, log);
+        JsonObject llama;
+        try { llama = LlamaCppBench.Run(o, log); }
+        catch (PuzzleException e)
+        {
+            // Ours stands: llama.cpp's side is a second opinion, so a model it cannot run is said, not fatal.
+            Log.Warning($"bench: llama.cpp's side left out: {e.Message}");
+            result["llama_cpp_error"] = e.Message;
+            return;
+        }
         var rows = result["models"]!.AsArray();
         var theirs = llama["models"]!.AsArray();
         for (int m = 0; m < rows.Count; m++)

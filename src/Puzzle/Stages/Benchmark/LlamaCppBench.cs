@@ -67,6 +67,10 @@ public static class LlamaCppBench
         if (o.Batch <= 0 || o.PromptLength <= 0 || o.GenerationLength <= 1 || o.Repeats <= 0)
             throw new PuzzleException($"bench: batch ({o.Batch}), prompt length ({o.PromptLength}), generation length ({o.GenerationLength} > 1) and repeats ({o.Repeats}) must be positive");
         RequireTool("llama-batched-bench");
+        foreach (string dir in o.Models)
+            if (Checkpoints.HfConfig.Read(dir).KvBytesPerToken(2) == 0)
+                throw new PuzzleException($"bench (llama.cpp): {dir} has no layer with a KV cache (every attention is linear or no-op), " +
+                                          "and llama.cpp cannot create a context without one");
         int threads = o.LlamaCppThreads ?? TorchSharp.torch.get_num_threads();
         if (threads <= 0) throw new PuzzleException($"bench: llama.cpp threads must be positive, got {threads}");
         var temp = o.GgufDir is null ? Directory.CreateTempSubdirectory("puzzle-bench-llama-") : null;

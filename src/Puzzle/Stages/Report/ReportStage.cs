@@ -154,6 +154,8 @@ public static class ReportStage
             md.AppendLine($"\n{second.Engine} (`llama-batched-bench`, the same scenario and rounds, {second.Dtype ?? "?"} GGUF weights, {second.Threads?.ToString(CultureInfo.InvariantCulture) ?? "?"} threads) " +
                           $"measured the child at {F(second.Ratio, "0.00")}x the parent{Spread(second.Min, second.Max)}, against {F(second.OursRatio, "0.00")}x in our engine: " +
                           $"the two {(second.Agrees ? "agree" : "do not agree")} within ±{F(100 * ReportEngineCheck.Tolerance, "0")}% ({second.Engine} / ours = {F(second.Agreement, "0.000")}).");
+        else if (r.Bench["llama_cpp_error"]?.GetValue<string>() is { } error)
+            md.AppendLine($"\nllama.cpp's side of the benchmark is missing: {error}.");
         if (r.Distillation is { } distillation)
         {
             var d = new JsonField(distillation, source, "distillation");
