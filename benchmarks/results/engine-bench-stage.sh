@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The demo's bench stage (parent + child, batch 16, prompt 128, generation 128, bf16, 1 warm-up + 5 rounds) in ours
 # only and in both engines, A B B A; wall time of each `puzzle bench` process.
+# Usage: flock /tmp/puzzle-bench.lock prio -15 benchmarks/results/engine-bench-stage.sh [DEMO_RUN]
+# (DEMO_RUN: a finished demo run with parent/ and child-gkd/, default runs/demo).
 set -euo pipefail
-cd /work/wt-engine3
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+demo=${1:-runs/demo}
 cli=src/Puzzle.Cli/bin/Release/net10.0/Puzzle.Cli
-models=(runs/demo-copy/parent runs/demo-copy/child-gkd)
-gguf=runs/demo-copy/gguf
-rm -rf "$gguf"
+models=("$demo/parent" "$demo/child-gkd")
+gguf=$(mktemp -d)
+trap 'rm -rf "$gguf"' EXIT
 echo "uptime before: $(uptime)"
 run() {
   local label=$1; shift
