@@ -17,4 +17,6 @@ fi
 dotnet build src/Puzzle.Cli -c Release --nologo -v quiet -clp:NoSummary
 # The demo corpus (State of the Union addresses, public domain) into data/corpus/sotu, checksum-verified, reused.
 "$root/scripts/fetch-sotu.sh"
+# llama.cpp beside our engine in the bench stage (evaluation.bench_engine auto); without it the bench runs ours only.
+if command -v npm >/dev/null 2>&1; then "$root/scripts/install-llama-cpp.sh" || echo "setup: llama.cpp not installed (see above); benches run in our engine only" >&2; fi
 echo "setup: built $(ls "$root"/src/Puzzle.Cli/bin/Release/net10.0/Puzzle.Cli.dll)"

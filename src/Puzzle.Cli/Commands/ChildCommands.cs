@@ -149,10 +149,11 @@ internal static class ChildCommands
         var dtype = new Option<string?>("--dtype") { Description = $"compute dtype, scenario.measure_dtype (default {d.Scenario.MeasureDtype}; bfloat16 is ~2x faster on CPUs with bf16 units)" };
         var json = new Option<bool>("--json") { Description = "print JSON" };
         var device = new Option<string?>("--device") { Description = $"cpu, cuda or cuda:N (scenario.device, default {d.Scenario.Device})" };
-        var engine = new Option<string>("--engine") { Description = "puzzle (this engine), llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh) or both (ours, with llama.cpp's figures and ratios beside)", DefaultValueFactory = _ => "puzzle" };
-        var threads = new Option<int>("--threads") { Description = "llama.cpp threads", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var engine = new Option<string?>("--engine") { Description = "puzzle (this engine), llama.cpp (GGUF + llama-batched-bench; scripts/install-llama-cpp.sh) or both (ours, with llama.cpp's figures and ratios beside); default puzzle, or with --run evaluation.bench_engine" };
+        var threads = new Option<int?>("--threads") { Description = "llama.cpp threads (default: ours, TorchSharp's intra-op threads)" };
+        var ggufDir = new Option<string?>("--gguf-dir") { Description = "keep llama.cpp's GGUF exports here and reuse them (default: a temporary folder; with --run, RUN/gguf)" };
         var command = new Command("bench", "Side-by-side generation benchmark in one process: prefill, decode and end-to-end tokens/s, TTFT, memory.")
-            { runOption, models, batch, prompt, gen, repeats, dtype, json, device, engine, threads };
+            { runOption, models, batch, prompt, gen, repeats, dtype, json, device, engine, threads, ggufDir };
         command.SetAction(r => CliSupport.Run(() =>
         {
             var options = r.GetValue(runOption) is { } runPath
@@ -166,25 +167,15 @@ internal static class ChildCommands
                 GenerationLength = r.GetValue(gen) is { } g ? CliSupport.Positive("--gen-len", g) : options.GenerationLength,
                 Repeats = r.GetValue(repeats) is { } n ? CliSupport.Positive("--repeats", n) : options.Repeats,
                 Dtype = r.GetValue(dtype) ?? options.Dtype, Device = r.GetValue(device) ?? options.Device,
+                Engine = r.GetValue(engine) ?? options.Engine, GgufDir = r.GetValue(ggufDir) ?? options.GgufDir,
+                LlamaCppThreads = r.GetValue(threads) is { } t ? CliSupport.Positive("--threads", t) : options.LlamaCppThreads,
             };
-            var result = r.GetValue(engine) switch
-            {
-                "puzzle" => BenchStage.Run(options, r.GetValue(json) ? _ => { } : null),
-                "both" => BenchStage.Run(options with { AlsoLlamaCpp = true }, r.GetValue(json) ? _ => { } : null),
-                "llama.cpp" => InTempDir(dir => LlamaCppBench.Run(options, dir, CliSupport.Positive("--threads", r.GetValue(threads)), r.GetValue(json) ? _ => { } : null)),
-                var other => throw new PuzzleException($"--engine '{other}' is not an engine (expected puzzle or llama.cpp)"),
-            };
+            BenchEngine.Check(options.Engine, "--engine");
+            var result = BenchStage.Run(options, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
             return 0;
         }));
         return command;
-    }
-
-    static T InTempDir<T>(Func<string, T> action)
-    {
-        var dir = Directory.CreateTempSubdirectory("puzzle-llama-bench-");
-        try { return action(dir.FullName); }
-        finally { dir.Delete(recursive: true); }
     }
 
     public static Command Export()

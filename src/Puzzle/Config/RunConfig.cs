@@ -210,6 +210,7 @@ public sealed record RunConfig
         Check(SearchSpace.FfnFractions.All(f => double.IsFinite(f) && f > 0 && f <= 1), "search_space.ffn_fractions", SearchSpace.FfnFractions, "fractions in (0, 1]");
         Check(Scoring.CacheDtype is "bfloat16" or "float32" or "float16", "scoring.cache_dtype", Scoring.CacheDtype, "bfloat16, float16 or float32");
         Check(Search.Objective is "kl" or "lm_loss" or "top1", "search.objective", Search.Objective, "kl, lm_loss or top1");
+        Check(EvaluationSection.BenchEngines.Contains(Evaluation.BenchEngine), "evaluation.bench_engine", Evaluation.BenchEngine, "one of " + string.Join(", ", EvaluationSection.BenchEngines));
         Check(Search.Solutions >= 1, "search.solutions", Search.Solutions, "at least 1");
         Check(Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight > 0, "gkd.cosine_weight + gkd.kl_weight + gkd.lm_weight", Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight, "positive (some loss to train on)");
     }

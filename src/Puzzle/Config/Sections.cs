@@ -146,6 +146,15 @@ public sealed record EvaluationSection
     /// <summary>Seed of the bootstrap and of the continuation task.</summary>
     public long Seed { get; init; }
     public int BenchRepeats { get; init; } = 3;
+    /// <summary>
+    /// The engine the bench stage (the child's and every baseline's) runs in: puzzle (ours), llama.cpp, both (ours with
+    /// llama.cpp's ratio beside it in the report), or auto: both where scripts/install-llama-cpp.sh has installed
+    /// llama.cpp, ours otherwise.
+    /// </summary>
+    public string BenchEngine { get; init; } = "auto";
+
+    /// <summary>The values <see cref="BenchEngine"/> takes.</summary>
+    public static readonly IReadOnlyList<string> BenchEngines = ["auto", "puzzle", "llama.cpp", "both"];
 }
 
 public sealed record ExportSection

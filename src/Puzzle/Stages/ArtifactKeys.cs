@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Puzzle.Data;
 using Puzzle.IO;
 
@@ -49,11 +50,17 @@ public static class ArtifactKeys
         var e = run.Config.Evaluation;
         var tasks = e.Tasks.Select(run.Resolve).Select(t => File.Exists(t) ? Hashing.Sha256File(t) : "missing:" + t).ToArray();
         var manifest = DataManifest.Read(run.DataDir);
-        return Fingerprint.Of("eval-v3", Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), e with { BenchRepeats = 0 }, tasks,
+        var settings = JsonNode.Parse(Fingerprint.Canonical(e with { BenchRepeats = 0 }))!.AsObject();
+        settings.Remove("bench_engine");                                                      // the bench's, not the evaluation's
+        return Fingerprint.Of("eval-v3", Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), settings, tasks,
             manifest.TokenizerSha256, manifest.Splits.GetValueOrDefault("test"), run.Config.Scenario.Device);
     }
 
-    /// <summary>RUN/eval/bench.json (and every baseline's): parent and model weights, the scenario and the bench repeats.</summary>
-    public static string Bench(RunDirectory run, string modelDir) => Fingerprint.Of("bench-v2",
-        Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), run.Config.Scenario, run.Config.Evaluation.BenchRepeats);
+    /// <summary>
+    /// RUN/eval/bench.json (and every baseline's): parent and model weights, the scenario, the bench repeats and the
+    /// engine it ran in (evaluation.bench_engine as resolved here: auto is both where llama.cpp is installed).
+    /// </summary>
+    public static string Bench(RunDirectory run, string modelDir) => Fingerprint.Of("bench-v3",
+        Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), run.Config.Scenario, run.Config.Evaluation.BenchRepeats,
+        Benchmark.BenchEngine.Resolve(run.Config.Evaluation.BenchEngine, out _));
 }

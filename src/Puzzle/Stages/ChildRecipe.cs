@@ -63,14 +63,23 @@ public static class ChildRecipe
         };
     }
 
-    /// <summary>The side-by-side benchmark of parent and model at the scenario, in its one measurement dtype.</summary>
+    /// <summary>
+    /// The side-by-side benchmark of parent and model at the scenario, in its one measurement dtype, in the engine of
+    /// evaluation.bench_engine (logged as resolved); llama.cpp's GGUF exports are kept in RUN/gguf, one per model.
+    /// </summary>
     public static BenchOptions BenchOptionsFor(RunDirectory run, string model)
     {
         var sc = run.Config.Scenario;
+        string engine = BenchEngine.Resolve(run.Config.Evaluation.BenchEngine, out string why);
+        Log.Info($"bench: {why}");
         return new BenchOptions
         {
             Models = [run.ParentDir, model], Batch = sc.Batch, PromptLength = sc.PromptLength, GenerationLength = sc.GenerationLength,
             Repeats = run.Config.Evaluation.BenchRepeats, Dtype = sc.MeasureDtype, Device = sc.Device,   // one dtype: costs, measured check and bench
+            Engine = engine, GgufDir = engine == BenchEngine.Puzzle ? null : run.Artifact(GgufFolder),
         };
     }
+
+    /// <summary>RUN/gguf: the benchmark's GGUF exports for llama.cpp (parent and children), written once and reused.</summary>
+    public const string GgufFolder = "gguf";
 }

@@ -274,11 +274,33 @@ public sealed class GgufExportTests
     {
         string stories = TestSupport.Stories260K();
         LlamaCheck();
-        var o = new BenchOptions { Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 1, Warmup = 0, Dtype = "float32" };
-        var result = LlamaCppBench.Run(o, TestSupport.TempDir(), threads: 1, _ => { });
+        string ggufDir = TestSupport.TempDir();
+        var o = new BenchOptions
+        {
+            Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 2, Warmup = 0, Dtype = "float32",
+            Engine = BenchEngine.LlamaCpp, GgufDir = ggufDir, LlamaCppThreads = 1,
+        };
+        var log = new List<string>();
+        var result = BenchStage.Run(o, log.Add);
         var rows = result["models"]!.AsArray();
         Assert.Equal(2, rows.Count);
         Assert.Equal(1.0, rows[0]!["end_to_end_ratio"]!.GetValue<double>());
+        Assert.Equal("ABBA", result["scenario"]!["order"]!.GetValue<string>());
+        // Each round's ratio, and their spread around the median's.
+        var perRound = rows[1]!["end_to_end_ratio_rounds"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        Assert.Equal(2, perRound.Length);
+        Assert.Equal(perRound.Min(), rows[1]!["end_to_end_ratio_min"]!.GetValue<double>());
+        Assert.Equal(perRound.Max(), rows[1]!["end_to_end_ratio_max"]!.GetValue<double>());
+        // One GGUF per model, exported once (the same model twice: one file) and reused by a later bench.
+        string gguf = Assert.Single(Directory.GetFiles(ggufDir, "*.gguf"));
+        Assert.Equal(gguf, rows[0]!["gguf"]!.GetValue<string>());
+        Assert.Single(log, l => l.Contains("exported", StringComparison.Ordinal));
+        var written = File.GetLastWriteTimeUtc(gguf);
+        log.Clear();
+        BenchStage.Run(o with { Repeats = 1 }, log.Add);
+        Assert.Equal(2, log.Count(l => l.Contains($"reusing {gguf}", StringComparison.Ordinal)));
+        Assert.DoesNotContain(log, l => l.Contains("exported", StringComparison.Ordinal));
+        Assert.Equal(written, File.GetLastWriteTimeUtc(gguf));
         foreach (var row in rows)
         {
             Assert.True(File.Exists(row!["gguf"]!.GetValue<string>()));
@@ -286,17 +308,17 @@ public sealed class GgufExportTests
             double total = row["total_ms"]!.GetValue<double>() / 1e3;
             Assert.True(prefill > 0 && decode > 0);
             // total = prefill time + decode time, in BenchStage's token counts
-            Assert.Equal(total, 2 * 8 / prefill + 2 * 3 / decode, 6);
+            Assert.Equal(total, 2 * 8 / prefill + 2 * 3 / decode, 1e-9);
             Assert.Equal(2 * 4 / total, row["end_to_end_tokens_per_s"]!.GetValue<double>(), 6);
         }
     }
 
     [SkippableFact]
-    public void BenchStage_AlsoLlamaCpp_PutsBothEnginesRatiosSideBySide()
+    public void BenchStage_BothEngines_PutsLlamaCppsRatiosBesideOurs()
     {
         string stories = TestSupport.Stories260K();
         LlamaCheck();
-        var o = new BenchOptions { Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 1, Warmup = 0, Dtype = "float32", AlsoLlamaCpp = true };
+        var o = new BenchOptions { Models = [stories, stories], Batch = 2, PromptLength = 8, GenerationLength = 4, Repeats = 1, Warmup = 0, Dtype = "float32", Engine = BenchEngine.Both };
         var result = BenchStage.Run(o, _ => { });
         var ours = result["models"]!.AsArray();
         var theirs = result["llama_cpp"]!["models"]!.AsArray();

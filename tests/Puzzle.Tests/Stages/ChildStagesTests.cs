@@ -48,7 +48,7 @@ public sealed class SolvedRunFixture
     }
 }
 
-public sealed class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<SolvedRunFixture>
+public sealed partial class ChildStagesTests(SolvedRunFixture fixture) : IClassFixture<SolvedRunFixture>
 {
     [Fact]
     public void Assemble_MatchesTheSolution_AndItsParameterEstimate()

@@ -19,8 +19,20 @@ public sealed record BenchOptions
     public string Dtype { get; init; } = Config.RunConfig.Defaults.Scenario.MeasureDtype;
     public string Device { get; init; } = Config.RunConfig.Defaults.Scenario.Device;
     public long Seed { get; init; }
-    /// <summary>Also time the models in llama.cpp (<see cref="LlamaCppBench"/>, same scenario and rounds) and put its figures beside ours.</summary>
-    public bool AlsoLlamaCpp { get; init; }
+    /// <summary>
+    /// <see cref="BenchEngine.Puzzle"/> (this engine), <see cref="BenchEngine.LlamaCpp"/> (llama.cpp only) or
+    /// <see cref="BenchEngine.Both"/> (ours, with llama.cpp's figures and ratios beside: same scenario and rounds).
+    /// </summary>
+    public string Engine { get; init; } = BenchEngine.Puzzle;
+    /// <summary>Where llama.cpp's GGUF exports are kept and reused, one per model and dtype; null: a temporary folder, deleted after.</summary>
+    public string? GgufDir { get; init; }
+    /// <summary>llama.cpp's threads; null: ours (TorchSharp's intra-op threads).</summary>
+    public int? LlamaCppThreads { get; init; }
+
+    /// <summary>The engine arguments of `puzzle bench` that reproduce these options in another process.</summary>
+    public IEnumerable<string> EngineArguments() =>
+        ["--engine", Engine, .. GgufDir is null ? Array.Empty<string>() : ["--gguf-dir", GgufDir],
+         .. LlamaCppThreads is { } t ? ["--threads", $"{t}"] : Array.Empty<string>()];
 }
 
 /// <summary>
@@ -35,6 +47,8 @@ public static class BenchStage
     public static JsonObject Run(BenchOptions o, Action<string>? log = null)
     {
         log ??= Log.Info;
+        BenchEngine.Check(o.Engine, "bench: --engine");
+        if (o.Engine == BenchEngine.LlamaCpp) return LlamaCppBench.Run(o, log);
         if (o.Models.Count == 0) throw new PuzzleException("bench: give at least one model");
         if (o.Batch <= 0 || o.PromptLength <= 0 || o.GenerationLength <= 0 || o.Repeats <= 0)
             throw new PuzzleException($"bench: batch ({o.Batch}), prompt length ({o.PromptLength}), generation length ({o.GenerationLength}) and repeats ({o.Repeats}) must be positive");
@@ -99,7 +113,7 @@ public static class BenchStage
                 ["process_peak_working_set_bytes"] = peak,
                 ["models"] = rows,
             };
-            if (o.AlsoLlamaCpp) AddLlamaCpp(bench, o, device, log);
+            if (o.Engine == BenchEngine.Both) AddLlamaCpp(bench, o, device, log);
             return bench;
         }
         finally
@@ -109,30 +123,31 @@ public static class BenchStage
     }
 
     /// <summary>
-    /// The same models, scenario and rounds in llama.cpp (GGUF in the bench dtype, threads = ours): its JSON under
-    /// <c>llama_cpp</c>, and on each of our rows <c>llama_cpp_end_to_end_ratio</c>, the ratio llama.cpp measured, beside
-    /// ours (<c>end_to_end_ratio</c>).
+    /// The same models, scenario and rounds in llama.cpp (GGUF in the bench dtype, threads = ours unless set): its
+    /// JSON under <c>llama_cpp</c>, and on each of our rows <c>llama_cpp_end_to_end_ratio</c> (with its rounds' min and
+    /// max), the ratio llama.cpp measured, beside ours (<c>end_to_end_ratio</c>).
     /// </summary>
     static void AddLlamaCpp(JsonObject result, BenchOptions o, Device device, Action<string> log)
     {
         if (device.type != TorchSharp.DeviceType.CPU) throw new PuzzleException($"bench: llama.cpp is timed on the CPU here, but the bench device is {o.Device}");
-        var dir = Directory.CreateTempSubdirectory("puzzle-bench-llama-");
-        try
+        JsonObject llama;
+        try { llama = LlamaCppBench.Run(o, log); }
+        catch (PuzzleException e)
         {
-            var llama = LlamaCppBench.Run(o, dir.FullName, get_num_threads(), log);
-            var rows = result["models"]!.AsArray();
-            var theirs = llama["models"]!.AsArray();
-            for (int m = 0; m < rows.Count; m++)
-            {
-                theirs[m]!.AsObject().Remove("gguf");                                         // a temporary file
-                rows[m]!["llama_cpp_end_to_end_ratio"] = theirs[m]!["end_to_end_ratio"]!.GetValue<double>();
-            }
-            result["llama_cpp"] = llama;
+            // Ours stands: llama.cpp's side is a second opinion, so a model it cannot run is said, not fatal.
+            Log.Warning($"bench: llama.cpp's side left out: {e.Message}");
+            result["llama_cpp_error"] = e.Message;
+            return;
         }
-        finally
+        var rows = result["models"]!.AsArray();
+        var theirs = llama["models"]!.AsArray();
+        for (int m = 0; m < rows.Count; m++)
         {
-            dir.Delete(recursive: true);
+            rows[m]!["llama_cpp_end_to_end_ratio"] = theirs[m]!["end_to_end_ratio"]!.GetValue<double>();
+            rows[m]!["llama_cpp_end_to_end_ratio_min"] = theirs[m]!["end_to_end_ratio_min"]!.GetValue<double>();
+            rows[m]!["llama_cpp_end_to_end_ratio_max"] = theirs[m]!["end_to_end_ratio_max"]!.GetValue<double>();
         }
+        result["llama_cpp"] = llama;
     }
 
     /// <summary>Model order of a round: forward in even rounds, reversed in odd ones (A B, B A, A B, … = ABBA).</summary>

@@ -55,28 +55,67 @@ public static class LlamaCppBench
     static string Tail(string text) => text.Length > 600 ? text[^600..] : text;
 
     /// <summary>
-    /// <c>puzzle bench --engine llama.cpp</c>: the models of <paramref name="o"/> exported to GGUF (weights in o.Dtype)
-    /// under <paramref name="workDir"/>, then BenchStage's scenario and JSON, measured in llama.cpp.
+    /// <c>puzzle bench --engine llama.cpp</c>: the models of <paramref name="o"/> exported to GGUF (weights in o.Dtype;
+    /// kept in o.GgufDir and reused, else in a temporary folder deleted after), then BenchStage's scenario, rounds in
+    /// ABBA order and JSON (ratios to the first model, each round's ratio and their min and max), measured in
+    /// llama.cpp with o.LlamaCppThreads threads (else TorchSharp's intra-op threads, as ours run).
     /// </summary>
-    public static JsonObject Run(BenchOptions o, string workDir, int threads, Action<string>? log = null)
+    public static JsonObject Run(BenchOptions o, Action<string>? log = null)
     {
         log ??= Log.Info;
         if (o.Models.Count == 0) throw new PuzzleException("bench: give at least one model");
         if (o.Batch <= 0 || o.PromptLength <= 0 || o.GenerationLength <= 1 || o.Repeats <= 0)
             throw new PuzzleException($"bench: batch ({o.Batch}), prompt length ({o.PromptLength}), generation length ({o.GenerationLength} > 1) and repeats ({o.Repeats}) must be positive");
         RequireTool("llama-batched-bench");
-        var type = GgufExporter.ParseType(o.Dtype);
-        var ggufs = o.Models.Select((dir, i) =>
+        foreach (string dir in o.Models)
+            if (Checkpoints.HfConfig.Read(dir).KvBytesPerToken(2) == 0)
+                throw new PuzzleException($"bench (llama.cpp): {dir} has no layer with a KV cache (every attention is linear or no-op), " +
+                                          "and llama.cpp cannot create a context without one");
+        int threads = o.LlamaCppThreads ?? TorchSharp.torch.get_num_threads();
+        if (threads <= 0) throw new PuzzleException($"bench: llama.cpp threads must be positive, got {threads}");
+        var temp = o.GgufDir is null ? Directory.CreateTempSubdirectory("puzzle-bench-llama-") : null;
+        try
         {
-            string path = Path.Combine(workDir, $"{i}-{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}-{type}.gguf");
-            GgufExporter.Export(dir, path, type, _ => { });
+            var result = Measure(o, temp?.FullName ?? o.GgufDir!, threads, log);
+            if (temp is not null) foreach (var row in result["models"]!.AsArray()) row!.AsObject().Remove("gguf");   // a temporary file
+            return result;
+        }
+        finally
+        {
+            temp?.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The GGUF of a model in <paramref name="type"/> under <paramref name="dir"/>: named by the model's weights, its
+    /// tokenizer files and the type, so a model is exported once and its file reused by every later bench.
+    /// </summary>
+    public static string ExportOnce(string modelDir, string dir, GgmlType type, Action<string> log)
+    {
+        var tokenizer = new[] { "tokenizer.json", "tokenizer.model", "tokenizer_config.json" }.Select(f => Path.Combine(modelDir, f))
+            .Select(f => File.Exists(f) ? Puzzle.Data.Hashing.Sha256File(f) : "").ToArray();
+        string key = Puzzle.IO.Fingerprint.Of("gguf-v1", Puzzle.IO.Fingerprint.OfModel(modelDir), tokenizer, type.ToString());
+        string path = Path.Combine(dir, $"{Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/'))}-{key}-{type}.gguf");
+        if (File.Exists(path))
+        {
+            log($"bench (llama.cpp): reusing {path}");
             return path;
-        }).ToArray();
+        }
+        Directory.CreateDirectory(dir);
+        GgufExporter.Export(modelDir, path, type, _ => { });                                  // written atomically
+        log($"bench (llama.cpp): exported {modelDir} -> {path}");
+        return path;
+    }
+
+    static JsonObject Measure(BenchOptions o, string ggufDir, int threads, Action<string> log)
+    {
+        var type = GgufExporter.ParseType(o.Dtype);
+        var ggufs = o.Models.Select(dir => ExportOnce(dir, ggufDir, type, log)).ToArray();
         log($"bench (llama.cpp): {o.Models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {type} weights, " +
-            $"{threads} threads; {o.Warmup} warm-up + {o.Repeats} alternating rounds of llama-batched-bench");
+            $"{threads} threads; {o.Warmup} warm-up + {o.Repeats} rounds of llama-batched-bench in ABBA order");
         var samples = ggufs.Select(_ => new List<BenchSample>()).ToArray();
         for (int round = 0; round < o.Warmup + o.Repeats; round++)
-            for (int m = 0; m < ggufs.Length; m++)
+            foreach (int m in BenchStage.RoundOrder(round, ggufs.Length))
             {
                 var s = Measure(ggufs[m], o.Batch, o.PromptLength, o.GenerationLength, threads);
                 if (round >= o.Warmup) samples[m].Add(s);
@@ -91,6 +130,10 @@ public static class LlamaCppBench
             row["gguf"] = ggufs[m];
             first ??= figures;
             figures.AddRatios(row, first);
+            var perRound = samples[m].Select((s, i) => samples[0][i].TotalSeconds / s.TotalSeconds).ToArray();
+            row["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
+            row["end_to_end_ratio_min"] = perRound.Min();
+            row["end_to_end_ratio_max"] = perRound.Max();
             rows.Add(row);
             log($"bench (llama.cpp): {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
                 $"({row["end_to_end_ratio"]!.GetValue<double>():F2}x), prefill {row["prefill_tokens_per_s"]!.GetValue<double>():N0} tokens/s, " +
@@ -99,14 +142,13 @@ public static class LlamaCppBench
         return new JsonObject
         {
             ["format_version"] = 1,
-            ["engine"] = "llama.cpp",
+            ["engine"] = BenchEngine.LlamaCpp,
             ["scenario"] = new JsonObject
             {
                 ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
-                ["dtype"] = type.ToString(), ["threads"] = threads, ["repeats"] = o.Repeats, ["warmup"] = o.Warmup,
+                ["dtype"] = type.ToString(), ["threads"] = threads, ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = "ABBA",
             },
             ["models"] = rows,
         };
     }
-
 }

@@ -42,7 +42,7 @@ public static class EvaluationStage
     public static JsonObject? BenchInFreshProcess(BenchOptions o)
     {
         var info = SelfLaunch.StartInfo(["bench", "--models", .. o.Models, "--batch", $"{o.Batch}", "--prompt-len", $"{o.PromptLength}",
-            "--gen-len", $"{o.GenerationLength}", "--repeats", $"{o.Repeats}", "--dtype", o.Dtype, "--device", o.Device, "--json"]);
+            "--gen-len", $"{o.GenerationLength}", "--repeats", $"{o.Repeats}", "--dtype", o.Dtype, "--device", o.Device, "--json", .. o.EngineArguments()]);
         if (info is null) return null;
         Log.Info($"bench: running in a fresh process ({string.Join(' ', SelfLaunch.Command!.Select(Path.GetFileName))} bench ...)");
         using var process = Process.Start(info)!;

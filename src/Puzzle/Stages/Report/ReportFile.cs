@@ -47,6 +47,45 @@ public sealed record ReportRounds(double? Min, double? Max, string? Order)
     public static ReportRounds Read(JsonField j) => new(j["min"].OptionalDouble(), j["max"].OptionalDouble(), j["order"].OptionalString());
 }
 
+/// <summary>
+/// The benchmark in a second engine (llama.cpp, when evaluation.bench_engine runs both): its end-to-end tokens/s of
+/// parent and child, its child/parent ratio with the spread of its rounds, ours beside it, and whether the two ratios
+/// agree within <see cref="Tolerance"/> (llama.cpp's over ours within 1 ± 0.10).
+/// </summary>
+public sealed record ReportEngineCheck(string Engine, double ParentTokensPerS, double ChildTokensPerS, double Ratio, double? Min, double? Max,
+    double OursRatio, int? Threads, string? Dtype)
+{
+    public const double Tolerance = 0.10;
+
+    /// <summary>This engine's ratio over ours.</summary>
+    public double Agreement => Ratio / OursRatio;
+
+    public bool Agrees => Math.Abs(Agreement - 1) <= Tolerance;
+
+    public JsonObject ToJson() => new()
+    {
+        ["engine"] = Engine, ["parent_end_to_end_tokens_per_s"] = ParentTokensPerS, ["child_end_to_end_tokens_per_s"] = ChildTokensPerS,
+        ["end_to_end_ratio"] = Ratio, ["end_to_end_ratio_rounds"] = new JsonObject { ["min"] = Min, ["max"] = Max },
+        ["ours_end_to_end_ratio"] = OursRatio, ["ratio_over_ours"] = Agreement, ["tolerance"] = Tolerance, ["agrees"] = Agrees,
+        ["threads"] = Threads, ["dtype"] = Dtype,
+    };
+
+    public static ReportEngineCheck Read(JsonField j) => new(j["engine"].String(), j["parent_end_to_end_tokens_per_s"].Double(),
+        j["child_end_to_end_tokens_per_s"].Double(), j["end_to_end_ratio"].Double(), j["end_to_end_ratio_rounds"]["min"].OptionalDouble(),
+        j["end_to_end_ratio_rounds"]["max"].OptionalDouble(), j["ours_end_to_end_ratio"].Double(), j["threads"].OptionalInt(), j["dtype"].OptionalString());
+
+    /// <summary>llama.cpp's figures in bench.json (<c>llama_cpp</c>, written by <c>puzzle bench --engine both</c>), or null.</summary>
+    public static ReportEngineCheck? FromBench(JsonField bench, double oursRatio)
+    {
+        var llama = bench["llama_cpp"];
+        if (llama.Node is null) return null;
+        var (parent, child) = (llama["models"][0], llama["models"][1]);
+        return new ReportEngineCheck(llama["engine"].OptionalString() ?? "llama.cpp", parent["end_to_end_tokens_per_s"].Double(),
+            child["end_to_end_tokens_per_s"].Double(), child["end_to_end_ratio"].Double(), child["end_to_end_ratio_min"].OptionalDouble(),
+            child["end_to_end_ratio_max"].OptionalDouble(), oursRatio, llama["scenario"]["threads"].OptionalInt(), llama["scenario"]["dtype"].OptionalString());
+    }
+}
+
 /// <summary>Accuracy retention (eval.json's, the paper's definition) with its interval, components and what was left out.</summary>
 public sealed record ReportRetention(double Value, JsonArray? Ci95, string? Definition, JsonObject Components, JsonObject? Excluded)
 {
@@ -82,6 +121,9 @@ public sealed record ReportFile(string Solution, string ParentDir, string ChildD
     /// <summary>The baselines table (BaselinesReport), for runs with baselines.</summary>
     public JsonObject? Baselines { get; init; }
 
+    /// <summary>llama.cpp's ratio beside ours (<c>llama_cpp</c>), for runs benched in both engines; absent otherwise (a field added within format 1).</summary>
+    public ReportEngineCheck? LlamaCpp { get; init; }
+
     public JsonObject ToJson()
     {
         var o = new JsonObject
@@ -108,6 +150,7 @@ public sealed record ReportFile(string Solution, string ParentDir, string ChildD
             ["plots"] = new JsonArray(Plots.Select(p => (JsonNode)JsonValue.Create(p)).ToArray()),
         };
         if (Baselines is not null) o["baselines"] = Baselines.DeepClone();
+        if (LlamaCpp is not null) o["llama_cpp"] = LlamaCpp.ToJson();
         return o;
     }
 
@@ -133,5 +176,6 @@ public sealed record ReportFile(string Solution, string ParentDir, string ChildD
         j["plots"].Items().Where(p => p.Node is not null).Select(p => p.String()).ToList())
     {
         Baselines = j["baselines"].OptionalObjectCopy(),
+        LlamaCpp = j["llama_cpp"].Node is null ? null : ReportEngineCheck.Read(j["llama_cpp"]),
     };
 }

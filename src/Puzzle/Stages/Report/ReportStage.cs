@@ -65,10 +65,16 @@ public static class ReportStage
             new ReportRounds(childBench["end_to_end_ratio_min"].OptionalDouble(), childBench["end_to_end_ratio_max"].OptionalDouble(), b["scenario"]["order"].OptionalString()),
             ReportRetention.Read(retentionNode),
             e["fidelity"].OptionalObjectCopy(), e["protocol"].OptionalObjectCopy(), distillation is null ? null : JsonFile.Parse(distillation.ToJsonString(), "distillation result").ObjectCopy(),
-            layers, b.ObjectCopy(), hasPareto ? ["report-architecture.png", "report-pareto.png"] : ["report-architecture.png"]);
+            layers, b.ObjectCopy(), hasPareto ? ["report-architecture.png", "report-pareto.png"] : ["report-architecture.png"])
+        {
+            LlamaCpp = ReportEngineCheck.FromBench(b, throughputRatio),
+        };
         report.Write(run.Report);
         AtomicFile.WriteAllText(run.ReportMarkdown, Markdown(ReportFile.Read(run.Report), hasPareto, run.Report));
         report = BaselinesReport.Write(run, report, log) ?? report;
+        if (report.LlamaCpp is { } l)
+            log($"report: llama.cpp measured {l.Ratio:F2}x against our {l.OursRatio:F2}x (llama.cpp / ours {l.Agreement:F3}: " +
+                $"{(l.Agrees ? "within" : "outside")} ±{ReportEngineCheck.Tolerance:P0})");
         log($"report: measured throughput {throughputRatio:F2}x the parent, accuracy retention {report.AccuracyRetention.Value:P1} " +
             $"{Evaluation.EvalStage.FormatInterval(report.AccuracyRetention.Ci95, percent: true)} on the test split -> {run.ReportMarkdown}");
         return report;
@@ -112,6 +118,10 @@ public static class ReportStage
         string spread = rounds.Min is { } lo && rounds.Max is { } hi ? $" (rounds {F(lo, "0.000")}–{F(hi, "0.000")})" : "";
         md.AppendLine($"| end-to-end throughput (tokens/s) | {F(p.EndToEndTokensPerS, "N0")} | {F(c.EndToEndTokensPerS, "N0")} | " +
                       $"{F(r.MeasuredThroughputRatio, "0.000")}{spread} |");
+        string Spread(double? lo, double? hi) => lo is { } a && hi is { } b ? $" (rounds {F(a, "0.000")}–{F(b, "0.000")})" : "";
+        if (r.LlamaCpp is { } llama)
+            md.AppendLine($"| end-to-end throughput in {llama.Engine} (tokens/s) | {F(llama.ParentTokensPerS, "N0")} | {F(llama.ChildTokensPerS, "N0")} | " +
+                          $"{F(llama.Ratio, "0.000")}{Spread(llama.Min, llama.Max)} |");
         Row("prefill (tokens/s)", p.PrefillTokensPerS, c.PrefillTokensPerS, "N0");
         Row("decode (tokens/s)", p.DecodeTokensPerS, c.DecodeTokensPerS, "N0");
         Row("time to first token (ms)", p.TimeToFirstTokenMs, c.TimeToFirstTokenMs, "0.0");
@@ -140,6 +150,12 @@ public static class ReportStage
         md.AppendLine($"**Measured throughput: {F(r.MeasuredThroughputRatio, "0.00")}x the parent{spread}. " +
                       $"Accuracy retention: {F(100 * retention.Value, "0.0")}%{Ci(retention.Ci95, true)}** " +
                       $"(mean of {string.Join(", ", components.Properties().Select(kv => $"{kv.Name} {F(kv.Value["ratio"].Double(), "0.000")}"))}).");
+        if (r.LlamaCpp is { } second)
+            md.AppendLine($"\n{second.Engine} (`llama-batched-bench`, the same scenario and rounds, {second.Dtype ?? "?"} GGUF weights, {second.Threads?.ToString(CultureInfo.InvariantCulture) ?? "?"} threads) " +
+                          $"measured the child at {F(second.Ratio, "0.00")}x the parent{Spread(second.Min, second.Max)}, against {F(second.OursRatio, "0.00")}x in our engine: " +
+                          $"the two {(second.Agrees ? "agree" : "do not agree")} within ±{F(100 * ReportEngineCheck.Tolerance, "0")}% ({second.Engine} / ours = {F(second.Agreement, "0.000")}).");
+        else if (r.Bench["llama_cpp_error"]?.GetValue<string>() is { } error)
+            md.AppendLine($"\nllama.cpp's side of the benchmark is missing: {error}.");
         if (r.Distillation is { } distillation)
         {
             var d = new JsonField(distillation, source, "distillation");
@@ -155,8 +171,10 @@ public static class ReportStage
         if (retention.Excluded is { Count: > 0 } excluded)
             md.AppendLine($"- Left out of retention: {string.Join("; ", excluded.Select(kv => $"{kv.Key} ({kv.Value})"))}.");
         md.AppendLine($"- **Fidelity**: {fidelity["definition"].String()}.");
-        md.AppendLine($"- **Throughput**: end-to-end tokens/s of `puzzle bench` (same engine, prompts and scenario), medians over rounds run in " +
-                      $"{rounds.Order ?? "alternating"} order; the spread is the min and max of the per-round ratio.");
+        string engine = r.Bench["engine"]?.GetValue<string>() is { } other ? $"`puzzle bench --engine {other}`" : "`puzzle bench`";
+        md.AppendLine($"- **Throughput**: end-to-end tokens/s of {engine} (same engine, prompts and scenario), medians over rounds run in " +
+                      $"{rounds.Order ?? "alternating"} order; the spread is the min and max of the per-round ratio." +
+                      (r.LlamaCpp is { } lc ? $" The {lc.Engine} row: the same models exported to GGUF, timed by its own benchmark in the same way." : ""));
         md.AppendLine($"- **Intervals**: {intervals["definition"].String()}; {intervals["resamples"].Long()} resamples, seed {intervals["seed"].Long()}.");
         md.AppendLine();
         md.AppendLine("| split | documents | tokens | read by |");
