@@ -37,11 +37,15 @@ public static class Demo
         Bld = new BldSection { TokensPerVariant = 131_072, Batch = 16, Seed = seed },
         Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 4_096, Batch = 16 },
         Scenario = new ScenarioSection { Batch = 16, PromptLength = 128, GenerationLength = 128, MeasureDtype = "bfloat16" },
-        // The calibrated cost model missed the measured speedup by -4% to +12% on this parent: aim a little above 2x.
-        Search = new SearchSection { MinThroughputRatio = 2.15, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
-        Gkd = new GkdSection { Tokens = 500_000, Batch = 16, Lr = 3e-4, Seed = seed },
-        // The whole test split (~195k tokens), plus 300 in-domain continuation items built from its addresses.
-        Evaluation = new EvaluationSection { MaxTokens = null, ContinuationItems = 300, BenchRepeats = 5 },
+        // Issue 12's target is >= 2.2x measured; the measured check keeps the estimate honest, so aim at 2.25x.
+        Search = new SearchSection { MinThroughputRatio = 2.25, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25" },
+        // GKD recipe from issue 12's lever ablation on the seed-1 demo (benchmarks/ablation.sh, 500k tokens each):
+        // cosine + KL at lr 3e-4 kept 95.9% [95.1, 96.6]; adding the LM loss (lm_weight 1) 97.2%, lr 1e-3 96.9%, both
+        // together 98.9% [98.3, 99.4]. The LM loss trains on the data as well as towards the parent.
+        Gkd = new GkdSection { Tokens = 500_000, Batch = 16, Lr = 1e-3, LmWeight = 1, Seed = seed },
+        // The whole test split (~195k tokens). No continuation task: this parent scores at chance on it (26.0%,
+        // 95% interval 21.4–30.7% on 300 four-choice items), so it never enters retention and only cost time.
+        Evaluation = new EvaluationSection { MaxTokens = null, ContinuationItems = 0, BenchRepeats = 5 },
         Export = new ExportSection { Formats = ["hf", "gguf"] },
         Baselines = ["uniform", "depth", "matched"],
     };
