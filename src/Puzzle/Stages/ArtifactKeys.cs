@@ -46,7 +46,7 @@ public static class ArtifactKeys
         var e = run.Config.Evaluation;
         var tasks = e.Tasks.Select(run.Resolve).Select(t => File.Exists(t) ? Hashing.Sha256File(t) : "missing:" + t).ToArray();
         var manifest = DataManifest.Read(run.DataDir);
-        return Fingerprint.Of("eval-v3", Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), e with { BenchRepeats = 0 }, tasks,
+        return Fingerprint.Of("eval-v4", Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), e with { BenchRepeats = 0 }, tasks,
             manifest.TokenizerSha256, manifest.Splits.GetValueOrDefault("test"), run.Config.Scenario.Device);
     }
 
