@@ -76,6 +76,9 @@ public static partial class BaselinesReport
             row["measured_check_ratio"] = last["measured_ratio"]?.GetValue<double>();
             row["measured_check_first_ratio"] = last["first_measured_ratio"]?.GetValue<double>();
             row["measured_check_suspect"] = last["suspect"]?.GetValue<bool>() ?? false;
+            // A check stored before the re-timing guard: say where it is as far from the estimate as a suspect one would be.
+            if (last["suspect"] is null && row["measured_check_ratio"]?.GetValue<double>() is { } m && last["estimated_ratio"]?.GetValue<double>() is { } e)
+                row["measured_check_far_from_estimate"] = Search.ArchitectureTimer.Disagrees(m, e);
         }
         else if (solution?["measured_ratio"]?.GetValue<double>() is { } measured)
             row["measured_check_ratio"] = measured;
@@ -87,6 +90,7 @@ public static partial class BaselinesReport
         string cell = F(ratio, "0.00") + "x";
         if (r["measured_check_first_ratio"]?.GetValue<double>() is { } first) cell += $" (re-timed; first {F(first, "0.00")}x)";
         if (r["measured_check_suspect"]?.GetValue<bool>() == true) cell += " **suspect**";
+        if (r["measured_check_far_from_estimate"]?.GetValue<bool>() == true) cell += " **far from the estimate** (checked before re-timing)";
         return cell;
     }
 
