@@ -52,7 +52,7 @@ public static class ArtifactKeys
         var manifest = DataManifest.Read(run.DataDir);
         var settings = JsonNode.Parse(Fingerprint.Canonical(e with { BenchRepeats = 0 }))!.AsObject();
         settings.Remove("bench_engine");                                                      // the bench's, not the evaluation's
-        return Fingerprint.Of("eval-v3", Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), settings, tasks,
+        return Fingerprint.Of("eval-v4", Fingerprint.OfModel(run.ParentDir), Fingerprint.OfModel(modelDir), settings, tasks,
             manifest.TokenizerSha256, manifest.Splits.GetValueOrDefault("test"), run.Config.Scenario.Device);
     }
 

@@ -264,8 +264,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Equal(run.Config.Gkd.Tokens / 2, JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "gkd-0.5", "child-gkd", "distillation.json")))!["tokens"]!.GetValue<long>());
 
         // The report: the Puzzle child first, then the baselines, and the plots.
-        var e = run.Config.Evaluation;
-        var eval = EvalStage.Run(new EvalOptions { ModelDir = run.Artifact("child-gkd"), ReferenceDir = fixture.ParentDir, DataDir = fixture.DataDir, MaxTokens = e.MaxTokens }, _ => { });
+        var eval = EvalStage.Run(ChildRecipe.EvalOptionsFor(run, run.Artifact("child-gkd")), _ => { });
         var bench = BenchStage.Run(new BenchOptions { Models = [fixture.ParentDir, run.Artifact("child-gkd")], Batch = 2, PromptLength = 16, GenerationLength = 16, Repeats = 1 }, _ => { });
         Directory.CreateDirectory(run.Artifact("eval"));
         File.WriteAllText(run.Artifact("eval", "eval.json"), eval.ToJsonString());
@@ -286,6 +285,26 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Contains("## Baselines at equal measured throughput", md);
         Assert.Contains("| depth |", md);
         Assert.Contains("- Puzzle vs depth: retention", md);
+
+        // Paired differences, Puzzle child minus depth, at each GKD budget both were evaluated at.
+        var paired = report.Baselines!["paired"]!.AsArray();
+        Assert.Equal([0.0, 0.5, 1.0], paired.Select(p => p!["gkd_fraction"]!.GetValue<double>()));
+        foreach (var p in paired)
+        {
+            Assert.Equal(("puzzle", "depth", false), (p!["a"]!.GetValue<string>(), p["b"]!.GetValue<string>(), p["equal_speed"]!.GetValue<bool>()));
+            double diff = p["difference"]!.GetValue<double>(), low = p["difference_low"]!.GetValue<double>(), high = p["difference_high"]!.GetValue<double>();
+            Assert.Equal(p["retention_a"]!.GetValue<double>() - p["retention_b"]!.GetValue<double>(), diff, 15);
+            Assert.InRange(diff, low - 1e-12, high + 1e-12);
+            Assert.Equal(low > 0 ? "Puzzle better" : high < 0 ? "baseline better" : "no significant difference", p["verdict"]!.GetValue<string>());
+            string expectedRow = $"| puzzle | depth | no | {p["gkd_tokens"]!.GetValue<long>():N0} | {100 * p["retention_a"]!.GetValue<double>():0.0}% ";
+            Assert.Contains(expectedRow, md);
+        }
+        var full = paired[2]!;
+        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), full["retention_a"]!.GetValue<double>(), 12);
+        Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), full["retention_b"]!.GetValue<double>(), 12);
+        var depthSweep0 = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "gkd-0", "eval.json")))!;
+        Assert.Equal(depthSweep0["retention"]!["value"]!.GetValue<double>(), paired[0]!["retention_b"]!.GetValue<double>(), 12);
+        Assert.Contains($"**{full["verdict"]}**", md);
         Assert.True(PlotTests.HasText(run.Artifact("report-baselines.png")));
         Assert.True(PlotTests.HasText(run.Artifact("report-baselines-gkd.png")));
         BaselinesReport.Write(run, log: _ => { });                                                    // rewriting keeps one section
@@ -305,6 +324,15 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Contains("error: uniform: no uniform width choice", stderr);
         Assert.Contains("does not exist yet", stdout);
         Assert.Equal("unreachable", JsonNode.Parse(File.ReadAllText(Path.Combine(far, "baselines", "uniform", "solution.json")))!["status"]!.GetValue<string>());
+
+        // An eval.json from before the per-document sums: that comparison says why it has no verdict; the others stand.
+        depthSweep0.AsObject().Remove("per_unit");
+        File.WriteAllText(Path.Combine(depth, "gkd-0", "eval.json"), depthSweep0.ToJsonString());
+        var rewritten = BaselinesReport.Write(run, log: _ => { })!.Baselines!["paired"]!.AsArray();
+        Assert.Null(rewritten[0]!["verdict"]);
+        Assert.Contains("without per-document results", rewritten[0]!["reason"]!.GetValue<string>());
+        Assert.NotNull(rewritten[2]!["verdict"]);
+        Assert.Contains("| puzzle | depth | no | 0 | | | | not compared: an eval.json without per-document results", File.ReadAllText(run.Artifact("report.md")));
     }
 
     [Fact]
@@ -341,6 +369,11 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Equal("depth", row["matched_to"]!.GetValue<string>());
         Assert.Equal(JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "eval.json")))!["retention"]!["value"]!.GetValue<double>(), row["accuracy_retention"]!.GetValue<double>(), 12);
         Assert.Contains("- Puzzle searched at depth's speed vs depth (equal speed): retention", File.ReadAllText(run.Artifact("report.md")));
+        var pair = JsonNode.Parse(File.ReadAllText(run.Artifact("report.json")))!["baselines"]!["paired"]!.AsArray()
+            .Single(p => p!["a"]!.GetValue<string>() == "puzzle-at-depth");
+        Assert.Equal(("depth", true, 1.0), (pair!["b"]!.GetValue<string>(), pair["equal_speed"]!.GetValue<bool>(), pair["gkd_fraction"]!.GetValue<double>()));
+        Assert.Equal(row["accuracy_retention"]!.GetValue<double>(), pair["retention_a"]!.GetValue<double>(), 12);
+        Assert.Contains(pair["verdict"]!.GetValue<string>(), new[] { "Puzzle better", "baseline better", "no significant difference" });
 
         // A rerun reuses the search and the child.
         logs.Clear();

@@ -98,6 +98,23 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
         Assert.True(eval["metrics"]!["ci95"]!["next_token_accuracy"]![1]!.GetValue<double>() > eval["metrics"]!["ci95"]!["next_token_accuracy"]![0]!.GetValue<double>());
         Assert.Equal("documents", eval["protocol"]!["intervals"]!["token_units"]!.GetValue<string>());
 
+        // The per-document sums kept for paired comparisons reproduce the totals, the retention and its interval exactly.
+        var units = PairedRetention.Read(eval)!;
+        Assert.Equal(eval["protocol"]!["documents"]!.GetValue<int>(), units.Tokens.Length);
+        Assert.Equal(windows * T, units.Tokens.Sum());
+        Assert.Equal(childAccuracy * windows * T, units.Model.Correct.Sum(), 6);
+        Assert.Equal(parentAccuracy * windows * T, units.Reference.Correct.Sum(), 6);
+        Assert.Equal(components.Select(kv => kv.Key), units.RetentionMetrics);
+        var once = PairedRetention.Once(units.Tokens.Length, units.Tasks);
+        Assert.Equal(retention["value"]!.GetValue<double>(), PairedRetention.Retention(units.Model, units.Reference, units.Tokens, units.RetentionTasks, once), 12);
+        var replicates = PairedRetention.Resamples(units.Tokens.Length, units.Tasks, units.Resamples, units.Seed)
+            .Select(r => PairedRetention.Retention(units.Model, units.Reference, units.Tokens, units.RetentionTasks, r)).Where(double.IsFinite).ToList();
+        Assert.Equal(retention["ci95"]![0]!.GetValue<double>(), EvalStage.Interval(replicates)[0]!.GetValue<double>(), 12);
+        Assert.Equal(retention["ci95"]![1]!.GetValue<double>(), EvalStage.Interval(replicates)[1]!.GetValue<double>(), 12);
+        var zero = PairedRetention.Difference(units.Reference, units.Model, units.Model, units.Tokens, units.RetentionTasks,
+            PairedRetention.Resamples(units.Tokens.Length, units.Tasks, units.Resamples, units.Seed));
+        Assert.Equal((0.0, 0.0), (zero.Low, zero.High));
+
         // Paired: the parent against itself retains exactly 100% in every resample, so its interval has no width.
         var self = EvalStage.Run(new EvalOptions { ModelDir = fixture.ParentDir, ReferenceDir = fixture.ParentDir, DataDir = fixture.DataDir, BootstrapResamples = 20 }, _ => { });
         Assert.Equal(1.0, self["retention"]!["value"]!.GetValue<double>(), 12);

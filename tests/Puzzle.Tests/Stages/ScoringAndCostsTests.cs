@@ -212,6 +212,28 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         Assert.Equal(cacheStamp, File.GetLastWriteTimeUtc(cache));
         Assert.Contains(repeatLogs, l => l.Contains("(cached)"));
 
+        // A check far from the estimate (a timer that answers 40x, then 30x) is timed once more and, still far, kept and
+        // marked suspect in the solution file and the cache; the same request again reads it back without timing.
+        File.Delete(cache);
+        int calls = 0;
+        ArchitectureTiming Disagreeing(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc) => new(100, ++calls == 1 ? 4000 : 3000, sc.Repeats);
+        var suspect = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
+        {
+            Target = "measured", MinThroughputRatio = 1.1, Name = "suspect", Timer = Disagreeing,
+        }, _ => { });
+        Assert.Equal(2, calls);
+        var suspectFile = SolutionFile.Read(suspect[0].Path);
+        var last = Assert.Single(suspectFile.MeasuredCheck!.Attempts);
+        Assert.Equal((30.0, 40.0, true), (last.MeasuredRatio, last.FirstMeasuredRatio, last.Suspect));
+        Assert.True(suspectFile.MeasuredCheck.Suspect);
+        Assert.True(System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(suspect[0].Path))!["measured_check"]!["suspect"]!.GetValue<bool>());
+        var suspectAgain = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
+        {
+            Target = "measured", MinThroughputRatio = 1.1, Name = "suspect-again", Timer = Disagreeing,
+        }, _ => { });
+        Assert.Equal(2, calls);
+        Assert.True(SolutionFile.Read(suspectAgain[0].Path).MeasuredCheck!.Attempts[0] is { Cached: true, Suspect: true, FirstMeasuredRatio: 40.0 });
+
         // Three diverse solutions, asked twice under different names: the same three architectures.
         var a3 = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Solutions = 3, Diversity = 0.5, Name = "a" }, _ => { });
         var b3 = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Solutions = 3, Diversity = 0.5, Name = "b" }, _ => { });

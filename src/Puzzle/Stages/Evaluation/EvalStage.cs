@@ -179,22 +179,11 @@ public static partial class EvalStage
         var ones = Enumerable.Repeat(1.0, (int)windowCount).ToArray();
         var point = Statistics(ones, tasks.ToDictionary(t => t.Name, t => Enumerable.Repeat(1.0, child.Tasks[t.Name].Items).ToArray()));
         var replicates = point.Keys.ToDictionary(k => k, _ => new List<double>());
-        var random = new Random((int)(Hashing.UnitInterval(o.Seed, "eval bootstrap") * int.MaxValue));
-        for (int b = 0; b < o.BootstrapResamples; b++)
+        foreach (var resample in PairedRetention.Resamples(units, tasks.Select(t => (t.Name, child.Tasks[t.Name].Items)).ToList(), o.BootstrapResamples, o.Seed))
         {
-            var unitCounts = new double[units];
-            for (int i = 0; i < units; i++) unitCounts[random.Next(units)]++;
-            var windowWeights = windowUnit.Select(u => unitCounts[u]).ToArray();
-            var itemWeights = new Dictionary<string, double[]>();
-            foreach (var (name, _, _) in tasks)
-            {
-                int n = child.Tasks[name].Items;
-                var counts = new double[n];
-                for (int i = 0; i < n; i++) counts[random.Next(n)]++;
-                itemWeights[name] = counts;
-            }
+            var windowWeights = windowUnit.Select(u => resample.Units[u]).ToArray();
             if (windowWeights.Sum() == 0) continue;
-            foreach (var (key, value) in Statistics(windowWeights, itemWeights))
+            foreach (var (key, value) in Statistics(windowWeights, resample.Items.ToDictionary()))
                 if (double.IsFinite(value)) replicates[key].Add(value);
         }
         JsonNode? Ci(string key) => replicates.TryGetValue(key, out var values) && values.Count > 0 ? Interval(values) : null;
@@ -226,7 +215,7 @@ public static partial class EvalStage
         foreach (var (name, info) in manifest.Splits) splits[name] = new JsonObject { ["documents"] = info.Documents, ["tokens"] = info.Tokens };
         var result = new JsonObject
         {
-            ["format_version"] = 2,
+            ["format_version"] = 3,
             ["model"] = Path.GetFullPath(o.ModelDir),
             ["reference"] = o.ReferenceDir is null ? null : Path.GetFullPath(o.ReferenceDir),
             ["data"] = Path.GetFullPath(o.DataDir),
@@ -245,6 +234,20 @@ public static partial class EvalStage
             },
             ["metrics"] = Side("model", child.Tokens, child.Tasks, model),
         };
+        if (parent is { } pu)
+        {
+            // Sums per bootstrap unit, kept so that two children of this parent can later be compared paired (the baselines report).
+            double[] UnitSums(TokenMetrics t, Func<WindowStats, double> f)
+            {
+                var sums = new double[units];
+                for (int w = 0; w < windowCount; w++) sums[windowUnit[w]] += f(t.Windows[w]);
+                return sums;
+            }
+            result["per_unit"] = PairedRetention.Write(byDocument ? "documents" : "windows", UnitSums(child.Tokens, _ => seqLen),
+                UnitSums(child.Tokens, x => x.Correct), UnitSums(child.Tokens, x => x.Nll), UnitSums(child.Tokens, x => x.Kl), UnitSums(child.Tokens, x => x.Agree),
+                UnitSums(pu.Item1, x => x.Correct), UnitSums(pu.Item1, x => x.Nll),
+                tasks.Select(t => (t.Name, child.Tasks[t.Name].HitsNorm, pu.Item2[t.Name].HitsNorm)), included);
+        }
         if (parent is { } pp)
         {
             result["reference_metrics"] = Side("reference", pp.Item1, pp.Item2, reference!);

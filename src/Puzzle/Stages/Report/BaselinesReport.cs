@@ -70,14 +70,18 @@ public static partial class BaselinesReport
         var scenario = Costs.ScenarioCost.From(sc);
         string root = run.Artifact(BaselinesStage.Folder);
         JsonNode? Read(string path) => File.Exists(path) ? JsonNode.Parse(File.ReadAllText(path)) : null;
+        // Every method's evaluations by GKD fraction (1 = the run's full GKD budget), for the paired comparisons.
+        var evals = new Dictionary<string, SortedDictionary<double, JsonNode>>();
 
-        JsonArray Sweep(string dir, JsonNode? main)
+        JsonArray Sweep(string method, string dir, JsonNode? main)
         {
             var points = new List<(double F, JsonNode Eval)>();
             if (Directory.Exists(dir))
                 foreach (string point in Directory.GetDirectories(dir, "gkd-*"))
                     if (double.TryParse(Path.GetFileName(point)[4..], NumberStyles.Float, CultureInfo.InvariantCulture, out double f) && Read(Path.Combine(point, "eval.json")) is { } e)
                         points.Add((f, e));
+            var byFraction = evals[method] = new SortedDictionary<double, JsonNode>(points.Where(p => p.F < 1).ToDictionary(p => p.F, p => p.Eval));
+            if (main is not null) byFraction[1.0] = main;
             if (main is not null && points.Count > 0) points.Add((1.0, main));
             return new JsonArray(points.OrderBy(p => p.F).Select(p =>
             {
@@ -114,6 +118,7 @@ public static partial class BaselinesReport
             row["throughput_ratio_min"] = min;
             row["throughput_ratio_max"] = max;
             row["estimated_throughput_ratio"] = solution?["verified"]?["throughput_ratio"]?.GetValue<double>();
+            MeasuredCheckColumns(row, solution);
             row["summed_block_kl"] = solution?["verified"]?["kl"]?.GetValue<double>();
             row["accuracy_retention"] = retention;
             row["retention_low"] = low;
@@ -124,7 +129,7 @@ public static partial class BaselinesReport
             row["parameters"] = config.TotalParameters;
             row["memory_at_scenario_bytes"] = scenario.MemoryBytes(config);
             row["kv_bytes_per_token"] = config.KvBytesPerToken(scenario.KvBytes);
-            row["gkd_sweep"] = Sweep(sweepDir, eval);
+            row["gkd_sweep"] = Sweep(method, sweepDir, eval);
             return row;
         }
 
@@ -154,6 +159,8 @@ public static partial class BaselinesReport
             ["gkd_tokens"] = run.Config.Gkd.Tokens,
             ["retention_definition"] = Evaluation.EvalStage.RetentionDefinition,
             ["rows"] = rows,
+            ["paired_definition"] = Evaluation.PairedRetention.Definition,
+            ["paired"] = Paired(run, rows, evals),
         };
         var parsed = JsonNode.Parse(table.ToJsonString())!.AsObject();
         if (rows.Any(r => r!["status"]!.GetValue<string>() == "ok"))
@@ -186,16 +193,18 @@ public static partial class BaselinesReport
                       "`puzzle-at-NAME` is the Puzzle search run again at baseline NAME's measured speed, where NAME landed more than 3% above the Puzzle child (a rule moves in steps), " +
                       "so that pair compares at equal speed. " +
                       "Throughput ratio: measured end to end (spread of the rounds in brackets where the bench records it); retention: " +
-                      $"{t["retention_definition"]} with its 95% interval where the evaluation gives one.");
+                      $"{t["retention_definition"]} with its 95% interval where the evaluation gives one. Measured check: the search's in-engine timing " +
+                      $"the architecture was chosen on, timed again where it was more than {Search.ArchitectureTimer.SuspectDisagreement:P0} from the cost model's " +
+                      "estimate, and **suspect** where the second timing still was.");
         md.AppendLine();
-        md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | summed replace-1-block KL |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | measured check | summed replace-1-block KL |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var rows = t["rows"]!.AsArray();
         foreach (var r in rows)
         {
             if (r!["status"]!.GetValue<string>() != "ok")
             {
-                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | | | |");
+                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | | | | |");
                 continue;
             }
             double? D(string key) => r[key]?.GetValue<double>();
@@ -203,19 +212,21 @@ public static partial class BaselinesReport
                           $"| {Interval(D("accuracy_retention")!.Value, D("retention_low"), D("retention_high"), "0.0", 100, "%")} | {F(D("perplexity_ratio"), "0.000")} " +
                           $"| {F(D("kl_to_parent"), "0.0000")} | {F(100 * D("top1_agreement"), "0.00")}% | {r["parameters"]!.GetValue<long>():N0} " +
                           $"| {r["memory_at_scenario_bytes"]!.GetValue<long>():N0} | {r["kv_bytes_per_token"]!.GetValue<long>():N0} " +
-                          $"| {F(D("estimated_throughput_ratio"), "0.00")}x | {F(D("summed_block_kl"), "0.0000")} |");
+                          $"| {F(D("estimated_throughput_ratio"), "0.00")}x | {MeasuredCheckCell(r!)} | {F(D("summed_block_kl"), "0.0000")} |");
         }
         md.AppendLine();
+        var paired = t["paired"]?.AsArray() ?? [];
         var puzzle = rows.FirstOrDefault(r => r!["method"]!.GetValue<string>() == "puzzle" && r["status"]!.GetValue<string>() == "ok");
         if (puzzle is not null)
             foreach (var r in rows.Where(r => r != puzzle && r!["status"]!.GetValue<string>() == "ok" && r["matched_to"] is null))
-                md.AppendLine($"- Puzzle vs {r!["method"]}: {Verdict(puzzle, r)}");
+                md.AppendLine($"- Puzzle vs {r!["method"]}: {Verdict(puzzle, r, MainPair(paired, "puzzle", r["method"]!.GetValue<string>()))}");
         foreach (var m in rows.Where(r => r!["matched_to"] is not null && r["status"]!.GetValue<string>() == "ok"))
         {
             string baseline = m!["matched_to"]!.GetValue<string>();
             if (rows.FirstOrDefault(r => r!["method"]!.GetValue<string>() == baseline && r["status"]!.GetValue<string>() == "ok") is { } b)
-                md.AppendLine($"- Puzzle searched at {baseline}'s speed vs {baseline} (equal speed): {Verdict(m, b)}");
+                md.AppendLine($"- Puzzle searched at {baseline}'s speed vs {baseline} (equal speed): {Verdict(m, b, MainPair(paired, m["method"]!.GetValue<string>(), baseline))}");
         }
+        PairedMarkdown(md, t);
         md.AppendLine();
         md.AppendLine("![accuracy retention vs measured throughput](report-baselines.png)");
         if (rows.Any(r => r!["gkd_sweep"] is JsonArray { Count: > 0 }))
@@ -234,19 +245,5 @@ public static partial class BaselinesReport
             md.AppendLine("![accuracy retention vs GKD tokens](report-baselines-gkd.png)");
         }
         return md.ToString();
-    }
-
-    /// <summary>Whether the Puzzle child's retention beats a baseline's beyond both 95% intervals, at what throughput.</summary>
-    static string Verdict(JsonNode puzzle, JsonNode other)
-    {
-        double a = puzzle["accuracy_retention"]!.GetValue<double>(), b = other["accuracy_retention"]!.GetValue<double>();
-        double ra = puzzle["measured_throughput_ratio"]!.GetValue<double>(), rb = other["measured_throughput_ratio"]!.GetValue<double>();
-        string speed = $"at {F(ra, "0.00")}x vs {F(rb, "0.00")}x measured";
-        string diff = $"retention {F(100 * a, "0.0")}% vs {F(100 * b, "0.0")}% ({(a >= b ? "+" : "")}{F(100 * (a - b), "0.0")} points)";
-        if (puzzle["retention_low"]?.GetValue<double>() is not { } al || other["retention_high"]?.GetValue<double>() is not { } bh
-            || puzzle["retention_high"]?.GetValue<double>() is not { } ah || other["retention_low"]?.GetValue<double>() is not { } bl)
-            return $"{diff} {speed}; no confidence intervals in eval.json, so no claim beyond the point estimates.";
-        string verdict = al > bh ? "Puzzle is better beyond both 95% intervals" : ah < bl ? "the baseline is better beyond both 95% intervals" : "the 95% intervals overlap: no significant difference";
-        return $"{diff} {speed}; {verdict}.";
     }
 }

@@ -8,10 +8,19 @@ using Puzzle.Stages.Costs;
 
 namespace Puzzle.Stages.Search;
 
-/// <summary>A measured throughput pair: the parent's and the child's end-to-end tokens/s, side by side.</summary>
+/// <summary>
+/// A measured throughput pair: the parent's and the child's end-to-end tokens/s, side by side. Where the first
+/// timing disagreed with the cost model's estimate by more than <see cref="ArchitectureTimer.SuspectDisagreement"/>
+/// the pair was timed again and this is the second timing: <see cref="FirstRatio"/> holds the first, and
+/// <see cref="Suspect"/> says whether the second still disagreed.
+/// </summary>
 public sealed record ArchitectureTiming(double ParentTokensPerSecond, double ChildTokensPerSecond, int Rounds, bool Cached = false)
 {
     public double Ratio => ChildTokensPerSecond / ParentTokensPerSecond;
+    /// <summary>The first timing's ratio when the pair was re-timed; null when timed once.</summary>
+    public double? FirstRatio { get; init; }
+    /// <summary>Re-timed and still more than <see cref="ArchitectureTimer.SuspectDisagreement"/> from the estimate.</summary>
+    public bool Suspect { get; init; }
 }
 
 /// <summary>
@@ -21,6 +30,20 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
 /// </summary>
 public static class ArchitectureTimer
 {
+    /// <summary>How an architecture is timed against the parent (<see cref="Measure"/>; tests inject one that disagrees).</summary>
+    public delegate ArchitectureTiming Timing(ModelConfig parent, ModelConfig child, ScenarioSection scenario);
+
+    /// <summary>
+    /// A measured check whose ratio is further than this from the estimate (|measured / estimated − 1|) is timed once
+    /// more; if the second timing still disagrees, it is kept but marked suspect. Under heavy load a check returned
+    /// 10.3x for an architecture estimated at 2.79x (the bench then measured 2.71x); the cost model's own error on the
+    /// demo's sweep points stays within about ±20% even on a busy machine.
+    /// </summary>
+    public const double SuspectDisagreement = 0.35;
+
+    /// <summary>Whether a measured ratio is further than <see cref="SuspectDisagreement"/> from the estimate.</summary>
+    public static bool Disagrees(double measured, double estimated) => Math.Abs(measured / estimated - 1) > SuspectDisagreement;
+
     public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc)
     {
         var scenario = ScenarioCost.From(sc);
@@ -37,24 +60,54 @@ public static class ArchitectureTimer
 
     /// <summary>
     /// <see cref="Measure"/> once per (parent, child architecture, scenario, measure dtype and device): results are kept
-    /// in RUN/measured-checks.json, so a repeated search, another solution count or a rerun reuses them.
+    /// in RUN/measured-checks.json, so a repeated search, another solution count or a rerun reuses them. Given the cost
+    /// model's <paramref name="estimatedRatio"/>, a timing that disagrees with it by more than
+    /// <see cref="SuspectDisagreement"/> is repeated once (parent and child interleaved again); the repeat is kept, and
+    /// marked suspect with one warning (<paramref name="warn"/>, default <see cref="Log.Warning"/>) when it still disagrees.
     /// </summary>
-    public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child)
+    public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio = null, string? name = null,
+        Timing? measure = null, Action<string>? log = null, Action<string>? warn = null)
     {
         var sc = run.Config.Scenario;
         string key = Key(parent, child, sc);
         string path = run.Artifact(CacheFileName);
         var cache = JsonFile.ReadDerived(path, j => j["format_version"].Int() == 1 && j["entries"].Object() is not null)?.Object() ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
         if (cache["entries"]![key] is JsonObject hit)
-            return new ArchitectureTiming(hit["parent_tokens_per_s"]!.GetValue<double>(), hit["child_tokens_per_s"]!.GetValue<double>(), hit["rounds"]!.GetValue<int>(), Cached: true);
-        var timing = Measure(parent, child, sc);
+            return new ArchitectureTiming(hit["parent_tokens_per_s"]!.GetValue<double>(), hit["child_tokens_per_s"]!.GetValue<double>(), hit["rounds"]!.GetValue<int>(), Cached: true)
+            {
+                FirstRatio = hit["first_ratio"]?.GetValue<double>(), Suspect = hit["suspect"]?.GetValue<bool>() ?? false,
+            };
+        measure ??= Measure;
+        var timing = measure(parent, child, sc);
+        var entry = new JsonObject();
+        if (estimatedRatio is { } estimated && Disagrees(timing.Ratio, estimated))
+        {
+            var first = timing;
+            timing = measure(parent, child, sc) with { FirstRatio = first.Ratio };
+            timing = timing with { Suspect = Disagrees(timing.Ratio, estimated) };
+            string architecture = $"{name ?? "architecture"} [{string.Join("; ", child.Blocks)}]";
+            string figures = $"estimated {estimated:F2}x, measured {first.Ratio:F2}x (parent {first.ParentTokensPerSecond:N0} tokens/s), " +
+                             $"re-timed {timing.Ratio:F2}x (parent {timing.ParentTokensPerSecond:N0} tokens/s)";
+            if (timing.Suspect)
+                (warn ?? Log.Warning)($"search: suspect measured check of {architecture}: {figures}; keeping {timing.Ratio:F2}x, marked \"suspect\" in {CacheFileName} " +
+                            $"and the solution (more than {SuspectDisagreement:P0} from the estimate twice: a loaded machine or a cost model that does not hold; check with `puzzle bench`)");
+            else
+                (log ?? Log.Info)($"search: measured check of {architecture} re-timed: {figures}; keeping {timing.Ratio:F2}x");
+            entry["first_ratio"] = first.Ratio;
+            entry["first_parent_tokens_per_s"] = first.ParentTokensPerSecond;
+            entry["first_child_tokens_per_s"] = first.ChildTokensPerSecond;
+            entry["estimated_ratio"] = estimated;
+            entry["suspect"] = timing.Suspect;
+        }
         // Re-read before writing: another process may have added entries meanwhile.
         cache = JsonFile.ReadDerived(path, j => j["format_version"].Int() == 1 && j["entries"].Object() is not null)?.Object() ?? cache;
-        cache["entries"]![key] = new JsonObject
-        {
-            ["parent_tokens_per_s"] = timing.ParentTokensPerSecond, ["child_tokens_per_s"] = timing.ChildTokensPerSecond, ["ratio"] = timing.Ratio,
-            ["rounds"] = timing.Rounds, ["child"] = string.Join("; ", child.Blocks), ["measured_at"] = DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture),
-        };
+        entry["parent_tokens_per_s"] = timing.ParentTokensPerSecond;
+        entry["child_tokens_per_s"] = timing.ChildTokensPerSecond;
+        entry["ratio"] = timing.Ratio;
+        entry["rounds"] = timing.Rounds;
+        entry["child"] = string.Join("; ", child.Blocks);
+        entry["measured_at"] = DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture);
+        cache["entries"]![key] = entry;
         AtomicFile.WriteJson(path, cache);
         return timing;
     }

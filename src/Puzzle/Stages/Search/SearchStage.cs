@@ -31,6 +31,10 @@ public sealed record SearchRequest
     /// short of the throughput target, tighten the time bound by the shortfall and solve again (at most this many times).
     /// </summary>
     public int MeasuredChecks { get; init; } = 4;
+
+    /// <summary>How the measured check times an architecture against the parent; null: <see cref="ArchitectureTimer.Measure"/> (tests inject one).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public ArchitectureTimer.Timing? Timer { get; init; }
 }
 
 /// <summary>A solution the search returns: its name, file and the solver's answer, with the parent's totals.</summary>
@@ -169,10 +173,15 @@ public static partial class SearchStage
                 var (a, f) = BlockOption.LayerIds(chosen);
                 return new Model.BlockConfig(run.Variants.Get(a, "search").Attention!, run.Variants.Get(f, "search").Ffn!);
             }).ToList();
-            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks));
-            double measured = timing.Ratio, estimated = parentTime / best.Totals.TimeMs;
-            attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached));
-            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
+            double estimated = parentTime / best.Totals.TimeMs;
+            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks), estimated, request.Name, request.Timer, log);
+            double measured = timing.Ratio;
+            attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached)
+            {
+                FirstMeasuredRatio = timing.FirstRatio, Suspect = timing.Suspect,
+            });
+            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine" +
+                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x)" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
             if (measured >= targetRatio * 0.99 || attempt > request.MeasuredChecks) break;
             current = current with { MaxTimeMs = current.MaxTimeMs * measured / targetRatio };
             var next = MipSearch.Solve(problem, current, previous, request.Diversity, request.RelativeGap);

@@ -24,12 +24,22 @@ public sealed record SolutionTotals(double Kl, double TimeMs, double TokensPerSe
 
 public sealed record SolverInfo(string Backend, string Status, double Seconds, double Objective, double RelativeGap);
 
-/// <summary>One check of a chosen architecture in the engine; <c>Cached</c> when read from RUN/measured-checks.json.</summary>
-public sealed record MeasuredAttempt(double EstimatedRatio, double MeasuredRatio, double ParentTokensPerSecond, double ChildTokensPerSecond, double? MaxTimeMs, bool Cached);
+/// <summary>
+/// One check of a chosen architecture in the engine; <c>Cached</c> when read from RUN/measured-checks.json. Re-timed
+/// (<see cref="FirstMeasuredRatio"/> set) when the first timing disagreed with the estimate, and <see cref="Suspect"/>
+/// when the re-timing still did (<see cref="ArchitectureTimer.SuspectDisagreement"/>).
+/// </summary>
+public sealed record MeasuredAttempt(double EstimatedRatio, double MeasuredRatio, double ParentTokensPerSecond, double ChildTokensPerSecond, double? MaxTimeMs, bool Cached)
+{
+    public double? FirstMeasuredRatio { get; init; }
+    public bool Suspect { get; init; }
+}
 
 public sealed record MeasuredCheck(double TargetRatio, IReadOnlyList<MeasuredAttempt> Attempts, double? FinalMaxTimeMs, bool Met)
 {
     public double LastRatio => Attempts[^1].MeasuredRatio;
+    /// <summary>The last check (the one the solution stands on) disagreed with the estimate even when re-timed.</summary>
+    public bool Suspect => Attempts[^1].Suspect;
 }
 
 /// <summary>RUN/solutions/NAME.json: what was asked, the bounds it became, the solver's answer verified, and the per-layer choice.</summary>
@@ -88,8 +98,9 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
                 {
                     ["estimated_ratio"] = a.EstimatedRatio, ["measured_ratio"] = a.MeasuredRatio, ["parent_tokens_per_s"] = a.ParentTokensPerSecond,
                     ["child_tokens_per_s"] = a.ChildTokensPerSecond, ["max_time_ms"] = a.MaxTimeMs, ["cached"] = a.Cached,
+                    ["first_measured_ratio"] = a.FirstMeasuredRatio, ["suspect"] = a.Suspect,
                 }).ToArray()),
-                ["final_max_time_ms"] = c.FinalMaxTimeMs, ["met"] = c.Met,
+                ["final_max_time_ms"] = c.FinalMaxTimeMs, ["met"] = c.Met, ["suspect"] = c.Suspect,
             };
             o["target_met"] = c.Met;
         }
@@ -118,7 +129,10 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
         {
             var m = j["measured_check"];
             check = new MeasuredCheck(m["target_ratio"].Double(), m["attempts"].Items().Select(a => new MeasuredAttempt(a["estimated_ratio"].Double(), a["measured_ratio"].Double(),
-                a["parent_tokens_per_s"].Double(), a["child_tokens_per_s"].Double(), a["max_time_ms"].OptionalDouble(), a["cached"].OptionalBool() ?? false)).ToList(),
+                a["parent_tokens_per_s"].Double(), a["child_tokens_per_s"].Double(), a["max_time_ms"].OptionalDouble(), a["cached"].OptionalBool() ?? false)
+                {
+                    FirstMeasuredRatio = a["first_measured_ratio"].OptionalDouble(), Suspect = a["suspect"].OptionalBool() ?? false,
+                }).ToList(),
                 m["final_max_time_ms"].OptionalDouble(), m["met"].Bool());
         }
         return new SolutionFile(j["name"].String(), j["target"].String(), j["score_mode"].String(), request,
