@@ -42,6 +42,15 @@ public sealed record BenchRow(double PrefillTokensPerSecond, double DecodeTokens
     };
 
     /// <summary>Ratios of this row to <paramref name="first"/> (prefill, decode, end-to-end), written into <paramref name="json"/>.</summary>
+    /// <summary>Per round: the first model's time over this model's (a throughput ratio from the same round), and their range.</summary>
+    public static void AddRoundRatios(JsonObject json, IReadOnlyList<BenchSample> samples, IReadOnlyList<BenchSample> first)
+    {
+        var perRound = samples.Select((s, i) => first[i].TotalSeconds / s.TotalSeconds).ToArray();
+        json["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
+        json["end_to_end_ratio_min"] = perRound.Min();
+        json["end_to_end_ratio_max"] = perRound.Max();
+    }
+
     public void AddRatios(JsonObject json, BenchRow first)
     {
         json["prefill_ratio"] = PrefillTokensPerSecond / first.PrefillTokensPerSecond;

@@ -91,11 +91,7 @@ public static class BenchStage
                 if (m == 0) firstMemory = weights + kv;
                 first ??= figures;
                 figures.AddRatios(row, first);
-                // Per round: the first model's time over this model's (a throughput ratio), from the same round.
-                var perRound = samples[m].Select((s, i) => samples[0][i].TotalSeconds / s.TotalSeconds).ToArray();
-                row["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
-                row["end_to_end_ratio_min"] = perRound.Min();
-                row["end_to_end_ratio_max"] = perRound.Max();
+                BenchRow.AddRoundRatios(row, samples[m], samples[0]);
                 row["memory_ratio"] = (double)(weights + kv) / firstMemory;
                 rows.Add(row);
                 log($"bench: {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +

@@ -130,10 +130,7 @@ public static class LlamaCppBench
             row["gguf"] = ggufs[m];
             first ??= figures;
             figures.AddRatios(row, first);
-            var perRound = samples[m].Select((s, i) => samples[0][i].TotalSeconds / s.TotalSeconds).ToArray();
-            row["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
-            row["end_to_end_ratio_min"] = perRound.Min();
-            row["end_to_end_ratio_max"] = perRound.Max();
+            BenchRow.AddRoundRatios(row, samples[m], samples[0]);
             rows.Add(row);
             log($"bench (llama.cpp): {o.Models[m]}: end-to-end {row["end_to_end_tokens_per_s"]!.GetValue<double>():N0} tokens/s " +
                 $"({row["end_to_end_ratio"]!.GetValue<double>():F2}x), prefill {row["prefill_tokens_per_s"]!.GetValue<double>():N0} tokens/s, " +
