@@ -41,6 +41,9 @@ public static class CostModelAccuracy
         string[] Ids(SolutionFile s) => s.Layers.SelectMany(l => new[] { l.Attention, l.Ffn }).ToArray();
         var parentIds = variants.Where(v => v.IsParent).Select(v => v.Id).ToArray();
 
+        // COST_REPEATS=N times the costs with N rounds instead of the scenario's repeats (the "more repeats" lever).
+        int costRepeats = int.TryParse(Environment.GetEnvironmentVariable("COST_REPEATS"), out int n) && n > 0 ? n : sc.Repeats;
+        Console.WriteLine($"  costs timed with {costRepeats} rounds after {sc.WarmupRuns} warm-up");
         var predicted = new Dictionary<string, double[]>();
         using (var parent = Checkpoint.Load(run.ParentDir, Runtime.Devices.Parse(sc.Device), Checkpoint.ParseDtype(sc.MeasureDtype)))
         {
@@ -51,9 +54,9 @@ public static class CostModelAccuracy
                 var clock = Stopwatch.StartNew();
                 BlockTimings.Result timings;
                 if (method.Timing == "engine")
-                    timings = (engine ??= BlockTimings.InEngineSamples(parent, variants, scenario, sc.WarmupRuns, sc.Repeats)).Reduce(method.Statistic);
+                    timings = (engine ??= BlockTimings.InEngineSamples(parent, variants, scenario, sc.WarmupRuns, costRepeats)).Reduce(method.Statistic);
                 else
-                    timings = BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic);
+                    timings = BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, costRepeats, method.Statistic);
                 var costs = BlockCosts.FromTimings(parentConfig, variants, sc, method, timings, "", sc.Device);
                 double parentTime = costs.PredictTimeMs(parentIds, "measured");
                 predicted[name] = points.Select(p => parentTime / costs.PredictTimeMs(Ids(p), "measured")).ToArray();
@@ -72,17 +75,34 @@ public static class CostModelAccuracy
         List<EngineSample>[] samples;
         try { samples = EngineTimer.Interleaved(models, scenario, Math.Max(1, sc.WarmupRuns), rounds); }
         finally { foreach (var m in models) m.Dispose(); }
+        // RAW_TSV=PATH: every timed request (model 0 = the parent, then the sweep points in table order) for offline analysis.
+        if (Environment.GetEnvironmentVariable("RAW_TSV") is { Length: > 0 } raw)
+            File.WriteAllLines(raw, new[] { "model\tname\tround\tprefill_s\tdecode_s" }.Concat(samples.SelectMany((list, m) => list.Select((x, r) =>
+                $"{m}\t{(m == 0 ? "parent" : points[m - 1].Name)}\t{r}\t{x.PrefillSeconds.ToString("R", CultureInfo.InvariantCulture)}\t{x.DecodeSeconds.ToString("R", CultureInfo.InvariantCulture)}"))));
         double Median(IEnumerable<double> v) => TimingStatistic.Median.Apply(v.ToList());
         double parentMs = Median(samples[0].Select(s => s.TotalSeconds));
         var measured = points.Select((_, k) => parentMs / Median(samples[k + 1].Select(s => s.TotalSeconds))).ToArray();
         var spread = points.Select((_, k) => samples[0].Zip(samples[k + 1], (a, b) => a.TotalSeconds / b.TotalSeconds).ToArray()).ToArray();
+        // 95% interval of the measured ratio: rounds resampled with replacement (parent and child of a round together).
+        var random = new Random(0);
+        var interval = points.Select((_, k) =>
+        {
+            var ratios = new double[2000];
+            for (int b = 0; b < ratios.Length; b++)
+            {
+                int[] pick = Enumerable.Range(0, rounds).Select(_ => random.Next(rounds)).ToArray();
+                ratios[b] = Median(pick.Select(r => samples[0][r].TotalSeconds)) / Median(pick.Select(r => samples[k + 1][r].TotalSeconds));
+            }
+            Array.Sort(ratios);
+            return (Low: ratios[49], High: ratios[1949]);
+        }).ToArray();
         Console.WriteLine($"  measured: {rounds} interleaved rounds of {models.Count} models in {measureClock.Elapsed.TotalSeconds:F1} s; parent request {parentMs * 1e3:F1} ms; load average {Load()}");
 
         Console.WriteLine();
-        Console.WriteLine($"| sweep point | search estimate | measured (round min–max) | " + string.Join(" | ", methods) + " |");
+        Console.WriteLine($"| sweep point | search estimate | measured [95%] (round min–max) | " + string.Join(" | ", methods) + " |");
         Console.WriteLine("|---|---:|---:|" + string.Concat(methods.Select(_ => "---:|")));
         for (int k = 0; k < points.Count; k++)
-            Console.WriteLine($"| {points[k].Name} | {F(points[k].Verified.ThroughputRatio)} | {F(measured[k])} ({F(spread[k].Min())}–{F(spread[k].Max())}) | " +
+            Console.WriteLine($"| {points[k].Name} | {F(points[k].Verified.ThroughputRatio)} | {F(measured[k])} [{F(interval[k].Low)}, {F(interval[k].High)}] ({F(spread[k].Min())}–{F(spread[k].Max())}) | " +
                               string.Join(" | ", methods.Select(m => $"{F(predicted[m][k])} ({Pct(predicted[m][k] / measured[k] - 1)})")) + " |");
         Console.WriteLine();
         Console.WriteLine("| method | mean abs error | max abs error | points within ±5% |");

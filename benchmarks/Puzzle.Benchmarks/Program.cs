@@ -33,6 +33,9 @@ switch (args.FirstOrDefault())
     case "cost-model":
         CostModelAccuracy.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 9, args.Skip(3).ToArray());
         break;
+    case "step-noise":
+        StepNoise.Run(int.Parse(args[1]), args[2..]);
+        break;
     case "ops-probe":
         OpsProbe.Run(args[1..]);
         break;

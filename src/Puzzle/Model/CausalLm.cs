@@ -175,10 +175,16 @@ public sealed class CausalLm : nn.Module
 
     /// <summary>
     /// Fused QKV and gate+up weights for fast inference. They are copies: call <see cref="Unfuse"/> (or fuse again)
-    /// once the weights change. <see cref="Runtime.TextGenerator"/> fuses for the duration of a generation.
+    /// once the weights change. <see cref="Runtime.TextGenerator"/> fuses for the duration of a generation unless the
+    /// model is already fused (<see cref="IsFused"/>): a timing loop fuses its models once for all its requests
+    /// (<see cref="Stages.Costs.EngineTimer"/>), so the copies are not reallocated per request — the allocator kept
+    /// those per-request copies as heap growth (a 1B parent's costs stage grew by 5 GiB over its rounds).
     /// </summary>
+    public bool IsFused { get; private set; }
+
     public void Fuse()
     {
+        IsFused = true;
         foreach (var layer in _model.Layers)
         {
             layer.SelfAttn?.Fuse();
@@ -188,6 +194,7 @@ public sealed class CausalLm : nn.Module
 
     public void Unfuse()
     {
+        IsFused = false;
         foreach (var layer in _model.Layers)
         {
             layer.SelfAttn?.Unfuse();

@@ -34,78 +34,10 @@ public static class TextGenerator
     public static GenerationResult Generate(CausalLm model, IReadOnlyList<int[]> prompts, GenerationOptions options,
         IReadOnlyList<int> eosIds, Action<int[]>? onStep = null)
     {
-        if (prompts.Count == 0) throw new PuzzleException("no prompts to generate from");
-        if (prompts.Any(p => p.Length == 0)) throw new PuzzleException("every prompt needs at least one token (e.g. BOS)");
-        if (!(options.Temperature >= 0) || double.IsInfinity(options.Temperature)) throw new PuzzleException($"temperature must be a finite number >= 0, got {options.Temperature}");
-        if (!(options.TopP > 0 && options.TopP <= 1)) throw new PuzzleException($"top-p must be in (0, 1], got {options.TopP}");
-        if (options.MaxNewTokens <= 0) throw new PuzzleException($"max new tokens must be positive, got {options.MaxNewTokens}");
-        int batch = prompts.Count, longest = prompts.Max(p => p.Length);
-        if ((long)longest + options.MaxNewTokens > model.Config.MaxPositionEmbeddings)
-            throw new PuzzleException($"prompt ({longest} tokens) + max new tokens ({options.MaxNewTokens}) = {(long)longest + options.MaxNewTokens} positions is past the model's context (max_position_embeddings {model.Config.MaxPositionEmbeddings})");
-        int capacity = longest + options.MaxNewTokens;
-        var device = model.Device;
-        using var noGrad = no_grad();
-        using var cache = model.NewCache(batch, capacity);
-        model.Fuse();
-        var generator = new Generator((ulong)options.Seed, CPU);
-        var eos = eosIds.ToHashSet();
-
-        // Left-pad ragged prompts; the mask marks real tokens so padded rows see only their own positions.
-        bool ragged = prompts.Any(p => p.Length != longest);
-        var ids = new long[batch * longest];
-        var maskValues = new long[batch * capacity];
-        for (int r = 0; r < batch; r++)
-        {
-            int pad = longest - prompts[r].Length;
-            for (int c = 0; c < prompts[r].Length; c++) ids[r * longest + pad + c] = prompts[r][c];
-            for (int c = pad; c < capacity; c++) maskValues[r * capacity + c] = 1;
-        }
-        using var fullMask = ragged ? tensor(maskValues, [batch, capacity], device: device) : null;
-
-        var output = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
-        var finished = new bool[batch];
-        int processThreads = device.type == TorchSharp.DeviceType.CPU ? get_num_threads() : 1;
-        var threads = new DecodeThreads(processThreads, options.DecodeThreads switch { null => processThreads, 0 => null, var n => n });
-        var clock = new DeviceClock(device);                                                  // synchronised reads on CUDA
-        double prefillSeconds = 0;
-        Tensor? logits = null;
-        try
-        {
-            using (var input = tensor(ids, [batch, longest], device: device))
-            using (var mask = fullMask?.narrow(1, 0, longest))
-                logits = model.Forward(input, cache, mask, lastOnly: true);                  // [B, 1, V]
-            for (int step = 0; step < options.MaxNewTokens; step++)
-            {
-                using var scope = NewDisposeScope();
-                var next = Sample(logits.select(1, 0), options, generator);                  // [B]
-                long[] chosen = next.cpu().data<long>().ToArray();
-                if (step == 0) prefillSeconds = clock.ElapsedSeconds;
-                var emitted = new int[batch];
-                for (int r = 0; r < batch; r++)
-                {
-                    if (finished[r]) { emitted[r] = -1; continue; }
-                    emitted[r] = (int)chosen[r];
-                    output[r].Add((int)chosen[r]);
-                    if (options.StopAtEos && eos.Contains((int)chosen[r])) finished[r] = true;
-                }
-                onStep?.Invoke(emitted);
-                if (finished.All(f => f) || step == options.MaxNewTokens - 1) break;
-                var mask = fullMask?.narrow(1, 0, cache.Length + 1);
-                threads.Begin(step);
-                var newLogits = model.Forward(next.view(batch, 1), cache, mask, lastOnly: true);
-                threads.End(step);
-                logits.Dispose();
-                logits = newLogits.MoveToOuterDisposeScope();
-            }
-        }
-        finally
-        {
-            logits?.Dispose();
-            model.Unfuse();
-            threads.Restore();
-        }
-        double total = clock.ElapsedSeconds;
-        return new GenerationResult(output.Select(o => o.ToArray()).ToArray(), prefillSeconds, total - prefillSeconds);
+        using var session = new GenerationSession(model, prompts, options, eosIds, onStep);
+        session.Prefill();
+        while (!session.Finished) session.Step();
+        return session.Result;
     }
 
     /// <summary>Greedy at temperature 0; else temperature-scaled softmax, nucleus (top-p) filter, seeded draw.</summary>
@@ -129,6 +61,158 @@ public static class TextGenerator
         }
         var drawn = multinomial(probs, 1, false, generator).squeeze(-1);
         return drawn.to(logits.device).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// One batched generation (what <see cref="TextGenerator.Generate"/> runs), a phase at a time: <see cref="Prefill"/>
+/// runs the prompts and chooses the first tokens, each <see cref="Step"/> one decode step (a forward of the last
+/// tokens, then the next tokens chosen), until every row has its tokens or ended at EOS (<see cref="Finished"/>).
+/// Each call returns its own time (synchronised on CUDA). Timing loops run several sessions step by step, alternating
+/// models (<see cref="Stages.Costs.EngineTimer"/>), so that a burst of interference hits every model alike.
+/// The model stays fused for the session (unless the caller fused it already, <see cref="CausalLm.IsFused"/>).
+/// </summary>
+public sealed class GenerationSession : IDisposable
+{
+    readonly CausalLm _model;
+    readonly GenerationOptions _options;
+    readonly HashSet<int> _eos;
+    readonly Action<int[]>? _onStep;
+    readonly KvCache _cache;
+    readonly Tensor? _fullMask;
+    readonly long[] _ids;
+    readonly int _batch, _longest;
+    readonly List<int>[] _output;
+    readonly bool[] _finished;
+    readonly bool _fusedHere;
+    readonly Generator _generator;
+    readonly DecodeThreads _threads;
+    readonly DeviceClock _clock;
+    Tensor? _logits;
+    int _step;
+    bool _disposed;
+
+    public GenerationSession(CausalLm model, IReadOnlyList<int[]> prompts, GenerationOptions options, IReadOnlyList<int> eosIds, Action<int[]>? onStep = null)
+    {
+        if (prompts.Count == 0) throw new PuzzleException("no prompts to generate from");
+        if (prompts.Any(p => p.Length == 0)) throw new PuzzleException("every prompt needs at least one token (e.g. BOS)");
+        if (!(options.Temperature >= 0) || double.IsInfinity(options.Temperature)) throw new PuzzleException($"temperature must be a finite number >= 0, got {options.Temperature}");
+        if (!(options.TopP > 0 && options.TopP <= 1)) throw new PuzzleException($"top-p must be in (0, 1], got {options.TopP}");
+        if (options.MaxNewTokens <= 0) throw new PuzzleException($"max new tokens must be positive, got {options.MaxNewTokens}");
+        (_model, _options, _onStep) = (model, options, onStep);
+        _batch = prompts.Count;
+        _longest = prompts.Max(p => p.Length);
+        if ((long)_longest + options.MaxNewTokens > model.Config.MaxPositionEmbeddings)
+            throw new PuzzleException($"prompt ({_longest} tokens) + max new tokens ({options.MaxNewTokens}) = {(long)_longest + options.MaxNewTokens} positions is past the model's context (max_position_embeddings {model.Config.MaxPositionEmbeddings})");
+        int capacity = _longest + options.MaxNewTokens;
+        var device = model.Device;
+        _eos = eosIds.ToHashSet();
+        _cache = model.NewCache(_batch, capacity);
+        _fusedHere = !model.IsFused;                                                         // a caller's fusion is kept
+        if (_fusedHere) model.Fuse();
+        _generator = new Generator((ulong)options.Seed, CPU);
+
+        // Left-pad ragged prompts; the mask marks real tokens so padded rows see only their own positions.
+        bool ragged = prompts.Any(p => p.Length != _longest);
+        _ids = new long[_batch * _longest];
+        var maskValues = new long[_batch * capacity];
+        for (int r = 0; r < _batch; r++)
+        {
+            int pad = _longest - prompts[r].Length;
+            for (int c = 0; c < prompts[r].Length; c++) _ids[r * _longest + pad + c] = prompts[r][c];
+            for (int c = pad; c < capacity; c++) maskValues[r * capacity + c] = 1;
+        }
+        _fullMask = ragged ? tensor(maskValues, [_batch, capacity], device: device) : null;
+        _output = Enumerable.Range(0, _batch).Select(_ => new List<int>()).ToArray();
+        _finished = new bool[_batch];
+        int processThreads = device.type == TorchSharp.DeviceType.CPU ? get_num_threads() : 1;
+        _threads = new DecodeThreads(processThreads, options.DecodeThreads switch { null => processThreads, 0 => null, var n => n });
+        _clock = new DeviceClock(device);                                                    // synchronised reads on CUDA
+    }
+
+    /// <summary>Every row has its tokens or ended at EOS (or the session has not been prefilled yet: false).</summary>
+    public bool Finished { get; private set; }
+
+    public double PrefillSeconds { get; private set; }
+
+    public double DecodeSeconds { get; private set; }
+
+    /// <summary>Decode steps run so far.</summary>
+    public int Steps => Math.Max(0, _step - 1);
+
+    public GenerationResult Result => new(_output.Select(o => o.ToArray()).ToArray(), PrefillSeconds, DecodeSeconds);
+
+    /// <summary>The prompts' forward and the first tokens chosen; its time in seconds.</summary>
+    public double Prefill()
+    {
+        if (_step != 0) throw new InvalidOperationException("the session is already prefilled");
+        using var noGrad = no_grad();
+        _clock.Restart();
+        using (var input = tensor(_ids, [_batch, _longest], device: _model.Device))
+        using (var mask = _fullMask?.narrow(1, 0, _longest))
+            _logits = _model.Forward(input, _cache, mask, lastOnly: true);                   // [B, 1, V]
+        var emitted = Choose();
+        PrefillSeconds = _clock.ElapsedSeconds;
+        _onStep?.Invoke(emitted);                                                           // the caller's time, not the engine's
+        return PrefillSeconds;
+    }
+
+    /// <summary>One decode step: the forward of the tokens just chosen, then the next ones; its time in seconds.</summary>
+    public double Step()
+    {
+        if (_step == 0) throw new InvalidOperationException("prefill the session first");
+        if (Finished) throw new InvalidOperationException("the session is finished");
+        using var noGrad = no_grad();
+        _clock.Restart();
+        using (var scope = NewDisposeScope())
+        {
+            var mask = _fullMask?.narrow(1, 0, _cache.Length + 1);
+            _threads.Begin(_step - 1);
+            var newLogits = _model.Forward(_next!.view(_batch, 1), _cache, mask, lastOnly: true);
+            _threads.End(_step - 1);
+            _logits!.Dispose();
+            _logits = newLogits.MoveToOuterDisposeScope();
+        }
+        var emitted = Choose();
+        double seconds = _clock.ElapsedSeconds;
+        DecodeSeconds += seconds;
+        _onStep?.Invoke(emitted);
+        return seconds;
+    }
+
+    Tensor? _next;
+
+    /// <summary>Samples from the last logits, records the tokens (-1 for finished rows), and decides whether the session is finished.</summary>
+    int[] Choose()
+    {
+        _next?.Dispose();
+        using var scope = NewDisposeScope();
+        var next = TextGenerator.Sample(_logits!.select(1, 0), _options, _generator);        // [B]
+        long[] chosen = next.cpu().data<long>().ToArray();
+        var emitted = new int[_batch];
+        for (int r = 0; r < _batch; r++)
+        {
+            if (_finished[r]) { emitted[r] = -1; continue; }
+            emitted[r] = (int)chosen[r];
+            _output[r].Add((int)chosen[r]);
+            if (_options.StopAtEos && _eos.Contains((int)chosen[r])) _finished[r] = true;
+        }
+        _next = next.MoveToOuterDisposeScope();
+        _step++;
+        Finished = _finished.All(f => f) || _step == _options.MaxNewTokens;
+        return emitted;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _logits?.Dispose();
+        _next?.Dispose();
+        _fullMask?.Dispose();
+        _cache.Dispose();
+        if (_fusedHere) _model.Unfuse();
+        _threads.Restore();
     }
 }
 

@@ -28,6 +28,44 @@ public sealed class GenerationTests
         }
     }
 
+    [Fact]
+    public void Sessions_SteppedAlternately_GiveWhatGenerateGives_AndTimeTheirOwnSteps()
+    {
+        // What EngineTimer does with PUZZLE_STEPS_PER_TURN: two models' sessions advanced a step each in turn.
+        using var a = TestSupport.Build(TestSupport.TinyChildConfig());
+        using var b = TestSupport.Build(TestSupport.TinyParentConfig(), seed: 3);
+        int[][] prompts = [[1, 4, 9, 16], [2, 3, 5, 7]];
+        var options = new GenerationOptions { MaxNewTokens = 6, StopAtEos = false };
+        var expectedA = TextGenerator.Generate(a, prompts, options, []);
+        var expectedB = TextGenerator.Generate(b, prompts, options, []);
+        b.Fuse();                                                                             // a caller's fusion is kept
+        var emitted = new List<int[]>();
+        using (var sa = new GenerationSession(a, prompts, options, [], emitted.Add))
+        using (var sb = new GenerationSession(b, prompts, options, []))
+        {
+            Assert.True(a.IsFused);                                                           // fused for the session
+            double prefill = sa.Prefill();
+            sb.Prefill();
+            double steps = 0;
+            while (!sa.Finished || !sb.Finished)
+            {
+                if (!sa.Finished) steps += sa.Step();
+                if (!sb.Finished) sb.Step();
+            }
+            Assert.Equal(5, sa.Steps);
+            Assert.Equal(expectedA.NewTokens, sa.Result.NewTokens);
+            Assert.Equal(expectedB.NewTokens, sb.Result.NewTokens);
+            Assert.Equal(prefill, sa.Result.PrefillSeconds);
+            Assert.Equal(steps, sa.Result.DecodeSeconds, 12);
+            Assert.Equal(6, emitted.Count);                                                   // the first tokens, then one per step
+            Assert.Equal(expectedA.NewTokens.Select(t => t[^1]), emitted[^1]);
+            Assert.Throws<InvalidOperationException>(() => sa.Step());
+        }
+        Assert.False(a.IsFused);
+        Assert.True(b.IsFused);
+        b.Unfuse();
+    }
+
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.BFloat16)]

@@ -227,12 +227,17 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         var measured = BaselinesStage.Context(run, _ => { });
         Assert.NotNull(measured.Measure);
         var estimated = Context(1.1);
+        var estimates = new List<double>();
         var ctx = new BaselineContext
         {
             Problem = estimated.Problem, ParentChoice = estimated.ParentChoice, TargetRatio = 1.1, Parent = estimated.Parent, Variants = estimated.Variants,
-            Measure = measured.Measure, MeasureGate = 0,
+            // The rule hands the timer its estimate, so the measured check's guard can re-time a pair far from it.
+            Measure = (child, estimate) => { estimates.Add(estimate); return measured.Measure!(child, estimate); }, MeasureGate = 0,
         };
         var result = BaselineRules.Depth(ctx, [0.4, 0.1, 0.3, 0.2]);
+        Assert.NotEmpty(estimates);
+        Assert.Equal(result.Checks.Last()!["estimated_ratio"]!.GetValue<double>(), estimates[^1]);
+        Assert.Equal(result.EstimatedRatio, estimates[^1], 9);
         Assert.NotNull(result.MeasuredRatio);
         Assert.True(result.MeasuredRatio >= 1.1 * 0.99, $"{result.MeasuredRatio}");
         Assert.Equal(result.MeasuredRatio, result.Checks.Last()!["measured_ratio"]!.GetValue<double>());

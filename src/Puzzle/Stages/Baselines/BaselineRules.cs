@@ -27,8 +27,9 @@ public sealed class BaselineContext
     public required IReadOnlyDictionary<string, SubblockVariant> Variants { get; init; }
     /// <summary>Memory and parameter bounds of the search request (the throughput bound is the target).</summary>
     public SearchConstraints Bounds { get; init; } = new();
-    /// <summary>Measured child/parent throughput ratio of an architecture; null: the cost model's estimate decides.</summary>
-    public Func<ModelConfig, double>? Measure { get; init; }
+    /// <summary>Measured child/parent throughput ratio of an architecture, given its estimated ratio (the measured check's guard
+    /// re-times a pair far from it: <see cref="Search.ArchitectureTimer.SuspectDisagreement"/>); null: the cost model's estimate decides.</summary>
+    public Func<ModelConfig, double, double>? Measure { get; init; }
     /// <summary>Engine timings a rule may spend before it gives up.</summary>
     public int MaxMeasurements { get; init; } = 6;
     /// <summary>Only architectures estimated at this share of the target or more are timed (the cost model errs by ±10%).</summary>
@@ -84,7 +85,7 @@ public sealed class BaselineContext
         if (Measure is null) return estimated >= TargetRatio * (1 - 1e-9);
         if (estimated < TargetRatio * MeasureGate || _measurements >= MaxMeasurements) return false;
         _measurements++;
-        ratio = Measure(ConfigOf(layers));
+        ratio = Measure(ConfigOf(layers), estimated);
         check["measured_ratio"] = ratio;
         Log($"baselines: {what}: estimated {estimated:F2}x, measured {ratio:F2}x in the engine (target {TargetRatio:F2}x)");
         return ratio >= TargetRatio * 0.99;

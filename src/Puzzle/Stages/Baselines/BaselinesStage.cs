@@ -184,7 +184,7 @@ public static class BaselinesStage
         {
             Problem = problem, ParentChoice = parentChoice, TargetRatio = TargetRatio(run), Parent = parent, Bounds = bounds,
             Variants = run.Variants.All.ToDictionary(v => v.Id),
-            Measure = measured ? child => ArchitectureTimer.MeasureCached(run, parent, child).Ratio : null,
+            Measure = measured ? (child, estimated) => ArchitectureTimer.MeasureCached(run, parent, child, estimated, "a baseline", log: log).Ratio : null,
             Log = log,
         };
     }

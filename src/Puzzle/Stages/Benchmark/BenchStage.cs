@@ -37,7 +37,8 @@ public sealed record BenchOptions
 
 /// <summary>
 /// Side-by-side generation benchmark: every model in this process, the same engine, prompts and scenario, runs in
-/// ABBA order (the order reverses every round, so no model always runs second) after warm-up; medians of prefill and
+/// ABBA order (the order reverses every round, so no model always runs second; <see cref="EngineTimer"/>) after
+/// warm-up; medians of prefill and
 /// decode tokens/s, end-to-end throughput (batch × generated / request time, the engine's prefill + decode steps as
 /// in <see cref="ScenarioCost"/>) and time to first token, ratios to the first model, and the spread of the ratio
 /// over rounds (min and max of the per-round ratio). Memory: weights and KV cache of the scenario in the run dtype.
@@ -65,15 +66,10 @@ public static class BenchStage
             var random = new Random((int)o.Seed);
             int[][] prompts = Enumerable.Range(0, o.Batch).Select(_ => Enumerable.Range(0, o.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
-            var samples = models.Select(_ => new List<BenchSample>()).ToArray();
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
-                $"{o.Warmup} warm-up + {o.Repeats} rounds in ABBA order");
-            for (int round = 0; round < o.Warmup + o.Repeats; round++)
-                foreach (int m in RoundOrder(round, models.Count))
-                {
-                    var result = TextGenerator.Generate(models[m], prompts, options, []);
-                    if (round >= o.Warmup) samples[m].Add(new BenchSample(result.PrefillSeconds, result.DecodeSeconds));
-                }
+                $"{o.Warmup} warm-up + {o.Repeats} rounds in ABBA order" + (EngineTimer.StepsPerTurn == 0 ? "" : $", decode steps interleaved every {EngineTimer.StepsPerTurn} (PUZZLE_STEPS_PER_TURN)"));
+            var samples = EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats)
+                .Select(list => list.Select(x => new BenchSample(x.PrefillSeconds, x.DecodeSeconds)).ToList()).ToArray();
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             var rows = new JsonArray();
             BenchRow? first = null;
@@ -104,7 +100,7 @@ public static class BenchStage
                 ["scenario"] = new JsonObject
                 {
                     ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
-                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = "ABBA",
+                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = EngineTimer.StepsPerTurn == 0 ? "ABBA" : $"ABBA, decode steps interleaved every {EngineTimer.StepsPerTurn}",
                 },
                 ["process_peak_working_set_bytes"] = peak,
                 ["models"] = rows,

@@ -47,8 +47,9 @@ public sealed record EngineSample(double PrefillSeconds, double DecodeSeconds)
 
 /// <summary>
 /// Times models in the generation engine (<see cref="TextGenerator"/>: fused weights, one prefill, generation − 1
-/// decode steps) at a scenario, interleaved: every round runs every model once, the order reversed every other round
-/// (A B C, C B A, …), after warm-up rounds; so slow drifts and a busy neighbour hit every model alike.
+/// decode steps) at a scenario, interleaved: every round runs one request of every model, the order reversed every
+/// other round (A B C, C B A, …), after warm-up rounds; so slow drifts and a busy neighbour hit every model alike.
+/// Every model is fused once for the whole loop. <see cref="StepsPerTurn"/> interleaves within a round (an experiment).
 /// </summary>
 public static class EngineTimer
 {
@@ -63,17 +64,75 @@ public static class EngineTimer
         var random = new Random(seed);
         int[][] prompts = Enumerable.Range(0, scenario.Batch).Select(_ => Enumerable.Range(0, scenario.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
         var options = new GenerationOptions { MaxNewTokens = scenario.GenerationLength, StopAtEos = false };
+        return Interleaved(models, prompts, options, warmup, rounds);
+    }
+
+    /// <summary>The rounds of <see cref="Interleaved(IReadOnlyList{CausalLm}, ScenarioCost, int, int, int)"/> for given prompts and options; warm-up rounds are not returned.</summary>
+    public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, int warmup, int rounds)
+    {
         var samples = models.Select(_ => new List<EngineSample>()).ToArray();
-        for (int round = 0; round < warmup + rounds; round++)
+        // Fused once for all rounds (CausalLm.IsFused): per-request fusion made the heap grow round by round.
+        var fusedHere = models.Where(m => !m.IsFused).ToList();
+        try
         {
-            var order = Enumerable.Range(0, models.Count);
-            foreach (int m in round % 2 == 0 ? order : order.Reverse())
+            foreach (var m in fusedHere) m.Fuse();
+            for (int round = 0; round < warmup + rounds; round++)
             {
-                var result = TextGenerator.Generate(models[m], prompts, options, []);
-                Interlocked.Increment(ref _requests);
-                if (round >= warmup) samples[m].Add(new EngineSample(result.PrefillSeconds, result.DecodeSeconds));
+                var times = Round(models, prompts, options, reverse: round % 2 == 1);
+                Interlocked.Add(ref _requests, models.Count);
+                if (round >= warmup)
+                    for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
             }
         }
+        finally
+        {
+            foreach (var m in fusedHere) m.Unfuse();
+        }
         return samples;
+    }
+
+    /// <summary>
+    /// Decode steps a model runs before the next model's turn within a round; 0 (the default): none, each model's
+    /// request runs whole, as a user's engine runs it. PUZZLE_STEPS_PER_TURN=K interleaves them every K steps, an
+    /// experiment of issue 12 (benchmarks/results/timing-2026-12-03.md): at K = 1 the spread of the per-round ratio
+    /// halves on this machine, but the small demo models run ~10% slower for the fast children (each step starts
+    /// after another model's), so the measurement no longer matches a one-model engine.
+    /// </summary>
+    public static readonly int StepsPerTurn = int.TryParse(Environment.GetEnvironmentVariable("PUZZLE_STEPS_PER_TURN"), out int k) && k > 0 ? k : 0;
+
+    /// <summary>One request of every model in round order (with <see cref="StepsPerTurn"/>: prefills first, then turns of K decode steps).</summary>
+    static EngineSample[] Round(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, bool reverse)
+    {
+        int n = models.Count;
+        int[] forward = [.. Enumerable.Range(0, n)], backward = [.. forward.Reverse()];
+        if (StepsPerTurn == 0)
+        {
+            var whole = new EngineSample[n];
+            foreach (int m in reverse ? backward : forward)
+            {
+                var r = TextGenerator.Generate(models[m], prompts, options, []);
+                whole[m] = new EngineSample(r.PrefillSeconds, r.DecodeSeconds);
+            }
+            return whole;
+        }
+        var sessions = new GenerationSession?[n];
+        var prefill = new double[n];
+        var decode = new double[n];
+        try
+        {
+            foreach (int m in reverse ? backward : forward)
+            {
+                sessions[m] = new GenerationSession(models[m], prompts, options, []);
+                prefill[m] = sessions[m]!.Prefill();
+            }
+            for (int turn = 0; sessions.Any(s => !s!.Finished); turn++)
+                foreach (int m in (turn % 2 == 1) != reverse ? backward : forward)
+                    for (int k = 0; k < StepsPerTurn && !sessions[m]!.Finished; k++) decode[m] += sessions[m]!.Step();
+        }
+        finally
+        {
+            foreach (var s in sessions) s?.Dispose();
+        }
+        return [.. Enumerable.Range(0, n).Select(m => new EngineSample(prefill[m], decode[m]))];
     }
 }
