@@ -7,6 +7,8 @@
 #   l1b.json     the Llama-3.2-1B-shaped parent, small budgets, max_params 600 M (the ≤ 12 GB target)
 #   smol.json    the SmolLM2-135M-shaped parent, the same small budgets
 #   smol-60.json the SmolLM2-shaped parent with the demo's search space and budgets cut to fit 60 min (RESULTS.md)
+# The data stage reads prepared data: `puzzle data prepare --tokenizer PARENTS_DIR/l1b --input DATA_TXT
+# --out OUT_DIR/l1b-data --seq-len 64 --txt-documents paragraphs` (smol: the same with smol; smol-60: --seq-len 256).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="$(mkdir -p "$1" && cd "$1" && pwd)"; parents="$(cd "$2" && pwd)"

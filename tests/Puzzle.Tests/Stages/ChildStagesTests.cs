@@ -227,6 +227,22 @@ public sealed partial class ChildStagesTests(SolvedRunFixture fixture) : IClassF
         Assert.Contains(EvalStage.RetentionDefinition, card);
         Assert.Contains("padded with zero channels", card);
         Assert.True(File.Exists(Path.Combine(export, "tokenizer.json")));
+
+        // A parent that predicts nothing (random weights: accuracy 0) leaves retention undefined (null in eval.json):
+        // the report says so instead of failing, and an eval.json without the retention block still asks for a rerun.
+        var undefined = eval.DeepClone().AsObject();
+        undefined["retention"]!["value"] = null;
+        undefined["retention"]!["ci95"] = null;
+        foreach (var (_, component) in undefined["retention"]!["components"]!.AsObject()) component!["ratio"] = null;
+        var run = new RunDirectory(fixture.Run);
+        var zero = ReportStage.Write(run, "fast", fixture.Child, undefined, bench, null, _ => { });
+        Assert.False(zero.AccuracyRetention.Defined);
+        Assert.Contains("Accuracy retention: undefined (the parent's accuracy is 0", File.ReadAllText(Path.Combine(fixture.Run, "report.md")));
+        Assert.Null(JsonNode.Parse(File.ReadAllText(Path.Combine(fixture.Run, "report.json")))!["accuracy_retention"]!["value"]);
+        var old = eval.DeepClone().AsObject();
+        old["retention"] = new JsonObject { ["value"] = 0.9 };
+        Assert.Contains("predates accuracy retention", Assert.Throws<PuzzleException>(() => ReportStage.Write(run, "fast", fixture.Child, old, bench, null, _ => { })).Message);
+        ReportStage.Write(run, "fast", fixture.Child, eval, bench, null, _ => { });              // the fixture's report as it was
     }
 
     static string WriteTask()

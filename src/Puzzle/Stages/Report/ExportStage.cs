@@ -68,7 +68,7 @@ public static class ExportStage
             card.AppendLine($"- Constraints: {string.Join(", ", report.Constraints.Where(kv => kv.Value is not null).Select(kv => $"{kv.Key} = {kv.Value}"))}");
             card.AppendLine($"- Measured throughput: **{report.MeasuredThroughputRatio:F2}x** the parent (`puzzle bench`, same engine and scenario)");
             var retention = report.AccuracyRetention;
-            card.AppendLine($"- Accuracy retention: **{100 * retention.Value:F1}%** {Evaluation.EvalStage.FormatInterval(retention.Ci95, percent: true)} " +
+            card.AppendLine($"- Accuracy retention: **{retention.Percent}** {(retention.Defined ? Evaluation.EvalStage.FormatInterval(retention.Ci95, percent: true) : "")} " +
                             $"on held-out test documents (`puzzle eval`; 95% bootstrap interval). {retention.Definition}");
         }
         else if (solution is not null)

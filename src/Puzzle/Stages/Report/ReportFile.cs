@@ -89,12 +89,18 @@ public sealed record ReportEngineCheck(string Engine, double ParentTokensPerS, d
 /// <summary>Accuracy retention (eval.json's, the paper's definition) with its interval, components and what was left out.</summary>
 public sealed record ReportRetention(double Value, JsonArray? Ci95, string? Definition, JsonObject Components, JsonObject? Excluded)
 {
+    /// <summary>False where the parent's accuracy is 0 on every accuracy metric (e.g. random weights): nothing to retain (value NaN, null in JSON).</summary>
+    public bool Defined => !double.IsNaN(Value);
+
+    /// <summary>"98.2%", or "undefined" with the reason.</summary>
+    public string Percent => Defined ? $"{100 * Value:F1}%" : "undefined (the parent's accuracy is 0: nothing to retain, e.g. a parent with random weights)";
+
     public JsonObject ToJson() => new()
     {
-        ["value"] = Value, ["ci95"] = Ci95?.DeepClone(), ["definition"] = Definition, ["components"] = Components.DeepClone(), ["excluded"] = Excluded?.DeepClone(),
+        ["value"] = Defined ? Value : null, ["ci95"] = Ci95?.DeepClone(), ["definition"] = Definition, ["components"] = Components.DeepClone(), ["excluded"] = Excluded?.DeepClone(),
     };
 
-    public static ReportRetention Read(JsonField j) => new(j["value"].Double(), j["ci95"].Node is null ? null : (JsonArray)j["ci95"].Array().DeepClone(),
+    public static ReportRetention Read(JsonField j) => new(j["value"].OptionalDouble() ?? double.NaN, j["ci95"].Node is null ? null : (JsonArray)j["ci95"].Array().DeepClone(),
         j["definition"].OptionalString(), j["components"].ObjectCopy(), j["excluded"].OptionalObjectCopy());
 }
 

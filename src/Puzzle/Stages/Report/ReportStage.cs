@@ -37,7 +37,7 @@ public static class ReportStage
         double throughputRatio = childSide.EndToEndTokensPerS / parentSide.EndToEndTokensPerS;
         var retentionNode = e["retention"];
         if (!retentionNode.Exists) throw new PuzzleException("report: the eval result has no retention (run `puzzle eval` with --reference PARENT)");
-        if (!retentionNode["value"].Exists)
+        if (!retentionNode["metric"].Exists)
             throw new PuzzleException("report: the eval result predates accuracy retention on the test split (eval format 1); rerun `puzzle eval`");
         var childBench = b["models"][1];
 
@@ -75,7 +75,7 @@ public static class ReportStage
         if (report.LlamaCpp is { } l)
             log($"report: llama.cpp measured {l.Ratio:F2}x against our {l.OursRatio:F2}x (llama.cpp / ours {l.Agreement:F3}: " +
                 $"{(l.Agrees ? "within" : "outside")} ±{ReportEngineCheck.Tolerance:P0})");
-        log($"report: measured throughput {throughputRatio:F2}x the parent, accuracy retention {report.AccuracyRetention.Value:P1} " +
+        log($"report: measured throughput {throughputRatio:F2}x the parent, accuracy retention {report.AccuracyRetention.Percent} " +
             $"{Evaluation.EvalStage.FormatInterval(report.AccuracyRetention.Ci95, percent: true)} on the test split -> {run.ReportMarkdown}");
         return report;
     }
@@ -126,17 +126,19 @@ public static class ReportStage
         Row("decode (tokens/s)", p.DecodeTokensPerS, c.DecodeTokensPerS, "N0");
         Row("time to first token (ms)", p.TimeToFirstTokenMs, c.TimeToFirstTokenMs, "0.0");
         string Pct(double v) => F(100 * v, "0.00") + "%";
+        // A component's child/parent ratio; null where the parent's accuracy is 0 (nothing to retain).
+        string Ratio(JsonField comp) => comp["ratio"].OptionalDouble() is { } v ? $"{F(v, "0.000")}{Ci(comp["ci95"].Node)}" : "undefined (parent at 0)";
         var (pci, cci) = (new JsonField(p.Ci95, source, "parent.ci95"), new JsonField(c.Ci95, source, "child.ci95"));
         md.AppendLine($"| next-token accuracy (accuracy) | {Pct(p.NextTokenAccuracy)}{Ci(pci["next_token_accuracy"].Node, true)} | " +
                       $"{Pct(c.NextTokenAccuracy)}{Ci(cci["next_token_accuracy"].Node, true)} | " +
-                      $"{F(components["next_token_accuracy"]["ratio"].Double(), "0.000")}{Ci(components["next_token_accuracy"]["ci95"].Node)} |");
+                      $"{Ratio(components["next_token_accuracy"])} |");
         var parentTasks = new JsonField(p.Tasks, source, "parent.tasks");
         foreach (var (name, task) in new JsonField(c.Tasks, source, "child.tasks").Properties())
         {
             double a = parentTasks[name]["acc_norm"].Double(), b = task["acc_norm"].Double();
             var comp = components[$"{name}.acc_norm"];
             string ratio = comp.Exists
-                ? $"{F(comp["ratio"].Double(), "0.000")}{Ci(comp["ci95"].Node)}"
+                ? Ratio(comp)
                 : $"– (parent not significantly above chance {Pct(task["chance"].OptionalDouble() ?? 0)}; not in retention)";
             md.AppendLine($"| {name} acc_norm (accuracy, {task["items"].Long()} items) | {Pct(a)}{Ci(pci["tasks"][name]["acc_norm"].Node, true)} | " +
                           $"{Pct(b)}{Ci(cci["tasks"][name]["acc_norm"].Node, true)} | {ratio} |");
@@ -148,8 +150,10 @@ public static class ReportStage
         md.AppendLine($"| KL(parent ‖ child) per token, nats (fidelity) | 0 | {F(fidelity["kl_parent_child"]["value"].Double(), "0.0000")}{Ci(fidelity["kl_parent_child"]["ci95"].Node, false, "0.0000")} | |");
         md.AppendLine();
         md.AppendLine($"**Measured throughput: {F(r.MeasuredThroughputRatio, "0.00")}x the parent{spread}. " +
-                      $"Accuracy retention: {F(100 * retention.Value, "0.0")}%{Ci(retention.Ci95, true)}** " +
-                      $"(mean of {string.Join(", ", components.Properties().Select(kv => $"{kv.Name} {F(kv.Value["ratio"].Double(), "0.000")}"))}).");
+                      (retention.Defined
+                          ? $"Accuracy retention: {F(100 * retention.Value, "0.0")}%{Ci(retention.Ci95, true)}** " +
+                            $"(mean of {string.Join(", ", components.Properties().Select(kv => $"{kv.Name} {F(kv.Value["ratio"].Double(), "0.000")}"))})."
+                          : $"Accuracy retention: {retention.Percent}**; the fidelity rows above still compare the child with the parent."));
         if (r.LlamaCpp is { } second)
             md.AppendLine($"\n{second.Engine} (`llama-batched-bench`, the same scenario and rounds, {second.Dtype ?? "?"} GGUF weights, {second.Threads?.ToString(CultureInfo.InvariantCulture) ?? "?"} threads) " +
                           $"measured the child at {F(second.Ratio, "0.00")}x the parent{Spread(second.Min, second.Max)}, against {F(second.OursRatio, "0.00")}x in our engine: " +
