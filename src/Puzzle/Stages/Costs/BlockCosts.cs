@@ -14,9 +14,13 @@ namespace Puzzle.Stages.Costs;
 /// generation engine (fused weights, sampling, the step loop), as a model whose every layer holds that subblock, minus
 /// a model of empty layers, divided by its depth; all models interleaved round by round. <c>isolated</c>: each
 /// subblock alone on random inputs (h + sublayer(norm(h))), the non-block parts alone. The statistic reduces the
-/// repeats; <c>Calibrate</c> scales the blocks per phase so the parent's parts add up to its measured whole.
+/// repeats: the minimum by default (each model's fastest round, then the differences), chosen by the cost model's
+/// error against the measured ratio of the demo's sweep points (benchmarks/results/timing-2026-12-03.md: mean
+/// absolute error 4.1–4.8% idle and 5.4% busy for engine/min, against 5.1–5.2% and 13.8% for engine/median;
+/// interference only adds time, so the fastest round is the least disturbed). <c>Calibrate</c> scales the blocks
+/// per phase so the parent's parts add up to its measured whole.
 /// </summary>
-public sealed record CostMethod(string Timing = "engine", TimingStatistic Statistic = TimingStatistic.Median, bool Calibrate = true)
+public sealed record CostMethod(string Timing = "engine", TimingStatistic Statistic = TimingStatistic.Min, bool Calibrate = true)
 {
     public static readonly CostMethod Default = new();
 
@@ -28,7 +32,7 @@ public sealed record CostMethod(string Timing = "engine", TimingStatistic Statis
         var parts = text.Split('/');
         if (parts.Length is < 1 or > 3 || parts[0] is not ("engine" or "isolated") || (parts.Length == 3 && parts[2] != "uncalibrated"))
             throw new PuzzleException($"cost method '{text}': expected engine|isolated[/median|min|trimmed[/uncalibrated]]");
-        return new CostMethod(parts[0], parts.Length > 1 ? TimingStatistics.Parse(parts[1]) : TimingStatistic.Median, parts.Length < 3);
+        return new CostMethod(parts[0], parts.Length > 1 ? TimingStatistics.Parse(parts[1]) : Default.Statistic, parts.Length < 3);
     }
 }
 
