@@ -88,7 +88,7 @@ public sealed class GenerationSession : IDisposable
     readonly Generator _generator;
     readonly DecodeThreads _threads;
     readonly DeviceClock _clock;
-    Tensor? _logits;
+    Tensor? _logits, _next;                                                              // the last logits; the tokens chosen from them
     int _step;
     bool _disposed;
 
@@ -179,8 +179,6 @@ public sealed class GenerationSession : IDisposable
         _onStep?.Invoke(emitted);
         return seconds;
     }
-
-    Tensor? _next;
 
     /// <summary>Samples from the last logits, records the tokens (-1 for finished rows), and decides whether the session is finished.</summary>
     int[] Choose()

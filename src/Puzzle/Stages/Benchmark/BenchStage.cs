@@ -67,7 +67,7 @@ public static class BenchStage
             int[][] prompts = Enumerable.Range(0, o.Batch).Select(_ => Enumerable.Range(0, o.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
-                $"{o.Warmup} warm-up + {o.Repeats} rounds in ABBA order" + (EngineTimer.StepsPerTurn == 0 ? "" : $", decode steps interleaved every {EngineTimer.StepsPerTurn} (PUZZLE_STEPS_PER_TURN)"));
+                $"{o.Warmup} warm-up + {o.Repeats} rounds in {EngineTimer.OrderDescription} order");
             var samples = EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats)
                 .Select(list => list.Select(x => new BenchSample(x.PrefillSeconds, x.DecodeSeconds)).ToList()).ToArray();
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
@@ -100,7 +100,7 @@ public static class BenchStage
                 ["scenario"] = new JsonObject
                 {
                     ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
-                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = EngineTimer.StepsPerTurn == 0 ? "ABBA" : $"ABBA, decode steps interleaved every {EngineTimer.StepsPerTurn}",
+                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = EngineTimer.OrderDescription,
                 },
                 ["process_peak_working_set_bytes"] = peak,
                 ["models"] = rows,

@@ -78,7 +78,7 @@ public static class EngineTimer
             foreach (var m in fusedHere) m.Fuse();
             for (int round = 0; round < warmup + rounds; round++)
             {
-                var times = Round(models, prompts, options, reverse: round % 2 == 1);
+                var times = Round(models, prompts, options, Benchmark.BenchStage.RoundOrder(round, models.Count));
                 Interlocked.Add(ref _requests, models.Count);
                 if (round >= warmup)
                     for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
@@ -100,15 +100,17 @@ public static class EngineTimer
     /// </summary>
     public static readonly int StepsPerTurn = int.TryParse(Environment.GetEnvironmentVariable("PUZZLE_STEPS_PER_TURN"), out int k) && k > 0 ? k : 0;
 
-    /// <summary>One request of every model in round order (with <see cref="StepsPerTurn"/>: prefills first, then turns of K decode steps).</summary>
-    static EngineSample[] Round(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, bool reverse)
+    /// <summary>What the rounds' order is, for logs and bench.json.</summary>
+    public static string OrderDescription => StepsPerTurn == 0 ? "ABBA" : $"ABBA, decode steps interleaved every {StepsPerTurn} (PUZZLE_STEPS_PER_TURN)";
+
+    /// <summary>One request of every model in <paramref name="order"/> (with <see cref="StepsPerTurn"/>: prefills first, then turns of K decode steps, the order reversed every turn).</summary>
+    static EngineSample[] Round(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, int[] order)
     {
         int n = models.Count;
-        int[] forward = [.. Enumerable.Range(0, n)], backward = [.. forward.Reverse()];
         if (StepsPerTurn == 0)
         {
             var whole = new EngineSample[n];
-            foreach (int m in reverse ? backward : forward)
+            foreach (int m in order)
             {
                 var r = TextGenerator.Generate(models[m], prompts, options, []);
                 whole[m] = new EngineSample(r.PrefillSeconds, r.DecodeSeconds);
@@ -120,13 +122,13 @@ public static class EngineTimer
         var decode = new double[n];
         try
         {
-            foreach (int m in reverse ? backward : forward)
+            foreach (int m in order)
             {
                 sessions[m] = new GenerationSession(models[m], prompts, options, []);
                 prefill[m] = sessions[m]!.Prefill();
             }
             for (int turn = 0; sessions.Any(s => !s!.Finished); turn++)
-                foreach (int m in (turn % 2 == 1) != reverse ? backward : forward)
+                foreach (int m in turn % 2 == 0 ? order : order.Reverse())
                     for (int k = 0; k < StepsPerTurn && !sessions[m]!.Finished; k++) decode[m] += sessions[m]!.Step();
         }
         finally
