@@ -93,15 +93,76 @@ public class MeasuredCheckSettingsTests
         Assert.Single(warnings);
         Assert.Contains(logs, l => l.Contains("child") && l.Contains("re-timed 2.90x"));
 
-        // Within the bound (|2.79 × 1.3 / 2.79 − 1| = 0.30 < 0.35): timed once, nothing marked.
-        Assert.Equal(0.35, ArchitectureTimer.SuspectDisagreement);
+        // Within the re-time bound (|2.79 × 1.04 / 2.79 − 1| = 0.04 < 0.05): timed once, nothing marked.
+        Assert.Equal((0.05, 0.35), (ArchitectureTimer.RetimeDisagreement, ArchitectureTimer.SuspectDisagreement));
         var parent5 = TestSupport.TinyParentConfig(5);
-        var normal = new ScriptedTimer((100, 2.79 * 1.3 * 100));
+        var normal = new ScriptedTimer((100, 2.79 * 1.04 * 100));
         var plain = ArchitectureTimer.MeasureCached(run, parent5, child, 2.79, "child", normal.Time, logs.Add, warnings.Add);
         Assert.Equal(1, normal.Calls);
         Assert.Equal((null, false), (plain.FirstRatio, plain.Suspect));
         var plainEntry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent5, child, Small)]!;
         Assert.Null(plainEntry["suspect"]);
         Assert.Single(warnings);
+    }
+
+    /// <summary>A timer that answers given per-round request times (ms) in turn, as <see cref="ArchitectureTimer.Measure"/> does.</summary>
+    sealed class RoundsTimer(params (double[] Parent, double[] Child)[] answers)
+    {
+        public int Calls { get; private set; }
+        public ArchitectureTiming Time(ModelConfig parent, ModelConfig child, ScenarioSection sc)
+        {
+            var (p, c) = answers[Calls++];
+            double tokens = sc.Batch * sc.GenerationLength;
+            double Median(double[] v) => Puzzle.Stages.Costs.TimingStatistics.Apply(Puzzle.Stages.Costs.TimingStatistic.Median, v);
+            return new ArchitectureTiming(tokens / Median(p) * 1e3, tokens / Median(c) * 1e3, p.Length) { ParentRoundMs = p, ChildRoundMs = c };
+        }
+    }
+
+    [Fact]
+    public void MeasuredCheck_ModeratelyOff_IsRetimed_AndBothTimingsRoundsArePooled()
+    {
+        var run = CacheOnlyRun();
+        var parent = TestSupport.TinyParentConfig(3);
+        var child = TestSupport.TinyChildConfig();
+        var logs = new List<string>();
+        var warnings = new List<string>();
+        // Estimated 2.25x; the first timing says 2.00x (11% off: the 3 Dec seed-0 case), the second 2.40x.
+        double[] p1 = [1000, 1010, 990], c1 = [505, 500, 495], p2 = [1200, 1190, 1210], c2 = [500, 495, 505];
+        var timer = new RoundsTimer((p1, c1), (p2, c2));
+        var timing = ArchitectureTimer.MeasureCached(run, parent, child, 2.25, "child", timer.Time, logs.Add, warnings.Add);
+        Assert.Equal(2, timer.Calls);
+        Assert.True(timing.Pooled);
+        Assert.Equal(6, timing.Rounds);
+        // Pooled: median of the six parent rounds over median of the six child rounds (a second computation).
+        double[] parentAll = [.. p1, .. p2], childAll = [.. c1, .. c2];
+        double Median(double[] v) { var s = v.Order().ToArray(); return (s[2] + s[3]) / 2; }
+        Assert.Equal(Median(parentAll) / Median(childAll), timing.Ratio, 9);
+        Assert.InRange(timing.Ratio, 2.00, 2.40);
+        Assert.Equal(1000.0 / 500, timing.FirstRatio!.Value, 9);
+        Assert.False(timing.Suspect);
+        Assert.Empty(warnings);
+        Assert.Contains(logs, l => l.Contains("re-timed") && l.Contains("6 rounds pooled"));
+        var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent, child, Small)]!;
+        Assert.True(entry["pooled"]!.GetValue<bool>());
+        Assert.Equal(1200.0 / 500, entry["second_ratio"]!.GetValue<double>(), 9);
+        Assert.Equal(6, entry["parent_round_ms"]!.AsArray().Count);
+        var cached = ArchitectureTimer.MeasureCached(run, parent, child, 2.25, "child", new RoundsTimer().Time, logs.Add, warnings.Add);
+        Assert.True(cached.Cached && cached.Pooled);
+        Assert.Equal(timing.Ratio, cached.Ratio, 9);
+    }
+
+    [Fact]
+    public void TightenedBound_PoolsTheCorrectionOverAttempts_AndStaysBelowTheMissedChild()
+    {
+        // First bound 100 ms. One attempt estimated 2.25x measured 2.00x: correction 0.889, bound 88.9 ms.
+        MeasuredAttempt A(double estimated, double measured) => new(estimated, measured, 1, 1, null, false);
+        Assert.Equal(100 * 2.0 / 2.25, SearchStage.TightenedBound(100, [A(2.25, 2.00)], 99), 9);
+        // Two attempts: the median of both corrections (0.889 and 0.96), not their product.
+        Assert.Equal(100 * (2.0 / 2.25 + 2.4 / 2.5) / 2, SearchStage.TightenedBound(100, [A(2.25, 2.00), A(2.5, 2.4)], 99), 9);
+        // Never as slow as the child that missed.
+        Assert.True(SearchStage.TightenedBound(100, [A(2.25, 2.24)], 90) < 90);
+        // Loosening after an overshoot: the correction above 1 gives a larger bound, never as fast as the overshooting child.
+        Assert.Equal(100 * 3.0 / 2.7, SearchStage.LoosenedBound(100, [A(2.7, 3.0)], 95), 9);
+        Assert.True(SearchStage.LoosenedBound(100, [A(2.7, 2.71)], 101) > 101);
     }
 }

@@ -234,6 +234,43 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         Assert.Equal(2, calls);
         Assert.True(SolutionFile.Read(suspectAgain[0].Path).MeasuredCheck!.Attempts[0] is { Cached: true, Suspect: true, FirstMeasuredRatio: 40.0 });
 
+        // A two-sided band (the matched baselines): a child measured well above the target is loosened toward it, each
+        // bound strictly looser than the last, and the solution still meets the target.
+        File.Delete(cache);
+        ArchitectureTiming Fast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc) => new(100, 100 * 1.1 * 1.5, sc.Repeats);
+        var loosened = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
+        {
+            Target = "measured", MinThroughputRatio = 1.1, Name = "loosened", Timer = Fast, MaxOvershoot = 0.1,
+        }, _ => { });
+        var loosenedCheck = SolutionFile.Read(loosened[0].Path).MeasuredCheck!;
+        Assert.True(loosenedCheck.Attempts.Count >= 2);
+        for (int i = 1; i < loosenedCheck.Attempts.Count; i++)
+            Assert.True(loosenedCheck.Attempts[i].MaxTimeMs > loosenedCheck.Attempts[i - 1].MaxTimeMs);
+        Assert.True(loosenedCheck.Met);
+
+        // Loosened past the target (the first child 2.2x, every other 0.5x): the first child stands, and the file says so.
+        File.Delete(cache);
+        string? firstChild = null;
+        ArchitectureTiming OnlyFirstFast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc)
+        {
+            string blocks = string.Join(";", c.Blocks);
+            firstChild ??= blocks;
+            return new(100, blocks == firstChild ? 220 : 50, sc.Repeats);
+        }
+        var bracket = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
+        {
+            Target = "measured", MinThroughputRatio = 1.1, Name = "bracket", Timer = OnlyFirstFast, MaxOvershoot = 0.1,
+        }, _ => { });
+        var bracketFile = SolutionFile.Read(bracket[0].Path);
+        var bracketCheck = bracketFile.MeasuredCheck!;
+        Assert.True(bracketCheck.Attempts.Count >= 2);
+        Assert.Equal(0, bracketCheck.Kept);
+        Assert.Equal(2.2, bracketCheck.LastRatio, 9);
+        Assert.True(bracketCheck.Met);
+        Assert.Equal(bracketCheck.Attempts[0].EstimatedRatio, bracketFile.Verified.ThroughputRatio, 9);            // the first child's architecture is stored
+        Assert.Equal(2.2, Puzzle.Stages.Baselines.BaselinesStage.ReachedRatio(System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(bracket[0].Path))!)!.Value, 9);
+        Assert.Equal(bracketCheck.Attempts.Count, bracketFile.MeasuredCheck!.Attempts.Count);
+
         // Three diverse solutions, asked twice under different names: the same three architectures.
         var a3 = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Solutions = 3, Diversity = 0.5, Name = "a" }, _ => { });
         var b3 = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "h100", MinThroughputRatio = 1.1, Solutions = 3, Diversity = 0.5, Name = "b" }, _ => { });

@@ -32,6 +32,13 @@ public sealed record SearchRequest
     /// </summary>
     public int MeasuredChecks { get; init; } = 4;
 
+    /// <summary>
+    /// With measured checks: a child measured faster than the target by more than this fraction is loosened toward it
+    /// (a larger child) while checks remain; null: any speed above the target is kept. The `matched` baselines use it so
+    /// that the Puzzle child is compared at the rule baseline's speed, not well above it.
+    /// </summary>
+    public double? MaxOvershoot { get; init; }
+
     /// <summary>How the measured check times an architecture against the parent; null: <see cref="ArchitectureTimer.Measure"/> (tests inject one).</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public ArchitectureTimer.Timing? Timer { get; init; }
@@ -103,7 +110,7 @@ public static partial class SearchStage
         var previous = new List<IReadOnlyList<int>>();
         var files = new List<SearchResult>();
         // Same scores, costs and request: the stored solutions stand (their measured checks are not redone).
-        string key = IO.Fingerprint.Of("solution-v2", problem.Fingerprint, request with { Name = "" });
+        string key = IO.Fingerprint.Of("solution-v3", problem.Fingerprint, request with { Name = "" });
         var stored = Enumerable.Range(0, request.Solutions).Select(k => run.Artifact(Folder, SolutionName(request.Name, k) + ".json")).ToList();
         var storedFiles = stored.Select(p => JsonFile.ReadDerived(p, j => j["fingerprint"].Node is not null && j["layers"].Items().Count == problem.Layers) is { } j
             ? SolutionFile.Parse(j) : null).ToList();
@@ -132,7 +139,9 @@ public static partial class SearchStage
                 log($"search: {why}");
                 break;
             }
-            var verified = MipSearch.Verify(problem, constraints, solution.Choice, solution.SolverObjective, previous, request.Diversity);
+            // A child loosened toward the target (SearchRequest.MaxOvershoot) stands on the bound it was solved under.
+            var bounds = check?.KeptAttempt.MaxTimeMs is { } kept && kept > constraints.MaxTimeMs ? constraints with { MaxTimeMs = kept } : constraints;
+            var verified = MipSearch.Verify(problem, bounds, solution.Choice, solution.SolverObjective, previous, request.Diversity);
             previous.Add(solution.Choice);
             string name = SolutionName(request.Name, k);
             string path = run.Artifact(Folder, name + ".json");
@@ -154,8 +163,8 @@ public static partial class SearchStage
 
     /// <summary>
     /// Times the solution's architecture against the parent's (random weights, the generation engine, the scenario;
-    /// once per architecture, cached in RUN/measured-checks.json); while the measured ratio misses the target, shrinks
-    /// the time bound by the miss and solves again.
+    /// once per architecture, cached in RUN/measured-checks.json); while the measured ratio misses the target, tightens
+    /// the time bound by the cost model's pooled correction (<see cref="TightenedBound"/>) and solves again.
     /// </summary>
     static (SearchSolution? Solution, MeasuredCheck Check) CheckMeasured(RunDirectory run, SearchProblem problem, SearchConstraints constraints,
         IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio, Action<string> log)
@@ -165,6 +174,8 @@ public static partial class SearchStage
         var current = constraints;
         var best = solution;
         double parentTime = problem.Totals(ParentChoice(run, problem)).TimeMs;
+        List<(SearchSolution Solution, double Measured, int Attempt)> met = [], missed = [];
+        double fastest = 0, slowest = double.PositiveInfinity;                     // generation times (ms) of children that overshot / missed
         for (int attempt = 1; ; attempt++)
         {
             var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
@@ -181,14 +192,58 @@ public static partial class SearchStage
                 FirstMeasuredRatio = timing.FirstRatio, Suspect = timing.Suspect,
             });
             log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine" +
-                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x)" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
-            if (measured >= targetRatio * 0.99 || attempt > request.MeasuredChecks) break;
-            current = current with { MaxTimeMs = current.MaxTimeMs * measured / targetRatio };
+                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x{(timing.Pooled ? ", rounds pooled" : "")})" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
+            bool reached = measured >= targetRatio * 0.99;
+            bool overshot = request.MaxOvershoot is { } over && measured > targetRatio * (1 + over);
+            (reached ? met : missed).Add((best, measured, attempts.Count - 1));
+            if ((reached && !overshot) || attempt > request.MeasuredChecks) break;
+            // Never back to a child as slow as one that missed the target, nor as fast as one that overshot it.
+            if (reached) fastest = Math.Max(fastest, best.Totals.TimeMs); else slowest = Math.Min(slowest, best.Totals.TimeMs);
+            double bound = reached ? LoosenedBound(constraints.MaxTimeMs!.Value, attempts, fastest)
+                                   : TightenedBound(constraints.MaxTimeMs!.Value, attempts, slowest);
+            if (bound <= fastest || bound >= slowest)
+            {
+                log($"search: the checked children bracket the target between two neighbouring bounds; keeping the last one that met it");
+                break;
+            }
+            current = current with { MaxTimeMs = bound };
             var next = MipSearch.Solve(problem, current, previous, request.Diversity, request.RelativeGap);
-            if (next is null) { log("search: no architecture meets the tightened bound; keeping the last one"); break; }
+            if (next is null || met.Concat(missed).Any(m => m.Solution.Choice.SequenceEqual(next.Choice)))
+            {
+                log(next is null ? "search: no architecture meets the adjusted bound; keeping the last one" : "search: the adjusted bound gives an architecture already checked; stopping");
+                break;
+            }
             best = next;
         }
-        return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, attempts[^1].MeasuredRatio >= targetRatio * 0.99));
+        // A loosened child that fell below the target: the closest-to-target child that met it stands instead.
+        bool lastMet = attempts[^1].MeasuredRatio >= targetRatio * 0.99;
+        if (!lastMet && met.Count > 0)
+        {
+            var (kept, ratio, index) = met.MinBy(m => m.Measured);
+            log($"search: keeping the checked architecture measured at {ratio:F2}x (the last one missed the target)");
+            return (kept, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, true) { Kept = index });
+        }
+        return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, lastMet));
+    }
+
+    /// <summary>
+    /// The time bound after a measured check missed: the first bound scaled by the cost model's correction, the median
+    /// of measured / estimated over every attempt so far (a child whose estimated ratio is r measures about r × that), and
+    /// strictly below the generation time of the child that missed. Each attempt's evidence is pooled, not compounded:
+    /// the bound used to shrink by every miss in turn (bound × measured / target), so one slow timing moved every later
+    /// bound, and a child estimated above the target was penalised for the estimate's margin as if it were the model's error.
+    /// </summary>
+    public static double TightenedBound(double firstBound, IReadOnlyList<MeasuredAttempt> attempts, double missedTimeMs)
+    {
+        double correction = Costs.TimingStatistic.Median.Apply([.. attempts.Select(a => a.MeasuredRatio / a.EstimatedRatio)]);
+        return Math.Min(firstBound * correction, missedTimeMs * (1 - 1e-9));
+    }
+
+    /// <summary>The time bound after a child overshot the target (<see cref="SearchRequest.MaxOvershoot"/>): the same pooled correction, strictly above the overshooting child's time.</summary>
+    public static double LoosenedBound(double firstBound, IReadOnlyList<MeasuredAttempt> attempts, double overshotTimeMs)
+    {
+        double correction = Costs.TimingStatistic.Median.Apply([.. attempts.Select(a => a.MeasuredRatio / a.EstimatedRatio)]);
+        return Math.Max(firstBound * correction, overshotTimeMs * (1 + 1e-9));
     }
 
     /// <summary>The k-th (from 0) of several diverse solutions: the best keeps the name (the pipeline assembles it), the others NAME-2, NAME-3, ….</summary>

@@ -37,9 +37,13 @@ public sealed record MeasuredAttempt(double EstimatedRatio, double MeasuredRatio
 
 public sealed record MeasuredCheck(double TargetRatio, IReadOnlyList<MeasuredAttempt> Attempts, double? FinalMaxTimeMs, bool Met)
 {
-    public double LastRatio => Attempts[^1].MeasuredRatio;
-    /// <summary>The last check (the one the solution stands on) disagreed with the estimate even when re-timed.</summary>
-    public bool Suspect => Attempts[^1].Suspect;
+    /// <summary>Index of the attempt the solution stands on: the last, unless a later child loosened toward the target missed it.</summary>
+    public int? Kept { get; init; }
+    public MeasuredAttempt KeptAttempt => Attempts[Kept ?? Attempts.Count - 1];
+    /// <summary>The measured ratio of the architecture the solution stands on.</summary>
+    public double LastRatio => KeptAttempt.MeasuredRatio;
+    /// <summary>The check the solution stands on disagreed with the estimate even when re-timed.</summary>
+    public bool Suspect => KeptAttempt.Suspect;
 }
 
 /// <summary>RUN/solutions/NAME.json: what was asked, the bounds it became, the solver's answer verified, and the per-layer choice.</summary>
@@ -101,6 +105,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
                     ["first_measured_ratio"] = a.FirstMeasuredRatio, ["suspect"] = a.Suspect,
                 }).ToArray()),
                 ["final_max_time_ms"] = c.FinalMaxTimeMs, ["met"] = c.Met, ["suspect"] = c.Suspect,
+                ["kept_attempt"] = c.Kept ?? c.Attempts.Count - 1, ["measured_ratio"] = c.LastRatio,
             };
             o["target_met"] = c.Met;
         }
@@ -133,7 +138,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
                 {
                     FirstMeasuredRatio = a["first_measured_ratio"].OptionalDouble(), Suspect = a["suspect"].OptionalBool() ?? false,
                 }).ToList(),
-                m["final_max_time_ms"].OptionalDouble(), m["met"].Bool());
+                m["final_max_time_ms"].OptionalDouble(), m["met"].Bool()) { Kept = m["kept_attempt"].OptionalInt() };
         }
         return new SolutionFile(j["name"].String(), j["target"].String(), j["score_mode"].String(), request,
             new SearchConstraints(c["max_memory_bytes"].OptionalDouble(), c["max_time_ms"].OptionalDouble(), c["max_parameters"].OptionalLong()),
