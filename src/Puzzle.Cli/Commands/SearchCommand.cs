@@ -23,11 +23,17 @@ internal static class SearchCommand
         var solutions = new Option<int?>("--solutions") { Description = "number of diverse solutions: NAME, NAME-2, … (search.solutions)" };
         var diversity = new Option<double?>("--diversity") { Description = "alpha: each solution shares at most alpha·L choices with every earlier one (search.diversity)" };
         var sweep = new Option<string?>("--sweep") { Description = "only a Pareto front, e.g. throughput-ratio=1.2:3.0:0.2 (also memory-gib, params)" };
+        var checks = new Option<int?>("--measured-checks")
+        {
+            Description = "on the measured target: how many times a child missing the target is re-solved after timing it in the engine " +
+                          "(default 4; 0: the cost model alone decides, no timing, seconds). Timings are cached per architecture in RUN/measured-checks.json",
+        };
         var name = new Option<string>("--name") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
         var command = new Command("search", "Choose one block per layer with a mixed-integer program (OR-Tools) under the run's config.search; flags override its keys.")
-            { run, memory, ratio, tps, latency, parameters, target, solutions, diversity, sweep, name };
+            { run, memory, ratio, tps, latency, parameters, target, solutions, diversity, sweep, checks, name };
         command.SetAction(r => CliSupport.Run(() =>
         {
+            if (r.GetValue(checks) is < 0) throw new PuzzleException($"--measured-checks must be 0 or more, got {r.GetValue(checks)}");
             var overrides = new List<string>();
             void Set<T>(Option<T> option, string key, Func<T, string> text)
             {
@@ -48,6 +54,7 @@ internal static class SearchCommand
             var runDir = new RunDirectory(r.GetValue(run)!, overrides);
             var request = ChildRecipe.SearchRequestFor(runDir) with { Name = r.GetValue(name)! };
             if (r.GetValue(sweep) is { } s) request = request with { Sweep = s, Solutions = 1 };
+            if (r.GetValue(checks) is { } n) request = request with { MeasuredChecks = n };
             var files = SearchStage.Run(runDir, request);
             foreach (var f in files)
                 Console.WriteLine($"{f.Name}: KL {f.Solution.Totals.Kl:F4}, {f.Solution.Totals.TokensPerSecond / f.Parent.TokensPerSecond:F2}x throughput, " +

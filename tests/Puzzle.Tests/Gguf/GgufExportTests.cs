@@ -344,6 +344,13 @@ public sealed class GgufExportTests
         var half = row with { EndToEndTokensPerSecond = 1.0 };
         half.AddRatios(json, row);
         Assert.Equal(0.5, json["end_to_end_ratio"]!.GetValue<double>());
+        // The round ratios replace it by their median (paired, round by round); the ratio of medians is kept beside it.
+        // Totals 1, 2, 4 s against the reference's 2, 2, 2 s: rounds 2, 1, 0.5 -> 1.
+        BenchRow.AddRoundRatios(json, [new BenchSample(0.5, 0.5), new BenchSample(1, 1), new BenchSample(2, 2)], [new BenchSample(1, 1), new BenchSample(1, 1), new BenchSample(1, 1)]);
+        Assert.Equal([2.0, 1.0, 0.5], json["end_to_end_ratio_rounds"]!.AsArray().Select(v => v!.GetValue<double>()));
+        Assert.Equal((1.0, 0.5, 0.5, 2.0), (json["end_to_end_ratio"]!.GetValue<double>(), json["end_to_end_ratio_of_medians"]!.GetValue<double>(),
+            json["end_to_end_ratio_min"]!.GetValue<double>(), json["end_to_end_ratio_max"]!.GetValue<double>()));
+        Assert.Throws<ArgumentException>(() => BenchRow.RoundRatios([1.0], [1.0, 2.0]));
         Assert.Throws<ArgumentException>(() => BenchRow.FromSamples(o, []));
     }
 

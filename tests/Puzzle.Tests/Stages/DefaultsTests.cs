@@ -6,6 +6,7 @@ using Puzzle.Stages.Costs;
 using Puzzle.Stages.Evaluation;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Scoring;
+using Puzzle.Stages.Search;
 using Puzzle.Tests.Reliability;
 
 namespace Puzzle.Tests.Stages;
@@ -53,10 +54,14 @@ public sealed class DefaultsTests(RunFixture fixture) : IClassFixture<RunFixture
         Assert.Equal(1_000_000, stored["request"]!["max_params"]!.GetValue<long>());
         Assert.Equal(2, stored["request"]!["solutions"]!.GetValue<int>());
 
-        result = InProcessCli.Run(TimeSpan.FromSeconds(120), "search", "--run", run, "--max-params", "900000", "--solutions", "1", "--name", "tight");
+        Assert.Equal(4, stored["request"]!["measured_checks"]!.GetValue<int>());
+
+        result = InProcessCli.Run(TimeSpan.FromSeconds(120), "search", "--run", run, "--max-params", "900000", "--solutions", "1", "--measured-checks", "0", "--name", "tight");
         Assert.True(result.Code == 0, result.Stderr);
         stored = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "solutions", "tight.json")))!;
         Assert.Equal(900_000, stored["request"]!["max_params"]!.GetValue<long>());
+        Assert.Equal(0, stored["request"]!["measured_checks"]!.GetValue<int>());
+        Assert.Equal(0, SolutionFile.Read(Path.Combine(run, "solutions", "tight.json")).Request.MeasuredChecks);
         Assert.Equal("h100", stored["target"]!.GetValue<string>());
         Assert.Equal(1_000_000, new RunDirectory(run).Config.Search.MaxParams);                      // flags never rewrite RUN/config.json
     }

@@ -133,11 +133,10 @@ public class MeasuredCheckSettingsTests
         Assert.Equal(2, timer.Calls);
         Assert.True(timing.Pooled);
         Assert.Equal(6, timing.Rounds);
-        // Pooled: median of the six parent rounds over median of the six child rounds (a second computation).
-        double[] parentAll = [.. p1, .. p2], childAll = [.. c1, .. c2];
-        double Median(double[] v) { var s = v.Order().ToArray(); return (s[2] + s[3]) / 2; }
-        Assert.Equal(Median(parentAll) / Median(childAll), timing.Ratio, 9);
-        Assert.InRange(timing.Ratio, 2.00, 2.40);
+        // Pooled: the median of the six rounds' paired ratios (parent time over child time in the same round), by hand:
+        // 1.980, 2.000, 2.020 | 2.396, 2.400, 2.404 -> (2.020 + 2.396) / 2.
+        Assert.Equal((1010.0 / 500 + 1210.0 / 505) / 2, timing.Ratio, 9);
+        Assert.Equal(Small.Batch * Small.GenerationLength / ((1010.0 + 1190) / 2) * 1e3, timing.ParentTokensPerSecond, 9);   // median of the six parent times
         Assert.Equal(1000.0 / 500, timing.FirstRatio!.Value, 9);
         Assert.False(timing.Suspect);
         Assert.Empty(warnings);

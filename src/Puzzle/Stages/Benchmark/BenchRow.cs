@@ -41,16 +41,32 @@ public sealed record BenchRow(double PrefillTokensPerSecond, double DecodeTokens
         ["samples"] = Samples,
     };
 
-    /// <summary>Ratios of this row to <paramref name="first"/> (prefill, decode, end-to-end), written into <paramref name="json"/>.</summary>
-    /// <summary>Per round: the first model's time over this model's (a throughput ratio from the same round), and their range.</summary>
+    /// <summary>
+    /// Per round: the first model's time over this model's (a throughput ratio from the same round), their range, and
+    /// <c>end_to_end_ratio</c> as their median (the paired estimator; the ratio of the two models' median times stays as
+    /// <c>end_to_end_ratio_of_medians</c>). Rounds run the models side by side (ABBA), so a round's ratio cancels the
+    /// drift of the machine that the two medians, taken over different moments, do not: over 9-round windows of the
+    /// cost-model benchmark's 15 rounds the paired median varied 0.2–2% (coefficient of variation) where the ratio of
+    /// medians varied 2–7% (benchmarks/results/timing-2026-12-03.md).
+    /// </summary>
     public static void AddRoundRatios(JsonObject json, IReadOnlyList<BenchSample> samples, IReadOnlyList<BenchSample> first)
     {
-        var perRound = samples.Select((s, i) => first[i].TotalSeconds / s.TotalSeconds).ToArray();
+        var perRound = RoundRatios(samples.Select(s => s.TotalSeconds).ToList(), first.Select(s => s.TotalSeconds).ToList());
         json["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
         json["end_to_end_ratio_min"] = perRound.Min();
         json["end_to_end_ratio_max"] = perRound.Max();
+        if (json["end_to_end_ratio"] is { } ofMedians) json["end_to_end_ratio_of_medians"] = ofMedians.GetValue<double>();
+        json["end_to_end_ratio"] = Median(perRound);
     }
 
+    /// <summary>Each round's throughput ratio: the reference's time over the model's, from the same round.</summary>
+    public static double[] RoundRatios(IReadOnlyList<double> times, IReadOnlyList<double> referenceTimes)
+    {
+        if (times.Count != referenceTimes.Count) throw new ArgumentException($"{times.Count} rounds against {referenceTimes.Count}");
+        return [.. times.Select((t, i) => referenceTimes[i] / t)];
+    }
+
+    /// <summary>Ratios of this row to <paramref name="first"/> (prefill, decode, end-to-end), written into <paramref name="json"/>.</summary>
     public void AddRatios(JsonObject json, BenchRow first)
     {
         json["prefill_ratio"] = PrefillTokensPerSecond / first.PrefillTokensPerSecond;

@@ -17,7 +17,13 @@ namespace Puzzle.Stages.Search;
 /// </summary>
 public sealed record ArchitectureTiming(double ParentTokensPerSecond, double ChildTokensPerSecond, int Rounds, bool Cached = false)
 {
-    public double Ratio => ChildTokensPerSecond / ParentTokensPerSecond;
+    /// <summary>
+    /// The child's throughput over the parent's: the median over rounds of the parent's request time over the child's in
+    /// the same round (<see cref="Benchmark.BenchRow.RoundRatios"/>), where the rounds are known; else the tokens/s figures' ratio.
+    /// </summary>
+    public double Ratio => ParentRoundMs.Count > 0 && ParentRoundMs.Count == ChildRoundMs.Count
+        ? Benchmark.BenchRow.Median(Benchmark.BenchRow.RoundRatios(ChildRoundMs, ParentRoundMs))
+        : ChildTokensPerSecond / ParentTokensPerSecond;
     /// <summary>The first timing's ratio when the pair was re-timed; null when timed once.</summary>
     public double? FirstRatio { get; init; }
     /// <summary>Re-timed and still more than <see cref="ArchitectureTimer.SuspectDisagreement"/> from the estimate.</summary>
@@ -29,8 +35,9 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
     public bool Pooled { get; init; }
 
     /// <summary>
-    /// Both timings' evidence as one: the median request time over all their rounds (tokens/s scale as 1 / time), or,
-    /// where a timer gave no rounds, the geometric mean of the two tokens/s figures.
+    /// Both timings' evidence as one: all their rounds (the ratio the median of every round's ratio; tokens/s from the
+    /// median request times, which scale as 1 / time), or, where a timer gave no rounds, the geometric mean of the two
+    /// tokens/s figures.
     /// </summary>
     public static ArchitectureTiming Pool(ArchitectureTiming a, ArchitectureTiming b)
     {
@@ -115,6 +122,7 @@ public static class ArchitectureTimer
             {
                 FirstRatio = hit["first_ratio"]?.GetValue<double>(), Suspect = hit["suspect"]?.GetValue<bool>() ?? false,
                 Pooled = hit["pooled"]?.GetValue<bool>() ?? false,
+                ParentRoundMs = Rounds(hit["parent_round_ms"]), ChildRoundMs = Rounds(hit["child_round_ms"]),
             };
         measure ??= Measure;
         var timing = measure(parent, child, sc);
@@ -151,8 +159,8 @@ public static class ArchitectureTimer
         entry["rounds"] = timing.Rounds;
         if (timing.ParentRoundMs.Count > 0)
         {
-            entry["parent_round_ms"] = new JsonArray(timing.ParentRoundMs.Select(v => (JsonNode)Math.Round(v, 3)).ToArray());
-            entry["child_round_ms"] = new JsonArray(timing.ChildRoundMs.Select(v => (JsonNode)Math.Round(v, 3)).ToArray());
+            entry["parent_round_ms"] = new JsonArray(timing.ParentRoundMs.Select(v => (JsonNode)v).ToArray());
+            entry["child_round_ms"] = new JsonArray(timing.ChildRoundMs.Select(v => (JsonNode)v).ToArray());
         }
         entry["child"] = string.Join("; ", child.Blocks);
         entry["measured_at"] = DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture);
@@ -160,6 +168,8 @@ public static class ArchitectureTimer
         AtomicFile.WriteJson(path, cache);
         return timing;
     }
+
+    static double[] Rounds(JsonNode? node) => node is JsonArray a ? [.. a.Select(v => v!.GetValue<double>())] : [];
 
     public const string CacheFileName = "measured-checks.json";
 

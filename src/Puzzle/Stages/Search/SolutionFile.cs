@@ -63,6 +63,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
     {
         ["max_memory_gib"] = Request.MaxMemoryGiB, ["min_throughput_ratio"] = Request.MinThroughputRatio, ["min_tokens_per_s"] = Request.MinTokensPerSecond,
         ["max_latency_ms"] = Request.MaxLatencyMs, ["max_params"] = Request.MaxParameters, ["solutions"] = Request.Solutions, ["diversity"] = Request.Diversity,
+        ["measured_checks"] = Request.MeasuredChecks, ["max_overshoot"] = Request.MaxOvershoot,
     };
 
     public JsonObject ToJson()
@@ -126,6 +127,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
             MaxMemoryGiB = r["max_memory_gib"].OptionalDouble(), MinThroughputRatio = r["min_throughput_ratio"].OptionalDouble(),
             MinTokensPerSecond = r["min_tokens_per_s"].OptionalDouble(), MaxLatencyMs = r["max_latency_ms"].OptionalDouble(), MaxParameters = r["max_params"].OptionalLong(),
             Solutions = r["solutions"].Int(), Diversity = r["diversity"].Double(), Target = j["target"].String(), Name = j["name"].String(),
+            MeasuredChecks = r["measured_checks"].OptionalInt() ?? new SearchRequest().MeasuredChecks, MaxOvershoot = r["max_overshoot"].OptionalDouble(),
         };
         var c = j["constraints"];
         var s = j["solver"];
