@@ -177,7 +177,8 @@ public static class ReportStage
         md.AppendLine($"- **Fidelity**: {fidelity["definition"].String()}.");
         string engine = r.Bench["engine"]?.GetValue<string>() is { } other ? $"`puzzle bench --engine {other}`" : "`puzzle bench`";
         md.AppendLine($"- **Throughput**: end-to-end tokens/s of {engine} (same engine, prompts and scenario), medians over rounds run in " +
-                      $"{rounds.Order ?? "alternating"} order; the spread is the min and max of the per-round ratio." +
+                      $"{rounds.Order ?? "alternating"} order; the ratio is the median of the per-round ratios (parent's time over the child's in the same round), " +
+                      "the spread their min and max." +
                       (r.LlamaCpp is { } lc ? $" The {lc.Engine} row: the same models exported to GGUF, timed by its own benchmark in the same way." : ""));
         md.AppendLine($"- **Intervals**: {intervals["definition"].String()}; {intervals["resamples"].Long()} resamples, seed {intervals["seed"].Long()}.");
         md.AppendLine();
