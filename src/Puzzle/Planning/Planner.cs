@@ -205,7 +205,7 @@ public static partial class Planner
         long gkdTokens = (long)g.Batch * T;
         long gkdChunk = Math.Min(gkdTokens, Runtime.TokenChunks.DefaultTokens(V));
         long headChunk = gkdChunk * V * 4 * 6;                                                  // logits, log-softmaxes, their product and gradient
-        long activations = gkdTokens * L * (10L * H + 3L * I) * cb + (long)g.Batch * L * c.NumAttentionHeads * T * T * cb;
+        long activations = gkdTokens * L * GkdActivationBytesPerToken(c, cb) + (long)g.Batch * L * c.NumAttentionHeads * T * T * GkdScoreBytes(cb);
         // The step: fp32 gradients (4) and TorchSharp AdamW's temporaries (exp_avg_sq.sqrt() and its quotient, 8 bytes per
         // element of the chunk being stepped: MixedPrecisionOptimizer steps chunks of at most DefaultChunkElements, a
         // larger parameter alone).
@@ -235,8 +235,11 @@ public static partial class Planner
         double evalFlops = evalTokens * 2.0 * (P + child);
         double benchSeconds = (e.BenchRepeats + 1) * 2 * generateSeconds;                          // parent and child, warm-up + rounds
         long evalBatchTokens = 8L * T;
+        // The C heap does not reuse a forward's attention scores from layer to layer: one [8, h, T, T] fp32 tensor per layer
+        // stays resident until the evaluator trims the heap after the forward (Runtime.NativeHeap; CPU only).
+        long retainedScores = cal.OnGpu ? 0 : L * 8L * c.NumAttentionHeads * T * T * 4;
         long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
-                                                       + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6);
+                                                       + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6) + retainedScores;
         plans.Add(new StagePlan("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + benchSeconds + Load((P + child) * 4L), Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
 
@@ -245,6 +248,29 @@ public static partial class Planner
         plans.Add(new StagePlan("10 export", child * 2.0 / 400e6, R0 + child * (long)xb + largest * 4, child * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
         return plans;
     }
+
+    /// <summary>
+    /// What the GKD step's autograd graph holds per token and layer, besides the attention scores (docs/memory.md, 8 GKD;
+    /// the parent's shape bounds the child's), in bytes, for the compute dtype's size <paramref name="cb"/>:
+    /// each RMSNorm its fp32 input (4H; Model/Layers.cs converts to fp32) and, in the compute dtype, its normalised row and
+    /// its output (the projections' input); attention the rotated queries, their grouped copy and the context (3 × heads ×
+    /// head_dim) and the rotated keys and the values (2 × kv heads × head_dim); SwiGLU the gate before and after SiLU,
+    /// the up projection and their product (4I); the layer's output kept for the cosine term and the teacher's state (or
+    /// the cosine term's gradient that replaces it: Distiller.StepLoss), 2H.
+    /// </summary>
+    public static long GkdActivationBytesPerToken(ModelConfig c, int cb)
+    {
+        long H = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim;
+        long kv = c.Blocks.Max(b => b.Attention.IsGqa ? b.Attention.NumKeyValueHeads!.Value : 0) * (long)c.HeadDim;
+        long I = c.Blocks.Max(b => b.Ffn.IntermediateSize ?? 0);
+        return 2 * (4 * H + 2 * cb * H) + cb * (3 * q + 2 * kv) + 4 * cb * I + 2 * cb * H;
+    }
+
+    /// <summary>
+    /// Bytes per attention score element the GKD step's graph holds: the softmax's fp32 output (Model/Attention.cs takes the
+    /// softmax in fp32) and, in a 16-bit compute dtype, its copy in that dtype that multiplies the values.
+    /// </summary>
+    public static int GkdScoreBytes(int cb) => cb == 4 ? 4 : 4 + cb;
 
     /// <summary>The child's size bound before the search: the parent's, or search.max_params when smaller.</summary>
     static long ChildParameters(ModelConfig parent, RunConfig run) =>

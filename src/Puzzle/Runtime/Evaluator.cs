@@ -50,21 +50,26 @@ public static class Evaluator
         var stats = new WindowStats[rows];
         for (long start = 0; start < rows; start += batch)
         {
-            using var scope = NewDisposeScope();
-            int n = (int)Math.Min(batch, rows - start);
-            var windows = tensor(loader.Next(n), [n, seqLen + 1], device: model.Device);
-            var ids = windows.narrow(1, 0, seqLen);
-            var targets = windows.narrow(1, 1, seqLen);
-            // Final hidden states, then log-softmax a few tokens at a time (TokenChunks): no [n, T, V] tensor.
-            var hidden = TokenChunks.FinalHidden(model, ids).reshape(n * seqLen, -1);
-            var referenceHidden = reference is null ? null : TokenChunks.FinalHidden(reference, ids.to(reference.Device)).reshape(n * seqLen, -1);
-            var t = TokenChunks.Stats(hidden, model.LmHeadWeight, targets.reshape(-1), referenceHidden, reference?.LmHeadWeight, chunkTokens);
-            var predicted = t.Predicted.view(n, seqLen);
-            float[] nll = t.Nll.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
-            long[] correct = predicted.eq(targets).sum(1).cpu().data<long>().ToArray();
-            float[]? kl = t.Kl?.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
-            long[]? agree = t.ReferencePredicted is { } rp ? predicted.eq(rp.view(n, seqLen)).sum(1).cpu().data<long>().ToArray() : null;
-            for (int r = 0; r < n; r++) stats[start + r] = new WindowStats(nll[r], correct[r], kl?[r] ?? 0, agree?[r] ?? 0);
+            using (NewDisposeScope())
+            {
+                int n = (int)Math.Min(batch, rows - start);
+                var windows = tensor(loader.Next(n), [n, seqLen + 1], device: model.Device);
+                var ids = windows.narrow(1, 0, seqLen);
+                var targets = windows.narrow(1, 1, seqLen);
+                // Final hidden states, then log-softmax a few tokens at a time (TokenChunks): no [n, T, V] tensor.
+                var hidden = TokenChunks.FinalHidden(model, ids).reshape(n * seqLen, -1);
+                NativeHeap.Trim();                                                                  // each forward leaves its temporaries' pages (NativeHeap)
+                var referenceHidden = reference is null ? null : TokenChunks.FinalHidden(reference, ids.to(reference.Device)).reshape(n * seqLen, -1);
+                NativeHeap.Trim();
+                var t = TokenChunks.Stats(hidden, model.LmHeadWeight, targets.reshape(-1), referenceHidden, reference?.LmHeadWeight, chunkTokens);
+                var predicted = t.Predicted.view(n, seqLen);
+                float[] nll = t.Nll.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
+                long[] correct = predicted.eq(targets).sum(1).cpu().data<long>().ToArray();
+                float[]? kl = t.Kl?.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
+                long[]? agree = t.ReferencePredicted is { } rp ? predicted.eq(rp.view(n, seqLen)).sum(1).cpu().data<long>().ToArray() : null;
+                for (int r = 0; r < n; r++) stats[start + r] = new WindowStats(nll[r], correct[r], kl?[r] ?? 0, agree?[r] ?? 0);
+            }
+            NativeHeap.Trim();                                                                      // else the heap grows batch by batch (NativeHeap)
         }
         long tokens = rows * seqLen;
         return new TokenMetrics(tokens, stats.Sum(w => w.Nll) / tokens, stats.Sum(w => w.Correct) / (double)tokens,

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Puzzle.Model;
 using static TorchSharp.torch;
 
@@ -66,4 +67,28 @@ public static class TokenChunks
         }
         return new TokenStatTensors(nll, predicted, kl, referencePredicted);
     }
+}
+
+/// <summary>
+/// Hands the C heap's free pages back to the system (glibc <c>malloc_trim(0)</c>; nothing elsewhere). Tensors under the
+/// mmap threshold (32 MiB: <see cref="ProcessSetup"/>) come from the heap, which the 2 GiB trim threshold never
+/// shrinks, and a forward's temporaries were not reused from one window batch to the next: evaluating the
+/// SmolLM2-135M-shaped parent and child at batch 8 × 256 grew the process by ≈ 36 MiB per layer forward (each layer's
+/// attention scores, 18.9 MB, twice), from 2.4 to 8.2 GiB over 16 batches, with the live tensors constant
+/// (benchmarks/real-parents/RESULTS.md, 3 Dec, later). Called after each batch, the process stays at one batch's peak.
+/// </summary>
+public static unsafe class NativeHeap
+{
+    static readonly delegate* unmanaged<nuint, int> MallocTrim = Load();
+
+    static delegate* unmanaged<nuint, int> Load() =>
+        OperatingSystem.IsLinux() && NativeLibrary.TryLoad("libc.so.6", out var libc) && NativeLibrary.TryGetExport(libc, "malloc_trim", out var trim)
+            ? (delegate* unmanaged<nuint, int>)trim
+            : null;
+
+    /// <summary>Whether this process can trim its heap (Linux with glibc).</summary>
+    public static bool Available => MallocTrim != null;
+
+    /// <summary>Returns the heap's free pages to the system; false where there is no glibc.</summary>
+    public static bool Trim() => MallocTrim != null && MallocTrim(0) >= 0;
 }
