@@ -22,7 +22,7 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
     /// the same round (<see cref="Benchmark.BenchRow.RoundRatios"/>), where the rounds are known; else the tokens/s figures' ratio.
     /// </summary>
     public double Ratio => ParentRoundMs.Count > 0 && ParentRoundMs.Count == ChildRoundMs.Count
-        ? Benchmark.BenchRow.Median(Benchmark.BenchRow.RoundRatios(ChildRoundMs, ParentRoundMs))
+        ? TimingStatistic.Median.Apply(Benchmark.BenchRow.RoundRatios(ChildRoundMs, ParentRoundMs))
         : ChildTokensPerSecond / ParentTokensPerSecond;
     /// <summary>The first timing's ratio when the pair was re-timed; null when timed once.</summary>
     public double? FirstRatio { get; init; }
@@ -46,10 +46,10 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
         if (!rounds)
             return new ArchitectureTiming(Geo(a.ParentTokensPerSecond, b.ParentTokensPerSecond), Geo(a.ChildTokensPerSecond, b.ChildTokensPerSecond), a.Rounds + b.Rounds) { Pooled = true };
         // tokens/s × median ms is the tokens of one request (the same scenario for both timings).
-        double Tokens(double tps, IReadOnlyList<double> ms) => tps * Costs.TimingStatistic.Median.Apply([.. ms]);
+        double Tokens(double tps, IReadOnlyList<double> ms) => tps * TimingStatistic.Median.Apply([.. ms]);
         List<double> parentMs = [.. a.ParentRoundMs, .. b.ParentRoundMs], childMs = [.. a.ChildRoundMs, .. b.ChildRoundMs];
-        return new ArchitectureTiming(Tokens(a.ParentTokensPerSecond, a.ParentRoundMs) / Costs.TimingStatistic.Median.Apply(parentMs),
-            Tokens(a.ChildTokensPerSecond, a.ChildRoundMs) / Costs.TimingStatistic.Median.Apply(childMs), a.Rounds + b.Rounds)
+        return new ArchitectureTiming(Tokens(a.ParentTokensPerSecond, a.ParentRoundMs) / TimingStatistic.Median.Apply(parentMs),
+            Tokens(a.ChildTokensPerSecond, a.ChildRoundMs) / TimingStatistic.Median.Apply(childMs), a.Rounds + b.Rounds)
         {
             ParentRoundMs = parentMs, ChildRoundMs = childMs, Pooled = true,
         };

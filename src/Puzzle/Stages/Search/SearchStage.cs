@@ -234,17 +234,15 @@ public static partial class SearchStage
     /// bound, and a child estimated above the target was penalised for the estimate's margin as if it were the model's error.
     /// </summary>
     public static double TightenedBound(double firstBound, IReadOnlyList<MeasuredAttempt> attempts, double missedTimeMs)
-    {
-        double correction = Costs.TimingStatistic.Median.Apply([.. attempts.Select(a => a.MeasuredRatio / a.EstimatedRatio)]);
-        return Math.Min(firstBound * correction, missedTimeMs * (1 - 1e-9));
-    }
+        => Math.Min(firstBound * Correction(attempts), missedTimeMs * (1 - 1e-9));
 
     /// <summary>The time bound after a child overshot the target (<see cref="SearchRequest.MaxOvershoot"/>): the same pooled correction, strictly above the overshooting child's time.</summary>
     public static double LoosenedBound(double firstBound, IReadOnlyList<MeasuredAttempt> attempts, double overshotTimeMs)
-    {
-        double correction = Costs.TimingStatistic.Median.Apply([.. attempts.Select(a => a.MeasuredRatio / a.EstimatedRatio)]);
-        return Math.Max(firstBound * correction, overshotTimeMs * (1 + 1e-9));
-    }
+        => Math.Max(firstBound * Correction(attempts), overshotTimeMs * (1 + 1e-9));
+
+    /// <summary>The cost model's correction so far: the median of measured / estimated over the attempts.</summary>
+    static double Correction(IReadOnlyList<MeasuredAttempt> attempts) =>
+        Costs.TimingStatistic.Median.Apply([.. attempts.Select(a => a.MeasuredRatio / a.EstimatedRatio)]);
 
     /// <summary>The k-th (from 0) of several diverse solutions: the best keeps the name (the pipeline assembles it), the others NAME-2, NAME-3, ….</summary>
     public static string SolutionName(string name, int k) => k == 0 ? name : $"{name}-{k + 1}";
