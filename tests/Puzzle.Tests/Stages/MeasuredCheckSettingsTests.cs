@@ -18,6 +18,10 @@ public class MeasuredCheckSettingsTests
         var child = TestSupport.TinyChildConfig();
         Assert.Equal(3, ArchitectureTimer.Measure(parent, child, Small).Rounds);
         Assert.Equal(5, ArchitectureTimer.Measure(parent, child, Small with { Repeats = 5 }).Rounds);
+        // A sequential rule stops the engine's loop as soon as it says enough (here: after 4 of at most 6 rounds).
+        var rule = new RoundsRule(2, 6, (p, c) => p.Count >= 4 && c.Count == p.Count);
+        var sequential = ArchitectureTimer.Measure(parent, child, Small, rule);
+        Assert.Equal((4, 4, 4), (sequential.Rounds, sequential.ParentRoundMs.Count, sequential.ChildRoundMs.Count));
     }
 
     [Fact]
@@ -43,10 +47,10 @@ public class MeasuredCheckSettingsTests
     sealed class ScriptedTimer(params (double Parent, double Child)[] answers)
     {
         public int Calls { get; private set; }
-        public ArchitectureTiming Time(ModelConfig parent, ModelConfig child, ScenarioSection sc)
+        public ArchitectureTiming Time(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule rule)
         {
             var (p, c) = answers[Calls++];
-            return new ArchitectureTiming(p, c, sc.Repeats);
+            return new ArchitectureTiming(p, c, rule.MaxRounds);
         }
     }
 
@@ -61,7 +65,7 @@ public class MeasuredCheckSettingsTests
 
         // 10.3x against an estimate of 2.79x (the demo's broken check), then 9.8x when re-timed: kept, marked suspect, one warning.
         var broken = new ScriptedTimer((100, 1030), (120, 1176));
-        var timing = ArchitectureTimer.MeasureCached(run, parent, child, 2.79, "puzzle-at-depth", broken.Time, logs.Add, warnings.Add);
+        var timing = ArchitectureTimer.MeasureCached(run, parent, child, 2.79, null, "puzzle-at-depth", broken.Time, logs.Add, warnings.Add);
         Assert.Equal(2, broken.Calls);
         Assert.Equal(9.8, timing.Ratio, 12);
         Assert.Equal(10.3, timing.FirstRatio!.Value, 12);
@@ -78,7 +82,7 @@ public class MeasuredCheckSettingsTests
 
         // Read back from the cache: not timed again, still suspect.
         var never = new ScriptedTimer();
-        var cached = ArchitectureTimer.MeasureCached(run, parent, child, 2.79, "puzzle-at-depth", never.Time, logs.Add, warnings.Add);
+        var cached = ArchitectureTimer.MeasureCached(run, parent, child, 2.79, null, "puzzle-at-depth", never.Time, logs.Add, warnings.Add);
         Assert.Equal(0, never.Calls);
         Assert.True(cached.Cached && cached.Suspect);
         Assert.Equal((9.8, 10.3), (Math.Round(cached.Ratio, 12), cached.FirstRatio));
@@ -87,17 +91,17 @@ public class MeasuredCheckSettingsTests
         // A first timing off by more than the bound whose re-timing agrees: the re-timed figure, not suspect, no warning.
         var parent4 = TestSupport.TinyParentConfig(4);
         var recovered = new ScriptedTimer((100, 1030), (100, 290));
-        var second = ArchitectureTimer.MeasureCached(run, parent4, child, 2.79, "child", recovered.Time, logs.Add, warnings.Add);
+        var second = ArchitectureTimer.MeasureCached(run, parent4, child, 2.79, null, "child", recovered.Time, logs.Add, warnings.Add);
         Assert.Equal(2, recovered.Calls);
         Assert.Equal((2.9, 10.3, false), (Math.Round(second.Ratio, 12), second.FirstRatio, second.Suspect));
         Assert.Single(warnings);
         Assert.Contains(logs, l => l.Contains("child") && l.Contains("re-timed 2.90x"));
 
-        // Within the re-time bound (|2.79 × 1.04 / 2.79 − 1| = 0.04 < 0.05): timed once, nothing marked.
-        Assert.Equal((0.05, 0.35), (ArchitectureTimer.RetimeDisagreement, ArchitectureTimer.SuspectDisagreement));
+        // 20% off (inside the suspect bound): timed once, nothing marked; the rounds decide, not the estimate.
+        Assert.Equal(0.35, ArchitectureTimer.SuspectDisagreement);
         var parent5 = TestSupport.TinyParentConfig(5);
-        var normal = new ScriptedTimer((100, 2.79 * 1.04 * 100));
-        var plain = ArchitectureTimer.MeasureCached(run, parent5, child, 2.79, "child", normal.Time, logs.Add, warnings.Add);
+        var normal = new ScriptedTimer((100, 2.79 * 0.8 * 100));
+        var plain = ArchitectureTimer.MeasureCached(run, parent5, child, 2.79, null, "child", normal.Time, logs.Add, warnings.Add);
         Assert.Equal(1, normal.Calls);
         Assert.Equal((null, false), (plain.FirstRatio, plain.Suspect));
         var plainEntry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent5, child, Small)]!;
@@ -105,49 +109,93 @@ public class MeasuredCheckSettingsTests
         Assert.Single(warnings);
     }
 
-    /// <summary>A timer that answers given per-round request times (ms) in turn, as <see cref="ArchitectureTimer.Measure"/> does.</summary>
-    sealed class RoundsTimer(params (double[] Parent, double[] Child)[] answers)
+    /// <summary>A timer that plays given rounds (parent ms, child ms) one by one, as the engine's loop does: it stops where the rule says.</summary>
+    sealed class SequenceTimer(params (double Parent, double Child)[] rounds)
     {
+        int _next;
         public int Calls { get; private set; }
-        public ArchitectureTiming Time(ModelConfig parent, ModelConfig child, ScenarioSection sc)
+        public int Played => _next;
+        public ArchitectureTiming Time(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule rule)
         {
-            var (p, c) = answers[Calls++];
+            Calls++;
+            List<double> p = [], c = [];
+            while (p.Count < rule.MaxRounds)
+            {
+                var (a, b) = rounds[_next++];
+                p.Add(a);
+                c.Add(b);
+                if (p.Count >= rule.MinRounds && rule.Enough is { } enough && enough(p, c)) break;
+            }
             double tokens = sc.Batch * sc.GenerationLength;
-            double Median(double[] v) => Puzzle.Stages.Costs.TimingStatistics.Apply(Puzzle.Stages.Costs.TimingStatistic.Median, v);
-            return new ArchitectureTiming(tokens / Median(p) * 1e3, tokens / Median(c) * 1e3, p.Length) { ParentRoundMs = p, ChildRoundMs = c };
+            double Median(List<double> v) => Puzzle.Stages.Costs.TimingStatistics.Apply(Puzzle.Stages.Costs.TimingStatistic.Median, v);
+            return new ArchitectureTiming(tokens / Median(p) * 1e3, tokens / Median(c) * 1e3, p.Count) { ParentRoundMs = p, ChildRoundMs = c };
         }
     }
 
     [Fact]
-    public void MeasuredCheck_ModeratelyOff_IsRetimed_AndBothTimingsRoundsArePooled()
+    public void MedianInterval_IsTheBinomialOrderStatisticInterval()
     {
-        var run = CacheOnlyRun();
-        var parent = TestSupport.TinyParentConfig(3);
+        double[] nine = [9, 1, 8, 2, 7, 3, 6, 4, 5];
+        // n = 5: only the range reaches 90% (1 - 2/32 = 93.75%); n = 4 cannot (1 - 2/16 = 87.5%).
+        Assert.Equal((1.0, 9.0), ArchitectureTimer.MedianInterval([9, 1, 5, 3, 7]));
+        Assert.Null(ArchitectureTimer.MedianInterval([1, 2, 3, 4]));
+        // n = 9: [x(2), x(8)], 1 - 2 * 10/512 = 96.1% (x(3) would give 1 - 2 * 46/512 = 82%).
+        Assert.Equal((2.0, 8.0), ArchitectureTimer.MedianInterval(nine));
+        // n = 18: P(B <= 5) = 12,616 / 2^18 = 0.048, P(B <= 6) = 0.119, so k = 6: [x(6), x(13)].
+        var eighteen = Enumerable.Range(1, 18).Select(i => (double)i).Reverse().ToArray();
+        Assert.Equal((6.0, 13.0), ArchitectureTimer.MedianInterval(eighteen));
+        // 50% asks less: n = 9, P(B <= 3) = 130/512 = 0.254 -> 2 * 0.254 > 0.5, P(B <= 2) = 0.0898 -> k = 3.
+        Assert.Equal((3.0, 7.0), ArchitectureTimer.MedianInterval(nine, 0.5));
+
+        var band = new CheckBand(2.2, 2.5);
+        Assert.True(ArchitectureTimer.Decided([2.3, 2.31, 2.35, 2.4, 2.45], band));           // wholly inside
+        Assert.True(ArchitectureTimer.Decided([1.9, 2.0, 2.1, 2.0, 2.19], band));             // wholly below
+        Assert.False(ArchitectureTimer.Decided([2.1, 2.3, 2.35, 2.4, 2.45], band));           // straddles the lower edge
+        Assert.False(ArchitectureTimer.Decided([2.3, 2.31, 2.35, 2.4], band));                // too few rounds
+        Assert.True(ArchitectureTimer.Decided([2.6, 2.7, 2.8, 2.9, 3.0], band));              // wholly above (overshoot)
+        Assert.False(ArchitectureTimer.Decided([2.4, 2.7, 2.8, 2.9, 3.0], band));
+    }
+
+    [Fact]
+    public void SequentialCheck_StopsOnceTheIntervalClearsTheBand_RunsToTheMaximumWhenItStraddles_AndExtendsACachedCheck()
+    {
+        var run = CacheOnlyRun();                                                  // Repeats 3: at most 6 rounds, at least 5
         var child = TestSupport.TinyChildConfig();
         var logs = new List<string>();
-        var warnings = new List<string>();
-        // Estimated 2.25x; the first timing says 2.00x (11% off: the 3 Dec seed-0 case), the second 2.40x.
-        double[] p1 = [1000, 1010, 990], c1 = [505, 500, 495], p2 = [1200, 1190, 1210], c2 = [500, 495, 505];
-        var timer = new RoundsTimer((p1, c1), (p2, c2));
-        var timing = ArchitectureTimer.MeasureCached(run, parent, child, 2.25, "child", timer.Time, logs.Add, warnings.Add);
-        Assert.Equal(2, timer.Calls);
-        Assert.True(timing.Pooled);
-        Assert.Equal(6, timing.Rounds);
-        // Pooled: the median of the six rounds' paired ratios (parent time over child time in the same round), by hand:
-        // 1.980, 2.000, 2.020 | 2.396, 2.400, 2.404 -> (2.020 + 2.396) / 2.
-        Assert.Equal((1010.0 / 500 + 1210.0 / 505) / 2, timing.Ratio, 9);
-        Assert.Equal(Small.Batch * Small.GenerationLength / ((1010.0 + 1190) / 2) * 1e3, timing.ParentTokensPerSecond, 9);   // median of the six parent times
-        Assert.Equal(1000.0 / 500, timing.FirstRatio!.Value, 9);
-        Assert.False(timing.Suspect);
-        Assert.Empty(warnings);
-        Assert.Contains(logs, l => l.Contains("re-timed") && l.Contains("6 rounds pooled"));
-        var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent, child, Small)]!;
-        Assert.True(entry["pooled"]!.GetValue<bool>());
-        Assert.Equal(1200.0 / 500, entry["second_ratio"]!.GetValue<double>(), 9);
-        Assert.Equal(6, entry["parent_round_ms"]!.AsArray().Count);
-        var cached = ArchitectureTimer.MeasureCached(run, parent, child, 2.25, "child", new RoundsTimer().Time, logs.Add, warnings.Add);
-        Assert.True(cached.Cached && cached.Pooled);
-        Assert.Equal(timing.Ratio, cached.Ratio, 9);
+        Assert.Equal(6, ArchitectureTimer.MaxRounds(Small));
+
+        // Every round ~2.0x against a target of 2.25x: a clear miss after the fewest rounds.
+        var parentA = TestSupport.TinyParentConfig(3);
+        var clear = new SequenceTimer((1000, 500), (1010, 505), (990, 500), (1000, 498), (1005, 502), (1000, 500));
+        var miss = ArchitectureTimer.MeasureCached(run, parentA, child, 2.1, new CheckBand(2.25 * 0.99), "child", clear.Time, logs.Add);
+        Assert.Equal((1, 5), (clear.Calls, miss.Rounds));
+        Assert.InRange(miss.Ratio, 1.99, 2.01);
+        var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parentA, child, Small)]!;
+        Assert.True(entry["decided"]!.GetValue<bool>());
+        Assert.Equal(2.25 * 0.99, entry["band_lower"]!.GetValue<double>(), 12);
+        Assert.Equal(5, entry["parent_round_ms"]!.AsArray().Count);
+
+        // Rounds either side of 2.2275x: undecided, all 6 rounds, the median of the paired ratios by hand.
+        var parentB = TestSupport.TinyParentConfig(4);
+        (double, double)[] close = [(1100, 500), (1130, 500), (1105, 500), (1125, 500), (1110, 500), (1120, 500)];
+        var straddle = new SequenceTimer(close);
+        var undecided = ArchitectureTimer.MeasureCached(run, parentB, child, 2.2, new CheckBand(2.25 * 0.99), "child", straddle.Time, logs.Add);
+        Assert.Equal(6, undecided.Rounds);
+        Assert.Equal((1110.0 / 500 + 1120.0 / 500) / 2, undecided.Ratio, 12);
+        entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parentB, child, Small)]!;
+        Assert.False(entry["decided"]!.GetValue<bool>());
+
+        // The clear miss's 5 cached rounds (1.98–2.02x) decide 2.25x, and 1.5x, but not a target of 2.0x: a new request
+        // for 2.0x extends them by one round (the maximum, 6), pooled; asked again, nothing is timed.
+        var never = new SequenceTimer();
+        Assert.True(ArchitectureTimer.MeasureCached(run, parentA, child, 1.5, new CheckBand(1.5), "child", never.Time, logs.Add).Cached);
+        var more = new SequenceTimer((1000, 499));
+        var extended = ArchitectureTimer.MeasureCached(run, parentA, child, 2.1, new CheckBand(2.0), "child", more.Time, logs.Add);
+        Assert.Equal((1, 1, 6, true), (more.Calls, more.Played, extended.Rounds, extended.Pooled));
+        Assert.Contains(logs, l => l.Contains("5 cached rounds") && l.Contains("1 more rounds, pooled"));
+        var again = ArchitectureTimer.MeasureCached(run, parentA, child, 2.1, new CheckBand(2.0), "child", never.Time, logs.Add);
+        Assert.True(again.Cached && again.Pooled);
+        Assert.Equal((6, 0), (again.Rounds, never.Calls));
     }
 
     [Fact]

@@ -216,7 +216,7 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         // marked suspect in the solution file and the cache; the same request again reads it back without timing.
         File.Delete(cache);
         int calls = 0;
-        ArchitectureTiming Disagreeing(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc) => new(100, ++calls == 1 ? 4000 : 3000, sc.Repeats);
+        ArchitectureTiming Disagreeing(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc, RoundsRule r) => new(100, ++calls == 1 ? 4000 : 3000, sc.Repeats);
         var suspect = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
         {
             Target = "measured", MinThroughputRatio = 1.1, Name = "suspect", Timer = Disagreeing,
@@ -237,7 +237,7 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         // A two-sided band (the matched baselines): a child measured well above the target is loosened toward it, each
         // bound strictly looser than the last, and the solution still meets the target.
         File.Delete(cache);
-        ArchitectureTiming Fast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc) => new(100, 100 * 1.1 * 1.5, sc.Repeats);
+        ArchitectureTiming Fast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc, RoundsRule r) => new(100, 100 * 1.1 * 1.5, sc.Repeats);
         var loosened = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
         {
             Target = "measured", MinThroughputRatio = 1.1, Name = "loosened", Timer = Fast, MaxOvershoot = 0.1,
@@ -251,7 +251,7 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         // Loosened past the target (the first child 2.2x, every other 0.5x): the first child stands, and the file says so.
         File.Delete(cache);
         string? firstChild = null;
-        ArchitectureTiming OnlyFirstFast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc)
+        ArchitectureTiming OnlyFirstFast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc, RoundsRule r)
         {
             string blocks = string.Join(";", c.Blocks);
             firstChild ??= blocks;

@@ -88,7 +88,7 @@ public sealed class BaselineContext
         ratio = Measure(ConfigOf(layers), estimated);
         check["measured_ratio"] = ratio;
         Log($"baselines: {what}: estimated {estimated:F2}x, measured {ratio:F2}x in the engine (target {TargetRatio:F2}x)");
-        return ratio >= TargetRatio * 0.99;
+        return ratio >= TargetRatio * Search.SearchStage.ReachedShare;
     }
 
     public BaselineArchitecture Result(IReadOnlyList<LayerChoice> layers, double ratio, JsonObject details, JsonArray checks)

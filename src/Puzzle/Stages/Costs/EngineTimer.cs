@@ -58,17 +58,21 @@ public static class EngineTimer
     /// <summary>Engine requests timed by this process so far (warm-up included): evidence that a cache was used.</summary>
     public static long Requests => Interlocked.Read(ref _requests);
 
-    public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, ScenarioCost scenario, int warmup, int rounds, int seed = 0)
+    /// <param name="enough">Asked after every timed round with the rounds so far: true stops the loop early (a
+    /// sequential measurement, <see cref="Search.ArchitectureTimer.Decided"/>); null: all <paramref name="rounds"/>.</param>
+    public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, ScenarioCost scenario, int warmup, int rounds, int seed = 0,
+        Func<List<EngineSample>[], bool>? enough = null)
     {
         int vocab = models.Min(m => m.Config.VocabSize);
         var random = new Random(seed);
         int[][] prompts = Enumerable.Range(0, scenario.Batch).Select(_ => Enumerable.Range(0, scenario.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
         var options = new GenerationOptions { MaxNewTokens = scenario.GenerationLength, StopAtEos = false };
-        return Interleaved(models, prompts, options, warmup, rounds);
+        return Interleaved(models, prompts, options, warmup, rounds, enough);
     }
 
     /// <summary>The rounds of <see cref="Interleaved(IReadOnlyList{CausalLm}, ScenarioCost, int, int, int)"/> for given prompts and options; warm-up rounds are not returned.</summary>
-    public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, int warmup, int rounds)
+    public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, int warmup, int rounds,
+        Func<List<EngineSample>[], bool>? enough = null)
     {
         var samples = models.Select(_ => new List<EngineSample>()).ToArray();
         // Fused once for all rounds (CausalLm.IsFused): per-request fusion made the heap grow round by round.
@@ -80,8 +84,9 @@ public static class EngineTimer
             {
                 var times = Round(models, prompts, options, Benchmark.BenchStage.RoundOrder(round, models.Count));
                 Interlocked.Add(ref _requests, models.Count);
-                if (round >= warmup)
-                    for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
+                if (round < warmup) continue;
+                for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
+                if (enough is not null && enough(samples)) break;
             }
         }
         finally

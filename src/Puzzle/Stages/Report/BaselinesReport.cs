@@ -194,8 +194,9 @@ public static partial class BaselinesReport
                       "so that pair compares at equal speed. " +
                       "Throughput ratio: measured end to end (spread of the rounds in brackets where the bench records it); retention: " +
                       $"{t["retention_definition"]} with its 95% interval where the evaluation gives one. Measured check: the search's in-engine timing " +
-                      $"the architecture was chosen on, timed again where it was more than {Search.ArchitectureTimer.RetimeDisagreement:P0} from the cost model's " +
-                      $"estimate (both timings' rounds pooled), and **suspect** where the result was still more than {Search.ArchitectureTimer.SuspectDisagreement:P0} from it.");
+                      $"the architecture was chosen on, sequential: {Search.ArchitectureTimer.MinRounds} rounds or more, until the {Search.ArchitectureTimer.Confidence:P0} interval of the " +
+                      "median paired ratio lies wholly on one side of the target; timed again where it was more than " +
+                      $"{Search.ArchitectureTimer.SuspectDisagreement:P0} from the cost model's estimate, and **suspect** where the re-timing still was.");
         md.AppendLine();
         md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | measured check | summed replace-1-block KL |");
         md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -9,11 +9,11 @@ using Puzzle.Stages.Costs;
 namespace Puzzle.Stages.Search;
 
 /// <summary>
-/// A measured throughput pair: the parent's and the child's end-to-end tokens/s, side by side. Where the first
-/// timing was further from the cost model's estimate than <see cref="ArchitectureTimer.RetimeDisagreement"/> the pair
-/// was timed again: <see cref="FirstRatio"/> holds the first ratio, and this is the two timings' rounds pooled (or the
-/// second alone where the first was further than <see cref="ArchitectureTimer.SuspectDisagreement"/>: a burst of load);
-/// <see cref="Suspect"/> says whether the result still disagrees by more than that.
+/// A measured throughput pair: the parent's and the child's end-to-end tokens/s, side by side, over
+/// <see cref="Rounds"/> rounds (sequential: <see cref="ArchitectureTimer.Decided"/>). <see cref="Pooled"/>: an earlier
+/// check's rounds of the same pair were extended by more rounds. Where a fresh timing was further from the cost model's
+/// estimate than <see cref="ArchitectureTimer.SuspectDisagreement"/> (a burst of load) it was replaced by a second:
+/// <see cref="FirstRatio"/> holds the first ratio, and <see cref="Suspect"/> says whether the second still disagrees.
 /// </summary>
 public sealed record ArchitectureTiming(double ParentTokensPerSecond, double ChildTokensPerSecond, int Rounds, bool Cached = false)
 {
@@ -21,9 +21,12 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
     /// The child's throughput over the parent's: the median over rounds of the parent's request time over the child's in
     /// the same round (<see cref="Benchmark.BenchRow.RoundRatios"/>), where the rounds are known; else the tokens/s figures' ratio.
     /// </summary>
-    public double Ratio => ParentRoundMs.Count > 0 && ParentRoundMs.Count == ChildRoundMs.Count
-        ? TimingStatistic.Median.Apply(Benchmark.BenchRow.RoundRatios(ChildRoundMs, ParentRoundMs))
-        : ChildTokensPerSecond / ParentTokensPerSecond;
+    public double Ratio => HasRounds ? TimingStatistic.Median.Apply(RoundRatios) : ChildTokensPerSecond / ParentTokensPerSecond;
+    /// <summary>Each round's paired ratio (empty where the timer gave only the figures).</summary>
+    public double[] RoundRatios => HasRounds ? Benchmark.BenchRow.RoundRatios(ChildRoundMs, ParentRoundMs) : [];
+    bool HasRounds => ParentRoundMs.Count > 0 && ParentRoundMs.Count == ChildRoundMs.Count;
+    /// <summary>The distribution-free interval of the median paired ratio (<see cref="ArchitectureTimer.MedianInterval"/>); null without rounds or with too few.</summary>
+    public (double Low, double High)? Interval => HasRounds ? ArchitectureTimer.MedianInterval(RoundRatios) : null;
     /// <summary>The first timing's ratio when the pair was re-timed; null when timed once.</summary>
     public double? FirstRatio { get; init; }
     /// <summary>Re-timed and still more than <see cref="ArchitectureTimer.SuspectDisagreement"/> from the estimate.</summary>
@@ -31,7 +34,7 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
     /// <summary>Each round's request time of the parent and of the child, ms (empty where the timer gave only the figures).</summary>
     public IReadOnlyList<double> ParentRoundMs { get; init; } = [];
     public IReadOnlyList<double> ChildRoundMs { get; init; } = [];
-    /// <summary>The two timings' rounds pooled, not the second timing alone.</summary>
+    /// <summary>An earlier check's rounds extended by more (their rounds pooled).</summary>
     public bool Pooled { get; init; }
 
     /// <summary>
@@ -42,7 +45,7 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
     public static ArchitectureTiming Pool(ArchitectureTiming a, ArchitectureTiming b)
     {
         double Geo(double x, double y) => Math.Sqrt(x * y);
-        bool rounds = a.ParentRoundMs.Count > 0 && b.ParentRoundMs.Count > 0 && a.ChildRoundMs.Count > 0 && b.ChildRoundMs.Count > 0;
+        bool rounds = a.HasRounds && b.HasRounds;
         if (!rounds)
             return new ArchitectureTiming(Geo(a.ParentTokensPerSecond, b.ParentTokensPerSecond), Geo(a.ChildTokensPerSecond, b.ChildTokensPerSecond), a.Rounds + b.Rounds) { Pooled = true };
         // tokens/s × median ms is the tokens of one request (the same scenario for both timings).
@@ -57,97 +60,174 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
 }
 
 /// <summary>
+/// The decision a measured check serves: a ratio below <see cref="Lower"/> misses the target, one above
+/// <see cref="Upper"/> (where given) overshoots it, one between meets it.
+/// </summary>
+public sealed record CheckBand(double Lower, double? Upper = null)
+{
+    /// <summary>−1 below the band, 0 in it, +1 above it.</summary>
+    public int Region(double ratio) => ratio < Lower ? -1 : Upper is { } u && ratio > u ? 1 : 0;
+    public override string ToString() => Upper is { } u ? $"{Lower:F2}x–{u:F2}x" : $">= {Lower:F2}x";
+}
+
+/// <summary>
+/// How many rounds a timing runs: at least <see cref="MinRounds"/>, at most <see cref="MaxRounds"/>, stopping as soon as
+/// <see cref="Enough"/> (given the parent's and the child's round times so far, ms) says so; without it, <see cref="MaxRounds"/>.
+/// </summary>
+public sealed record RoundsRule(int MinRounds, int MaxRounds, Func<IReadOnlyList<double>, IReadOnlyList<double>, bool>? Enough = null)
+{
+    public static RoundsRule Fixed(int rounds) => new(rounds, rounds);
+}
+
+/// <summary>
 /// Times an architecture against the parent's in the generation engine at the scenario (random weights: speed does
-/// not depend on them), interleaved after the scenario's warm-up runs for its repeats (<see cref="EngineTimer"/>);
-/// end-to-end throughput = batch × generation / median request time (<see cref="ScenarioCost"/>).
+/// not depend on them), interleaved after the scenario's warm-up runs (<see cref="EngineTimer"/>); end-to-end
+/// throughput = batch × generation / median request time (<see cref="ScenarioCost"/>). A check that serves a decision
+/// (<see cref="CheckBand"/>) is sequential: it stops once the interval of the median paired ratio lies on one side of
+/// each of the band's edges, after <see cref="MinRounds"/> to <see cref="MaxRounds"/> rounds.
 /// </summary>
 public static class ArchitectureTimer
 {
     /// <summary>How an architecture is timed against the parent (<see cref="Measure"/>; tests inject one that disagrees).</summary>
-    public delegate ArchitectureTiming Timing(ModelConfig parent, ModelConfig child, ScenarioSection scenario);
+    public delegate ArchitectureTiming Timing(ModelConfig parent, ModelConfig child, ScenarioSection scenario, RoundsRule rounds);
 
     /// <summary>
-    /// A measured check further than this from the estimate (|measured / estimated − 1|) is timed once more and the
-    /// two timings' rounds pooled: the cost model holds to about ±5% on an idle machine (benchmarks/cost-model.sh),
-    /// while one 9-round timing of a ~1 s request moved by 12% on this VM (the 3 Dec demo's seed 0: estimated 2.25x,
-    /// measured 1.99x; seed 1 timed nearly the same child at 2.43x). One timing acted on alone made the search's
-    /// choice, and so the child's quality, depend on a burst of load; twice the rounds halve the variance.
-    /// </summary>
-    public const double RetimeDisagreement = 0.05;
-
-    /// <summary>
-    /// A first timing further than this from the estimate is not pooled but replaced by the second (a burst of load:
+    /// A fresh timing further than this from the estimate is timed again and replaced by the second (a burst of load:
     /// under heavy load a check returned 10.3x for an architecture estimated at 2.79x, the bench then measured 2.71x);
     /// a result still this far is kept but marked suspect. The cost model's error on the demo's sweep points stays
     /// within about ±20% even on a busy machine.
     /// </summary>
     public const double SuspectDisagreement = 0.35;
 
-    /// <summary>Whether a measured ratio is further than <see cref="SuspectDisagreement"/> from the estimate.</summary>
-    public static bool Disagrees(double measured, double estimated) => Disagrees(measured, estimated, SuspectDisagreement);
+    /// <summary>The fewest rounds a sequential check decides on: with 5, the interval of the median is the rounds' range (93.75%).</summary>
+    public const int MinRounds = 5;
 
-    static bool Disagrees(double measured, double estimated, double bound) => Math.Abs(measured / estimated - 1) > bound;
+    /// <summary>
+    /// Confidence of the interval a sequential check stops on. One 9-round timing of a ~1 s request on this VM moved by
+    /// 12% from the next (the 3 Dec demo's seed 0: estimated 2.25x, measured 1.99x; seed 1 timed nearly the same child
+    /// at 2.43x), so a fixed count either spends rounds on a clear case or decides a close one on noise.
+    /// </summary>
+    public const double Confidence = 0.90;
 
-    public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc)
+    /// <summary>At most this many rounds for a check that serves a decision: twice the scenario's repeats (at least 3).</summary>
+    public static int MaxRounds(ScenarioSection sc) => 2 * Math.Max(3, sc.Repeats);
+
+    /// <summary>
+    /// The distribution-free interval of the median at <paramref name="confidence"/>: [x(k), x(n+1−k)] of the sorted
+    /// values for the largest k whose binomial tails, twice P(B(n, ½) ≤ k − 1), stay within 1 − confidence; null where
+    /// even the range does not reach that confidence (n ≤ 4 at 90%).
+    /// </summary>
+    public static (double Low, double High)? MedianInterval(IReadOnlyList<double> values, double confidence = Confidence)
     {
+        int n = values.Count;
+        if (n == 0) return null;
+        var sorted = values.Order().ToArray();
+        // tail = P(B <= j) for B ~ Binomial(n, 1/2), accumulated j = 0, 1, ...
+        double term = Math.Pow(0.5, n), tail = 0;
+        int k = 0;
+        for (int j = 0; j < (n + 1) / 2; j++)
+        {
+            tail += term;
+            if (2 * tail > 1 - confidence) break;
+            k = j + 1;
+            term = term * (n - j) / (j + 1);
+        }
+        return k == 0 ? null : (sorted[k - 1], sorted[n - k]);
+    }
+
+    /// <summary>Whether paired ratios decide <paramref name="band"/>: at least <paramref name="minRounds"/> of them, and the median's interval wholly in one region.</summary>
+    public static bool Decided(IReadOnlyList<double> ratios, CheckBand band, int minRounds = MinRounds) =>
+        ratios.Count >= minRounds && MedianInterval(ratios) is { } ci && band.Region(ci.Low) == band.Region(ci.High);
+
+    /// <summary>Whether a measured ratio is further than <see cref="SuspectDisagreement"/> from the estimate.</summary>
+    public static bool Disagrees(double measured, double estimated) => Math.Abs(measured / estimated - 1) > SuspectDisagreement;
+
+    /// <summary>Scenario.repeats rounds (at least 3), or as many as <paramref name="rule"/> asks for.</summary>
+    public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule? rule = null)
+    {
+        rule ??= RoundsRule.Fixed(Math.Max(3, sc.Repeats));
         var scenario = ScenarioCost.From(sc);
         var dtype = Checkpoints.Checkpoint.ParseDtype(sc.MeasureDtype);
         var device = Devices.Parse(sc.Device);
         int capacity = scenario.CacheCapacity;
         using var a = new CausalLm(parent with { MaxPositionEmbeddings = Math.Max(parent.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1);
         using var b = new CausalLm(child with { MaxPositionEmbeddings = Math.Max(child.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1);
-        int rounds = Math.Max(3, sc.Repeats);
-        var samples = EngineTimer.Interleaved([a, b], scenario, Math.Max(1, sc.WarmupRuns), rounds);
         List<double> Ms(List<EngineSample> s) => s.Select(x => x.TotalSeconds * 1e3).ToList();
+        Func<List<EngineSample>[], bool>? enough = rule.Enough is { } e
+            ? s => s[0].Count >= rule.MinRounds && e(Ms(s[0]), Ms(s[1]))
+            : null;
+        var samples = EngineTimer.Interleaved([a, b], scenario, Math.Max(1, sc.WarmupRuns), rule.MaxRounds, enough: enough);
         double Tps(List<EngineSample> s) => scenario.TokensPerSecond(TimingStatistic.Median.Apply(Ms(s)));
-        return new ArchitectureTiming(Tps(samples[0]), Tps(samples[1]), rounds) { ParentRoundMs = Ms(samples[0]), ChildRoundMs = Ms(samples[1]) };
+        return new ArchitectureTiming(Tps(samples[0]), Tps(samples[1]), samples[0].Count) { ParentRoundMs = Ms(samples[0]), ChildRoundMs = Ms(samples[1]) };
     }
 
     /// <summary>
     /// <see cref="Measure"/> once per (parent, child architecture, scenario, measure dtype and device): results are kept
-    /// in RUN/measured-checks.json, so a repeated search, another solution count or a rerun reuses them. Given the cost
-    /// model's <paramref name="estimatedRatio"/>, a timing that disagrees with it by more than
-    /// <see cref="SuspectDisagreement"/> is repeated once (parent and child interleaved again); the repeat is kept, and
-    /// marked suspect with one warning (<paramref name="warn"/>, default <see cref="Log.Warning"/>) when it still disagrees.
+    /// in RUN/measured-checks.json, so a repeated search, another solution count or a rerun reuses them.
+    /// With a <paramref name="band"/> the timing is sequential (<see cref="Decided"/>), and a cached timing that does not
+    /// decide this band (another target) is extended by more rounds, up to <see cref="MaxRounds"/> in all, and pooled.
+    /// Given the cost model's <paramref name="estimatedRatio"/>, a fresh timing that disagrees with it by more than
+    /// <see cref="SuspectDisagreement"/> is repeated once; the repeat is kept, and marked suspect with one warning
+    /// (<paramref name="warn"/>, default <see cref="Log.Warning"/>) when it still disagrees.
     /// </summary>
-    public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio = null, string? name = null,
-        Timing? measure = null, Action<string>? log = null, Action<string>? warn = null)
+    public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio = null, CheckBand? band = null,
+        string? name = null, Timing? measure = null, Action<string>? log = null, Action<string>? warn = null)
     {
         var sc = run.Config.Scenario;
         string key = Key(parent, child, sc);
         string path = run.Artifact(CacheFileName);
+        string architecture = $"{name ?? "architecture"} [{string.Join("; ", child.Blocks)}]";
+        int maxRounds = MaxRounds(sc), minRounds = Math.Min(MinRounds, maxRounds);
         var cache = JsonFile.ReadDerived(path, j => j["format_version"].Int() == 1 && j["entries"].Object() is not null)?.Object() ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
+        ArchitectureTiming? prior = null;
+        JsonObject? priorEntry = null;
         if (cache["entries"]![key] is JsonObject hit)
-            return new ArchitectureTiming(hit["parent_tokens_per_s"]!.GetValue<double>(), hit["child_tokens_per_s"]!.GetValue<double>(), hit["rounds"]!.GetValue<int>(), Cached: true)
+        {
+            var cached = new ArchitectureTiming(hit["parent_tokens_per_s"]!.GetValue<double>(), hit["child_tokens_per_s"]!.GetValue<double>(), hit["rounds"]!.GetValue<int>(), Cached: true)
             {
                 FirstRatio = hit["first_ratio"]?.GetValue<double>(), Suspect = hit["suspect"]?.GetValue<bool>() ?? false,
                 Pooled = hit["pooled"]?.GetValue<bool>() ?? false,
                 ParentRoundMs = Rounds(hit["parent_round_ms"]), ChildRoundMs = Rounds(hit["child_round_ms"]),
             };
+            if (band is null || cached.ParentRoundMs.Count == 0 || cached.Rounds >= maxRounds || Decided(cached.RoundRatios, band, minRounds))
+                return cached;
+            (prior, priorEntry) = (cached, hit);
+        }
         measure ??= Measure;
-        var timing = measure(parent, child, sc);
+        RoundsRule Rule(ArchitectureTiming? before)
+        {
+            if (band is null) return RoundsRule.Fixed(Math.Max(3, sc.Repeats));
+            int done = before?.Rounds ?? 0;
+            return new RoundsRule(Math.Max(1, minRounds - done), maxRounds - done, (p, c) =>
+                Decided(Benchmark.BenchRow.RoundRatios([.. before?.ChildRoundMs ?? [], .. c], [.. before?.ParentRoundMs ?? [], .. p]), band, minRounds));
+        }
+        var timing = measure(parent, child, sc, Rule(prior));
         var entry = new JsonObject();
-        if (estimatedRatio is { } estimated && Disagrees(timing.Ratio, estimated, RetimeDisagreement))
+        if (prior is not null)
+        {
+            // More rounds of the same pair: one body of evidence. What the first timing recorded (a re-timing, suspect) stays.
+            timing = ArchitectureTiming.Pool(prior, timing) with { FirstRatio = prior.FirstRatio, Suspect = prior.Suspect };
+            foreach (var field in new[] { "first_ratio", "first_parent_tokens_per_s", "first_child_tokens_per_s", "second_ratio", "estimated_ratio", "suspect" })
+                if (priorEntry![field] is { } value) entry[field] = value.DeepClone();
+            (log ?? Log.Info)($"search: measured check of {architecture}: {prior.Rounds} cached rounds ({prior.Ratio:F2}x) did not decide {band}; " +
+                              $"{timing.Rounds - prior.Rounds} more rounds, pooled: {timing.Ratio:F2}x");
+        }
+        else if (estimatedRatio is { } estimated && Disagrees(timing.Ratio, estimated))
         {
             var first = timing;
-            var second = measure(parent, child, sc);
-            // A first timing within the plausible band is evidence: pooled with the second. One beyond it is a burst: replaced.
-            timing = (Disagrees(first.Ratio, estimated) ? second : ArchitectureTiming.Pool(first, second)) with { FirstRatio = first.Ratio };
-            timing = timing with { Suspect = Disagrees(timing.Ratio, estimated) };
-            string architecture = $"{name ?? "architecture"} [{string.Join("; ", child.Blocks)}]";
+            var second = measure(parent, child, sc, Rule(null));
+            timing = second with { FirstRatio = first.Ratio, Suspect = Disagrees(second.Ratio, estimated) };
             string figures = $"estimated {estimated:F2}x, measured {first.Ratio:F2}x (parent {first.ParentTokensPerSecond:N0} tokens/s), " +
                              $"re-timed {second.Ratio:F2}x (parent {second.ParentTokensPerSecond:N0} tokens/s)";
-            string kept = timing.Pooled ? $"both timings' {timing.Rounds} rounds pooled: {timing.Ratio:F2}x" : $"keeping {timing.Ratio:F2}x";
             if (timing.Suspect)
-                (warn ?? Log.Warning)($"search: suspect measured check of {architecture}: {figures}; {kept}, marked \"suspect\" in {CacheFileName} " +
+                (warn ?? Log.Warning)($"search: suspect measured check of {architecture}: {figures}; keeping {timing.Ratio:F2}x, marked \"suspect\" in {CacheFileName} " +
                             $"and the solution (more than {SuspectDisagreement:P0} from the estimate twice: a loaded machine or a cost model that does not hold; check with `puzzle bench`)");
             else
-                (log ?? Log.Info)($"search: measured check of {architecture} re-timed (more than {RetimeDisagreement:P0} from the estimate): {figures}; {kept}");
+                (log ?? Log.Info)($"search: measured check of {architecture} re-timed (more than {SuspectDisagreement:P0} from the estimate: a burst of load?): {figures}; keeping {timing.Ratio:F2}x");
             entry["first_ratio"] = first.Ratio;
             entry["first_parent_tokens_per_s"] = first.ParentTokensPerSecond;
             entry["first_child_tokens_per_s"] = first.ChildTokensPerSecond;
             entry["second_ratio"] = second.Ratio;
-            entry["pooled"] = timing.Pooled;
             entry["estimated_ratio"] = estimated;
             entry["suspect"] = timing.Suspect;
         }
@@ -157,6 +237,14 @@ public static class ArchitectureTimer
         entry["child_tokens_per_s"] = timing.ChildTokensPerSecond;
         entry["ratio"] = timing.Ratio;
         entry["rounds"] = timing.Rounds;
+        if (timing.Pooled) entry["pooled"] = true;
+        if (band is not null)
+        {
+            entry["band_lower"] = band.Lower;
+            if (band.Upper is { } upper) entry["band_upper"] = upper;
+            entry["decided"] = timing.ParentRoundMs.Count > 0 && Decided(timing.RoundRatios, band, minRounds);
+        }
+        if (timing.Interval is { } ci) (entry["interval_low"], entry["interval_high"]) = (ci.Low, ci.High);
         if (timing.ParentRoundMs.Count > 0)
         {
             entry["parent_round_ms"] = new JsonArray(timing.ParentRoundMs.Select(v => (JsonNode)v).ToArray());

@@ -185,16 +185,18 @@ public static partial class SearchStage
                 return new Model.BlockConfig(run.Variants.Get(a, "search").Attention!, run.Variants.Get(f, "search").Ffn!);
             }).ToList();
             double estimated = parentTime / best.Totals.TimeMs;
-            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks), estimated, request.Name, request.Timer, log);
+            var band = new CheckBand(targetRatio * ReachedShare, request.MaxOvershoot is { } o ? targetRatio * (1 + o) : null);
+            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks), estimated, band, request.Name, request.Timer, log);
             double measured = timing.Ratio;
             attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached)
             {
                 FirstMeasuredRatio = timing.FirstRatio, Suspect = timing.Suspect,
             });
-            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine" +
-                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x{(timing.Pooled ? ", rounds pooled" : "")})" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
-            bool reached = measured >= targetRatio * 0.99;
-            bool overshot = request.MaxOvershoot is { } over && measured > targetRatio * (1 + over);
+            string interval = timing.Interval is { } ci ? $", {ArchitectureTimer.Confidence:P0} interval {ci.Low:F2}–{ci.High:F2}x" : "";
+            log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine ({timing.Rounds} rounds{interval})" +
+                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x)" : "")}{(timing.Pooled ? " (cached rounds extended)" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
+            bool reached = band.Region(measured) >= 0;
+            bool overshot = band.Region(measured) > 0;
             (reached ? met : missed).Add((best, measured, attempts.Count - 1));
             if ((reached && !overshot) || attempt > request.MeasuredChecks) break;
             // Never back to a child as slow as one that missed the target, nor as fast as one that overshot it.
@@ -216,7 +218,7 @@ public static partial class SearchStage
             best = next;
         }
         // A loosened child that fell below the target: the closest-to-target child that met it stands instead.
-        bool lastMet = attempts[^1].MeasuredRatio >= targetRatio * 0.99;
+        bool lastMet = attempts[^1].MeasuredRatio >= targetRatio * ReachedShare;
         if (!lastMet && met.Count > 0)
         {
             var (kept, ratio, index) = met.MinBy(m => m.Measured);
@@ -225,6 +227,9 @@ public static partial class SearchStage
         }
         return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, lastMet));
     }
+
+    /// <summary>A measured ratio this share of the target or more meets it (1% below: the engine's timing resolution).</summary>
+    public const double ReachedShare = 0.99;
 
     /// <summary>
     /// The time bound after a measured check missed: the first bound scaled by the cost model's correction, the median
