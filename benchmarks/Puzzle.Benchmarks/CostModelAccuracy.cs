@@ -20,7 +20,8 @@ namespace Puzzle.Benchmarks;
 public static class CostModelAccuracy
 {
     static readonly string[] DefaultMethods =
-        ["isolated/median", "isolated/min", "isolated/median/uncalibrated", "engine/median", "engine/min", "engine/trimmed", "engine/median/uncalibrated"];
+        ["isolated/median", "isolated/min", "isolated/median/uncalibrated", "engine/median", "engine/min", "engine/trimmed", "engine/median/uncalibrated",
+         "engine/median/anchored", "engine/min/anchored"];
 
     public static void Run(string runDir, int rounds, string[] methods)
     {

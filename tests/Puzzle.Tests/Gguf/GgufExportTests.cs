@@ -350,6 +350,15 @@ public sealed class GgufExportTests
         Assert.Equal([2.0, 1.0, 0.5], json["end_to_end_ratio_rounds"]!.AsArray().Select(v => v!.GetValue<double>()));
         Assert.Equal((1.0, 0.5, 0.5, 2.0), (json["end_to_end_ratio"]!.GetValue<double>(), json["end_to_end_ratio_of_medians"]!.GetValue<double>(),
             json["end_to_end_ratio_min"]!.GetValue<double>(), json["end_to_end_ratio_max"]!.GetValue<double>()));
+        Assert.Null(json["end_to_end_ratio_ci95"]);                                          // 3 rounds: no 95% interval
+        // 11 rounds (the demo's bench): the 95% interval of the median is [x(2), x(10)] (1 - 2 * 12/2048 = 98.8%;
+        // x(3) would give 1 - 2 * 67/2048 = 93.5%). Child totals 1.0, 1.1, ..., 2.0 s against the reference's 2 s.
+        var eleven = Enumerable.Range(0, 11).Select(i => new BenchSample(0.5 + 0.05 * i, 0.5 + 0.05 * i)).ToList();
+        BenchRow.AddRoundRatios(json, eleven, [.. Enumerable.Repeat(new BenchSample(1, 1), 11)]);
+        var ci = json["end_to_end_ratio_ci95"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        Assert.Equal(2 / 1.9, ci[0], 12);
+        Assert.Equal(2 / 1.1, ci[1], 12);
+        Assert.Equal(2 / 1.5, json["end_to_end_ratio"]!.GetValue<double>(), 12);
         Assert.Throws<ArgumentException>(() => BenchRow.RoundRatios([1.0], [1.0, 2.0]));
         Assert.Throws<ArgumentException>(() => BenchRow.FromSamples(o, []));
     }

@@ -103,4 +103,45 @@ public sealed class ScenarioCostTests
         var e = Assert.Throws<PuzzleException>(() => CostsFile.Read(path));
         Assert.Equal($"{path}: format_version 7 is not one this program reads (1 to 2); rerun `puzzle costs`", e.Message);
     }
+
+    [Fact]
+    public void Calibrations_ScaleTheBlocks_OrAnchorOnTheParentsWhole()
+    {
+        // One layer: parent attention (kv 2) and FFN (128), and a no-op FFN. Timings per phase (ms): non-block 1 / 0.5,
+        // attention 3 / 1, FFN 4 / 2; the parent measured whole 10 / 4.5 against parts 1 + 3 + 4 = 8 and 0.5 + 1 + 2 = 3.5.
+        var parentAttention = new SubblockVariant("L0.attn.kv2", 0, SubblockKind.Attention, AttentionConfig.Gqa(2), null, true);
+        var parentFfn = new SubblockVariant("L0.ffn.w1", 0, SubblockKind.Ffn, null, FfnConfig.SwiGlu(128), true);
+        var noFfn = new SubblockVariant("L0.ffn.noop", 0, SubblockKind.Ffn, null, FfnConfig.NoOperation, false);
+        Timing T(double ms) => new(ms, ms, ms, 3);
+        var timings = new BlockTimings.Result(new Dictionary<string, (Timing, Timing)>
+        {
+            [BlockTimings.Key(parentAttention)] = (T(3), T(1)), [BlockTimings.Key(parentFfn)] = (T(4), T(2)), [BlockTimings.Key(noFfn)] = (Timing.None, Timing.None),
+        }, (T(1), T(0.5)), (T(10), T(4.5)));
+        var sc = new ScenarioSection { Batch = 2, PromptLength = 8, GenerationLength = 5 };   // a request: prefill + 4 steps
+        CostsFile Costs(string method) => BlockCosts.FromTimings(Config, [parentAttention, parentFfn, noFfn], sc, CostMethod.Parse(method), timings, "", "cpu");
+        string[] parent = ["L0.attn.kv2", "L0.ffn.w1"], child = ["L0.attn.kv2", "L0.ffn.noop"];
+        double whole = 10 + 4 * 4.5;
+
+        // Scaled: blocks × (10 − 1) / (8 − 1) and × (4.5 − 0.5) / (3.5 − 0.5); the child keeps attention only.
+        var scaled = Costs("engine/median");
+        Assert.Equal(whole, scaled.PredictTimeMs(parent, "measured"), 9);
+        Assert.Equal(1 + 3 * 9 / 7.0 + 4 * (0.5 + 1 * 4 / 3.0), scaled.PredictTimeMs(child, "measured"), 9);
+        // Anchored: non-block + (whole − parts) = 1 + 2 and 0.5 + 1, blocks as timed: the child is the whole less its FFN.
+        var anchored = Costs("engine/median/anchored");
+        Assert.Equal("engine/median/anchored", CostMethod.Parse("engine/median/anchored").Name);
+        Assert.Equal(whole, anchored.PredictTimeMs(parent, "measured"), 9);
+        Assert.Equal(whole - (4 + 4 * 2), anchored.PredictTimeMs(child, "measured"), 9);
+        Assert.Equal((1.0, 1.0, 2.0, 1.0), (anchored.NonBlock.BlockScalePrefill, anchored.NonBlock.BlockScaleDecode, anchored.NonBlock.OffsetPrefillMs, anchored.NonBlock.OffsetDecodeMs));
+        // Uncalibrated: the parts as timed.
+        Assert.Equal(8 + 4 * 3.5, Costs("engine/median/uncalibrated").PredictTimeMs(parent, "measured"), 9);
+
+        // The offsets round-trip through costs.json; a file without them reads as 0.
+        string path = Path.Combine(TestSupport.TempDir(), "costs.json");
+        anchored.Write(path);
+        Assert.Equal(anchored.PredictTimeMs(child, "measured"), CostsFile.Read(path).PredictTimeMs(child, "measured"), 9);
+        scaled.Write(path);
+        Assert.DoesNotContain("offset_prefill_ms", File.ReadAllText(path));
+        var e = Assert.Throws<PuzzleException>(() => CostMethod.Parse("engine/median/shifted"));
+        Assert.Contains("uncalibrated|anchored", e.Message);
+    }
 }

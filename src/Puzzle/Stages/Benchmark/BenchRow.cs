@@ -55,6 +55,10 @@ public sealed record BenchRow(double PrefillTokensPerSecond, double DecodeTokens
         json["end_to_end_ratio_rounds"] = new JsonArray(perRound.Select(x => (JsonNode)x).ToArray());
         json["end_to_end_ratio_min"] = perRound.Min();
         json["end_to_end_ratio_max"] = perRound.Max();
+        // The median's distribution-free 95% interval (binomial order statistics; none below 6 rounds): what a second
+        // run of the same bench could read, so two runs' ratios are compared against it, not against each other alone.
+        if (Search.ArchitectureTimer.MedianInterval(perRound, 0.95) is { } ci)
+            json["end_to_end_ratio_ci95"] = new JsonArray(ci.Low, ci.High);
         if (json["end_to_end_ratio"] is { } ofMedians) json["end_to_end_ratio_of_medians"] = ofMedians.GetValue<double>();
         json["end_to_end_ratio"] = Median(perRound);
     }

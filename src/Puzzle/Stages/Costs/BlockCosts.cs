@@ -20,19 +20,24 @@ namespace Puzzle.Stages.Costs;
 /// interference only adds time, so the fastest round is the least disturbed). <c>Calibrate</c> scales the blocks
 /// per phase so the parent's parts add up to its measured whole.
 /// </summary>
-public sealed record CostMethod(string Timing = "engine", TimingStatistic Statistic = TimingStatistic.Min, bool Calibrate = true)
+public sealed record CostMethod(string Timing = "engine", TimingStatistic Statistic = TimingStatistic.Min, bool Calibrate = true, bool Anchor = false)
 {
     public static readonly CostMethod Default = new();
 
-    public string Name => $"{Timing}/{Statistic.ToString().ToLowerInvariant()}{(Calibrate ? "" : "/uncalibrated")}";
+    public string Name => $"{Timing}/{Statistic.ToString().ToLowerInvariant()}{(!Calibrate ? "/uncalibrated" : Anchor ? "/anchored" : "")}";
 
-    /// <summary>"engine/median", "isolated/min/uncalibrated", …</summary>
+    /// <summary>
+    /// "engine/median", "isolated/min/uncalibrated", "engine/min/anchored", …: calibrated (the default) scales the blocks so
+    /// the parent's parts add up to its measured whole; anchored instead adds the difference to the non-block time (a
+    /// fixed cost per request), so a child is predicted as the parent's measured whole less what its blocks save.
+    /// </summary>
     public static CostMethod Parse(string text)
     {
         var parts = text.Split('/');
-        if (parts.Length is < 1 or > 3 || parts[0] is not ("engine" or "isolated") || (parts.Length == 3 && parts[2] != "uncalibrated"))
-            throw new PuzzleException($"cost method '{text}': expected engine|isolated[/median|min|trimmed[/uncalibrated]]");
-        return new CostMethod(parts[0], parts.Length > 1 ? TimingStatistics.Parse(parts[1]) : Default.Statistic, parts.Length < 3);
+        if (parts.Length is < 1 or > 3 || parts[0] is not ("engine" or "isolated") || (parts.Length == 3 && parts[2] is not ("uncalibrated" or "anchored")))
+            throw new PuzzleException($"cost method '{text}': expected engine|isolated[/median|min|trimmed[/uncalibrated|anchored]]");
+        return new CostMethod(parts[0], parts.Length > 1 ? TimingStatistics.Parse(parts[1]) : Default.Statistic,
+            parts.Length < 3 || parts[2] == "anchored", parts.Length == 3 && parts[2] == "anchored");
     }
 }
 
@@ -108,8 +113,10 @@ public static class BlockCosts
             (partsPrefill, partsDecode) = (partsPrefill + t.Prefill.MedianMs, partsDecode + t.Decode.MedianMs);
         }
         var whole = new WholeParentCost(timings.Whole.Prefill, timings.Whole.Decode, partsPrefill, partsDecode);
+        bool scale = method.Calibrate && !method.Anchor;
         double Scale(double wholeMs, double partsMs, double nonBlockMs) =>
-            method.Calibrate && partsMs - nonBlockMs > 0 ? (wholeMs - nonBlockMs) / (partsMs - nonBlockMs) : 1;
+            scale && partsMs - nonBlockMs > 0 ? (wholeMs - nonBlockMs) / (partsMs - nonBlockMs) : 1;
+        double Offset(double wholeMs, double partsMs) => method.Calibrate && method.Anchor ? wholeMs - partsMs : 0;
         var device = new CostDevice(sc.Device, deviceDescription, sc.MeasureDtype, CpuModel(), sc.WarmupRuns, sc.Repeats, method.Name);
         var result = Build(config, variants, sc, fingerprint, device, timings, whole);
         return result with
@@ -118,6 +125,8 @@ public static class BlockCosts
             {
                 BlockScalePrefill = Scale(whole.Prefill.MedianMs, partsPrefill, timings.NonBlock.Prefill.MedianMs),
                 BlockScaleDecode = Scale(whole.Decode.MedianMs, partsDecode, timings.NonBlock.Decode.MedianMs),
+                OffsetPrefillMs = Offset(whole.Prefill.MedianMs, partsPrefill),
+                OffsetDecodeMs = Offset(whole.Decode.MedianMs, partsDecode),
             },
         };
     }

@@ -35,7 +35,12 @@ public sealed record CostEntry(int Layer, string Variant, string Kind, long Para
 /// the per-phase factor that makes the parent's measured blocks add up to its measured whole.
 /// </summary>
 public sealed record NonBlockCost(long Parameters, long ParameterBytes, CostPhase Prefill, CostPhase Decode,
-    IReadOnlyDictionary<string, RooflineTimes> Roofline, double BlockScalePrefill = 1, double BlockScaleDecode = 1);
+    IReadOnlyDictionary<string, RooflineTimes> Roofline, double BlockScalePrefill = 1, double BlockScaleDecode = 1)
+{
+    /// <summary>The anchored calibration (<see cref="CostMethod.Anchor"/>): the parent's whole less its parts, per phase (ms), added to the non-block time.</summary>
+    public double OffsetPrefillMs { get; init; }
+    public double OffsetDecodeMs { get; init; }
+}
 
 /// <summary>The parent measured whole, and the sum of its measured parts.</summary>
 public sealed record WholeParentCost(Timing Prefill, Timing Decode, double SumOfPartsPrefillMs, double SumOfPartsDecodeMs);
@@ -69,7 +74,7 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
 
     /// <summary>Time of one request spent outside the blocks (ms) on the target.</summary>
     public double NonBlockTimeMs(string target) => target == "measured"
-        ? Scenario.TimeMs(NonBlock.Prefill.Measured.MedianMs, NonBlock.Decode.Measured.MedianMs)
+        ? Scenario.TimeMs(NonBlock.Prefill.Measured.MedianMs + NonBlock.OffsetPrefillMs, NonBlock.Decode.Measured.MedianMs + NonBlock.OffsetDecodeMs)
         : Scenario.TimeMs(NonBlock.Roofline[target].PrefillMs, NonBlock.Roofline[target].DecodeMs);
 
     /// <summary>Predicted time of one request (ms) of the model made of these (layer, variant) ids on the target.</summary>
@@ -92,6 +97,11 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
         {
             nonBlock["block_scale_prefill"] = Math.Round(NonBlock.BlockScalePrefill, 5);
             nonBlock["block_scale_decode"] = Math.Round(NonBlock.BlockScaleDecode, 5);
+            if (NonBlock.OffsetPrefillMs != 0 || NonBlock.OffsetDecodeMs != 0)
+            {
+                nonBlock["offset_prefill_ms"] = Math.Round(NonBlock.OffsetPrefillMs, 5);
+                nonBlock["offset_decode_ms"] = Math.Round(NonBlock.OffsetDecodeMs, 5);
+            }
         }
         nonBlock["parameters"] = NonBlock.Parameters;
         nonBlock["parameter_bytes"] = NonBlock.ParameterBytes;
@@ -158,7 +168,10 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
         var scenario = ScenarioCost.Create(s["batch"].Int(), s["prompt_length"].Int(), s["generation_length"].Int(), s["weight_bytes"].Int(), s["kv_bytes"].Int(), $"{j.File}: scenario");
         var nb = j["non_block"];
         var nonBlock = new NonBlockCost(nb["parameters"].Long(), nb["parameter_bytes"].Long(), CostPhase.Read(nb["prefill"]), CostPhase.Read(nb["decode"]),
-            Roofline(nb["roofline"]), nb["block_scale_prefill"].OptionalDouble() ?? 1, nb["block_scale_decode"].OptionalDouble() ?? 1);
+            Roofline(nb["roofline"]), nb["block_scale_prefill"].OptionalDouble() ?? 1, nb["block_scale_decode"].OptionalDouble() ?? 1)
+        {
+            OffsetPrefillMs = nb["offset_prefill_ms"].OptionalDouble() ?? 0, OffsetDecodeMs = nb["offset_decode_ms"].OptionalDouble() ?? 0,
+        };
         CostDevice? device = j["device"].Exists
             ? new CostDevice(j["device"]["name"].String(), j["device"]["description"].String(), j["device"]["measure_dtype"].String(), j["device"]["cpu"].String(),
                 j["device"]["warmup_runs"].Int(), j["device"]["repeats"].Int(), j["device"]["method"].OptionalString() ?? "isolated")

@@ -42,9 +42,20 @@ public sealed record ReportSide(long Parameters, double MemoryAtScenarioBytes, l
 /// <summary>The spread of the benchmark's per-round child/parent ratio and the order the rounds ran in (ABBA, …).</summary>
 public sealed record ReportRounds(double? Min, double? Max, string? Order)
 {
-    public JsonObject ToJson() => new() { ["min"] = Min, ["max"] = Max, ["order"] = Order };
+    /// <summary>The 95% interval of the median per-round ratio (<see cref="Benchmark.BenchRow.AddRoundRatios"/>); null with fewer than 6 rounds.</summary>
+    public double[]? Ci95 { get; init; }
 
-    public static ReportRounds Read(JsonField j) => new(j["min"].OptionalDouble(), j["max"].OptionalDouble(), j["order"].OptionalString());
+    public JsonObject ToJson()
+    {
+        var o = new JsonObject { ["min"] = Min, ["max"] = Max, ["order"] = Order };
+        if (Ci95 is { } ci) o["ci95"] = new JsonArray(ci[0], ci[1]);
+        return o;
+    }
+
+    public static ReportRounds Read(JsonField j) => new(j["min"].OptionalDouble(), j["max"].OptionalDouble(), j["order"].OptionalString())
+    {
+        Ci95 = j["ci95"].Node is JsonArray { Count: 2 } a ? [a[0]!.GetValue<double>(), a[1]!.GetValue<double>()] : null,
+    };
 }
 
 /// <summary>

@@ -62,7 +62,10 @@ public static class ReportStage
         var report = new ReportFile(solutionName, run.ParentDir, Path.GetFullPath(childDir),
             new ReportScenario(sc.Batch, sc.PromptLength, sc.GenerationLength, sc.WeightDtype, sc.KvDtype, sc.MeasureDtype, sc.Device),
             solution.RequestJson(), solution.Verified, parentSide, childSide, throughputRatio, throughputRatio / solution.Verified.ThroughputRatio - 1,
-            new ReportRounds(childBench["end_to_end_ratio_min"].OptionalDouble(), childBench["end_to_end_ratio_max"].OptionalDouble(), b["scenario"]["order"].OptionalString()),
+            new ReportRounds(childBench["end_to_end_ratio_min"].OptionalDouble(), childBench["end_to_end_ratio_max"].OptionalDouble(), b["scenario"]["order"].OptionalString())
+            {
+                Ci95 = childBench["end_to_end_ratio_ci95"].Node is JsonArray { Count: 2 } ci ? [ci[0]!.GetValue<double>(), ci[1]!.GetValue<double>()] : null,
+            },
             ReportRetention.Read(retentionNode),
             e["fidelity"].OptionalObjectCopy(), e["protocol"].OptionalObjectCopy(), distillation is null ? null : JsonFile.Parse(distillation.ToJsonString(), "distillation result").ObjectCopy(),
             layers, b.ObjectCopy(), hasPareto ? ["report-architecture.png", "report-pareto.png"] : ["report-architecture.png"])
@@ -115,7 +118,8 @@ public static class ReportStage
         Row("memory at scenario (bytes)", p.MemoryAtScenarioBytes, c.MemoryAtScenarioBytes, "N0");
         Row("KV cache per token (bytes)", p.KvBytesPerToken, c.KvBytesPerToken, "N0");
         var rounds = r.Rounds;
-        string spread = rounds.Min is { } lo && rounds.Max is { } hi ? $" (rounds {F(lo, "0.000")}–{F(hi, "0.000")})" : "";
+        string spread = (rounds.Ci95 is { } ci ? $" [95%: {F(ci[0], "0.000")}, {F(ci[1], "0.000")}]" : "") +
+                        (rounds.Min is { } lo && rounds.Max is { } hi ? $" (rounds {F(lo, "0.000")}–{F(hi, "0.000")})" : "");
         md.AppendLine($"| end-to-end throughput (tokens/s) | {F(p.EndToEndTokensPerS, "N0")} | {F(c.EndToEndTokensPerS, "N0")} | " +
                       $"{F(r.MeasuredThroughputRatio, "0.000")}{spread} |");
         string Spread(double? lo, double? hi) => lo is { } a && hi is { } b ? $" (rounds {F(a, "0.000")}–{F(b, "0.000")})" : "";
