@@ -26,7 +26,8 @@ internal static class PlanCommand
             var run = configPath is null ? new RunConfig() : RunConfig.Read(configPath, r.GetValue(sets) ?? []);
             var calibration = r.GetValue(gpu) is { } name
                 ? Planner.Roofline(Accelerators.Get(name), r.GetValue(gpus))
-                : Planner.Calibrate(model, run.Data.SeqLen, Training.Precision.Resolve(run.Bld.Precision, TorchSharp.torch.CPU));
+                : Planner.Calibrate(model, run.Data.SeqLen, Training.Precision.Resolve(run.Bld.Precision, TorchSharp.torch.CPU),
+                    parentDir: r.GetValue(parent), startupSeconds: Planner.ProcessStartupSeconds());
             var plans = Planner.Plan(model, run, calibration);
             if (r.GetValue(json))
             {

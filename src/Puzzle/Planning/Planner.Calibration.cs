@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Puzzle.Checkpoints;
 using Puzzle.Model;
 using Puzzle.Stages.Costs;
 using static TorchSharp.torch;
@@ -8,8 +9,14 @@ namespace Puzzle.Planning;
 /// <summary>The planner's calibration: one layer of the parent timed on this machine (CPU seconds × threads), or a named GPU's roofline.</summary>
 public static partial class Planner
 {
-    /// <summary>Times one decoder layer of the parent's shape (batch 1 × seq_len tokens) in fp32 and in the training dtype.</summary>
-    public static Calibration Calibrate(ModelConfig parent, int seqLen, ScalarType compute, double seconds = 1.5)
+    /// <summary>
+    /// Times one decoder layer of the parent's shape (batch 1 × seq_len tokens) in fp32 and in the training dtype, and the
+    /// work every stage's process does besides: its start-up (<paramref name="startupSeconds"/>: the caller's own, from
+    /// <see cref="ProcessStartupSeconds"/>), loading weights (layer 0 read from the parent's own safetensors in
+    /// <paramref name="parentDir"/>, checked and converted, as <see cref="Checkpoint.LoadWeights"/> does) and writing a
+    /// checkpoint (through the stages' own <see cref="SafeTensorsWriter"/>, to the temporary folder, flushed to disk).
+    /// </summary>
+    public static Calibration Calibrate(ModelConfig parent, int seqLen, ScalarType compute, double seconds = 1.5, string? parentDir = null, double startupSeconds = 0)
     {
         using var noGrad = no_grad();
         var one = parent with { Blocks = [parent.Blocks[0]], VocabSize = Math.Min(parent.VocabSize, 1024), BosTokenId = null, EosTokenIds = [], PadTokenId = null, MaxPositionEmbeddings = Math.Max(parent.MaxPositionEmbeddings, seqLen) };
@@ -118,11 +125,131 @@ public static partial class Planner
         {
             set_num_threads(threads);
         }
+        var (loadFp32, loadCompute) = LoadSecondsPerParameter(parent, parentDir, compute);
+        double write = WriteBytesPerSecond(parent);
         return new Calibration($"calibrated on this machine ({Environment.ProcessorCount} cores, {threads} torch threads; one thread's CPU seconds × {threads}: unloaded)", fp32, computeRate, compute, baseline, 0, null)
         {
             TrainRate = train, BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
             StepSecondsPerParameter = step, InitSecondsPerWeight = init,
+            StartupSeconds = startupSeconds, LoadFp32SecondsPerParameter = loadFp32, LoadComputeSecondsPerParameter = loadCompute, WriteBytesPerSecond = write,
         };
+    }
+
+    /// <summary>Seconds from this process's start to now (.NET and libtorch loaded, the command line and configs read).</summary>
+    public static double ProcessStartupSeconds()
+    {
+        using var self = Process.GetCurrentProcess();
+        return Math.Max(0, (DateTime.Now - self.StartTime).TotalSeconds);
+    }
+
+    /// <summary>
+    /// Seconds per parameter of loading a model as every stage does (<see cref="Checkpoint.LoadWeights"/>: the stored
+    /// tensor copied out of the memory map, checked for NaN/∞, copied into a fresh parameter of the model's dtype), into
+    /// fp32 and into <paramref name="compute"/>: layer 0 of the parent read from its own safetensors (the page cache's
+    /// state as it is; a parent not in the page cache reads at the disk's rate), else from a copy written here. The
+    /// fastest of three passes, in this process's CPU seconds on one torch thread (user + system: the page faults of the
+    /// fresh parameters count), not scaled by the thread count: the copies are memory-bound and gained little from a
+    /// second thread here, and CPU seconds do not count other sessions' work on a shared machine.
+    /// </summary>
+    static (double Fp32, double Compute) LoadSecondsPerParameter(ModelConfig parent, string? parentDir, ScalarType compute)
+    {
+        using var noGrad = no_grad();
+        var one = parent with { Blocks = [parent.Blocks[0]] };
+        string? temp = null;
+        try
+        {
+            Dictionary<string, string>? map = null;
+            if (parentDir is not null)
+                try { map = Checkpoint.WeightMap(parentDir); }
+                catch (PuzzleException) { map = null; }
+            using var template = new DecoderLayer(one, parent.Blocks[0], CPU, compute);
+            var names = template.named_parameters().Select(p => "model.layers.0." + p.name).ToList();
+            if (map is null || names.Any(n => !map.ContainsKey(n)))
+            {
+                // No readable parent (a config alone): a copy of layer 0 in bf16 (how parents are stored), written here.
+                temp = Path.Combine(Path.GetTempPath(), $"puzzle-plan-{Environment.ProcessId}-{Guid.NewGuid():N}.safetensors");
+                using var scope = NewDisposeScope();
+                SafeTensorsWriter.Write(temp, template.named_parameters().Select(p => ("model.layers.0." + p.name, randn(p.parameter.shape, dtype: ScalarType.BFloat16))).ToList());
+                map = names.ToDictionary(n => n, _ => temp);
+            }
+            long parameters = template.parameters().Sum(p => p.numel());
+            var process = Process.GetCurrentProcess();
+            double Cpu()
+            {
+                process.Refresh();
+                return process.TotalProcessorTime.TotalSeconds;
+            }
+            double Pass(ScalarType dtype)
+            {
+                double best = double.MaxValue;
+                for (int pass = 0; pass < 3; pass++)
+                {
+                    var files = new Dictionary<string, SafeTensorsFile>();
+                    try
+                    {
+                        double start = Cpu();
+                        using var layer = new DecoderLayer(one, parent.Blocks[0], CPU, dtype);
+                        foreach (var (name, parameter) in layer.named_parameters())
+                        {
+                            string key = "model.layers.0." + name, path = map![key];
+                            if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
+                            using var value = file.Read(key);
+                            Checkpoint.RequireFinite(value, path, key);
+                            parameter.copy_(value);
+                        }
+                        best = Math.Min(best, Math.Max(Cpu() - start, 1e-4));
+                    }
+                    finally
+                    {
+                        foreach (var f in files.Values) f.Dispose();
+                    }
+                }
+                return best / parameters;
+            }
+            int threads = get_num_threads();
+            set_num_threads(1);
+            try
+            {
+                double fp32 = Pass(ScalarType.Float32);
+                return (fp32, compute == ScalarType.Float32 ? fp32 : Pass(compute));
+            }
+            finally
+            {
+                set_num_threads(threads);
+            }
+        }
+        finally
+        {
+            if (temp is not null) File.Delete(temp);
+        }
+    }
+
+    /// <summary>
+    /// Bytes per second of writing a checkpoint as the stages do (<see cref="SafeTensorsWriter"/>: tensor by tensor through
+    /// <c>AtomicFile</c>, flushed to disk): a bf16 layer of the parent's shape, repeated to at least 128 MiB, written to the
+    /// temporary folder; wall time.
+    /// </summary>
+    static double WriteBytesPerSecond(ModelConfig parent)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"puzzle-plan-{Environment.ProcessId}-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            using var noGrad = no_grad();
+            using var scope = NewDisposeScope();
+            var one = parent with { Blocks = [parent.Blocks[0]] };
+            using var layer = new DecoderLayer(one, parent.Blocks[0], CPU, ScalarType.BFloat16);
+            var weights = layer.named_parameters().Select(p => (p.name, (Tensor)p.parameter.normal_(0, 0.02))).ToList();
+            long layerBytes = weights.Sum(w => w.Item2.numel() * 2);
+            int copies = (int)Math.Max(1, (128L << 20) / Math.Max(1, layerBytes));
+            var tensors = Enumerable.Range(0, copies).SelectMany(i => weights.Select(w => ($"model.layers.{i}.{w.name}", w.Item2))).ToList();
+            var clock = Stopwatch.StartNew();
+            SafeTensorsWriter.Write(path, tensors);
+            return copies * (double)layerBytes / Math.Max(clock.Elapsed.TotalSeconds, 1e-3);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
     }
 
     /// <summary>This process's CPU seconds per call of <paramref name="action"/> (in a dispose scope), after one warm-up call.</summary>

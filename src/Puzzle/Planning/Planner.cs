@@ -10,7 +10,17 @@ using static TorchSharp.torch;
 namespace Puzzle.Planning;
 
 /// <summary>One stage's estimate: wall time, peak resident memory (host RAM, or device memory per GPU), disk written.</summary>
-public sealed record StagePlan(string Stage, double Seconds, long PeakBytes, long DiskBytes, string Note, bool Host = false);
+public sealed record StagePlan(string Stage, double Seconds, long PeakBytes, long DiskBytes, string Note, bool Host = false)
+{
+    /// <summary>Of <see cref="Seconds"/>: starting the stage's processes (.NET and libtorch; evaluation starts a second one for the bench).</summary>
+    public double StartupSeconds { get; init; }
+
+    /// <summary>Of <see cref="Seconds"/>: loading its models (read from safetensors, checked, converted to the dtype held).</summary>
+    public double LoadSeconds { get; init; }
+
+    /// <summary>Of <see cref="Seconds"/>: writing its checkpoints (flushed to disk).</summary>
+    public double WriteSeconds { get; init; }
+}
 
 /// <summary>
 /// What the time estimates rest on: the rate (FLOP/s) a decoder layer of the parent's shape reaches in fp32 and in the
@@ -41,8 +51,17 @@ public sealed record Calibration(string Source, double Fp32Rate, double ComputeR
     /// <summary>Seconds per weight of a random initialisation (the engine's timing models in costs).</summary>
     public double InitSecondsPerWeight { get; init; }
 
-    /// <summary>Bytes per second at which a stage reads a checkpoint from the page cache into tensors, or writes one.</summary>
-    public double LoadBytesPerSecond { get; init; } = 1e9;
+    /// <summary>Seconds to start a stage's process (.NET and libtorch loaded, configs read): the plan's own, measured from its process start.</summary>
+    public double StartupSeconds { get; init; }
+
+    /// <summary>Seconds per parameter of loading a model into fp32 (read from safetensors, checked, converted: <c>Checkpoint.LoadWeights</c>).</summary>
+    public double LoadFp32SecondsPerParameter { get; init; } = 4 / 1e9;
+
+    /// <summary>Seconds per parameter of loading a model into the compute dtype (bf16 on a CPU).</summary>
+    public double LoadComputeSecondsPerParameter { get; init; } = 2 / 1e9;
+
+    /// <summary>Bytes per second at which a stage writes a checkpoint (flushed to disk).</summary>
+    public double WriteBytesPerSecond { get; init; } = 1e9;
 
 
     public bool OnGpu => Gpus > 0;
@@ -91,9 +110,14 @@ public static partial class Planner
         int cb = cal.Compute == ScalarType.Float32 ? 4 : 2;
         var variants = SearchSpace.Expand(c, run.SearchSpace);
         var plans = new List<StagePlan>();
-        double Load(long bytes) => cal.OnGpu ? 0 : bytes / cal.LoadBytesPerSecond;                 // a checkpoint read into tensors
+        // What every stage does besides its computation (docs/memory.md, Time): start its process, load its models (read,
+        // checked, converted to the dtype held: per parameter, as calibrated), write its checkpoints (flushed to disk).
+        double Load(long parameters, int dtypeBytes) => cal.OnGpu ? 0 : parameters * (dtypeBytes == 4 ? cal.LoadFp32SecondsPerParameter : cal.LoadComputeSecondsPerParameter);
         double Logits(double tokens) => tokens * V * cal.LogitSeconds;                             // log-softmax / KL work over [tokens, V]
-        double Write(long bytes) => cal.OnGpu ? 0 : bytes / cal.LoadBytesPerSecond;                // a checkpoint written
+        double Write(long bytes) => cal.OnGpu ? 0 : bytes / cal.WriteBytesPerSecond;
+        double startup = cal.StartupSeconds;                                                       // 0 on a roofline
+        StagePlan Stage(string name, double compute, long peak, long disk, string note, double load = 0, double write = 0, int processes = 1, bool host = false) =>
+            new(name, compute + processes * startup + load + write, peak, disk, note, host) { StartupSeconds = processes * startup, LoadSeconds = load, WriteSeconds = write };
 
         // 3. BLD: parent + the largest layer's units (fp32 master, compute copy, grads, AdamW moments) + one step's activations.
         var bld = run.Bld;
@@ -128,11 +152,12 @@ public static partial class Planner
         bool bf16Parent = BlockLibraryBuilder.ParentDtype(c, cal.Compute) == ScalarType.BFloat16;
         long parentWeights = cal.OnGpu ? Weights(P) : P * (bf16Parent ? 2L : 4L);
         double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.Training
-                            + variants.Count * 2 * cal.BlockBuildSeconds + Load(parentWeights);                // each unit's master and working copy; reading the parent
-        plans.Add(new StagePlan("3 library (BLD)", bldSeconds,
+                            + variants.Count * 2 * cal.BlockBuildSeconds;                                      // each unit's master and working copy
+        plans.Add(Stage("3 library (BLD)", bldSeconds,
             R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation),                                 // units train one after another
             cacheDisk + libraryDisk,
-            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; parent in {(bf16Parent || cal.OnGpu ? "bf16" : "fp32")}; activation cache {Gib(cacheDisk)} GiB bf16 on disk"));
+            $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; parent in {(bf16Parent || cal.OnGpu ? "bf16" : "fp32")}; activation cache {Gib(cacheDisk)} GiB bf16 on disk",
+            load: Load(P, bf16Parent ? 2 : 4), write: Write(cacheDisk + libraryDisk)));
 
         // 4. Scoring: parent + ParentCache (bf16 layer inputs, fp32 final hidden) + one batch's forward + vocabulary chunks.
         var sc = run.Scoring;
@@ -151,9 +176,10 @@ public static partial class Planner
         // products): once for the parent, twice per candidate, plus the conversion of V × H weights per candidate.
         double headSeconds = (1 + 2.0 * candidates.Count) * headFlops / cal.Fp32Rate + candidates.Count * (double)V * H * cal.LogitSeconds;
         double scoringSeconds = scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate)
-                                + headSeconds + candidates.Count * (cal.BlockBuildSeconds + 1.5 * Logits(tokens)) + Load(P * cacheBytes);   // per candidate: its block built, KL over the vocabulary
-        plans.Add(new StagePlan("4 score", scoringSeconds, scoringPeak, 0,
-            $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}"));
+                                + headSeconds + candidates.Count * (cal.BlockBuildSeconds + 1.5 * Logits(tokens));   // per candidate: its block built, KL over the vocabulary
+        plans.Add(Stage("4 score", scoringSeconds, scoringPeak, 0,
+            $"{candidates.Count} candidates × {tokens:N0} tokens; cache {Gib(ParentCache.Bytes(L, H, tokens, cacheBytes))} GiB, vocabulary chunks of {chunk}",
+            load: Load(P, cacheBytes)));
 
         // 5. Costs: the parent in the measurement dtype, one block at a time, a KV cache of the scenario.
         var s = run.Scenario;
@@ -182,19 +208,24 @@ public static partial class Planner
         long engineModels = ((1 + distinct.Count) * (long)H + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
         // Building the timing models: their layers initialised at random (the embedding and head are the parent's).
         double buildModels = (depth * (double)perLayer + (1 + distinct.Count) * (double)H) * cal.InitSecondsPerWeight;
-        plans.Add(new StagePlan("5 costs", cal.OnGpu ? 0 : repeats * round + buildModels + Load(P * (long)mb),
+        plans.Add(Stage("5 costs", cal.OnGpu ? 0 : repeats * round + buildModels,
             R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
-            cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}"));
+            cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}",
+            load: Load(P, mb)));
 
         // 6. Search: the MIP (seconds), then measured checks: generation of parent and candidate child (4 rounds each).
         double generateSeconds = ModelSeconds(P - nonBlock, L);                                  // one generation of the scenario by the parent
         bool measuredChecks = run.Search.Target == "measured" && !cal.OnGpu;
-        plans.Add(new StagePlan("6 search", 5 + (measuredChecks ? 4 * 8 * generateSeconds : 0),
-            R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0), 1 << 20, measuredChecks ? "MIP + up to 4 measured checks" : "MIP only"));
+        plans.Add(Stage("6 search", 5 + (measuredChecks ? 4 * 8 * generateSeconds : 0),
+            R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0), 1 << 20, measuredChecks ? "MIP + up to 4 measured checks" : "MIP only",
+            load: measuredChecks ? Load(P, mb) : 0));
 
         // 7. Assemble: streamed; the largest tensor read and converted.
         long largest = (long)V * H;
-        plans.Add(new StagePlan("7 assemble", ChildParameters(c, run) * 2.0 / 400e6, R0 + largest * (4 + 2), ChildParameters(c, run) * 2, "host RAM; streamed; the child is at most the parent's size", Host: true));
+        // Each child tensor read from the parent's or the library's safetensors, converted to the parent's stored dtype and written.
+        long assembled = ChildParameters(c, run) * 2;
+        plans.Add(Stage("7 assemble", 0, R0 + largest * (4 + 2), assembled, "host RAM; streamed; the child is at most the parent's size",
+            load: Load(ChildParameters(c, run), 2), write: Write(assembled), host: true));
 
         // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, AdamW moments of the trained parameters,
         // then their gradients: compute-dtype ones in the backward, fp32 ones in the step) + activations + one chunk of logits.
@@ -222,11 +253,11 @@ public static partial class Planner
         // The optimizer step per trained parameter and step; writes: the fp32 student at step 0 and at the end (the
         // best, at most), the checkpoint (masters and AdamW moments) at the end.
         double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens))
-                            + gkdSteps * (double)trainable * cal.StepSecondsPerParameter
-                            + Load(P * (long)cb + child * 4L) + Write(child * 4L * 3 + trainable * 8L);
-        plans.Add(new StagePlan("8 distill (GKD)", gkdSeconds,
+                            + gkdSteps * (double)trainable * cal.StepSecondsPerParameter;
+        plans.Add(Stage("8 distill (GKD)", gkdSeconds,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
-            $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens"));
+            $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens",
+            load: Load(P, cb) + Load(child, 4), write: Write(child * 4L * 3 + trainable * 8L)));
 
         // 9. Evaluate + bench: child and parent in fp32, one batch's activations and a chunk of logits; bench (a fresh
         // process): both in the measurement dtype with KV caches.
@@ -240,12 +271,17 @@ public static partial class Planner
         long retainedScores = cal.OnGpu ? 0 : L * 8L * c.NumAttentionHeads * T * T * 4;
         long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
                                                        + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6) + retainedScores;
-        plans.Add(new StagePlan("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + benchSeconds + Load((P + child) * 4L), Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
-            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds"));
+        // Two processes: the evaluation (parent and child in fp32) and the bench (both in the measurement dtype).
+        plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + benchSeconds, Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
+            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds",
+            load: Load(P + child, 4) + Load(P + child, mb), processes: 2));
 
         // 10. Export: the child loaded in fp32, written in the export dtype.
         int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
-        plans.Add(new StagePlan("10 export", child * 2.0 / 400e6, R0 + child * (long)xb + largest * 4, child * xb, $"host RAM; the child held in {run.Export.Dtype}", Host: true));
+        // The child loaded in the export dtype and written once per format (HF safetensors, GGUF).
+        long exported = child * xb * Math.Max(1, run.Export.Formats.Length);
+        plans.Add(Stage("10 export", 0, R0 + child * (long)xb + largest * 4, exported, $"host RAM; the child held in {run.Export.Dtype}",
+            load: Load(child, xb), write: Write(exported), host: true));
         return plans;
     }
 
@@ -283,10 +319,13 @@ public static partial class Planner
         {
             ["source"] = cal.Source, ["fp32_flops_per_s"] = cal.Fp32Rate, ["compute_flops_per_s"] = cal.ComputeRate,
             ["compute_dtype"] = cal.Compute.ToString(), ["baseline_bytes"] = cal.BaselineBytes, ["gpus"] = cal.Gpus,
+            ["startup_seconds"] = Math.Round(cal.StartupSeconds, 2), ["load_fp32_seconds_per_parameter"] = cal.LoadFp32SecondsPerParameter,
+            ["load_compute_seconds_per_parameter"] = cal.LoadComputeSecondsPerParameter, ["write_bytes_per_second"] = cal.WriteBytesPerSecond,
         },
         ["stages"] = new JsonArray(plans.Select(p => (JsonNode)new JsonObject
         {
-            ["stage"] = p.Stage, ["seconds"] = Math.Round(p.Seconds, 1), ["peak_bytes"] = p.PeakBytes, ["disk_bytes"] = p.DiskBytes, ["note"] = p.Note,
+            ["stage"] = p.Stage, ["seconds"] = Math.Round(p.Seconds, 1), ["startup_seconds"] = Math.Round(p.StartupSeconds, 2),
+            ["load_seconds"] = Math.Round(p.LoadSeconds, 2), ["write_seconds"] = Math.Round(p.WriteSeconds, 2), ["peak_bytes"] = p.PeakBytes, ["disk_bytes"] = p.DiskBytes, ["note"] = p.Note,
             ["host"] = p.Host, ["fits"] = cal.GpuMemoryBytes is { } m && !p.Host ? p.PeakBytes <= m : null,
         }).ToArray()),
     };
