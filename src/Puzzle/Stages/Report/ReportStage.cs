@@ -34,7 +34,9 @@ public static class ReportStage
             metrics["tasks"].ObjectCopy(), metrics["ci95"].OptionalObjectCopy());
         var parentSide = Side(parent, e["reference_metrics"], b["models"][0]);
         var childSide = Side(child, e["metrics"], b["models"][1]);
-        double throughputRatio = childSide.EndToEndTokensPerS / parentSide.EndToEndTokensPerS;
+        // The bench's paired estimator (the median of per-round ratios, as the definitions below say and llama.cpp's row
+        // uses); a bench.json written before the rounds were paired gives the ratio of the median tokens/s.
+        double throughputRatio = b["models"][1]["end_to_end_ratio"].OptionalDouble() ?? childSide.EndToEndTokensPerS / parentSide.EndToEndTokensPerS;
         var retentionNode = e["retention"];
         if (!retentionNode.Exists) throw new PuzzleException("report: the eval result has no retention (run `puzzle eval` with --reference PARENT)");
         if (!retentionNode["metric"].Exists)
