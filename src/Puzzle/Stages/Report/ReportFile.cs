@@ -52,10 +52,10 @@ public sealed record ReportRounds(double? Min, double? Max, string? Order)
         return o;
     }
 
-    public static ReportRounds Read(JsonField j) => new(j["min"].OptionalDouble(), j["max"].OptionalDouble(), j["order"].OptionalString())
-    {
-        Ci95 = j["ci95"].Node is JsonArray { Count: 2 } a ? [a[0]!.GetValue<double>(), a[1]!.GetValue<double>()] : null,
-    };
+    public static ReportRounds Read(JsonField j) => new(j["min"].OptionalDouble(), j["max"].OptionalDouble(), j["order"].OptionalString()) { Ci95 = Interval(j["ci95"]) };
+
+    /// <summary>A [low, high] pair (report.json's ci95, bench.json's end_to_end_ratio_ci95); null where absent.</summary>
+    public static double[]? Interval(JsonField j) => j.Node is JsonArray { Count: 2 } a ? [a[0]!.GetValue<double>(), a[1]!.GetValue<double>()] : null;
 }
 
 /// <summary>

@@ -65,9 +65,7 @@ public static class ReportStage
             new ReportScenario(sc.Batch, sc.PromptLength, sc.GenerationLength, sc.WeightDtype, sc.KvDtype, sc.MeasureDtype, sc.Device),
             solution.RequestJson(), solution.Verified, parentSide, childSide, throughputRatio, throughputRatio / solution.Verified.ThroughputRatio - 1,
             new ReportRounds(childBench["end_to_end_ratio_min"].OptionalDouble(), childBench["end_to_end_ratio_max"].OptionalDouble(), b["scenario"]["order"].OptionalString())
-            {
-                Ci95 = childBench["end_to_end_ratio_ci95"].Node is JsonArray { Count: 2 } ci ? [ci[0]!.GetValue<double>(), ci[1]!.GetValue<double>()] : null,
-            },
+            { Ci95 = ReportRounds.Interval(childBench["end_to_end_ratio_ci95"]) },
             ReportRetention.Read(retentionNode),
             e["fidelity"].OptionalObjectCopy(), e["protocol"].OptionalObjectCopy(), distillation is null ? null : JsonFile.Parse(distillation.ToJsonString(), "distillation result").ObjectCopy(),
             layers, b.ObjectCopy(), hasPareto ? ["report-architecture.png", "report-pareto.png"] : ["report-architecture.png"])
