@@ -5,7 +5,8 @@
 # the scores and the search). Baselines are off in the copies. One table row per lever: measured throughput ratio (bench,
 # with the rounds' spread), accuracy retention with its 95% interval, KL and top-1 agreement, from each copy's report.json.
 #
-#   benchmarks/ablation.sh RUN OUT [LEVER ...]
+#   [PUZZLE=COMMAND] benchmarks/ablation.sh RUN OUT [LEVER ...]
+# PUZZLE: the CLI to run (default: the project's ./puzzle; e.g. "dotnet /tmp/bin/Puzzle.Cli.dll" for a fixed build).
 # LEVER is NAME=section.key=value[,section.key=value...], e.g. lm=gkd.lm_weight=1; default: the set below.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,7 @@ for lever in "${levers[@]}"; do
     for kv in "${kvs[@]}"; do args+=(--set "$kv"); done
     echo "== $name: ${args[*]} ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"
     start=$(date +%s)
-    "$root/puzzle" run "$dir/config.json" --run "$dir" "${args[@]}" > "$dir/ablation.log" 2>&1 || { echo "$name failed: see $dir/ablation.log"; tail -5 "$dir/ablation.log"; continue; }
+    ${PUZZLE:-"$root/puzzle"} run "$dir/config.json" --run "$dir" "${args[@]}" > "$dir/ablation.log" 2>&1 || { echo "$name failed: see $dir/ablation.log"; tail -5 "$dir/ablation.log"; continue; }
     echo "$(( $(date +%s) - start ))" > "$dir/seconds"
   fi
 done

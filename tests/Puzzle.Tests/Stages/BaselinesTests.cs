@@ -245,6 +245,26 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
     }
 
     [Fact]
+    public void ThroughputRatio_IsTheBenchsPairedMedian_WithItsInterval_AndLlamaCppBesideIt()
+    {
+        // Rounds where the ratio of the median tokens/s (1000 / 400 = 2.5) differs from the median paired ratio (2.2).
+        var bench = JsonNode.Parse("""
+            { "models": [ { "end_to_end_tokens_per_s": 400 },
+                          { "end_to_end_tokens_per_s": 1000, "end_to_end_ratio": 2.2, "end_to_end_ratio_min": 1.9, "end_to_end_ratio_max": 2.8,
+                            "end_to_end_ratio_ci95": [2.0, 2.6], "llama_cpp_end_to_end_ratio": 1.7 } ] }
+            """)!;
+        Assert.Equal((2.2, 1.9, 2.8, 2.0, 2.6), BaselinesReport.ThroughputRatio(bench));
+        Assert.Equal(1.7, BaselinesReport.LlamaCppRatio(bench));
+        // A bench.json of before the paired ratio: the ratio of the two models' tokens/s, no interval, no llama.cpp.
+        var old = JsonNode.Parse("""{ "models": [ { "end_to_end_tokens_per_s": 400 }, { "end_to_end_tokens_per_s": 1000, "end_to_end_ratio_min": 2.1, "end_to_end_ratio_max": 2.9 } ] }""")!;
+        Assert.Equal((2.5, 2.1, 2.9, null, null), BaselinesReport.ThroughputRatio(old));
+        Assert.Null(BaselinesReport.LlamaCppRatio(old));
+        // llama.cpp's figures nested as `puzzle bench --engine both` writes them.
+        var nested = JsonNode.Parse("""{ "models": [ {}, {} ], "llama_cpp": { "models": [ {}, { "end_to_end_ratio": 1.8 } ] } }""")!;
+        Assert.Equal(1.8, BaselinesReport.LlamaCppRatio(nested));
+    }
+
+    [Fact]
     public void Stage_BuildsDistilsEvaluatesBenchesAndReports_ThenSkipsWhatIsDone()
     {
         string dir = fixture.NewRun(1.3, "h100", ["depth"], [0, 0.5], shareWith: fixture.Run);
@@ -279,11 +299,15 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         Assert.Equal(["puzzle", "depth"], rows.Select(r => r!["method"]!.GetValue<string>()));
         var depthRow = rows[1]!;
         var depthEval = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "eval.json")))!;
-        var depthBench = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "bench.json")))!["models"]!.AsArray();
+        var depthBenchFile = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "bench.json")))!;
+        var depthBench = depthBenchFile["models"]!.AsArray();
         Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), depthRow["accuracy_retention"]!.GetValue<double>(), 12);
         Assert.Equal(depthEval["retention"]!["ci95"]![0]!.GetValue<double>(), depthRow["retention_low"]!.GetValue<double>(), 12);
-        Assert.Equal(depthBench[1]!["end_to_end_tokens_per_s"]!.GetValue<double>() / depthBench[0]!["end_to_end_tokens_per_s"]!.GetValue<double>(),
-            depthRow["measured_throughput_ratio"]!.GetValue<double>(), 12);
+        // The bench's paired ratio (median of per-round ratios), as the report's headline, not the ratio of medians.
+        Assert.Equal(depthBench[1]!["end_to_end_ratio"]!.GetValue<double>(), depthRow["measured_throughput_ratio"]!.GetValue<double>(), 12);
+        Assert.Equal(depthBench[1]!["end_to_end_ratio_ci95"]?[0]?.GetValue<double>(), depthRow["throughput_ratio_low"]?.GetValue<double>());
+        Assert.Equal(depthBench[1]!["end_to_end_ratio_ci95"]?[1]?.GetValue<double>(), depthRow["throughput_ratio_high"]?.GetValue<double>());
+        Assert.Equal(depthBenchFile["llama_cpp"]?["models"]?[1]?["end_to_end_ratio"]?.GetValue<double>(), depthRow["llama_cpp_throughput_ratio"]?.GetValue<double>());
         Assert.Equal(child.TotalParameters, depthRow["parameters"]!.GetValue<long>());
         Assert.Equal([0.0, 0.5, 1.0], depthRow["gkd_sweep"]!.AsArray().Select(p => p!["gkd_fraction"]!.GetValue<double>()));
         string md = File.ReadAllText(run.Artifact("report.md"));

@@ -54,15 +54,27 @@ public static partial class BaselinesReport
         return (r["value"]!.GetValue<double>(), ci?[0]?.GetValue<double>(), ci?[1]?.GetValue<double>());
     }
 
-    /// <summary>Measured end-to-end throughput ratio of a bench.json's second model to its first, with the spread of the rounds where the bench gives it.</summary>
-    public static (double Value, double? Min, double? Max) ThroughputRatio(JsonNode bench)
+    /// <summary>
+    /// Measured end-to-end throughput ratio of a bench.json's second model to its first: the bench's paired estimator
+    /// (<c>end_to_end_ratio</c>, the median over rounds of the parent's time over the child's in the same round, as the
+    /// report's headline) with its 95% interval where the bench gives one, and the spread of the rounds. A bench.json
+    /// written before the paired ratio gives the ratio of the two models' tokens/s.
+    /// </summary>
+    public static (double Value, double? Min, double? Max, double? Low, double? High) ThroughputRatio(JsonNode bench)
     {
         var rows = bench["models"]!.AsArray();
         var row = rows[1]!;
-        double value = row["end_to_end_tokens_per_s"]!.GetValue<double>() / rows[0]!["end_to_end_tokens_per_s"]!.GetValue<double>();
+        double value = row["end_to_end_ratio"]?.GetValue<double>()
+                       ?? row["end_to_end_tokens_per_s"]!.GetValue<double>() / rows[0]!["end_to_end_tokens_per_s"]!.GetValue<double>();
         var spread = row["end_to_end_ratio_spread"];
-        return (value, (spread?[0] ?? row["end_to_end_ratio_min"])?.GetValue<double>(), (spread?[1] ?? row["end_to_end_ratio_max"])?.GetValue<double>());
+        var ci = row["end_to_end_ratio_ci95"];
+        return (value, (spread?[0] ?? row["end_to_end_ratio_min"])?.GetValue<double>(), (spread?[1] ?? row["end_to_end_ratio_max"])?.GetValue<double>(),
+            ci?[0]?.GetValue<double>(), ci?[1]?.GetValue<double>());
     }
+
+    /// <summary>llama.cpp's paired end-to-end ratio of the same two models where the bench ran both engines, else null.</summary>
+    public static double? LlamaCppRatio(JsonNode bench) =>
+        bench["models"]![1]!["llama_cpp_end_to_end_ratio"]?.GetValue<double>() ?? bench["llama_cpp"]?["models"]?[1]?["end_to_end_ratio"]?.GetValue<double>();
 
     static JsonObject Table(RunDirectory run)
     {
@@ -111,12 +123,15 @@ public static partial class BaselinesReport
                 return row;
             }
             var config = HfConfig.Read(childDir);
-            var (ratio, min, max) = ThroughputRatio(bench);
+            var (ratio, min, max, ratioLow, ratioHigh) = ThroughputRatio(bench);
             var (retention, low, high) = Retention(eval);
             row["status"] = "ok";
             row["measured_throughput_ratio"] = ratio;
             row["throughput_ratio_min"] = min;
             row["throughput_ratio_max"] = max;
+            row["throughput_ratio_low"] = ratioLow;
+            row["throughput_ratio_high"] = ratioHigh;
+            row["llama_cpp_throughput_ratio"] = LlamaCppRatio(bench);
             row["estimated_throughput_ratio"] = solution?["verified"]?["throughput_ratio"]?.GetValue<double>();
             MeasuredCheckColumns(row, solution);
             row["summed_block_kl"] = solution?["verified"]?["kl"]?.GetValue<double>();
@@ -192,24 +207,28 @@ public static partial class BaselinesReport
                       "ShortGPT block influence, `subblock` the MIP on subblock (not composed) scores, `random` a seeded random architecture; " +
                       "`puzzle-at-NAME` is the Puzzle search run again at baseline NAME's measured speed, where NAME landed more than 3% above the Puzzle child (a rule moves in steps), " +
                       "so that pair compares at equal speed. " +
-                      "Throughput ratio: measured end to end (spread of the rounds in brackets where the bench records it); retention: " +
+                      "Throughput ratio: measured end to end in our engine, the median over rounds of the parent's time over the child's in the same round, " +
+                      "with its 95% interval in brackets (the rounds' spread for a bench that records no interval); llama.cpp: the same paired ratio in " +
+                      "`llama-batched-bench` where the bench ran both engines; retention: " +
                       $"{t["retention_definition"]} with its 95% interval where the evaluation gives one. Measured check: the search's in-engine timing " +
                       $"the architecture was chosen on, sequential: {Search.ArchitectureTimer.MinRounds} rounds or more, until the {Search.ArchitectureTimer.Confidence:P0} interval of the " +
                       "median paired ratio lies wholly on one side of the target; timed again where it was more than " +
                       $"{Search.ArchitectureTimer.SuspectDisagreement:P0} from the cost model's estimate, and **suspect** where the re-timing still was.");
         md.AppendLine();
-        md.AppendLine("| method | measured throughput ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | measured check | summed replace-1-block KL |");
-        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| method | measured throughput ratio | llama.cpp ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | measured check | summed replace-1-block KL |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var rows = t["rows"]!.AsArray();
         foreach (var r in rows)
         {
             if (r!["status"]!.GetValue<string>() != "ok")
             {
-                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | | | | |");
+                md.AppendLine($"| {r["method"]} | {r["status"]}: {r["reason"]!.GetValue<string>().Replace("|", "/")} | | | | | | | | | | | |");
                 continue;
             }
             double? D(string key) => r[key]?.GetValue<double>();
-            md.AppendLine($"| {r["method"]} | {Interval(D("measured_throughput_ratio")!.Value, D("throughput_ratio_min"), D("throughput_ratio_max"), "0.00")}x " +
+            bool ci = D("throughput_ratio_low") is not null && D("throughput_ratio_high") is not null;
+            md.AppendLine($"| {r["method"]} | {Interval(D("measured_throughput_ratio")!.Value, D(ci ? "throughput_ratio_low" : "throughput_ratio_min"), D(ci ? "throughput_ratio_high" : "throughput_ratio_max"), "0.00")}x " +
+                          $"| {(D("llama_cpp_throughput_ratio") is { } llama ? F(llama, "0.00") + "x" : "–")} " +
                           $"| {Interval(D("accuracy_retention")!.Value, D("retention_low"), D("retention_high"), "0.0", 100, "%")} | {F(D("perplexity_ratio"), "0.000")} " +
                           $"| {F(D("kl_to_parent"), "0.0000")} | {F(100 * D("top1_agreement"), "0.00")}% | {r["parameters"]!.GetValue<long>():N0} " +
                           $"| {r["memory_at_scenario_bytes"]!.GetValue<long>():N0} | {r["kv_bytes_per_token"]!.GetValue<long>():N0} " +
