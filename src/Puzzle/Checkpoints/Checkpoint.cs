@@ -58,13 +58,39 @@ public static class Checkpoint
 
     public static void LoadWeights(CausalLm model, string modelDir)
     {
+        var weightMap = CheckedWeightMap(model, modelDir);
+        var files = new Dictionary<string, SafeTensorsFile>();
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var (name, parameter) in model.named_parameters())
+            {
+                string path = weightMap[name];
+                if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
+                using var value = ReadWeight(file, name, parameter.shape);
+                parameter.copy_(value);
+            }
+        }
+        finally
+        {
+            foreach (var f in files.Values) f.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// MODEL_DIR's weight map (<see cref="WeightMap"/>), checked against <paramref name="model"/>'s parameters by name:
+    /// none missing, none unexpected (a tied LM head and rotary inv_freq buffers may be there). Shapes are checked as
+    /// each tensor is read (<see cref="ReadWeight"/>). <paramref name="model"/> may live on the meta device.
+    /// </summary>
+    public static Dictionary<string, string> CheckedWeightMap(CausalLm model, string modelDir)
+    {
         var weightMap = WeightMap(modelDir);
-        var expected = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+        var expected = model.named_parameters().Select(p => p.name).ToHashSet(StringComparer.Ordinal);
         bool Ignorable(string name) =>
             name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal) ||
             (name == "lm_head.weight" && model.Config.TieWordEmbeddings);
-        var missing = expected.Keys.Where(k => !weightMap.ContainsKey(k)).ToList();
-        var unexpected = weightMap.Keys.Where(k => !expected.ContainsKey(k) && !Ignorable(k)).ToList();
+        var missing = expected.Where(k => !weightMap.ContainsKey(k)).ToList();
+        var unexpected = weightMap.Keys.Where(k => !expected.Contains(k) && !Ignorable(k)).ToList();
         if (missing.Count > 0 || unexpected.Count > 0)
         {
             string where = weightMap.Count > 0 && weightMap.Values.Distinct().Count() == 1
@@ -74,31 +100,34 @@ public static class Checkpoint
             if (unexpected.Count > 0) parts.Add($"unexpected tensors ({unexpected.Count}): {Sample(unexpected)}");
             throw new PuzzleException($"{where}: checkpoint does not match config.json: {string.Join("; ", parts)}");
         }
+        return weightMap;
+    }
 
-        var files = new Dictionary<string, SafeTensorsFile>();
+    /// <summary>
+    /// One weight read from <paramref name="file"/> in its stored dtype (a copy): a floating dtype, of the shape the
+    /// config needs, finite; else an error naming the file and the tensor.
+    /// </summary>
+    public static Tensor ReadWeight(SafeTensorsFile file, string name, long[] shape)
+    {
+        string path = file.Path;
+        if (!file.Tensors.TryGetValue(name, out var info))
+            throw new PuzzleException($"{path}: has no tensor '{name}' (the index {IndexFile} says it is there)");
+        if (info.Dtype is not ("F32" or "F16" or "BF16" or "F64"))
+            throw new PuzzleException($"{path}: tensor '{name}' is stored as {info.Dtype}; model weights must be F32, F16, BF16 or F64");
+        if (!info.Shape.SequenceEqual(shape))
+            throw new PuzzleException(
+                $"{path}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the config needs [{string.Join(", ", shape)}]");
+        var value = file.Read(name);
         try
         {
-            using var noGrad = no_grad();
-            foreach (var (name, parameter) in expected)
-            {
-                string path = weightMap[name];
-                if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
-                if (!file.Tensors.TryGetValue(name, out var info))
-                    throw new PuzzleException($"{path}: has no tensor '{name}' (the index {IndexFile} says it is there)");
-                if (info.Dtype is not ("F32" or "F16" or "BF16" or "F64"))
-                    throw new PuzzleException($"{path}: tensor '{name}' is stored as {info.Dtype}; model weights must be F32, F16, BF16 or F64");
-                if (!info.Shape.SequenceEqual(parameter.shape))
-                    throw new PuzzleException(
-                        $"{path}: tensor '{name}' has shape [{string.Join(", ", info.Shape)}] but the config needs [{string.Join(", ", parameter.shape)}]");
-                using var value = file.Read(name);
-                RequireFinite(value, path, name);
-                parameter.copy_(value);
-            }
+            RequireFinite(value, path, name);
         }
-        finally
+        catch
         {
-            foreach (var f in files.Values) f.Dispose();
+            value.Dispose();
+            throw;
         }
+        return value;
     }
 
     /// <summary>NaN or infinite weights make every result meaningless: an error naming the file, the tensor and the count.</summary>

@@ -34,14 +34,49 @@ public static class GgufExporter
         _ => throw new PuzzleException($"--dtype '{dtype}' is not a GGUF type this exporter writes (expected f32, f16, bf16 or q8_0)"),
     };
 
-    /// <summary>Loads MODEL_DIR (HF Llama or DeciLM) and writes it with its tokenizer to OUT_PATH.</summary>
+    /// <summary>
+    /// Writes MODEL_DIR (HF Llama or DeciLM) with its tokenizer to OUT_PATH without loading the model: its structure is
+    /// built on the meta device (no memory), and each tensor is read from the safetensors in its stored dtype (checked
+    /// as <see cref="Checkpoint.LoadWeights"/> checks it) when the file writer reaches it, converted in chunks of
+    /// <see cref="ChunkElements"/> values and freed before the next. The same bytes as exporting the fp32-loaded model
+    /// (every stored dtype converts to fp32 exactly, or as the fp32 load rounds an F64), in about the memory of the
+    /// largest tensor: on a 1B-class parent 0.5 GB instead of the whole model in fp32 (5 GB).
+    /// </summary>
     public static GgufExportResult Export(string modelDir, string outPath, GgmlType type, Action<string>? log = null)
     {
-        using var model = Checkpoint.Load(modelDir);
-        return Export(model, modelDir, outPath, type, Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/')), log);
+        using var meta = new CausalLm(HfConfig.Read(modelDir), META, ScalarType.Float32);
+        var weightMap = Checkpoint.CheckedWeightMap(meta, modelDir);
+        var names = new Dictionary<Tensor, string>(ReferenceEqualityComparer.Instance);
+        foreach (var (parameterName, parameter) in meta.named_parameters()) names[parameter] = parameterName;
+        var files = new Dictionary<string, SafeTensorsFile>();
+        Tensor? Read(Tensor weight)
+        {
+            if (weight.device_type != TorchSharp.DeviceType.META) return null;                   // made by Pack (a zero filler)
+            if (!names.TryGetValue(weight, out var parameterName))
+                throw new InvalidOperationException($"GGUF export of {modelDir}: a tensor of shape [{string.Join(", ", weight.shape)}] is not a parameter of the model");
+            string path = weightMap[parameterName];
+            if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
+            return Checkpoint.ReadWeight(file, parameterName, weight.shape);
+        }
+        try
+        {
+            return Write(meta, modelDir, outPath, type, Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd('/')), log, Read);
+        }
+        finally
+        {
+            foreach (var f in files.Values) f.Dispose();
+        }
     }
 
-    public static GgufExportResult Export(CausalLm model, string tokenizerDir, string outPath, GgmlType type, string name, Action<string>? log = null)
+    /// <summary>Writes a model held in memory (any device and dtype) with the tokenizer of TOKENIZER_DIR to OUT_PATH.</summary>
+    public static GgufExportResult Export(CausalLm model, string tokenizerDir, string outPath, GgmlType type, string name, Action<string>? log = null) =>
+        Write(model, tokenizerDir, outPath, type, name, log, _ => null);
+
+    /// <summary>
+    /// The export proper; <paramref name="read"/> gives a model tensor's values as a fresh tensor (disposed after it is
+    /// written), or null where the tensor holds them itself.
+    /// </summary>
+    static GgufExportResult Write(CausalLm model, string tokenizerDir, string outPath, GgmlType type, string name, Action<string>? log, Func<Tensor, Tensor?> read)
     {
         log ??= Log.Info;
         var c = model.Config;
@@ -83,16 +118,23 @@ public static class GgufExporter
         }
         meta.AddRange(GgufVocabulary.Read(tokenizerDir, c));
 
-        var tensors = new List<GgufTensor> { Convert("token_embd.weight", model.Model.EmbedTokens.Weight, type) };
-        if (c.RopeScaling is { Type: "llama3" } s) tensors.Add(Convert("rope_freqs.weight", Llama3RopeFactors(c, s), GgmlType.F32));
-        for (int i = 0; i < layers.Count; i++)
-            foreach (var (suffix, weight) in layers[i].Tensors)
-                tensors.Add(Convert($"blk.{i}.{suffix}", weight, layers[i].Dummy.Contains(suffix) ? GgmlType.F32 : type));
-        tensors.Add(Convert("output_norm.weight", model.Model.Norm.Weight, type));
-        if (!c.TieWordEmbeddings) tensors.Add(Convert("output.weight", model.LmHeadWeight, type));
+        using var ropeFactors = c.RopeScaling is { Type: "llama3" } s ? Llama3RopeFactors(c, s) : null;
+        try
+        {
+            var tensors = new List<GgufTensor> { Convert("token_embd.weight", model.Model.EmbedTokens.Weight, type, read) };
+            if (ropeFactors is not null) tensors.Add(Convert("rope_freqs.weight", ropeFactors, GgmlType.F32, read));
+            for (int i = 0; i < layers.Count; i++)
+                foreach (var (suffix, weight, heads) in layers[i].Tensors)
+                    tensors.Add(Convert($"blk.{i}.{suffix}", weight, layers[i].Dummy.Contains(suffix) ? GgmlType.F32 : type, read, heads));
+            tensors.Add(Convert("output_norm.weight", model.Model.Norm.Weight, type, read));
+            if (!c.TieWordEmbeddings) tensors.Add(Convert("output.weight", model.LmHeadWeight, type, read));
 
-        AtomicFile.Write(outPath, stream => GgufFile.Write(stream, meta, tensors));
-        foreach (var l in layers) l.Dispose();
+            AtomicFile.Write(outPath, stream => GgufFile.Write(stream, meta, tensors));
+        }
+        finally
+        {
+            foreach (var l in layers) l.Dispose();
+        }
         long bytes = new FileInfo(outPath).Length;
         log($"gguf: {outPath}: {arch}, {layers.Count} layers ({string.Join(" ", layers.Select(l => l.Describe()))}), {type}, {bytes / 1e6:F1} MB");
         return new GgufExportResult(outPath, arch, layers.Count, bytes, type);
@@ -108,15 +150,16 @@ public static class GgufExporter
     sealed class GgufLayer : IDisposable
     {
         public int Heads, KvHeads, FfnWidth;
-        public readonly List<(string Suffix, Tensor Weight)> Tensors = [];
+        /// <summary>Each tensor, with the heads its rows are permuted over for llama.cpp's RoPE (<see cref="PermuteRope"/>; 0: as is) when written.</summary>
+        public readonly List<(string Suffix, Tensor Weight, int PermuteHeads)> Tensors = [];
         public readonly HashSet<string> Dummy = [];
         readonly List<Tensor> _owned = [];
         public bool HasAttention => Heads > 0;
         public bool HasFfn => FfnWidth > 0;
 
-        public void Add(string suffix, Tensor weight, bool owned = false, bool dummy = false)
+        public void Add(string suffix, Tensor weight, bool owned = false, bool dummy = false, int permuteHeads = 0)
         {
-            Tensors.Add((suffix, weight));
+            Tensors.Add((suffix, weight, permuteHeads));
             if (owned) _owned.Add(weight);
             if (dummy) Dummy.Add(suffix);
         }
@@ -174,8 +217,8 @@ public static class GgufExporter
                     var l = StartAttention();
                     (l.Heads, l.KvHeads) = (c.NumAttentionHeads, a.KeyValueHeads);
                     l.Add("attn_norm.weight", layer.InputLayernorm!.Weight);
-                    l.Add("attn_q.weight", PermuteRope(a.QProj.Weight, c.NumAttentionHeads), owned: true);
-                    l.Add("attn_k.weight", PermuteRope(a.KProj.Weight, a.KeyValueHeads), owned: true);
+                    l.Add("attn_q.weight", a.QProj.Weight, permuteHeads: c.NumAttentionHeads);
+                    l.Add("attn_k.weight", a.KProj.Weight, permuteHeads: a.KeyValueHeads);
                     l.Add("attn_v.weight", a.VProj.Weight);
                     l.Add("attn_output.weight", a.OProj.Weight);
                     break;
@@ -248,11 +291,16 @@ public static class GgufExporter
         return tensor(factors);
     }
 
+    /// <summary>Values converted at a time: 16 MiB in fp32, a whole number of Q8_0 blocks.</summary>
+    public const long ChunkElements = 1L << 22;
+
     /// <summary>
     /// A tensor in the requested type: 1-D tensors stay F32 (llama.cpp does the same), Q8_0 needs rows of whole
-    /// 32-element blocks and falls back to F16 otherwise. The conversion runs when the file writer reaches it.
+    /// 32-element blocks and falls back to F16 otherwise. The conversion runs when the file writer reaches it: the
+    /// values (from <paramref name="read"/>, else the tensor's own), Q/K rows permuted for RoPE, then
+    /// <see cref="ChunkElements"/> values at a time to fp32 and to the type, each chunk written before the next.
     /// </summary>
-    static GgufTensor Convert(string name, Tensor weight, GgmlType type)
+    static GgufTensor Convert(string name, Tensor weight, GgmlType type, Func<Tensor, Tensor?> read, int permuteHeads = 0)
     {
         long[] dims = weight.shape.Reverse().ToArray();
         if (dims.Length == 1) type = GgmlType.F32;
@@ -268,13 +316,22 @@ public static class GgufExporter
         return new GgufTensor(name, dims, type, bytes, stream =>
         {
             using var scope = NewDisposeScope();
-            var source = weight.detach().to(ScalarType.Float32).cpu().contiguous();
-            switch (type)
+            using var noGrad = no_grad();
+            var values = read(weight) ?? weight.detach();
+            if (permuteHeads > 0) values = PermuteRope(values, permuteHeads);
+            var flat = values.cpu().contiguous().reshape(-1);
+            long count = flat.shape[0];
+            for (long first = 0; first < count; first += ChunkElements)
             {
-                case GgmlType.F32: stream.Write(source.bytes); break;
-                case GgmlType.F16: stream.Write(source.to(ScalarType.Float16).bytes); break;
-                case GgmlType.BF16: stream.Write(source.to(ScalarType.BFloat16).bytes); break;
-                case GgmlType.Q8_0: stream.Write(QuantizeQ8_0(MemoryMarshal.Cast<byte, float>(source.bytes))); break;
+                using var chunkScope = NewDisposeScope();
+                var source = flat.narrow(0, first, Math.Min(ChunkElements, count - first)).to(ScalarType.Float32).contiguous();
+                switch (type)
+                {
+                    case GgmlType.F32: stream.Write(source.bytes); break;
+                    case GgmlType.F16: stream.Write(source.to(ScalarType.Float16).bytes); break;
+                    case GgmlType.BF16: stream.Write(source.to(ScalarType.BFloat16).bytes); break;
+                    case GgmlType.Q8_0: stream.Write(QuantizeQ8_0(MemoryMarshal.Cast<byte, float>(source.bytes))); break;
+                }
             }
         });
     }

@@ -250,14 +250,13 @@ public static partial class Planner
         double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
         // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
         // the same forward work per validation token. Reading the teacher and the student.
-        // The optimizer step per trained parameter and step; writes: the fp32 student at step 0 and at the end (the
-        // best, at most), the checkpoint (masters and AdamW moments) at the end.
+        // The optimizer step per trained parameter and step.
         double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens))
                             + gkdSteps * (double)trainable * cal.StepSecondsPerParameter;
         plans.Add(Stage("8 distill (GKD)", gkdSeconds,
             R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens",
-            load: Load(P, cb) + Load(child, 4), write: Write(child * 4L * 3 + trainable * 8L)));
+            load: Load(P, cb) + Load(child, 4), write: Write(GkdWrittenBytes(child, trainable, gkdSteps))));
 
         // 9. Evaluate + bench: child and parent in fp32, one batch's activations and a chunk of logits; bench (a fresh
         // process): both in the measurement dtype with KV caches.
@@ -271,10 +270,18 @@ public static partial class Planner
         long retainedScores = cal.OnGpu ? 0 : L * 8L * c.NumAttentionHeads * T * T * 4;
         long evalPeak = R0 + Weights(P + child) + PerGpu(evalBatchTokens * (8L * H + 3L * I) * 4 + 8L * c.NumAttentionHeads * T * T * 4 * 2
                                                        + Math.Min(evalBatchTokens, Runtime.TokenChunks.DefaultTokens(V)) * V * 4 * 6) + retainedScores;
+        // llama.cpp's side of the bench (evaluation.bench_engine resolving to both or llama.cpp; CPU only): in the bench's
+        // process, after our models are disposed, each model exported to GGUF once (streamed: one tensor read in its
+        // stored dtype and converted in chunks), then llama-batched-bench per model and round (docs/memory.md, 9).
+        string benchEngine = Stages.Benchmark.BenchEngine.Resolve(e.BenchEngine, out _);
+        bool ours = benchEngine != Stages.Benchmark.BenchEngine.LlamaCpp, llamaCpp = benchEngine != Stages.Benchmark.BenchEngine.Puzzle && !cal.OnGpu;
+        var gguf = llamaCpp ? LlamaCppBenchPlan(c, child, s, e.BenchRepeats + 1, cal) : default;
+        long benchPeak = Math.Max(ours ? R0 + PerGpu((P + child) * (long)mb + 2 * kv) : 0, llamaCpp ? gguf.ExportPeak + R0 : 0);
         // Two processes: the evaluation (parent and child in fp32) and the bench (both in the measurement dtype).
-        plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + benchSeconds, Math.Max(evalPeak, R0 + PerGpu((P + child) * (long)mb + 2 * kv)), 1 << 20,
-            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds",
-            load: Load(P + child, 4) + Load(P + child, mb), processes: 2));
+        plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak), 1 << 20,
+            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds in {benchEngine}" +
+            (llamaCpp ? $" (GGUF export {Gib(gguf.ExportPeak + R0)} GiB, {gguf.ExportLoadSeconds + gguf.ExportWriteSeconds:F1} s; llama.cpp {gguf.BenchSeconds:F1} s)" : ""),
+            load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds, processes: 2));
 
         // 10. Export: the child loaded in fp32, written in the export dtype.
         int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
@@ -283,6 +290,49 @@ public static partial class Planner
         plans.Add(Stage("10 export", 0, R0 + child * (long)xb + largest * 4, exported, $"host RAM; the child held in {run.Export.Dtype}",
             load: Load(child, xb), write: Write(exported), host: true));
         return plans;
+    }
+
+    /// <summary>
+    /// What GKD writes (Distiller.Run; docs/memory.md, Time): the fp32 student once at step 0 (the best so far,
+    /// <c>P_c·4</c>) and the training checkpoint every <c>CheckpointEvery</c> steps and at the end (TrainingCheckpoint.Save:
+    /// the fp32 masters and AdamW's two moments of the trained parameters, <c>P_t·(4 + 8)</c>; each save replaces the
+    /// last). A validation that improves on the best rewrites the student (<c>P_c·4</c> more each time, at most one per
+    /// validation): not counted, since it depends on the run (on the 1B's 2-step run the best stayed step 0).
+    /// </summary>
+    public static long GkdWrittenBytes(long child, long trainable, int steps)
+    {
+        int every = new Training.DistillOptions { TeacherDir = "", StudentDir = "", DataDir = "", OutDir = "" }.CheckpointEvery;
+        long checkpoints = (Math.Max(1, steps) + every - 1) / every;
+        return child * 4L + checkpoints * trainable * (4L + 8);
+    }
+
+    /// <summary>llama.cpp's side of the evaluation's bench (docs/memory.md, 9 eval + bench).</summary>
+    public readonly record struct LlamaCppPlan(long ExportPeak, double ExportLoadSeconds, double ExportWriteSeconds, double BenchSeconds);
+
+    /// <summary>
+    /// The GGUF export of parent and child (<c>GgufExporter.Export</c> from their directories: nothing loaded, one tensor
+    /// at a time read from its memory map in its stored dtype, up to 4 bytes for GKD's fp32 child, and converted in
+    /// chunks): peak above the runtime <c>2·V·H·4</c> (the embedding's mapped pages and its copy) plus a chunk in fp32
+    /// and the measurement dtype; time: each tensor read and checked (per parameter, as a load into the compute dtype)
+    /// and written in the measurement dtype at the write rate. llama-batched-bench: one run per model and round
+    /// (warm-up included), each the scenario's prefill and decode steps at the rate this plan gives our engine
+    /// (<c>ModelSeconds</c>: not calibrated on llama.cpp itself), for the parent and for the child at its size.
+    /// </summary>
+    static LlamaCppPlan LlamaCppBenchPlan(ModelConfig c, long child, ScenarioSection s, int rounds, Calibration cal)
+    {
+        long P = c.TotalParameters, V = c.VocabSize, H = c.HiddenSize;
+        int mb = s.MeasureDtype is "float32" or "fp32" ? 4 : 2;
+        long chunk = Gguf.GgufExporter.ChunkElements * (4L + mb);
+        long peak = 2 * V * H * 4 + chunk;
+        double load = (P + child) * cal.LoadComputeSecondsPerParameter;
+        double write = (P + child) * (double)mb / cal.WriteBytesPerSecond;
+        long nonBlock = V * H * (c.TieWordEmbeddings ? 1 : 2) + H;
+        double prefillTokens = (double)s.Batch * s.PromptLength;
+        int decodeSteps = Math.Max(0, s.GenerationLength - 1);
+        double Generate(long blocks) => 2.0 * (blocks + V * H) * prefillTokens / cal.ComputeRate
+            + decodeSteps * (c.NumLayers * (double)blocks / Math.Max(1, P - nonBlock) * cal.DecodeLayerSeconds + (double)V * H * cal.MatVecSecondsPerWeight);
+        double bench = rounds * (Generate(P - nonBlock) + Generate(Math.Max(0, child - nonBlock)));
+        return new LlamaCppPlan(peak, load, write, bench);
     }
 
     /// <summary>

@@ -238,6 +238,69 @@ public sealed class GgufExportTests
         Assert.Contains("'q4_k'", e.Message);
     }
 
+    /// <summary>
+    /// Exporting from a directory streams (the model built on the meta device, each tensor read in its stored dtype and
+    /// converted in chunks of <see cref="GgufExporter.ChunkElements"/>): every type gives the same file, byte for byte,
+    /// as exporting the model loaded in fp32 (the path before); and the embedding, two chunks long here, holds exactly
+    /// the whole tensor converted at once.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.F32)]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
+    [InlineData(GgmlType.Q8_0)]
+    public void Export_FromDirectory_StreamsTheBytesOfTheFp32LoadedModel(GgmlType type)
+    {
+        // A bf16-stored Llama (untied, llama3 RoPE) whose embedding is 1.3 chunks, and the tiny DeciLM child in fp32.
+        var parentConfig = TestSupport.TinyParentConfig() with
+        {
+            VocabSize = (int)(GgufExporter.ChunkElements * 4 / 3 / 64), TorchDtype = "bfloat16",
+            RopeScaling = new RopeScaling("llama3", 8, 1, 4, 64),
+        };
+        string root = TestSupport.TempDir(), parentDir = Path.Combine(root, "parent"), childDir = Path.Combine(root, "child");
+        using (var parent = TestSupport.Build(parentConfig)) Checkpoint.SaveLlama(parent, parentDir, ScalarType.BFloat16);
+        using (var child = TestSupport.Build(TestSupport.TinyChildConfig())) Checkpoint.SaveDeciLm(child, childDir);
+        Assert.True(parentConfig.VocabSize * 64L > GgufExporter.ChunkElements);
+        foreach (string dir in new[] { parentDir, childDir })
+        {
+            string streamed = Path.Combine(root, $"{Path.GetFileName(dir)}-streamed.gguf"), loaded = Path.Combine(root, $"{Path.GetFileName(dir)}-loaded.gguf");
+            GgufExporter.Export(dir, streamed, type, _ => { });
+            using var model = Checkpoint.Load(dir);
+            GgufExporter.Export(model, dir, loaded, type, Path.GetFileName(dir), _ => { });
+            Assert.True(File.ReadAllBytes(loaded).AsSpan().SequenceEqual(File.ReadAllBytes(streamed)), $"{dir} as {type}: the streamed GGUF differs");
+
+            // The embedding's data against the whole tensor converted in one piece.
+            var (_, tensors) = GgufFile.ReadHeader(streamed);
+            long data = new FileInfo(streamed).Length - tensors.Sum(t => (long)Align(TensorBytes(t.Dims, t.Type)));
+            var embedding = tensors.Single(t => t.Name == "token_embd.weight");
+            var weight = model.Model.EmbedTokens.Weight.detach().contiguous();
+            byte[] expected = embedding.Type switch
+            {
+                GgmlType.F32 => weight.bytes.ToArray(),
+                GgmlType.F16 => weight.to(ScalarType.Float16).bytes.ToArray(),
+                GgmlType.BF16 => weight.to(ScalarType.BFloat16).bytes.ToArray(),
+                _ => GgufExporter.QuantizeQ8_0(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(weight.bytes)),
+            };
+            using var file = File.OpenRead(streamed);
+            file.Position = data + (long)embedding.Offset;
+            var actual = new byte[expected.Length];
+            file.ReadExactly(actual);
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{dir} as {type}: token_embd.weight");
+        }
+    }
+
+    static ulong Align(long n) => ((ulong)n + GgufFile.Alignment - 1) / GgufFile.Alignment * GgufFile.Alignment;
+
+    static long TensorBytes(long[] dims, GgmlType type)
+    {
+        long n = dims.Aggregate(1L, (a, b) => a * b);
+        return type switch
+        {
+            GgmlType.F32 => 4 * n, GgmlType.F16 or GgmlType.BF16 => 2 * n,
+            _ => n / GgufExporter.Q8Block * GgufExporter.Q8BlockBytes,
+        };
+    }
+
     [SkippableTheory]
     [InlineData("llama3")]
     [InlineData("linear")]

@@ -58,6 +58,20 @@ public static class BenchStage
         int elementBytes = ScenarioCost.DtypeBytes(o.Dtype, "bench dtype");
         // Weights and KV cache in the dtype the models ran in.
         var scenario = ScenarioCost.Create(o.Batch, o.PromptLength, o.GenerationLength, elementBytes, elementBytes, "bench");
+        var bench = Ours(o, device, dtype, elementBytes, scenario, log);
+        if (o.Engine == BenchEngine.Both)
+        {
+            // Our models are disposed by now (and the heap's free pages handed back): llama.cpp's side, with its GGUF
+            // exports, runs in what the process holds without them (docs/memory.md, 9 eval + bench).
+            NativeHeap.Trim();
+            AddLlamaCpp(bench, o, device, log);
+        }
+        return bench;
+    }
+
+    /// <summary>Our engine's side: the models loaded, timed in ABBA rounds, their rows; the models disposed before it returns.</summary>
+    static JsonObject Ours(BenchOptions o, Device device, ScalarType dtype, int elementBytes, ScenarioCost scenario, Action<string> log)
+    {
         var models = new List<CausalLm>();
         try
         {
@@ -105,7 +119,6 @@ public static class BenchStage
                 ["process_peak_working_set_bytes"] = peak,
                 ["models"] = rows,
             };
-            if (o.Engine == BenchEngine.Both) AddLlamaCpp(bench, o, device, log);
             return bench;
         }
         finally
