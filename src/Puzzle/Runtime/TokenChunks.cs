@@ -89,6 +89,57 @@ public static unsafe class NativeHeap
     /// <summary>Whether this process can trim its heap (Linux with glibc).</summary>
     public static bool Available => MallocTrim != null;
 
-    /// <summary>Returns the heap's free pages to the system; false where there is no glibc.</summary>
-    public static bool Trim() => MallocTrim != null && MallocTrim(0) >= 0;
+    /// <summary>PUZZLE_HEAP_TRIM=0 turns every trim off (to measure what the trims save).</summary>
+    public static readonly bool Enabled = Environment.GetEnvironmentVariable("PUZZLE_HEAP_TRIM") != "0";
+
+    /// <summary>Returns the heap's free pages to the system; false where there is no glibc (or PUZZLE_HEAP_TRIM=0).</summary>
+    public static bool Trim() => Enabled && MallocTrim != null && MallocTrim(0) >= 0;
+
+    [StructLayout(LayoutKind.Sequential)]
+    struct MallInfo2
+    {
+        public nuint Arena, Ordblks, Smblks, Hblks, Hblkhd, Usmblks, Fsmblks, Uordblks, Fordblks, Keepcost;
+    }
+
+    static readonly delegate* unmanaged<MallInfo2> MallInfo = LoadMallInfo();
+
+    static delegate* unmanaged<MallInfo2> LoadMallInfo() =>
+        OperatingSystem.IsLinux() && NativeLibrary.TryLoad("libc.so.6", out var libc) && NativeLibrary.TryGetExport(libc, "mallinfo2", out var info)
+            ? (delegate* unmanaged<MallInfo2>)info
+            : null;
+
+    /// <summary>
+    /// The C heap's bytes in use (allocated chunks, the mmapped ones included) and free (in the arenas' free lists and
+    /// their tops, resident or not) (glibc <c>mallinfo2</c>, every arena); null where there is no glibc 2.33+.
+    /// </summary>
+    public static (long InUse, long Free, long Mapped)? Stats()
+    {
+        if (MallInfo == null) return null;
+        var i = MallInfo();
+        return ((long)(i.Uordblks + i.Hblkhd), (long)i.Fordblks, (long)i.Hblkhd);
+    }
+
+    /// <summary>This process's resident set (VmRSS) and its peak (VmHWM), bytes; null off Linux.</summary>
+    public static (long Rss, long Peak)? Resident()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        long rss = 0, peak = 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = Kib(line);
+            else if (line.StartsWith("VmHWM:", StringComparison.Ordinal)) peak = Kib(line);
+        }
+        return (rss, peak);
+
+        static long Kib(string line) => long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+    }
+
+    /// <summary>A one-line summary for traces: resident, peak, heap in use and free, MiB.</summary>
+    public static string Describe()
+    {
+        var r = Resident();
+        var s = Stats();
+        static string M(long b) => (b / (double)(1 << 20)).ToString("F0", System.Globalization.CultureInfo.InvariantCulture);
+        return $"rss {(r is { } x ? M(x.Rss) : "?")} MiB (peak {(r is { } y ? M(y.Peak) : "?")}), heap in use {(s is { } a ? M(a.InUse) : "?")} MiB, free {(s is { } b ? M(b.Free) : "?")} MiB";
+    }
 }

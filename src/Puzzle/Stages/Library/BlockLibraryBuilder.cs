@@ -84,6 +84,7 @@ public static class BlockLibraryBuilder
         using var cache = useCache && trainingLayers.Count > 0
             ? ActivationCache.Build(run.Path, parent, new TokenBatchLoader(train, seqLen, bld.Seed), steps, bld.Batch, seqLen, boundaries, fingerprint, log)
             : null;
+        Trace("after the cache");
         if (!useCache && trainingLayers.Count > 0)
             log($"library: recomputing the parent's activations per batch (a cache would need {Gib(cacheBytes)} GiB, {disk.What} allows {Gib(disk.Bytes)} GiB)");
         foreach (int layer in layers)
@@ -94,10 +95,13 @@ public static class BlockLibraryBuilder
                 ? ChannelScores(parent, layer, calibrationIds) : null;
             var (valInputs, valTargets) = LayerIo(parent, layer, validationIds);
 
+            Trace($"layer {layer}: scores and validation io");
             var workUnits = units.Select(v => new Unit(v, config, parentLayer, scores, device, compute, settings)).ToList();
+            Trace($"layer {layer}: units built");
             try
             {
                 foreach (var u in workUnits) u.NmseInit = Nmse(u.Master, parent, layer, valInputs, valTargets);
+                Trace($"layer {layer}: nmse init");
                 var training = workUnits.Where(u => u.Variant.NeedsTraining).ToList();
                 if (training.Count > 0)
                 {
@@ -134,6 +138,7 @@ public static class BlockLibraryBuilder
                             loss.backward();
                             u.LastLoss = loss.item<float>();
                             u.Optimizer!.Step(lr);
+                            Trace($"layer {layer} step {step}: {u.Variant.Id}");
                         }
                         double tokensPerSecond = (step + 1) * (double)bld.Batch * seqLen / layerClock.Elapsed.TotalSeconds;
                         foreach (var u in training) tasks[u].Report(step + 1, $"nmse {u.LastLoss:F4} | {tokensPerSecond:N0} tok/s");
@@ -154,6 +159,7 @@ public static class BlockLibraryBuilder
                 valInputs.Dispose();
                 valTargets.Dispose();
             }
+            Trace($"layer {layer}: done");
             layersDone++;
             double eta = clock.Elapsed.TotalSeconds / layersDone * (layers.Count - layersDone);
             log($"library: layer {layer} done ({layersDone}/{layers.Count} layers), {clock.Elapsed.TotalSeconds:F0} s elapsed, ETA {TimeSpan.FromSeconds(eta):mm\\:ss}");
@@ -171,6 +177,14 @@ public static class BlockLibraryBuilder
     /// <summary>The dtype part of the library key: the compute dtype, and the parent's where it is not fp32 (fp32 keeps older keys).</summary>
     public static string KeyDtype(ScalarType compute, ScalarType parentDtype) =>
         parentDtype == ScalarType.Float32 ? compute.ToString() : $"{compute}|parent {parentDtype}";
+
+    static readonly bool Tracing = Environment.GetEnvironmentVariable("PUZZLE_TRACE_HEAP") == "1";
+
+    /// <summary>PUZZLE_TRACE_HEAP=1: the process's resident set and the C heap at a point of the stage (a diagnosis aid).</summary>
+    static void Trace(string where)
+    {
+        if (Tracing) Log.Info($"library: heap {where}: {Runtime.NativeHeap.Describe()}");
+    }
 
     static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 
