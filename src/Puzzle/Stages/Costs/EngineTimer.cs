@@ -86,10 +86,6 @@ public static class EngineTimer
             {
                 var times = Round(models, prompts, options, Benchmark.BenchStage.RoundOrder(round, models.Count));
                 if (TraceHeap) Log.Info($"engine timer: round {round} of {warmup + rounds}: {NativeHeap.Describe()}");
-                // Between rounds, never inside a timed request: the C heap's free pages go back to the system. The heap
-                // does not reuse all of a request's freed temporaries (NativeHeap): untrimmed, the SmolLM2-135M-shaped
-                // costs stage grew from 0.99 to 1.27 GiB over its 4 rounds, 0.2 GiB of it free heap.
-                NativeHeap.Trim();
                 Interlocked.Add(ref _requests, models.Count);
                 if (round < warmup) continue;
                 for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
@@ -99,7 +95,11 @@ public static class EngineTimer
         finally
         {
             foreach (var m in fusedHere) m.Unfuse();
-            NativeHeap.Trim();                                                                  // the fused copies' pages too
+            // After the last timed request: the requests' freed temporaries and the fused copies leave the C heap's
+            // free pages resident (NativeHeap); the caller's next work starts from what is live. Not between rounds:
+            // there the next request would fault its pages back in inside its timing, and the SmolLM2-135M-shaped
+            // costs stage peaked as high with it (1.26 GiB; the peak is set inside a round, by the parent's request).
+            NativeHeap.Trim();
         }
         return samples;
     }
