@@ -175,6 +175,7 @@ public sealed record RunConfig
         ("search.max_latency_ms", Bound.Positive, c => c.Search.MaxLatencyMs),
         ("search.max_params", Bound.Positive, c => c.Search.MaxParams),
         ("search.diversity", Bound.UpToOne, c => c.Search.Diversity),
+        ("search.max_overshoot", Bound.Positive, c => c.Search.MaxOvershoot),
         ("gkd.tokens", Bound.Positive, c => c.Gkd.Tokens),
         ("gkd.batch", Bound.Positive, c => c.Gkd.Batch),
         ("gkd.lr", Bound.Positive, c => c.Gkd.Lr),

@@ -68,4 +68,24 @@ public sealed class SearchSpaceTests
         Assert.Equal(0.5, config.Bld.Lr);
         Assert.Equal("some/dir", config.Parent.Path);
     }
+
+    [Fact]
+    public void SearchMaxOvershoot_ReachesThePipelinesSearch_AndMustBePositive()
+    {
+        var root = new RunConfig().ToJson();
+        root["search"]!["max_overshoot"] = -0.1;
+        Assert.Contains("run.json: search.max_overshoot must be a positive number, got -0.1",
+            Assert.Throws<PuzzleException>(() => RunConfig.Parse(root, "run.json")).Message);
+
+        string dir = Path.Combine(Path.GetTempPath(), "puzzle-overshoot-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            Directory.CreateDirectory(dir);
+            new RunConfig { Parent = new ParentSection { Path = "parent" } }.Save(Path.Combine(dir, RunConfig.FileName));
+            Assert.Equal(0.15, Puzzle.Stages.ChildRecipe.SearchRequestFor(new Puzzle.Stages.RunDirectory(dir)).MaxOvershoot);
+            Assert.Null(Puzzle.Stages.ChildRecipe.SearchRequestFor(new Puzzle.Stages.RunDirectory(dir, ["search.max_overshoot=null"])).MaxOvershoot);
+            Assert.Equal(0.3, Puzzle.Stages.ChildRecipe.SearchRequestFor(new Puzzle.Stages.RunDirectory(dir, ["search.max_overshoot=0.3"])).MaxOvershoot);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }
