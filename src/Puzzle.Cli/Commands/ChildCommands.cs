@@ -157,7 +157,7 @@ internal static class ChildCommands
         command.SetAction(r => CliSupport.Run(() =>
         {
             var options = r.GetValue(runOption) is { } runPath
-                ? ChildRecipe.BenchOptionsFor(new RunDirectory(runPath), new RunDirectory(runPath).Artifact(ChildRecipe.Solution + "-gkd"))
+                ? ChildRecipe.BenchOptionsFor(new RunDirectory(runPath), new RunDirectory(runPath).Artifact(ChildRecipe.Solution + "-gkd"), r.GetValue(engine))
                 : new BenchOptions { Models = r.GetValue(models) is { Length: > 0 } given ? given : throw new PuzzleException("--models is required without --run") };
             options = options with
             {

@@ -65,12 +65,19 @@ public static class ChildRecipe
 
     /// <summary>
     /// The side-by-side benchmark of parent and model at the scenario, in its one measurement dtype, in the engine of
-    /// evaluation.bench_engine (logged as resolved); llama.cpp's GGUF exports are kept in RUN/gguf, one per model.
+    /// evaluation.bench_engine (logged as resolved), or of <paramref name="engine"/> where given (`puzzle bench --run
+    /// RUN --engine E`); llama.cpp's GGUF exports are kept in RUN/gguf, one per model.
     /// </summary>
-    public static BenchOptions BenchOptionsFor(RunDirectory run, string model)
+    public static BenchOptions BenchOptionsFor(RunDirectory run, string model, string? engine = null)
     {
         var sc = run.Config.Scenario;
-        string engine = BenchEngine.Resolve(run.Config.Evaluation.BenchEngine, out string why);
+        string why;
+        if (engine is not null)
+        {
+            BenchEngine.Check(engine, "--engine");
+            why = $"--engine {engine} (instead of evaluation.bench_engine {run.Config.Evaluation.BenchEngine})";
+        }
+        else engine = BenchEngine.Resolve(run.Config.Evaluation.BenchEngine, out why);
         Log.Info($"bench: {why}");
         return new BenchOptions
         {

@@ -13,6 +13,19 @@ namespace Puzzle.Tests.Stages;
 /// <summary>evaluation.bench_engine: the bench stage in llama.cpp beside ours, its key and the report's side-by-side ratios.</summary>
 public sealed partial class ChildStagesTests
 {
+    [Fact]
+    public void BenchOptions_TakeAnExplicitEngine_OverTheRunsSetting()
+    {
+        var ours = new RunDirectory(fixture.Run, ["evaluation.bench_engine=puzzle"]);
+        var fromConfig = ChildRecipe.BenchOptionsFor(ours, fixture.Child);
+        Assert.Equal((BenchEngine.Puzzle, (string?)null), (fromConfig.Engine, fromConfig.GgufDir));
+        // `puzzle bench --run RUN --engine llama.cpp`: that engine, its GGUFs kept in RUN/gguf, whatever the config says.
+        var asked = ChildRecipe.BenchOptionsFor(ours, fixture.Child, BenchEngine.LlamaCpp);
+        Assert.Equal((BenchEngine.LlamaCpp, ours.Artifact(ChildRecipe.GgufFolder)), (asked.Engine, asked.GgufDir));
+        Assert.Contains("--engine 'gpu' is not an engine (expected puzzle, llama.cpp, both)",
+            Assert.Throws<PuzzleException>(() => ChildRecipe.BenchOptionsFor(ours, fixture.Child, "gpu")).Message);
+    }
+
     [SkippableFact]
     public void BenchEngineBoth_ReportCarriesBothRatios_AndTheBenchKeyFollowsTheEngine()
     {
