@@ -193,8 +193,7 @@ public static partial class Planner
                         {
                             string key = "model.layers.0." + name, path = map![key];
                             if (!files.TryGetValue(path, out var file)) files[path] = file = SafeTensorsFile.Open(path);
-                            using var value = file.Read(key);
-                            Checkpoint.RequireFinite(value, path, key);
+                            using var value = Checkpoint.ReadWeight(file, key, parameter.shape);
                             parameter.copy_(value);
                         }
                         best = Math.Min(best, Math.Max(Cpu() - start, 1e-4));

@@ -301,7 +301,7 @@ public static partial class Planner
     /// </summary>
     public static long GkdWrittenBytes(long child, long trainable, int steps)
     {
-        int every = new Training.DistillOptions { TeacherDir = "", StudentDir = "", DataDir = "", OutDir = "" }.CheckpointEvery;
+        const int every = Training.DistillOptions.DefaultCheckpointEvery;
         long checkpoints = (Math.Max(1, steps) + every - 1) / every;
         return child * 4L + checkpoints * trainable * (4L + 8);
     }

@@ -89,6 +89,9 @@ public static unsafe class NativeHeap
     /// <summary>Whether this process can trim its heap (Linux with glibc).</summary>
     public static bool Available => MallocTrim != null;
 
+    /// <summary>PUZZLE_TRACE_HEAP=1: stages log <see cref="Describe"/> at their phases (BLD's layers and steps, the engine timer's rounds).</summary>
+    public static readonly bool Tracing = Environment.GetEnvironmentVariable("PUZZLE_TRACE_HEAP") == "1";
+
     /// <summary>PUZZLE_HEAP_TRIM=0 turns every trim off (to measure what the trims save).</summary>
     public static readonly bool Enabled = Environment.GetEnvironmentVariable("PUZZLE_HEAP_TRIM") != "0";
 

@@ -26,7 +26,10 @@ public sealed record DistillOptions
     public double Temperature { get; init; } = 1.0;
     public AdamWSettings AdamW { get; init; } = new();
     public long Seed { get; init; }
-    public int CheckpointEvery { get; init; } = 100;
+    public int CheckpointEvery { get; init; } = DefaultCheckpointEvery;
+
+    /// <summary>Steps between training checkpoints unless set (the pipeline's GKD keeps it; the planner counts its writes).</summary>
+    public const int DefaultCheckpointEvery = 100;
     public int EvalEvery { get; init; } = 50;
     public long ValidationTokens { get; init; } = 16_384;
     public int LogEvery { get; init; } = 10;

@@ -55,8 +55,6 @@ public static class EngineTimer
 {
     static long _requests;
 
-    static readonly bool TraceHeap = Environment.GetEnvironmentVariable("PUZZLE_TRACE_HEAP") == "1";
-
     /// <summary>Engine requests timed by this process so far (warm-up included): evidence that a cache was used.</summary>
     public static long Requests => Interlocked.Read(ref _requests);
 
@@ -85,7 +83,7 @@ public static class EngineTimer
             for (int round = 0; round < warmup + rounds; round++)
             {
                 var times = Round(models, prompts, options, Benchmark.BenchStage.RoundOrder(round, models.Count));
-                if (TraceHeap) Log.Info($"engine timer: round {round} of {warmup + rounds}: {NativeHeap.Describe()}");
+                if (NativeHeap.Tracing) Log.Info($"engine timer: round {round} of {warmup + rounds}: {NativeHeap.Describe()}");
                 Interlocked.Add(ref _requests, models.Count);
                 if (round < warmup) continue;
                 for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
@@ -127,7 +125,7 @@ public static class EngineTimer
             {
                 var r = TextGenerator.Generate(models[m], prompts, options, []);
                 whole[m] = new EngineSample(r.PrefillSeconds, r.DecodeSeconds);
-                if (TraceHeap) Log.Info($"engine timer: model {m} ({models[m].Config.NumLayers} layers): {NativeHeap.Describe()}");
+                if (NativeHeap.Tracing) Log.Info($"engine timer: model {m} ({models[m].Config.NumLayers} layers): {NativeHeap.Describe()}");
             }
             return whole;
         }

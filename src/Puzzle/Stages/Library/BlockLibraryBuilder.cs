@@ -178,12 +178,10 @@ public static class BlockLibraryBuilder
     public static string KeyDtype(ScalarType compute, ScalarType parentDtype) =>
         parentDtype == ScalarType.Float32 ? compute.ToString() : $"{compute}|parent {parentDtype}";
 
-    static readonly bool Tracing = Environment.GetEnvironmentVariable("PUZZLE_TRACE_HEAP") == "1";
-
     /// <summary>PUZZLE_TRACE_HEAP=1: the process's resident set and the C heap at a point of the stage (a diagnosis aid).</summary>
     static void Trace(string where)
     {
-        if (Tracing) Log.Info($"library: heap {where}: {Runtime.NativeHeap.Describe()}");
+        if (Runtime.NativeHeap.Tracing) Log.Info($"library: heap {where}: {Runtime.NativeHeap.Describe()}");
     }
 
     static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
