@@ -237,13 +237,18 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         // A two-sided band (the matched baselines): a child measured well above the target is loosened toward it, each
         // bound strictly looser than the last, and the solution still meets the target.
         File.Delete(cache);
+        var loosenedLog = new List<string>();
+        const string AlreadyChecked = "the adjusted bound gives an architecture already checked";
         ArchitectureTiming Fast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc, RoundsRule r) => new(100, 100 * 1.1 * 1.5, sc.Repeats);
         var loosened = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
         {
             Target = "measured", MinThroughputRatio = 1.1, Name = "loosened", Timer = Fast, MaxOvershoot = 0.1,
-        }, _ => { });
+        }, loosenedLog.Add);
         var loosenedCheck = SolutionFile.Read(loosened[0].Path).MeasuredCheck!;
-        Assert.True(loosenedCheck.Attempts.Count >= 2);
+        // The costs are timed here, so the options on either side of the first child vary from run to run: a looser bound
+        // either admits a slower, lower-KL child (a second attempt) or leaves the first child the least-KL one, and the
+        // search stops at it saying why (the bound arithmetic itself: MeasuredCheckSettingsTests).
+        Assert.True(loosenedCheck.Attempts.Count >= 2 || loosenedLog.Any(l => l.Contains(AlreadyChecked, StringComparison.Ordinal)), string.Join("\n", loosenedLog));
         for (int i = 1; i < loosenedCheck.Attempts.Count; i++)
             Assert.True(loosenedCheck.Attempts[i].MaxTimeMs > loosenedCheck.Attempts[i - 1].MaxTimeMs);
         Assert.True(loosenedCheck.Met);
@@ -251,6 +256,7 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         // Loosened past the target (the first child 2.2x, every other 0.5x): the first child stands, and the file says so.
         File.Delete(cache);
         string? firstChild = null;
+        var bracketLog = new List<string>();
         ArchitectureTiming OnlyFirstFast(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, Puzzle.Config.ScenarioSection sc, RoundsRule r)
         {
             string blocks = string.Join(";", c.Blocks);
@@ -260,11 +266,11 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         var bracket = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest
         {
             Target = "measured", MinThroughputRatio = 1.1, Name = "bracket", Timer = OnlyFirstFast, MaxOvershoot = 0.1,
-        }, _ => { });
+        }, bracketLog.Add);
         var bracketFile = SolutionFile.Read(bracket[0].Path);
         var bracketCheck = bracketFile.MeasuredCheck!;
-        Assert.True(bracketCheck.Attempts.Count >= 2);
-        Assert.Equal(0, bracketCheck.Kept);
+        if (bracketCheck.Attempts.Count >= 2) Assert.Equal(0, bracketCheck.Kept);                                   // as above
+        else Assert.Contains(bracketLog, l => l.Contains(AlreadyChecked, StringComparison.Ordinal));
         Assert.Equal(2.2, bracketCheck.LastRatio, 9);
         Assert.True(bracketCheck.Met);
         Assert.Equal(bracketCheck.Attempts[0].EstimatedRatio, bracketFile.Verified.ThroughputRatio, 9);            // the first child's architecture is stored
