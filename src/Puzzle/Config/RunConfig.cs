@@ -176,6 +176,7 @@ public sealed record RunConfig
         ("search.max_params", Bound.Positive, c => c.Search.MaxParams),
         ("search.diversity", Bound.UpToOne, c => c.Search.Diversity),
         ("search.max_overshoot", Bound.Positive, c => c.Search.MaxOvershoot),
+        ("search.probe_tokens", Bound.NonNegative, c => c.Search.ProbeTokens),
         ("gkd.tokens", Bound.Positive, c => c.Gkd.Tokens),
         ("gkd.batch", Bound.Positive, c => c.Gkd.Batch),
         ("gkd.lr", Bound.Positive, c => c.Gkd.Lr),
@@ -213,6 +214,7 @@ public sealed record RunConfig
         Check(Search.Objective is "kl" or "lm_loss" or "top1", "search.objective", Search.Objective, "kl, lm_loss or top1");
         Check(EvaluationSection.BenchEngines.Contains(Evaluation.BenchEngine), "evaluation.bench_engine", Evaluation.BenchEngine, "one of " + string.Join(", ", EvaluationSection.BenchEngines));
         Check(Search.Solutions >= 1, "search.solutions", Search.Solutions, "at least 1");
+        Check(SearchSection.ProbeCandidateKinds.Contains(Search.ProbeCandidates), "search.probe_candidates", Search.ProbeCandidates, "one of " + string.Join(", ", SearchSection.ProbeCandidateKinds));
         Check(Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight > 0, "gkd.cosine_weight + gkd.kl_weight + gkd.lm_weight", Gkd.CosineWeight + Gkd.KlWeight + Gkd.LmWeight, "positive (some loss to train on)");
     }
 

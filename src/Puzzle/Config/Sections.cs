@@ -119,6 +119,20 @@ public sealed record SearchSection
     /// 3.92x, at a summed block KL of 0.38 where 2.25x needed about 0.16.
     /// </summary>
     public double? MaxOvershoot { get; init; } = 0.15;
+    /// <summary>
+    /// With solutions ≥ 2: GKD tokens each of the search's diverse candidates is distilled for before the child is
+    /// chosen, by its validation KL after that probe (Stages/Search/CandidateProbe); 0 keeps the search's first solution.
+    /// The summed replace-1-block KL does not rank children that drop most attention layers; a short GKD does.
+    /// </summary>
+    public long ProbeTokens { get; init; } = 32_768;
+    /// <summary>
+    /// The candidates the probe distils: "attention" (default), the best child and the best keeping 1, 2, … more
+    /// token-mixing attention layers than it; "diverse", the next-best children sharing at most `diversity` of its choices.
+    /// </summary>
+    public string ProbeCandidates { get; init; } = "attention";
+
+    /// <summary>The values <see cref="ProbeCandidates"/> takes.</summary>
+    public static readonly IReadOnlyList<string> ProbeCandidateKinds = ["attention", "diverse"];
 }
 
 /// <summary>Global knowledge distillation of the assembled child.</summary>

@@ -213,24 +213,11 @@ public static partial class Planner
             cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}",
             load: Load(P, mb)));
 
-        // 6. Search: the MIP (seconds), then measured checks: generation of parent and candidate child (4 rounds each).
-        double generateSeconds = ModelSeconds(P - nonBlock, L);                                  // one generation of the scenario by the parent
-        bool measuredChecks = run.Search.Target == "measured" && !cal.OnGpu;
-        plans.Add(Stage("6 search", 5 + (measuredChecks ? 4 * 8 * generateSeconds : 0),
-            R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0), 1 << 20, measuredChecks ? "MIP + up to 4 measured checks" : "MIP only",
-            load: measuredChecks ? Load(P, mb) : 0));
-
-        // 7. Assemble: streamed; the largest tensor read and converted.
-        long largest = (long)V * H;
-        // Each child tensor read from the parent's or the library's safetensors, converted to the parent's stored dtype and written.
-        long assembled = ChildParameters(c, run) * 2;
-        plans.Add(Stage("7 assemble", 0, R0 + largest * (4 + 2), assembled, "host RAM; streamed; the child is at most the parent's size",
-            load: Load(ChildParameters(c, run), 2), write: Write(assembled), host: true));
-
-        // 8. GKD: teacher (compute dtype) + student (fp32 master, compute copy, AdamW moments of the trained parameters,
+        // 8. GKD (counted here: stage 6 probes the search's candidates with short GKDs): teacher (compute dtype) + student (fp32 master, compute copy, AdamW moments of the trained parameters,
         // then their gradients: compute-dtype ones in the backward, fp32 ones in the step) + activations + one chunk of logits.
         var g = run.Gkd;
         long child = ChildParameters(c, run);
+        long assembled = child * 2;                                                             // stage 7's child, in the parent's stored dtype
         long embeddings = (long)V * H * (c.TieWordEmbeddings ? 1 : 2);
         long trainable = g.TrainEmbeddings ? child : Math.Max(0, child - embeddings);             // a bound below the embeddings trains nothing
         long gkdTokens = (long)g.Batch * T;
@@ -246,15 +233,44 @@ public static partial class Planner
         // Training: teacher forward + student forward and backward per token; validation KL (teacher and student forwards)
         // before training, every 50 steps (DistillOptions.EvalEvery) and at the end.
         int gkdSteps = (int)Math.Max(1, g.Tokens / gkdTokens);
-        double gkdValidations = 1 + Math.Ceiling(gkdSteps / 50.0);
-        double gkdFlops = g.Tokens * (2.0 * P + 6.0 * child) + gkdValidations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
-        // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
-        // the same forward work per validation token. Reading the teacher and the student.
-        // The optimizer step per trained parameter and step.
-        double gkdSeconds = gkdFlops / cal.ComputeRate + g.Tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * g.Tokens + gkdValidations * Math.Max(T, g.ValidationTokens))
-                            + gkdSteps * (double)trainable * cal.StepSecondsPerParameter;
+        double GkdSeconds(long tokens)
+        {
+            int steps = (int)Math.Max(1, tokens / gkdTokens);
+            double validations = 1 + Math.Ceiling(steps / 50.0);
+            double flops = tokens * (2.0 * P + 6.0 * child) + validations * Math.Max(T, g.ValidationTokens) * 2.0 * (P + child);
+            // Vocabulary work: teacher and student log-softmaxes, KL and its gradient per training token (about 3 passes);
+            // the same forward work per validation token. Reading the teacher and the student.
+            // The optimizer step per trained parameter and step.
+            return flops / cal.ComputeRate + tokens * 6.0 * child * (1 / cal.Training - 1 / cal.ComputeRate) + Logits(3.0 * tokens + validations * Math.Max(T, g.ValidationTokens))
+                   + steps * (double)trainable * cal.StepSecondsPerParameter;
+        }
+        double gkdSeconds = GkdSeconds(g.Tokens);
+        long gkdPeak = R0 + PerGpu(P * (long)cb + studentBytes);
+        // 6. Search: the MIP (seconds), then measured checks: generation of parent and candidate child (4 rounds each),
+        // per solution; with search.probe_tokens, each of the search.solutions candidates assembled and given a short GKD
+        // (CandidateProbe): GKD's peak and time at the probe's tokens, its child and checkpoint written and deleted.
+        double generateSeconds = ModelSeconds(P - nonBlock, L);                                  // one generation of the scenario by the parent
+        bool measuredChecks = run.Search.Target == "measured" && !cal.OnGpu;
+        int solutions = Math.Max(1, run.Search.Solutions);
+        bool probes = solutions > 1 && run.Search.ProbeTokens > 0;
+        long probeTokens = Math.Max(run.Search.ProbeTokens, gkdTokens);
+        double probeSeconds = probes ? solutions * GkdSeconds(probeTokens) : 0;
+        long searchPeak = R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0);
+        plans.Add(Stage("6 search", 5 + (measuredChecks ? solutions * 4 * 8 * generateSeconds : 0) + probeSeconds,
+            probes ? Math.Max(searchPeak, gkdPeak) : searchPeak, probes ? assembled + child * 4L + trainable * 12L : 1 << 20,
+            (measuredChecks ? $"MIP + up to 4 measured checks per solution ({solutions})" : "MIP only") +
+            (probes ? $"; {solutions} candidates probed by {probeTokens:N0} tokens of GKD each ({probeSeconds:F0} s)" : ""),
+            load: (measuredChecks ? Load(P, mb) : 0) + (probes ? solutions * (Load(P, cb) + Load(child, 4)) : 0),
+            write: probes ? solutions * (Write(assembled) + Write(GkdWrittenBytes(child, trainable, (int)Math.Max(1, probeTokens / gkdTokens)))) : 0));
+
+        // 7. Assemble: streamed; the largest tensor read and converted.
+        long largest = (long)V * H;
+        // Each child tensor read from the parent's or the library's safetensors, converted to the parent's stored dtype and written.
+        plans.Add(Stage("7 assemble", 0, R0 + largest * (4 + 2), assembled, "host RAM; streamed; the child is at most the parent's size",
+            load: Load(ChildParameters(c, run), 2), write: Write(assembled), host: true));
+
         plans.Add(Stage("8 distill (GKD)", gkdSeconds,
-            R0 + PerGpu(P * (long)cb + studentBytes), child * 4L + trainable * (4L + 8),
+            gkdPeak, child * 4L + trainable * (4L + 8),
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens",
             load: Load(P, cb) + Load(child, 4), write: Write(GkdWrittenBytes(child, trainable, gkdSteps))));
 

@@ -29,13 +29,21 @@ public static class ChildRecipe
         };
     }
 
-    /// <summary>Stage 6: the Pareto sweep of search.sweep (RUN/solutions/sweep-*.json, pareto.json), then the run's search as <see cref="Solution"/>.</summary>
+    /// <summary>
+    /// Stage 6: the Pareto sweep of search.sweep (RUN/solutions/sweep-*.json, pareto.json), then the run's search as
+    /// <see cref="Solution"/>: with search.solutions ≥ 2, its diverse candidates probed by a short GKD and the best
+    /// chosen (<see cref="CandidateProbe"/>).
+    /// </summary>
     public static void Search(RunDirectory run)
     {
         var request = SearchRequestFor(run);
         if (!string.IsNullOrWhiteSpace(run.Config.Search.Sweep)) SearchStage.Run(run, request with { Sweep = run.Config.Search.Sweep, Name = "sweep", Solutions = 1 });
-        SearchStage.Run(run, request);
+        SearchAndChoose(run, request);
     }
+
+    /// <summary>A search of the run as its child is chosen: the Puzzle child and the `matched` baselines alike.</summary>
+    public static SearchResult SearchAndChoose(RunDirectory run, SearchRequest request, Action<string>? log = null) =>
+        CandidateProbe.SearchAndChoose(run, request, run.Config.Search.ProbeTokens, run.Config.Search.ProbeCandidates, log);
 
     /// <summary>Global distillation of a student with the run's gkd settings (the Puzzle child and every baseline alike).</summary>
     public static DistillOptions DistillOptionsFor(RunDirectory run, string student, string outDir, long tokens)

@@ -47,6 +47,27 @@ public class PlanTests
     }
 
     [Fact]
+    public void Search_plan_counts_one_short_gkd_per_probed_candidate_at_gkds_own_rates()
+    {
+        var config = RandomParent.Preset("smollm2-135m") with { BosTokenId = 1, EosTokenIds = [2] };
+        var cal = new Calibration("fixed", 1e10, 2e10, ScalarType.BFloat16, 0, 0, null);
+        StagePlan Stage(RunConfig run, string name) => Planner.Plan(config, run, cal).Single(p => p.Stage == name);
+        var search = new SearchSection { Solutions = 3, ProbeTokens = 32_768 };
+        var probed = Stage(new RunConfig { Search = search }, "6 search");
+        var unprobed = Stage(new RunConfig { Search = search with { ProbeTokens = 0 } }, "6 search");
+        // Second computation: the GKD stage of a run whose gkd.tokens is the probe's, once per candidate.
+        var shortGkd = Stage(new RunConfig { Search = search, Gkd = new GkdSection { Tokens = 32_768 } }, "8 distill (GKD)");
+        // Each probe also writes its assembled child (bf16 parameters; stage 7's disk) and starts no process of its own.
+        var assemble = Stage(new RunConfig { Search = search }, "7 assemble");
+        Assert.Equal(unprobed.Seconds + 3 * (shortGkd.Seconds - shortGkd.StartupSeconds + assemble.WriteSeconds), probed.Seconds, 6);
+        Assert.Equal(Math.Max(unprobed.PeakBytes, shortGkd.PeakBytes), probed.PeakBytes);
+        Assert.Contains("3 candidates probed", probed.Note);
+        // One solution: nothing to choose among, no probe.
+        Assert.Equal(Stage(new RunConfig { Search = search with { Solutions = 1, ProbeTokens = 0 } }, "6 search").Seconds,
+            Stage(new RunConfig { Search = search with { Solutions = 1 } }, "6 search").Seconds);
+    }
+
+    [Fact]
     public void Gkd_plan_drops_the_frozen_embeddings_optimizer_state_and_is_bounded_by_max_params()
     {
         var config = RandomParent.Preset("llama-3.2-1b") with { BosTokenId = 1, EosTokenIds = [2] };

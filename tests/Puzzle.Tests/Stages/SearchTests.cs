@@ -40,6 +40,45 @@ public sealed class SearchTests
     }
 
     [Theory]
+    [InlineData(4, 5, 11)]
+    [InlineData(5, 4, 12)]
+    public void MinAttentionLayers_MatchesEnumeration_AndEachRungKeepsMore(int layers, int options, int seed)
+    {
+        // Options whose attention mixes tokens at random (the parent's always does), so the unconstrained optimum
+        // drops attention somewhere and each rung of the ladder must keep more.
+        var random = new Random(seed);
+        var baseProblem = Random(layers, options, seed);
+        var p = baseProblem with
+        {
+            Groups = baseProblem.Groups.Select(g => g with
+            {
+                Options = g.Options.Select((o, i) => o with { MixesTokens = i == 0 || random.NextDouble() < 0.4 }).ToList(),
+            }).ToList(),
+        };
+        var parent = p.Totals(new int[p.Groups.Count]);
+        Assert.Equal(layers, parent.AttentionLayers);
+        var free = MipSearch.Solve(p, new SearchConstraints(MaxTimeMs: parent.TimeMs / 1.5), relativeGap: 0);
+        Assert.NotNull(free);
+        int kept = free!.Totals.AttentionLayers;
+        Assert.Equal(Enumerable.Range(0, p.Groups.Count).Count(g => p.Groups[g].Options[free.Choice[g]].MixesTokens), kept);
+        for (int more = 1; kept + more <= layers; more++)
+        {
+            var c = new SearchConstraints(MaxTimeMs: parent.TimeMs / 1.5) { MinAttentionLayers = kept + more };
+            var (best, _) = BruteForce(p, c);
+            var rung = MipSearch.Solve(p, c, relativeGap: 0);
+            if (double.IsPositiveInfinity(best)) { Assert.Null(rung); continue; }
+            Assert.NotNull(rung);
+            Assert.Equal(best, rung!.Totals.Kl, 9);
+            Assert.True(rung.Totals.AttentionLayers >= kept + more);
+            Assert.True(rung.Totals.Kl >= free.Totals.Kl - 1e-12);
+            // Verification counts them too: one more than it keeps is a violation, named.
+            int above = rung.Totals.AttentionLayers + 1;
+            string message = Assert.Throws<PuzzleException>(() => MipSearch.Verify(p, c with { MinAttentionLayers = above }, rung.Choice)).Message;
+            Assert.Contains($"{rung.Totals.AttentionLayers} attention layers < {above}", message);
+        }
+    }
+
+    [Theory]
     [InlineData(4, 5, 1, 1)]
     [InlineData(3, 6, 2, 1)]
     [InlineData(3, 4, 3, 2)]                                                                   // subblock-style: two groups per layer

@@ -34,7 +34,11 @@ public static class AssemblyStage
     }
 
     /// <summary>The library records of the variants a solution uses: changes when one of them was trained again.</summary>
-    static string LibraryKey(RunDirectory run, JsonField solution) => Fingerprint.Hash(string.Join("|",
-        solution["layers"].Items().SelectMany(l => new[] { l["attention"].String(), l["ffn"].String() }).Distinct().Order(StringComparer.Ordinal)
+    static string LibraryKey(RunDirectory run, JsonField solution) =>
+        LibraryKey(run, solution["layers"].Items().SelectMany(l => new[] { l["attention"].String(), l["ffn"].String() }));
+
+    /// <summary>The library records of these variants (their ids where a variant has none: the parent's own).</summary>
+    public static string LibraryKey(RunDirectory run, IEnumerable<string> variantIds) => Fingerprint.Hash(string.Join("|",
+        variantIds.Distinct().Order(StringComparer.Ordinal)
             .Select(id => File.Exists(run.LibraryRecord(id)) ? File.ReadAllText(run.LibraryRecord(id)) : id)));
 }

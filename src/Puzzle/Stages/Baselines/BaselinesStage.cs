@@ -162,10 +162,10 @@ public static class BaselinesStage
         log($"baselines: {folder}: {baseline} reached {reached:F2}x against the Puzzle child's {puzzle:F2}x; searching again at {reached:F2}x");
         var request = ChildRecipe.SearchRequestFor(run) with
         {
-            MinThroughputRatio = reached, MinTokensPerSecond = null, Solutions = 1, Name = folder,
+            MinThroughputRatio = reached, MinTokensPerSecond = null, Name = folder,
             MaxOvershoot = MatchOvershoot,                                  // at the baseline's speed, not well above it
         };
-        try { SearchStage.Run(run, request, log); }
+        try { ChildRecipe.SearchAndChoose(run, request, log); }                   // chosen as the Puzzle child is (probes included)
         catch (PuzzleException e) { log($"baselines: {folder}: {e.Message}"); return e.Message; }
         string child = Path.Combine(dir, "child");
         bool rebuilt = Assemble(run, folder, dir, folder, run.Artifact(SearchStage.Folder, folder + ".json"), log);

@@ -44,6 +44,7 @@ public static class MipSearch
         if (c.MaxMemoryBytes is { } m) Bound(p.NonBlockMemoryBytes, m, o => o.MemoryBytes, "memory");
         if (c.MaxTimeMs is { } t) Bound(p.NonBlockTimeMs, t, o => o.TimeMs, "time");
         if (c.MaxParameters is { } n) Bound(p.NonBlockParameters, n, o => o.Parameters, "parameters");
+        if (c.MinAttentionLayers is { } a) Bound(0, -a, o => o.MixesTokens ? -1 : 0, "attention");            // Σ mixing ≥ a
         foreach (var earlier in previous ?? [])
         {
             // Share at most α·(number of choices) with each earlier solution (α·L for composed blocks).

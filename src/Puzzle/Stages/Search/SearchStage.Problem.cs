@@ -28,7 +28,10 @@ public static partial class SearchStage
         BlockOption Option(string? a, string? f, double kl)
         {
             var parts = new[] { a, f }.OfType<string>().Select(Cost).ToList();
-            return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)), parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters));
+            return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)), parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters))
+            {
+                MixesTokens = a is not null && run.Variants.Get(a, scoresPath).Attention!.IsGqa,
+            };
         }
 
         string objective = run.Config.Search.Objective;

@@ -39,6 +39,14 @@ public sealed record SearchRequest
     /// </summary>
     public double? MaxOvershoot { get; init; }
 
+    /// <summary>
+    /// Solutions after the first are not the diverse next-best (<see cref="Diversity"/>) but the best child keeping at
+    /// least k more token-mixing attention layers than the first (k = 1, 2, …): the candidates <see cref="CandidateProbe"/>
+    /// distils. The summed replace-1-block KL counts each dropped attention layer alone and so undercounts dropping most of
+    /// them together; diverse next-best children (3 Dec) differed in FFN widths only and distilled alike.
+    /// </summary>
+    public bool AttentionLadder { get; init; }
+
     /// <summary>How the measured check times an architecture against the parent; null: <see cref="ArchitectureTimer.Measure"/> (tests inject one).</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public ArchitectureTimer.Timing? Timer { get; init; }
@@ -125,27 +133,40 @@ public static partial class SearchStage
             log($"search: {string.Join(", ", files.Select(f => f.Name))} already solved for these scores, costs and constraints; reusing");
             return files;
         }
+        var pooled = new List<MeasuredAttempt>();     // every measured check so far: later solutions start from their correction
+        int? firstAttention = null;
         for (int k = 0; k < request.Solutions; k++)
         {
-            var solution = MipSearch.Solve(problem, constraints, previous, request.Diversity, request.RelativeGap);
+            var asked = request.AttentionLadder && firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints;
+            var exclude = request.AttentionLadder ? [] : previous;          // the ladder's rungs differ by construction
+            bool checks = constraints.MaxTimeMs is not null && problem.Target == "measured" && request.MeasuredChecks > 0;
+            // A further solution is solved at the bound the checks so far say meets the target, not at the cost model's
+            // own bound: the first solution's checks have measured the model's error on this machine.
+            var start = checks && pooled.Count > 0 ? asked with { MaxTimeMs = constraints.MaxTimeMs!.Value * Correction(pooled) } : asked;
+            var solution = MipSearch.Solve(problem, start, exclude, request.Diversity, request.RelativeGap);
             MeasuredCheck? check = null;
-            if (solution is not null && constraints.MaxTimeMs is { } bound && problem.Target == "measured" && request.MeasuredChecks > 0)
-                (solution, check) = CheckMeasured(run, problem, constraints, previous, request, solution!, parent.TimeMs / bound, log);
+            if (solution is not null && checks)
+            {
+                (solution, check) = CheckMeasured(run, problem, asked, start, exclude, request, solution!, parent.TimeMs / constraints.MaxTimeMs!.Value, pooled, log);
+                pooled.AddRange(check.Attempts);
+            }
             if (solution is null)
             {
                 string why = k == 0 ? Infeasible(problem, constraints, parent)
+                    : request.AttentionLadder ? $"no architecture keeping {asked.MinAttentionLayers} attention layers meets the constraints"
                     : $"no further solution shares at most {MipSearch.MaxShared(problem, request.Diversity)} choices with the {k} found";
                 if (k == 0 && throwIfInfeasible) throw new PuzzleException($"search: {why}");
                 log($"search: {why}");
                 break;
             }
             // A child loosened toward the target (SearchRequest.MaxOvershoot) stands on the bound it was solved under.
-            var bounds = check?.KeptAttempt.MaxTimeMs is { } kept && kept > constraints.MaxTimeMs ? constraints with { MaxTimeMs = kept } : constraints;
-            var verified = MipSearch.Verify(problem, bounds, solution.Choice, solution.SolverObjective, previous, request.Diversity);
+            var bounds = check?.KeptAttempt.MaxTimeMs is { } kept && kept > constraints.MaxTimeMs ? asked with { MaxTimeMs = kept } : asked;
+            var verified = MipSearch.Verify(problem, bounds, solution.Choice, solution.SolverObjective, exclude, request.Diversity);
             previous.Add(solution.Choice);
+            firstAttention ??= verified.AttentionLayers;
             string name = SolutionName(request.Name, k);
             string path = run.Artifact(Folder, name + ".json");
-            var file = ToFile(name, problem, request, constraints, solution, verified, parent) with { Fingerprint = key, MeasuredCheck = check };
+            var file = ToFile(name, problem, request, asked, solution, verified, parent) with { Fingerprint = key, MeasuredCheck = check };
             if (check is { Met: false })
             {
                 // Never store a child that misses the target as if it met it: the file says so and the user is told loudly.
@@ -167,11 +188,12 @@ public static partial class SearchStage
     /// the time bound by the cost model's pooled correction (<see cref="TightenedBound"/>) and solves again.
     /// </summary>
     static (SearchSolution? Solution, MeasuredCheck Check) CheckMeasured(RunDirectory run, SearchProblem problem, SearchConstraints constraints,
-        IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio, Action<string> log)
+        SearchConstraints start, IReadOnlyList<IReadOnlyList<int>> previous, SearchRequest request, SearchSolution solution, double targetRatio,
+        IReadOnlyList<MeasuredAttempt> prior, Action<string> log)
     {
         var parentConfig = HfConfig.Read(run.ParentDir);
         var attempts = new List<MeasuredAttempt>();
-        var current = constraints;
+        var current = start;
         var best = solution;
         double parentTime = problem.Totals(ParentChoice(run, problem)).TimeMs;
         List<(SearchSolution Solution, double Measured, int Attempt)> met = [], missed = [];
@@ -201,8 +223,9 @@ public static partial class SearchStage
             if ((reached && !overshot) || attempt > request.MeasuredChecks) break;
             // Never back to a child as slow as one that missed the target, nor as fast as one that overshot it.
             if (reached) fastest = Math.Max(fastest, best.Totals.TimeMs); else slowest = Math.Min(slowest, best.Totals.TimeMs);
-            double bound = reached ? LoosenedBound(constraints.MaxTimeMs!.Value, attempts, fastest)
-                                   : TightenedBound(constraints.MaxTimeMs!.Value, attempts, slowest);
+            List<MeasuredAttempt> evidence = [.. prior, .. attempts];
+            double bound = reached ? LoosenedBound(constraints.MaxTimeMs!.Value, evidence, fastest)
+                                   : TightenedBound(constraints.MaxTimeMs!.Value, evidence, slowest);
             if (bound <= fastest || bound >= slowest)
             {
                 log($"search: the checked children bracket the target between two neighbouring bounds; keeping the last one that met it");

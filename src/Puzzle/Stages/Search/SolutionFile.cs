@@ -55,6 +55,8 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
     /// <summary>Identifies the scores, costs and request it was solved from; a stored solution with the same key is reused.</summary>
     public string? Fingerprint { get; init; }
     public MeasuredCheck? MeasuredCheck { get; init; }
+    /// <summary>Where the search's candidates were probed (<see cref="CandidateProbe"/>): how this one was chosen among them.</summary>
+    public ProbeSelection? Probe { get; init; }
 
     /// <summary>Only with a measured check: whether the measured ratio met the target.</summary>
     public bool? TargetMet => MeasuredCheck?.Met;
@@ -63,7 +65,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
     {
         ["max_memory_gib"] = Request.MaxMemoryGiB, ["min_throughput_ratio"] = Request.MinThroughputRatio, ["min_tokens_per_s"] = Request.MinTokensPerSecond,
         ["max_latency_ms"] = Request.MaxLatencyMs, ["max_params"] = Request.MaxParameters, ["solutions"] = Request.Solutions, ["diversity"] = Request.Diversity,
-        ["measured_checks"] = Request.MeasuredChecks, ["max_overshoot"] = Request.MaxOvershoot,
+        ["measured_checks"] = Request.MeasuredChecks, ["max_overshoot"] = Request.MaxOvershoot, ["attention_ladder"] = Request.AttentionLadder,
     };
 
     public JsonObject ToJson()
@@ -78,6 +80,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
             ["constraints"] = new JsonObject
             {
                 ["max_memory_bytes"] = Constraints.MaxMemoryBytes, ["max_time_ms"] = Constraints.MaxTimeMs, ["max_parameters"] = Constraints.MaxParameters,
+                ["min_attention_layers"] = Constraints.MinAttentionLayers,
             },
             ["solver"] = new JsonObject
             {
@@ -110,6 +113,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
             };
             o["target_met"] = c.Met;
         }
+        if (Probe is not null) o["probe"] = Probe.ToJson();
         return o;
     }
 
@@ -128,6 +132,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
             MinTokensPerSecond = r["min_tokens_per_s"].OptionalDouble(), MaxLatencyMs = r["max_latency_ms"].OptionalDouble(), MaxParameters = r["max_params"].OptionalLong(),
             Solutions = r["solutions"].Int(), Diversity = r["diversity"].Double(), Target = j["target"].String(), Name = j["name"].String(),
             MeasuredChecks = r["measured_checks"].OptionalInt() ?? new SearchRequest().MeasuredChecks, MaxOvershoot = r["max_overshoot"].OptionalDouble(),
+            AttentionLadder = r["attention_ladder"].OptionalBool() ?? false,
         };
         var c = j["constraints"];
         var s = j["solver"];
@@ -143,13 +148,17 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
                 m["final_max_time_ms"].OptionalDouble(), m["met"].Bool()) { Kept = m["kept_attempt"].OptionalInt() };
         }
         return new SolutionFile(j["name"].String(), j["target"].String(), j["score_mode"].String(), request,
-            new SearchConstraints(c["max_memory_bytes"].OptionalDouble(), c["max_time_ms"].OptionalDouble(), c["max_parameters"].OptionalLong()),
+            new SearchConstraints(c["max_memory_bytes"].OptionalDouble(), c["max_time_ms"].OptionalDouble(), c["max_parameters"].OptionalLong())
+            {
+                MinAttentionLayers = c["min_attention_layers"].OptionalInt(),
+            },
             new SolverInfo(s["backend"].String(), s["status"].String(), s["seconds"].Double(), s["objective"].Double(), s["relative_gap"].Double()),
             SolutionTotals.Read(j["verified"]), SolutionTotals.Read(j["parent"]), j["scenario"]["batch"].Int(), j["scenario"]["generation_length"].Int(),
             j["layers"].Items().Select(l => new SolutionLayer(l["layer"].Int(), l["attention"].String(), l["ffn"].String(), l["kl"].Double(), l["time_ms"].Double(),
                 l["memory_bytes"].Double(), l["parameters"].Long())).ToList())
         {
             Fingerprint = j["fingerprint"].OptionalString(), MeasuredCheck = check,
+            Probe = j["probe"].Exists ? ProbeSelection.Parse(j["probe"]) : null,
         };
     }
 }

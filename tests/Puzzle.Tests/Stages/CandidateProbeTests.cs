@@ -1,0 +1,160 @@
+using System.Text.Json.Nodes;
+using Puzzle.Config;
+using Puzzle.Stages;
+using Puzzle.Stages.Assembly;
+using Puzzle.Stages.Costs;
+using Puzzle.Stages.Library;
+using Puzzle.Stages.Scoring;
+using Puzzle.Stages.Search;
+using Puzzle.Training;
+
+namespace Puzzle.Tests.Stages;
+
+/// <summary>The child chosen among the search's diverse candidates by a short GKD probe (search.probe_tokens).</summary>
+public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunFixture>
+{
+    static readonly Action<string> Quiet = _ => { };
+
+    string ScoredRun(long probeTokens, string candidates = "diverse")
+    {
+        string run = fixture.NewRun(c =>
+        {
+            c["search_space"] = new JsonObject
+            {
+                ["kv_heads"] = new JsonArray(2), ["attention_linear"] = false, ["attention_no_op"] = true,
+                ["ffn_fractions"] = new JsonArray(1.0, 0.5), ["ffn_linear"] = false, ["ffn_no_op"] = true,
+            };
+            c["scoring"] = new JsonObject { ["validation_tokens"] = 32 * 8, ["batch"] = 8 };
+            c["scenario"] = new JsonObject { ["batch"] = 4, ["prompt_length"] = 32, ["generation_length"] = 32, ["repeats"] = 3, ["warmup_runs"] = 1 };
+            c["search"] = new JsonObject
+            {
+                ["target"] = "h100", ["min_throughput_ratio"] = 1.1, ["solutions"] = 3, ["diversity"] = 0.5, ["sweep"] = "",
+                ["probe_tokens"] = probeTokens, ["probe_candidates"] = candidates,
+            };
+            c["gkd"] = new JsonObject { ["tokens"] = 8 * 32 * 4, ["batch"] = 8, ["lr"] = 1e-3, ["validation_tokens"] = 32 * 8 };
+        });
+        var directory = new RunDirectory(run);
+        BlockLibraryBuilder.Run(directory, new LogProgress(), Quiet);
+        BlockScorer.Run(directory, new LogProgress(), Quiet);
+        BlockCosts.Run(directory, Quiet);
+        return run;
+    }
+
+    [Fact]
+    public void Probe_ChoosesTheCandidateWithTheLowestKlAfterAShortGkd_AndARerunReusesEveryProbe()
+    {
+        string run = ScoredRun(probeTokens: 8 * 32 * 2);
+        var directory = new RunDirectory(run);
+        ChildRecipe.Search(directory);
+
+        string[] names = [.. Enumerable.Range(0, 3).Select(k => SearchStage.SolutionName(CandidateProbe.CandidateName(ChildRecipe.Solution), k))
+            .Where(n => File.Exists(directory.Solution(n)))];
+        Assert.True(names.Length >= 2, $"the tiny space gave {names.Length} diverse candidates");
+        var child = SolutionFile.Read(directory.Solution(ChildRecipe.Solution));
+        var probe = Assert.IsType<ProbeSelection>(child.Probe);
+        Assert.Equal(ChildRecipe.Solution, child.Name);
+        Assert.Equal(8 * 32 * 2, probe.Tokens);
+        Assert.Equal(names, probe.Candidates.Select(c => c.Name));
+        var best = probe.Candidates.MinBy(c => c.ProbedKl)!;
+        Assert.Equal(best.Name, probe.Chosen);
+        var chosen = SolutionFile.Read(directory.Solution(probe.Chosen));
+        Assert.Equal(chosen.Layers.Select(l => (l.Attention, l.Ffn)), child.Layers.Select(l => (l.Attention, l.Ffn)));
+        Assert.Equal(chosen.Verified.Kl, best.SummedKl, 12);
+        foreach (var c in probe.Candidates)
+        {
+            Assert.Equal(2, c.Steps);                                                      // 512 tokens of 8 × 32
+            Assert.True(double.IsFinite(c.ProbedKl) && c.ProbedKl <= c.InitialKl + 1e-12, $"{c.Name}: best KL {c.ProbedKl} above the start {c.InitialKl}");
+            Assert.True(File.Exists(directory.Artifact(CandidateProbe.Folder, c.Name + ".json")));
+            Assert.False(Directory.Exists(directory.Artifact(CandidateProbe.Folder, c.Name)));    // the probe's models are deleted once measured
+        }
+        // The candidates differ, and so do their probes' starting points.
+        Assert.True(probe.Candidates.Select(c => c.InitialKl).Distinct().Count() > 1);
+
+        // Second computation: the chosen candidate assembled and distilled again by hand starts from the same KL.
+        string dir = TestSupport.TempDir();
+        ChildAssembler.Run(directory, probe.Chosen, Path.Combine(dir, "child"), Quiet);
+        var again = Distiller.Run(ChildRecipe.DistillOptionsFor(directory, Path.Combine(dir, "child"), Path.Combine(dir, "gkd"), probe.Tokens), Quiet);
+        Assert.Equal(again.InitialValidationKl, best.InitialKl, 6);
+
+        // A rerun reuses the search's candidates and every probe, and chooses the same child.
+        var logs = new List<string>();
+        ChildRecipe.SearchAndChoose(directory, ChildRecipe.SearchRequestFor(directory), logs.Add);
+        Assert.Equal(names.Length, logs.Count(l => l.Contains("already probed")));
+        Assert.DoesNotContain(logs, l => l.Contains("tokens of GKD"));
+        Assert.Equal(probe.Chosen, SolutionFile.Read(directory.Solution(ChildRecipe.Solution)).Probe!.Chosen);
+
+        // Other probe settings are another probe.
+        var longer = new RunDirectory(run, ["search.probe_tokens=768"]);
+        var logs2 = new List<string>();
+        ChildRecipe.SearchAndChoose(longer, ChildRecipe.SearchRequestFor(longer), logs2.Add);
+        Assert.Equal(names.Length, logs2.Count(l => l.Contains("tokens of GKD")));
+        Assert.All(SolutionFile.Read(directory.Solution(ChildRecipe.Solution)).Probe!.Candidates, c => Assert.Equal(3, c.Steps));
+    }
+
+    [Fact]
+    public void WithoutProbe_OrOneSolution_TheSearchsFirstSolutionIsTheChild()
+    {
+        string run = ScoredRun(probeTokens: 0);
+        var directory = new RunDirectory(run);
+        ChildRecipe.Search(directory);
+        Assert.False(File.Exists(directory.Solution(CandidateProbe.CandidateName(ChildRecipe.Solution))));
+        Assert.True(File.Exists(directory.Solution(ChildRecipe.Solution + "-2")));
+        Assert.Null(SolutionFile.Read(directory.Solution(ChildRecipe.Solution)).Probe);
+        Assert.False(Directory.Exists(directory.Artifact(CandidateProbe.Folder)));
+    }
+
+    [Fact]
+    public void ProbeSettings_AreCheckedWithTheKeyAndValue()
+    {
+        var e = Assert.Throws<PuzzleException>(() => new RunConfig { Search = new SearchSection { ProbeTokens = -5 } }.Validate("run.json"));
+        Assert.Contains("search.probe_tokens", e.Message);
+        Assert.Contains("-5", e.Message);
+        e = Assert.Throws<PuzzleException>(() => new RunConfig { Search = new SearchSection { ProbeCandidates = "best" } }.Validate("run.json"));
+        Assert.Contains("search.probe_candidates must be one of attention, diverse, got best", e.Message);
+    }
+
+    [Fact]
+    public void AttentionCandidates_EachKeepMoreAttentionLayersThanTheFirst_OrTheLadderStopsSayingWhy()
+    {
+        string run = ScoredRun(probeTokens: 0);
+        var directory = new RunDirectory(run);
+        var logs = new List<string>();
+        // A target that makes the tiny parent drop attention somewhere: its fastest child's ratio, less a little.
+        var problem = SearchStage.BuildProblem(directory, "h100");
+        var parent = problem.Totals(SearchStage.ParentChoice(directory, problem));
+        var fastest = MipSearch.Optimise(problem, new SearchConstraints(), null, 1, 1e-6, 30, o => o.TimeMs)!;
+        double target = parent.TimeMs / fastest.Totals.TimeMs * 0.97;
+        var files = SearchStage.Run(directory, new SearchRequest { Target = "h100", MinThroughputRatio = target, Solutions = 3, Name = "ladder", AttentionLadder = true }, logs.Add);
+        var solutions = files.Select(f => SolutionFile.Read(f.Path)).ToList();
+        int first = problem.Totals(files[0].Solution.Choice).AttentionLayers;
+        for (int k = 1; k < files.Count; k++)
+        {
+            Assert.True(problem.Totals(files[k].Solution.Choice).AttentionLayers >= first + k);
+            Assert.Equal(first + k, solutions[k].Constraints.MinAttentionLayers);
+            Assert.True(solutions[k].Verified.Kl >= solutions[0].Verified.Kl - 1e-12);
+            Assert.True(solutions[k].Request.AttentionLadder);
+        }
+        if (files.Count < 3) Assert.Contains(logs, l => l.Contains($"no architecture keeping {first + files.Count} attention layers"));
+    }
+
+    [Fact]
+    public void FurtherSolutions_StartFromTheBoundTheFirstSolutionsChecksMeasured()
+    {
+        string run = ScoredRun(probeTokens: 0);
+        var directory = new RunDirectory(run);
+        // The engine says every child runs 1.3x the parent: the first solution's check measures the model's error, and
+        // the second is solved at the first bound × (measured / estimated) of that check.
+        ArchitectureTiming Constant(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, ScenarioSection sc, RoundsRule r) => new(100, 130, sc.Repeats);
+        var files = SearchStage.Run(directory, new SearchRequest
+        {
+            Target = "measured", MinThroughputRatio = 1.1, Solutions = 2, Diversity = 0.5, Name = "pooled", Timer = Constant,
+        }, Quiet);
+        Assert.Equal(2, files.Count);
+        var first = SolutionFile.Read(files[0].Path).MeasuredCheck!;
+        var second = SolutionFile.Read(files[1].Path).MeasuredCheck!;
+        var a = Assert.Single(first.Attempts);
+        double correction = a.MeasuredRatio / a.EstimatedRatio;
+        Assert.Equal(a.MaxTimeMs!.Value * correction, second.Attempts[0].MaxTimeMs!.Value, 9);
+        Assert.NotEqual(a.MaxTimeMs!.Value, second.Attempts[0].MaxTimeMs!.Value, 6);
+    }
+}
