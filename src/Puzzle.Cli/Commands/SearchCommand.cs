@@ -20,7 +20,13 @@ internal static class SearchCommand
         var latency = new Option<double?>("--max-latency-ms") { Description = "time of the scenario's request (prefill + all decode steps), ms (search.max_latency_ms)" };
         var parameters = new Option<long?>("--max-params") { Description = "parameter count (search.max_params)" };
         var target = new Option<string?>("--target") { Description = "cpu|measured (this run's timings) or h100|h200|a100|l40s (rooflines) (search.target)" };
-        var solutions = new Option<int?>("--solutions") { Description = "number of diverse solutions: NAME, NAME-2, … (search.solutions)" };
+        var solutions = new Option<int?>("--solutions")
+        {
+            Description = "number of solutions: NAME, NAME-2, … (search.solutions); with search.probe_tokens > 0, candidates NAME-candidate, " +
+                          "NAME-candidate-2, … each given a short GKD, the best stored as NAME",
+        };
+        var probeTokens = new Option<long?>("--probe-tokens") { Description = "GKD tokens per candidate before the child is chosen; 0: no probe, the MIP's best is NAME (search.probe_tokens)" };
+        var probeCandidates = new Option<string?>("--probe-candidates") { Description = "attention (the best and the best keeping 1, 2, … more attention layers) or diverse (search.probe_candidates)" };
         var diversity = new Option<double?>("--diversity") { Description = "alpha: each solution shares at most alpha·L choices with every earlier one (search.diversity)" };
         var sweep = new Option<string?>("--sweep") { Description = "only a Pareto front, e.g. throughput-ratio=1.2:3.0:0.2 (also memory-gib, params)" };
         var checks = new Option<int?>("--measured-checks")
@@ -30,7 +36,7 @@ internal static class SearchCommand
         };
         var name = new Option<string>("--name") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
         var command = new Command("search", "Choose one block per layer with a mixed-integer program (OR-Tools) under the run's config.search; flags override its keys.")
-            { run, memory, ratio, tps, latency, parameters, target, solutions, diversity, sweep, checks, name };
+            { run, memory, ratio, tps, latency, parameters, target, solutions, probeTokens, probeCandidates, diversity, sweep, checks, name };
         command.SetAction(r => CliSupport.Run(() =>
         {
             if (r.GetValue(checks) is < 0) throw new PuzzleException($"--measured-checks must be 0 or more, got {r.GetValue(checks)}");
@@ -48,6 +54,8 @@ internal static class SearchCommand
             Set(target, "target", v => v!);
             Set(solutions, "solutions", v => $"{CliSupport.Positive("--solutions", v!.Value)}");
             Set(diversity, "diversity", Number);
+            Set(probeTokens, "probe_tokens", v => $"{v}");
+            Set(probeCandidates, "probe_candidates", v => v!);
             // One throughput bound: a flag for one replaces the config's other.
             if (r.GetValue(tps) is not null && r.GetValue(ratio) is null) overrides.Add("search.min_throughput_ratio=null");
             if (r.GetValue(ratio) is not null && r.GetValue(tps) is null) overrides.Add("search.min_tokens_per_s=null");
@@ -55,6 +63,17 @@ internal static class SearchCommand
             var request = ChildRecipe.SearchRequestFor(runDir) with { Name = r.GetValue(name)! };
             if (r.GetValue(sweep) is { } s) request = request with { Sweep = s, Solutions = 1 };
             if (r.GetValue(checks) is { } n) request = request with { MeasuredChecks = n };
+            if (request.Sweep is null && request.Solutions > 1 && runDir.Config.Search.ProbeTokens > 0)
+            {
+                var chosen = ChildRecipe.SearchAndChoose(runDir, request);
+                var probe = SolutionFile.Read(chosen.Path).Probe;
+                foreach (var c in probe?.Candidates ?? [])
+                    Console.WriteLine($"{c.Name}: summed block KL {c.SummedKl:F4}{(c.MeasuredRatio is { } m ? $", measured {m:F2}x" : "")}, " +
+                                      $"validation KL {c.InitialKl:F4} -> {c.ProbedKl:F4} after {probe!.Tokens:N0} tokens of GKD");
+                Console.WriteLine($"{chosen.Name}: {probe?.Chosen ?? "the only candidate"}, KL {chosen.Solution.Totals.Kl:F4}, " +
+                                  $"{chosen.Solution.Totals.TokensPerSecond / chosen.Parent.TokensPerSecond:F2}x throughput -> {chosen.Path}");
+                return 0;
+            }
             var files = SearchStage.Run(runDir, request);
             foreach (var f in files)
                 Console.WriteLine($"{f.Name}: KL {f.Solution.Totals.Kl:F4}, {f.Solution.Totals.TokensPerSecond / f.Parent.TokensPerSecond:F2}x throughput, " +

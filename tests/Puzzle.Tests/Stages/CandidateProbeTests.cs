@@ -104,6 +104,23 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
     }
 
     [Fact]
+    public void SearchCommand_ProbesItsCandidates_AndProbeTokensZeroKeepsTheMipsBest()
+    {
+        string run = ScoredRun(probeTokens: 0);
+        var (code, stdout, stderr) = TestSupport.RunCli("search", "--run", run, "--solutions", "2", "--probe-tokens", "512", "--name", "cli");
+        Assert.True(code == 0, stderr);
+        var file = SolutionFile.Read(new RunDirectory(run).Solution("cli"));
+        var probe = Assert.IsType<ProbeSelection>(file.Probe);
+        Assert.Equal(512, probe.Tokens);
+        Assert.Contains($"cli: {probe.Chosen},", stdout);
+        Assert.All(probe.Candidates, c => Assert.Contains($"{c.Name}: summed block KL", stdout));
+        (code, stdout, stderr) = TestSupport.RunCli("search", "--run", run, "--solutions", "2", "--probe-tokens", "0", "--name", "plain");
+        Assert.True(code == 0, stderr);
+        Assert.Null(SolutionFile.Read(new RunDirectory(run).Solution("plain")).Probe);
+        Assert.Contains("plain-2:", stdout);
+    }
+
+    [Fact]
     public void ProbeSettings_AreCheckedWithTheKeyAndValue()
     {
         var e = Assert.Throws<PuzzleException>(() => new RunConfig { Search = new SearchSection { ProbeTokens = -5 } }.Validate("run.json"));
