@@ -153,8 +153,11 @@ public static partial class Planner
         long parentWeights = cal.OnGpu ? Weights(P) : P * (bf16Parent ? 2L : 4L);
         double bldSeconds = parentFlops / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + bldFp32 / cal.Fp32Rate + bldCompute / cal.Training
                             + variants.Count * 2 * cal.BlockBuildSeconds;                                      // each unit's master and working copy
+        // The C heap's slack (CPU; docs/memory.md, "The C heap's slack"): the heap, never trimmed, keeps one more step's
+        // activations resident beyond what is live (their freed pages, which the next placement did not reuse).
+        long bldSlack = cal.OnGpu ? 0 : unitActivations;
         plans.Add(Stage("3 library (BLD)", bldSeconds,
-            R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation),                                 // units train one after another
+            R0 + parentWeights + PerGpu(unitsBytes + unitActivations + validation) + bldSlack,                      // units train one after another
             cacheDisk + libraryDisk,
             $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; parent in {(bf16Parent || cal.OnGpu ? "bf16" : "fp32")}; activation cache {Gib(cacheDisk)} GiB bf16 on disk",
             load: Load(P, bf16Parent ? 2 : 4), write: Write(cacheDisk + libraryDisk)));
@@ -208,8 +211,12 @@ public static partial class Planner
         long engineModels = ((1 + distinct.Count) * (long)H + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
         // Building the timing models: their layers initialised at random (the embedding and head are the parent's).
         double buildModels = (depth * (double)perLayer + (1 + distinct.Count) * (double)H) * cal.InitSecondsPerWeight;
+        // One engine request's transients: its KV cache and the prefill's activations; on the CPU the C heap keeps one
+        // more request's worth resident (docs/memory.md, "The C heap's slack").
+        long request = kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb;
+        long engineSlack = cal.OnGpu ? 0 : request;
         plans.Add(Stage("5 costs", cal.OnGpu ? 0 : repeats * round + buildModels,
-            R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb), 0,
+            R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + request) + engineSlack, 0,
             cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}",
             load: Load(P, mb)));
 
@@ -255,7 +262,9 @@ public static partial class Planner
         bool probes = solutions > 1 && run.Search.ProbeTokens > 0;
         long probeTokens = Math.Max(run.Search.ProbeTokens, gkdTokens);
         double probeSeconds = probes ? solutions * GkdSeconds(probeTokens) : 0;
-        long searchPeak = R0 + (measuredChecks ? 2 * P * (long)mb + 2 * kv : 0);
+        // The measured checks run in the engine timer as in costs: both models (the child at most the parent) with their
+        // fused copies, one request live and the C heap's slack of one more.
+        long searchPeak = R0 + (measuredChecks ? 2 * (P + parentFused) * (long)mb + request + engineSlack : 0);
         plans.Add(Stage("6 search", 5 + (measuredChecks ? solutions * 4 * 8 * generateSeconds : 0) + probeSeconds,
             probes ? Math.Max(searchPeak, gkdPeak) : searchPeak, probes ? assembled + child * 4L + trainable * 12L : 1 << 20,
             (measuredChecks ? $"MIP + up to 4 measured checks per solution ({solutions})" : "MIP only") +
