@@ -38,7 +38,8 @@ public sealed class DefaultsTests(RunFixture fixture) : IClassFixture<RunFixture
                 ["ffn_fractions"] = new JsonArray(1.0), ["ffn_linear"] = false, ["ffn_no_op"] = true,
             };
             c["scoring"] = new JsonObject { ["validation_tokens"] = 32 * 4, ["batch"] = 4 };
-            c["search"] = new JsonObject { ["target"] = "h100", ["min_throughput_ratio"] = null, ["max_params"] = 1_000_000, ["solutions"] = 2, ["sweep"] = "" };
+            c["search"] = new JsonObject { ["target"] = "h100", ["min_throughput_ratio"] = null, ["max_params"] = 1_000_000, ["solutions"] = 2, ["sweep"] = "", ["probe_tokens"] = 0 };
+            // probe_tokens 0: the MIP's solutions as they are (the probed path: CandidateProbeTests).
         });
         BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), _ => { });
         BlockScorer.Run(new RunDirectory(run), new LogProgress(), _ => { });
