@@ -261,6 +261,7 @@ public static partial class Planner
         int solutions = Math.Max(1, run.Search.Solutions);
         bool probes = solutions > 1 && run.Search.ProbeTokens > 0;
         long probeTokens = Math.Max(run.Search.ProbeTokens, gkdTokens);
+        int probeSteps = (int)(probeTokens / gkdTokens);
         double probeSeconds = probes ? solutions * GkdSeconds(probeTokens) : 0;
         // The measured checks run in the engine timer as in costs: both models (the child at most the parent) with their
         // fused copies, one request live and the C heap's slack of one more.
@@ -270,13 +271,13 @@ public static partial class Planner
             (measuredChecks ? $"MIP + up to 4 measured checks per solution ({solutions})" : "MIP only") +
             (probes ? $"; {solutions} candidates probed by {probeTokens:N0} tokens of GKD each ({probeSeconds:F0} s)" : ""),
             load: (measuredChecks ? Load(P, mb) : 0) + (probes ? solutions * (Load(P, cb) + Load(child, 4)) : 0),
-            write: probes ? solutions * (Write(assembled) + Write(GkdWrittenBytes(child, trainable, (int)Math.Max(1, probeTokens / gkdTokens)))) : 0));
+            write: probes ? solutions * (Write(assembled) + Write(GkdWrittenBytes(child, trainable, probeSteps))) : 0));
 
         // 7. Assemble: streamed; the largest tensor read and converted.
         long largest = (long)V * H;
         // Each child tensor read from the parent's or the library's safetensors, converted to the parent's stored dtype and written.
         plans.Add(Stage("7 assemble", 0, R0 + largest * (4 + 2), assembled, "host RAM; streamed; the child is at most the parent's size",
-            load: Load(ChildParameters(c, run), 2), write: Write(assembled), host: true));
+            load: Load(child, 2), write: Write(assembled), host: true));
 
         plans.Add(Stage("8 distill (GKD)", gkdSeconds,
             gkdPeak, child * 4L + trainable * (4L + 8),

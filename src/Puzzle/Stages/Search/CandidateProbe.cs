@@ -62,7 +62,7 @@ public static class CandidateProbe
         if (request.Solutions < 2 || probeTokens <= 0) return SearchStage.Run(run, request, log)[0];
         var candidates = SearchStage.Run(run, request with { Name = CandidateName(request.Name), AttentionLadder = candidateKind == "attention" }, log);
         var outcomes = candidates.Count == 1 ? [] : candidates.Select(c => Probe(run, c, probeTokens, log)).ToList();
-        var chosen = outcomes.Count == 0 ? candidates[0] : candidates[outcomes.IndexOf(outcomes.MinBy(o => o.ProbedKl)!)];
+        var chosen = outcomes.Count == 0 ? candidates[0] : candidates.Zip(outcomes).MinBy(p => p.Second.ProbedKl).First;
         if (outcomes.Count > 0)
             log($"probe: {string.Join("; ", outcomes.Select(o => $"{o.Name} {o.InitialKl:F4} -> {o.ProbedKl:F4}"))} (validation KL after {probeTokens:N0} tokens); " +
                 $"the child is {chosen.Name}");
