@@ -174,4 +174,62 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         Assert.Equal(a.MaxTimeMs!.Value * correction, second.Attempts[0].MaxTimeMs!.Value, 9);
         Assert.NotEqual(a.MaxTimeMs!.Value, second.Attempts[0].MaxTimeMs!.Value, 6);
     }
+
+    [Fact]
+    public void ALaterSearch_OnTheSameCosts_StartsFromTheRunsEarlierChecks()
+    {
+        string run = ScoredRun(probeTokens: 0);
+        var directory = new RunDirectory(run);
+        var costs = CostsFile.Read(directory.Costs);
+        // The engine runs every child at `factor` × the cost model's own estimate (computed here from costs.json).
+        double factor = 0.9;
+        string[] Ids(Puzzle.Model.ModelConfig c) => [.. c.Blocks.SelectMany((b, layer) => new[]
+        {
+            directory.Variants.All.First(v => v.Layer == layer && v.Kind == Puzzle.Domain.SubblockKind.Attention && Equals(v.Attention, b.Attention)).Id,
+            directory.Variants.All.First(v => v.Layer == layer && v.Kind == Puzzle.Domain.SubblockKind.Ffn && Equals(v.Ffn, b.Ffn)).Id,
+        })];
+        ArchitectureTiming Engine(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, ScenarioSection sc, RoundsRule r) =>
+            new(100, 100 * factor * costs.PredictTimeMs(Ids(p), "measured") / costs.PredictTimeMs(Ids(c), "measured"), sc.Repeats);
+        var problem = SearchStage.BuildProblem(directory, "measured");
+        Assert.Empty(ArchitectureTimer.Evidence(directory, problem.CostsKey));
+        var first = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.1, Name = "a", Timer = Engine }, Quiet);
+        var checkA = SolutionFile.Read(first[0].Path).MeasuredCheck!;
+        var evidence = ArchitectureTimer.Evidence(directory, problem.CostsKey);
+        // One pair per architecture checked, as the solution file recorded them.
+        Assert.Equal(checkA.Attempts.Select(a => (a.EstimatedRatio, a.MeasuredRatio)).Distinct().OrderBy(x => x.EstimatedRatio),
+            evidence.OrderBy(x => x.Estimated).Select(e => (e.Estimated, e.Measured)));
+        Assert.All(evidence, e => Assert.Equal(factor, e.Measured / e.Estimated, 9));
+
+        // Another target on the same costs: its first bound is the cost model's bound × the median measured / estimated so
+        // far (0.9), so its first child already meets the target.
+        var logs = new List<string>();
+        var second = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.2, Name = "b", Timer = Engine }, logs.Add);
+        var b = SolutionFile.Read(second[0].Path);
+        var b1 = Assert.Single(b.MeasuredCheck!.Attempts);
+        Assert.Equal(b.Constraints.MaxTimeMs!.Value * factor, b1.MaxTimeMs!.Value, 9);
+        Assert.True(b.MeasuredCheck.Met);
+        Assert.Contains(logs, l => l.Contains($"{evidence.Count} architectures checked before on these costs measured 0.900x"));
+
+        // The engine gets slower (0.5 × the estimate): the first check starts from the run's 0.9; where it misses, the
+        // next bound comes from this search's own check (0.5), not from the run's median (still 0.9, which would solve
+        // the same child again).
+        factor = 0.5;
+        var third = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.2, Name = "c", Timer = Engine }, Quiet);
+        var c = SolutionFile.Read(third[0].Path);
+        var c1 = c.MeasuredCheck!.Attempts[0];
+        double boundC = c.Constraints.MaxTimeMs!.Value;
+        Assert.Equal(boundC * 0.9, c1.MaxTimeMs!.Value, 9);
+        if (c1.MeasuredRatio < 1.2 * SearchStage.ReachedShare)
+        {
+            Assert.True(c.MeasuredCheck.Attempts.Count >= 2, "a miss is followed by a tighter bound");
+            var c2 = c.MeasuredCheck.Attempts[1];
+            Assert.True(c2.MaxTimeMs!.Value <= boundC * 0.5 * (1 + 1e-9), $"{c2.MaxTimeMs} > {boundC * 0.5}");
+            Assert.True(c2.EstimatedRatio > c1.EstimatedRatio);
+        }
+
+        // Other costs (re-timed): the earlier evidence does not apply.
+        File.AppendAllText(directory.Costs, "\n");
+        Assert.NotEqual(problem.CostsKey, SearchStage.BuildProblem(directory, "measured").CostsKey);
+        Assert.Empty(ArchitectureTimer.Evidence(directory, SearchStage.BuildProblem(directory, "measured").CostsKey));
+    }
 }

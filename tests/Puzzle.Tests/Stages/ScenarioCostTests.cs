@@ -132,6 +132,12 @@ public sealed class ScenarioCostTests
         Assert.Equal(whole, anchored.PredictTimeMs(parent, "measured"), 9);
         Assert.Equal(whole - (4 + 4 * 2), anchored.PredictTimeMs(child, "measured"), 9);
         Assert.Equal((1.0, 1.0, 2.0, 1.0), (anchored.NonBlock.BlockScalePrefill, anchored.NonBlock.BlockScaleDecode, anchored.NonBlock.OffsetPrefillMs, anchored.NonBlock.OffsetDecodeMs));
+        // Anchored where the parts exceed the whole (decode 3.5 against a whole of 3): no negative fixed cost; the decode
+        // blocks are scaled by (3 − 0.5) / (3.5 − 0.5) instead, so a child never runs below its non-block time.
+        var over = BlockCosts.FromTimings(Config, [parentAttention, parentFfn, noFfn], sc, CostMethod.Parse("engine/median/anchored"), timings with { Whole = (T(10), T(3)) }, "", "cpu");
+        Assert.Equal((1.0, 2.5 / 3, 2.0, 0.0), (over.NonBlock.BlockScalePrefill, over.NonBlock.BlockScaleDecode, over.NonBlock.OffsetPrefillMs, over.NonBlock.OffsetDecodeMs));
+        Assert.Equal(10 + 4 * 3.0, over.PredictTimeMs(parent, "measured"), 9);
+        Assert.Equal(10 - 4 + 4 * (0.5 + 1 * 2.5 / 3), over.PredictTimeMs(child, "measured"), 9);
         // Uncalibrated: the parts as timed.
         Assert.Equal(8 + 4 * 3.5, Costs("engine/median/uncalibrated").PredictTimeMs(parent, "measured"), 9);
 

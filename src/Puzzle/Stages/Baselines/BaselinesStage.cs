@@ -195,7 +195,7 @@ public static class BaselinesStage
         {
             Problem = problem, ParentChoice = parentChoice, TargetRatio = TargetRatio(run), Parent = parent, Bounds = bounds,
             Variants = run.Variants.All.ToDictionary(v => v.Id),
-            Measure = measured ? (child, estimated) => ArchitectureTimer.MeasureCached(run, parent, child, estimated, new CheckBand(TargetRatio(run) * SearchStage.ReachedShare), "a baseline", log: log).Ratio : null,
+            Measure = measured ? (child, estimated) => ArchitectureTimer.MeasureCached(run, parent, child, estimated, new CheckBand(TargetRatio(run) * SearchStage.ReachedShare), "a baseline", log: log, evidenceKey: problem.CostsKey).Ratio : null,
             Log = log,
         };
     }

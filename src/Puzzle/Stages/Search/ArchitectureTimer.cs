@@ -170,15 +170,53 @@ public static class ArchitectureTimer
     /// <see cref="SuspectDisagreement"/> is repeated once; the repeat is kept, and marked suspect with one warning
     /// (<paramref name="warn"/>, default <see cref="Log.Warning"/>) when it still disagrees.
     /// </summary>
+    /// <param name="evidenceKey">The cost model the estimate came from (<see cref="SearchProblem.CostsKey"/>): with an estimate,
+    /// the pair (estimated, measured) is recorded under it in the cache's "evidence" (<see cref="Evidence"/>), a hit included, unless suspect.</param>
     public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio = null, CheckBand? band = null,
-        string? name = null, Timing? measure = null, Action<string>? log = null, Action<string>? warn = null)
+        string? name = null, Timing? measure = null, Action<string>? log = null, Action<string>? warn = null, string? evidenceKey = null)
+    {
+        var timing = MeasureCachedCore(run, parent, child, estimatedRatio, band, name, measure, log, warn);
+        // A suspect timing (far from the estimate twice: a loaded machine) says nothing reliable about the cost model.
+        if (evidenceKey is not null && estimatedRatio is { } estimated && !timing.Suspect) RecordEvidence(run, evidenceKey, Key(parent, child, run.Config.Scenario), estimated, timing);
+        return timing;
+    }
+
+    /// <summary>
+    /// Every (estimated, measured) pair the checks of this run have seen on the cost model <paramref name="evidenceKey"/>,
+    /// one per architecture, in the order first measured: the cost model's error on this machine, which a later search
+    /// (another target, the matched baselines, a re-search) starts from instead of the uncorrected model.
+    /// </summary>
+    public static IReadOnlyList<(double Estimated, double Measured)> Evidence(RunDirectory run, string evidenceKey)
+    {
+        var cache = ReadCache(run.Artifact(CacheFileName));
+        if (cache?["evidence"]?[evidenceKey] is not JsonObject pairs) return [];
+        return [.. pairs.Select(p => (p.Value!["estimated_ratio"]!.GetValue<double>(), p.Value!["measured_ratio"]!.GetValue<double>()))];
+    }
+
+    static JsonObject? ReadCache(string path) =>
+        JsonFile.ReadDerived(path, j => j["format_version"].Int() == 1 && j["entries"].Object() is not null)?.Object();
+
+    static void RecordEvidence(RunDirectory run, string evidenceKey, string key, double estimated, ArchitectureTiming timing)
+    {
+        string path = run.Artifact(CacheFileName);
+        var cache = ReadCache(path) ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
+        var evidence = cache["evidence"] as JsonObject ?? (JsonObject)(cache["evidence"] = new JsonObject());
+        var pairs = evidence[evidenceKey] as JsonObject ?? (JsonObject)(evidence[evidenceKey] = new JsonObject());
+        if (pairs[key] is JsonObject old && old["estimated_ratio"]!.GetValue<double>() == estimated && old["measured_ratio"]!.GetValue<double>() == timing.Ratio
+            && old["rounds"]!.GetValue<int>() == timing.Rounds) return;
+        pairs[key] = new JsonObject { ["estimated_ratio"] = estimated, ["measured_ratio"] = timing.Ratio, ["rounds"] = timing.Rounds };
+        AtomicFile.WriteJson(path, cache);
+    }
+
+    static ArchitectureTiming MeasureCachedCore(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio, CheckBand? band,
+        string? name, Timing? measure, Action<string>? log, Action<string>? warn)
     {
         var sc = run.Config.Scenario;
         string key = Key(parent, child, sc);
         string path = run.Artifact(CacheFileName);
         string architecture = $"{name ?? "architecture"} [{string.Join("; ", child.Blocks)}]";
         int maxRounds = MaxRounds(sc), minRounds = Math.Min(MinRounds, maxRounds);
-        var cache = JsonFile.ReadDerived(path, j => j["format_version"].Int() == 1 && j["entries"].Object() is not null)?.Object() ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
+        var cache = ReadCache(path) ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
         ArchitectureTiming? prior = null;
         JsonObject? priorEntry = null;
         if (cache["entries"]![key] is JsonObject hit)
@@ -232,7 +270,7 @@ public static class ArchitectureTimer
             entry["suspect"] = timing.Suspect;
         }
         // Re-read before writing: another process may have added entries meanwhile.
-        cache = JsonFile.ReadDerived(path, j => j["format_version"].Int() == 1 && j["entries"].Object() is not null)?.Object() ?? cache;
+        cache = ReadCache(path) ?? cache;
         entry["parent_tokens_per_s"] = timing.ParentTokensPerSecond;
         entry["child_tokens_per_s"] = timing.ChildTokensPerSecond;
         entry["ratio"] = timing.Ratio;

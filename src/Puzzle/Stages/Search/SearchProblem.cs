@@ -29,6 +29,8 @@ public sealed record SearchProblem(
 {
     /// <summary>Identifies the inputs (scores, costs, target) the problem was built from; empty for synthetic problems.</summary>
     public string Fingerprint { get; init; } = "";
+    /// <summary>The cost model the options' times come from (costs.json's text and the target): what a measured check's estimate depends on.</summary>
+    public string CostsKey { get; init; } = "";
 
     /// <summary>Tokens generated per scenario run: batch × generation length.</summary>
     public double GeneratedTokens => (double)Batch * GenerationLength;

@@ -62,6 +62,7 @@ public static partial class SearchStage
             costs.Scenario.Batch, costs.Scenario.GenerationLength, key, mode)
         {
             Fingerprint = ArtifactKeys.SearchProblem(run, scores.Fingerprint, costs.Fingerprint, key, objective),
+            CostsKey = RunDirectory.Hash($"costs|{File.ReadAllText(costsPath)}|{key}"),      // the timings themselves: a costs stage rerun on the same inputs re-times them
         };
     }
 

@@ -127,22 +127,50 @@ public static partial class SearchStage
             foreach (var (file, path) in storedFiles.Zip(stored))
             {
                 var choice = ChoiceOf(problem, file!, path);
-                var totals = MipSearch.Verify(problem, constraints, choice);
+                var totals = MipSearch.Verify(problem, StoodOn(constraints, file!), choice);
                 files.Add(new SearchResult(file!.Name, path, new SearchSolution(choice, totals, totals.Kl, file.Solver.Status, 0, 0), parent));
             }
             log($"search: {string.Join(", ", files.Select(f => f.Name))} already solved for these scores, costs and constraints; reusing");
             return files;
         }
-        var pooled = new List<MeasuredAttempt>();     // every measured check so far: later solutions start from their correction
+        // The same request under another name (a repeated re-search, a matched baseline asking what an earlier search
+        // asked): its architectures stand, so the same request on the same costs gives the same children whatever ran
+        // in between (a search starts from the run's earlier checks, so solving again could take another path).
+        if (SolvedElsewhere(run, key, request.Solutions, problem.Layers) is { } earlier)
+        {
+            for (int k = 0; k < earlier.Count; k++)
+            {
+                var (file, from) = earlier[k];
+                var copy = file with { Name = SolutionName(request.Name, k), Probe = null };
+                copy.Write(stored[k]);
+                var choice = ChoiceOf(problem, copy, stored[k]);
+                var totals = MipSearch.Verify(problem, StoodOn(constraints, file), choice);
+                files.Add(new SearchResult(copy.Name, stored[k], new SearchSolution(choice, totals, totals.Kl, file.Solver.Status, 0, 0), parent));
+            }
+            log($"search: the same request on these scores and costs was solved as {earlier[0].File.Name}; its architectures stand -> " +
+                string.Join(", ", stored));
+            return files;
+        }
+        var pooled = new List<MeasuredAttempt>();     // this search's measured checks so far: later solutions start from their correction
+        bool anyChecks = constraints.MaxTimeMs is not null && problem.Target == "measured" && request.MeasuredChecks > 0;
+        // The checks of this run's earlier searches on the same costs (another target, the matched baselines, a
+        // re-search): the first solution starts from their correction. Only the start: once this search has checks of
+        // its own, they alone steer it (they are at its target; on 3 Dec a prior correction of 0.875 from checks at
+        // 2.25x kept a search at 2.93x on the bound of a child that measured 0.77 of its estimate).
+        var runEvidence = anyChecks ? ArchitectureTimer.Evidence(run, problem.CostsKey).Select(e => new MeasuredAttempt(e.Estimated, e.Measured, 0, 0, null, Cached: true)).ToList() : [];
+        if (runEvidence.Count > 0)
+            log($"search: {runEvidence.Count} architectures checked before on these costs measured {Correction(runEvidence):F3}x their estimate (median); " +
+                $"the first bound starts from that correction ({ArchitectureTimer.CacheFileName})");
         int? firstAttention = null;
         for (int k = 0; k < request.Solutions; k++)
         {
             var asked = request.AttentionLadder && firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints;
             var exclude = request.AttentionLadder ? [] : previous;          // the ladder's rungs differ by construction
-            bool checks = constraints.MaxTimeMs is not null && problem.Target == "measured" && request.MeasuredChecks > 0;
-            // A further solution is solved at the bound the checks so far say meets the target, not at the cost model's
-            // own bound: the first solution's checks have measured the model's error on this machine.
-            var start = checks && pooled.Count > 0 ? asked with { MaxTimeMs = constraints.MaxTimeMs!.Value * Correction(pooled) } : asked;
+            bool checks = anyChecks;
+            // Solved at the bound the checks so far say meets the target, not at the cost model's own bound: they have
+            // measured the model's error on this machine.
+            var evidence = pooled.Count > 0 ? pooled : runEvidence;
+            var start = checks && evidence.Count > 0 ? asked with { MaxTimeMs = constraints.MaxTimeMs!.Value * Correction(evidence) } : asked;
             var solution = MipSearch.Solve(problem, start, exclude, request.Diversity, request.RelativeGap);
             MeasuredCheck? check = null;
             if (solution is not null && checks)
@@ -183,6 +211,43 @@ public static partial class SearchStage
     }
 
     /// <summary>
+    /// The bounds a stored solution stands on: the request's, with the time bound its measured check kept where that is
+    /// looser (a child loosened toward the target, or solved from a correction above 1).
+    /// </summary>
+    static SearchConstraints StoodOn(SearchConstraints constraints, SolutionFile file) =>
+        file.MeasuredCheck?.KeptAttempt.MaxTimeMs is { } kept && constraints.MaxTimeMs is { } asked && kept > asked ? constraints with { MaxTimeMs = kept } : constraints;
+
+    /// <summary>The stored solutions NAME, NAME-2, … of an earlier search with this fingerprint (all <paramref name="solutions"/> of them), or null.</summary>
+    static List<(SolutionFile File, string Path)>? SolvedElsewhere(RunDirectory run, string key, int solutions, int layers)
+    {
+        string folder = run.Artifact(Folder);
+        if (!Directory.Exists(folder)) return null;
+        // Read only (JsonFile.ReadDerived would discard files that are not solutions, pareto.json among them).
+        SolutionFile? Read(string path)
+        {
+            try
+            {
+                if (!File.Exists(path) || JsonNode.Parse(File.ReadAllText(path)) is not JsonObject o || o["fingerprint"]?.GetValue<string>() != key
+                    || o["layers"] is not JsonArray a || a.Count != layers) return null;
+                return SolutionFile.Read(path);
+            }
+            catch (Exception e) when (e is System.Text.Json.JsonException or IOException or InvalidOperationException or PuzzleException) { return null; }
+        }
+        foreach (string path in Directory.GetFiles(folder, "*.json").Order(StringComparer.Ordinal))
+        {
+            if (Read(path) is not { } first || first.Fingerprint != key || Path.GetFileNameWithoutExtension(path) != first.Name) continue;
+            var all = new List<(SolutionFile, string)> { (first, path) };
+            for (int k = 1; k < solutions; k++)
+            {
+                string next = Path.Combine(folder, SolutionName(first.Name, k) + ".json");
+                if (Read(next) is { } f && f.Fingerprint == key) all.Add((f, next)); else break;
+            }
+            if (all.Count == solutions) return all;
+        }
+        return null;
+    }
+
+    /// <summary>
     /// Times the solution's architecture against the parent's (random weights, the generation engine, the scenario;
     /// once per architecture, cached in RUN/measured-checks.json); while the measured ratio misses the target, tightens
     /// the time bound by the cost model's pooled correction (<see cref="TightenedBound"/>) and solves again.
@@ -208,7 +273,8 @@ public static partial class SearchStage
             }).ToList();
             double estimated = parentTime / best.Totals.TimeMs;
             var band = new CheckBand(targetRatio * ReachedShare, request.MaxOvershoot is { } o ? targetRatio * (1 + o) : null);
-            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks), estimated, band, request.Name, request.Timer, log);
+            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks), estimated, band, request.Name, request.Timer, log,
+                evidenceKey: problem.CostsKey);
             double measured = timing.Ratio;
             attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached)
             {
@@ -262,11 +328,17 @@ public static partial class SearchStage
     /// bound, and a child estimated above the target was penalised for the estimate's margin as if it were the model's error.
     /// </summary>
     public static double TightenedBound(double firstBound, IReadOnlyList<MeasuredAttempt> attempts, double missedTimeMs)
-        => Math.Min(firstBound * Correction(attempts), missedTimeMs * (1 - 1e-9));
+        => Math.Min(firstBound * Correction(attempts), missedTimeMs * (1 - BoundStep));
+
+    /// <summary>
+    /// How far below (above) a missed (overshooting) child's time the next bound is at least: a relative step well above
+    /// the solver's feasibility tolerance (SCIP's 1e-6), or the re-solve at a bound 1e-9 below returned the same child.
+    /// </summary>
+    public const double BoundStep = 1e-4;
 
     /// <summary>The time bound after a child overshot the target (<see cref="SearchRequest.MaxOvershoot"/>): the same pooled correction, strictly above the overshooting child's time.</summary>
     public static double LoosenedBound(double firstBound, IReadOnlyList<MeasuredAttempt> attempts, double overshotTimeMs)
-        => Math.Max(firstBound * Correction(attempts), overshotTimeMs * (1 + 1e-9));
+        => Math.Max(firstBound * Correction(attempts), overshotTimeMs * (1 + BoundStep));
 
     /// <summary>The cost model's correction so far: the median of measured / estimated over the attempts.</summary>
     static double Correction(IReadOnlyList<MeasuredAttempt> attempts) =>
