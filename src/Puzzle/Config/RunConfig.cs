@@ -26,6 +26,7 @@ public sealed record RunConfig
     public ScoringSection Scoring { get; init; } = new();
     public ScenarioSection Scenario { get; init; } = new();
     public SearchSection Search { get; init; } = new();
+    public AssemblySection Assembly { get; init; } = new();
     public GkdSection Gkd { get; init; } = new();
     public EvaluationSection Evaluation { get; init; } = new();
     public ExportSection Export { get; init; } = new();
@@ -177,6 +178,7 @@ public sealed record RunConfig
         ("search.diversity", Bound.UpToOne, c => c.Search.Diversity),
         ("search.max_overshoot", Bound.Positive, c => c.Search.MaxOvershoot),
         ("search.probe_tokens", Bound.NonNegative, c => c.Search.ProbeTokens),
+        ("assembly.coupled_bld_tokens", Bound.NonNegative, c => c.Assembly.CoupledBldTokens),
         ("gkd.tokens", Bound.Positive, c => c.Gkd.Tokens),
         ("gkd.batch", Bound.Positive, c => c.Gkd.Batch),
         ("gkd.lr", Bound.Positive, c => c.Gkd.Lr),

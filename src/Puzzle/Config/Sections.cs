@@ -135,6 +135,18 @@ public sealed record SearchSection
     public static readonly IReadOnlyList<string> ProbeCandidateKinds = ["attention", "diverse"];
 }
 
+/// <summary>Assembly of the searched child (stage 7).</summary>
+public sealed record AssemblySection
+{
+    /// <summary>
+    /// Coupled BLD (the paper's step after the search): training tokens per layer for which each layer of the child
+    /// that differs from the parent's is trained as one block (its attention and FFN variants together, from the
+    /// library's decoupled weights) to reproduce the parent layer's output, with the bld settings; 0: off (the
+    /// library's weights as they are).
+    /// </summary>
+    public long CoupledBldTokens { get; init; }
+}
+
 /// <summary>Global knowledge distillation of the assembled child.</summary>
 public sealed record GkdSection
 {

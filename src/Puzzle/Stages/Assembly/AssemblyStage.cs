@@ -5,31 +5,43 @@ namespace Puzzle.Stages.Assembly;
 
 /// <summary>
 /// Stage 7: RUN/child from the run's solution (<see cref="ChildRecipe.Solution"/>), unless it already holds exactly
-/// that solution assembled from the same library records (RUN/child/puzzle_library.json).
+/// that solution assembled from the same library records and coupled settings (RUN/child/puzzle_library.json). With
+/// assembly.coupled_bld_tokens, the layers that differ from the parent's are first trained as whole blocks
+/// (<see cref="CoupledBld"/>) and come from those blocks; RUN/child/puzzle_coupled_bld.json records them.
 /// </summary>
 public static class AssemblyStage
 {
     public const string LibraryKeyFile = "puzzle_library.json";
+    public const string CoupledFile = "puzzle_coupled_bld.json";
 
     /// <returns>true when the child was (re)assembled.</returns>
-    public static bool Run(RunDirectory run)
+    public static bool Run(RunDirectory run, Action<string>? log = null)
     {
-        var solution = JsonFile.Read(run.Solution(ChildRecipe.Solution));
+        log ??= Log.Info;
+        string solutionPath = run.Solution(ChildRecipe.Solution);
+        var solution = JsonFile.Read(solutionPath);
         string child = run.Child;
         string libraryKeyPath = Path.Combine(child, LibraryKeyFile);
+        bool coupled = run.Config.Assembly.CoupledBldTokens > 0;
+        // Off, the key is the library key alone (as before coupled BLD existed): a run's child stays valid.
         string libraryKey = LibraryKey(run, solution);
+        string key = coupled ? CoupledBld.ChildKey(run, libraryKey) : libraryKey;
         var existing = JsonFile.ReadDerived(Path.Combine(child, "puzzle_solution.json"));
         if (existing is { } e && e["layers"].Node?.ToJsonString() == solution["layers"].Node?.ToJsonString() && CheckpointDirectory.IntactOrDiscarded(child))
         {
-            if (JsonFile.ReadDerived(libraryKeyPath)?["key"].OptionalString() == libraryKey)
+            if (JsonFile.ReadDerived(libraryKeyPath)?["key"].OptionalString() == key)
             {
-                Log.Info("assemble: RUN/child already holds this solution; reusing it");
+                log("assemble: RUN/child already holds this solution; reusing it");
                 return false;
             }
-            Log.Warning($"{child}: library variants it was assembled from were trained again (or their record is missing); assembling it again");
+            Log.Warning($"{child}: library variants it was assembled from were trained again, the coupled BLD setting changed (or the record is missing); assembling it again");
         }
-        ChildAssembler.Run(run, ChildRecipe.Solution, child);
-        AtomicFile.WriteJson(libraryKeyPath, new JsonObject { ["format_version"] = 1, ["key"] = libraryKey });
+        CoupledResult? blocks = coupled ? CoupledBld.Run(run, ChildAssembler.Choices(run, solutionPath, solution["layers"].Items()), log) : null;
+        ChildAssembler.Run(run, ChildRecipe.Solution, child, log, blocks?.Weights);
+        string coupledPath = Path.Combine(child, CoupledFile);
+        if (blocks is not null) AtomicFile.WriteJson(coupledPath, CoupledBld.Summary(run, blocks, key));
+        else if (File.Exists(coupledPath)) File.Delete(coupledPath);
+        AtomicFile.WriteJson(libraryKeyPath, new JsonObject { ["format_version"] = 1, ["key"] = key });
         return true;
     }
 

@@ -14,11 +14,14 @@ public sealed record AssemblyResult(string OutDir, ModelConfig Config, long Para
 /// Stage 7: the child from the parent's non-block weights and, per layer, the solution's attention and FFN variants
 /// from the library (the parent's own where chosen), written as a DeciLM checkpoint with the tokenizer. Streamed:
 /// every child tensor is read from the parent's (or the library's) safetensors, converted to the parent's stored
-/// dtype and written before the next is read, so neither model is ever whole in memory.
+/// dtype and written before the next is read, so neither model is ever whole in memory. A layer given in
+/// <c>layerWeights</c> (coupled BLD's blocks) comes whole from that file instead.
 /// </summary>
 public static class ChildAssembler
 {
-    public static AssemblyResult Run(RunDirectory run, string solutionName, string outDir, Action<string>? log = null)
+    /// <param name="layerWeights">layers whose every tensor comes from this safetensors file (named as in the block: "self_attn.q_proj.weight").</param>
+    public static AssemblyResult Run(RunDirectory run, string solutionName, string outDir, Action<string>? log = null,
+        IReadOnlyDictionary<int, string>? layerWeights = null)
     {
         log ??= Log.Info;
         string solutionPath = run.Solution(solutionName);
@@ -30,8 +33,7 @@ public static class ChildAssembler
         var layers = solutionField["layers"].Items();
         if (layers.Count != parentConfig.NumLayers)
             throw new PuzzleException($"{solutionPath}: {layers.Count} layers but the parent has {parentConfig.NumLayers}");
-        var choices = layers.Select((l, i) => (Attention: run.Variants.Get(l["attention"].String(), $"{solutionPath}: layers[{i}].attention"),
-            Ffn: run.Variants.Get(l["ffn"].String(), $"{solutionPath}: layers[{i}].ffn"))).ToList();
+        var choices = Choices(run, solutionPath, layers);
         var childConfig = parentConfig.WithBlocks(choices.Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!)));
         LibraryBlocks.Records(run, choices.SelectMany(c => new[] { c.Attention, c.Ffn }).Distinct());
 
@@ -50,6 +52,7 @@ public static class ChildAssembler
                 int dot = rest.IndexOf('.');
                 int layer = int.Parse(rest[..dot], System.Globalization.CultureInfo.InvariantCulture);
                 string local = rest[(dot + 1)..];
+                if (layerWeights is not null && layerWeights.TryGetValue(layer, out var block)) return (block, local);
                 var variant = BlockLibraryBuilder.OwnsParameter(choices[layer].Attention, local) ? choices[layer].Attention : choices[layer].Ffn;
                 if (variant.IsParent)
                     return (parentFiles.TryGetValue(name, out var f) ? f : throw new PuzzleException($"{run.ParentDir}: tensor '{name}' is missing"), name);
@@ -98,6 +101,11 @@ public static class ChildAssembler
             $"KV cache {childConfig.KvBytesPerToken(2):N0} B/token in bf16 (parent {parentConfig.KvBytesPerToken(2):N0})");
         return new AssemblyResult(outDir, childConfig, parameters, estimated);
     }
+
+    /// <summary>Each layer's (attention, FFN) variants of a solution's layers.</summary>
+    public static List<(SubblockVariant Attention, SubblockVariant Ffn)> Choices(RunDirectory run, string solutionPath, IReadOnlyList<JsonField> layers) =>
+        layers.Select((l, i) => (Attention: run.Variants.Get(l["attention"].String(), $"{solutionPath}: layers[{i}].attention"),
+            Ffn: run.Variants.Get(l["ffn"].String(), $"{solutionPath}: layers[{i}].ffn"))).ToList();
 
     /// <summary>The dtype the parent's weights are stored in (of its embedding matrix); F32, BF16 or F16.</summary>
     public static ScalarType StoredDtype(IReadOnlyDictionary<string, string> weightMap)

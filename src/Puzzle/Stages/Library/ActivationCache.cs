@@ -8,7 +8,8 @@ namespace Puzzle.Stages.Library;
 
 /// <summary>
 /// The parent's hidden states at the needed layer boundaries for every BLD batch, computed in one parent forward per
-/// batch and stored in bf16 (RUN/library/activations/h{l}.bin; h{l} is layer l's input and layer l−1's output).
+/// batch and stored in bf16 (RUN/library/activations/h{l}.bin, or the coupled BLD's RUN/coupled-bld/activations; h{l}
+/// is layer l's input and layer l−1's output).
 /// Measured on the demo parent: reading a batch back takes 0.2 ms where recomputing the deepest layer's input takes
 /// 251 ms (`benchmarks … bld-activations`).
 /// </summary>
@@ -38,12 +39,12 @@ public sealed class ActivationCache : IDisposable
         return (free, $"the free space on {dir}'s disk less 1 GiB");
     }
 
-    static string DirOf(string runDir) => Path.Combine(runDir, BlockLibrary.Folder, "activations");
+    /// <summary>The library's cache: RUN/library/activations.</summary>
+    public static string LibraryDir(string runDir) => Path.Combine(runDir, BlockLibrary.Folder, "activations");
 
-    /// <summary>Whether a complete cache with this fingerprint, these steps and boundaries is already on disk.</summary>
-    public static bool Reusable(string runDir, string fingerprint, int steps, IReadOnlyCollection<int> boundaries)
+    /// <summary>Whether a complete cache with this fingerprint, these steps and boundaries is already in <paramref name="dir"/>.</summary>
+    public static bool Reusable(string dir, string fingerprint, int steps, IReadOnlyCollection<int> boundaries)
     {
-        string dir = DirOf(runDir);
         string metaPath = Path.Combine(dir, "activations.json");
         // A torn or mistyped activations.json is discarded loudly (the cache is rebuilt), never a crash.
         if (JsonFile.ReadDerived(metaPath, m => m["steps"].Int() >= 0 && m["batch"].Int() > 0 && m["seq_len"].Int() > 0 && m["hidden"].Int() > 0 &&
@@ -55,16 +56,16 @@ public sealed class ActivationCache : IDisposable
                boundaries.All(b => File.Exists(Path.Combine(dir, $"h{b}.bin")) && new FileInfo(Path.Combine(dir, $"h{b}.bin")).Length == steps * batchBytes);
     }
 
-    /// <summary>Reuses a complete cache with the same fingerprint, else computes it.</summary>
-    public static ActivationCache Build(string runDir, CausalLm parent, TokenBatchLoader loader, int steps, int batch, int seqLen,
-        IReadOnlyCollection<int> boundaries, string fingerprint, Action<string> log)
+    /// <summary>Reuses a complete cache in <paramref name="dir"/> with the same fingerprint, else computes it there.</summary>
+    /// <param name="stage">the stage's name in the log lines.</param>
+    public static ActivationCache Build(string dir, CausalLm parent, TokenBatchLoader loader, int steps, int batch, int seqLen,
+        IReadOnlyCollection<int> boundaries, string fingerprint, string stage, Action<string> log)
     {
-        string dir = DirOf(runDir);
         string metaPath = Path.Combine(dir, "activations.json");
         var cache = new ActivationCache(dir, batch, seqLen, parent.Config.HiddenSize);
-        if (Reusable(runDir, fingerprint, steps, boundaries))
+        if (Reusable(dir, fingerprint, steps, boundaries))
         {
-            log($"library: reusing the parent activations in {dir}");
+            log($"{stage}: reusing the parent activations in {dir}");
             return cache;
         }
         // A stale cache of another fingerprint goes before the new one is written (so the disk never holds both).
@@ -99,7 +100,7 @@ public sealed class ActivationCache : IDisposable
             ["hidden"] = parent.Config.HiddenSize, ["dtype"] = "bfloat16",
             ["boundaries"] = new JsonArray(boundaries.Order().Select(b => (JsonNode)b).ToArray()),
         });
-        log($"library: cached the parent's activations at {boundaries.Count} layer boundaries for {steps} batches " +
+        log($"{stage}: cached the parent's activations at {boundaries.Count} layer boundaries for {steps} batches " +
             $"({Bytes(steps, batch, seqLen, parent.Config.HiddenSize, boundaries.Count) / (1 << 20)} MiB, bf16) in {dir}");
         return cache;
     }

@@ -56,51 +56,34 @@ public static class BlockLibraryBuilder
 
         using var train = new TokenDataset(run.DataDir, "train");
         using var validation = new TokenDataset(run.DataDir, "validation");
-        var validationIds = FixedWindows(validation, seqLen, bld.ValidationTokens, device, "block library validation (bld.validation_tokens)");
-        var calibrationIds = FixedWindows(train, seqLen, bld.CalibrationTokens, device, "channel calibration (bld.calibration_tokens)");
-        int steps = (int)Math.Max(1, bld.TokensPerVariant / ((long)bld.Batch * seqLen));
-        var schedule = new LearningRateSchedule(bld.Lr, Math.Max(1, (int)(steps * bld.WarmupFraction)), steps);
-        var settings = new AdamWSettings(bld.Beta1, bld.Beta2, bld.WeightDecay, 1e-8, bld.Clip);
+        var validationIds = BlockTraining.FixedWindows(validation, seqLen, bld.ValidationTokens, device, "block library validation (bld.validation_tokens)");
+        var calibrationIds = BlockTraining.FixedWindows(train, seqLen, bld.CalibrationTokens, device, "channel calibration (bld.calibration_tokens)");
+        int steps = BlockTraining.Steps(bld.TokensPerVariant, bld, seqLen);
+        var schedule = BlockTraining.Schedule(bld, steps);
+        var settings = BlockTraining.Settings(bld);
 
         int trained = 0, layersDone = 0;
         var layers = pending.Select(v => v.Layer).Distinct().Order().ToList();
         // Every layer trains on the same batch sequence, so one parent forward per batch serves them all.
         var trainingLayers = pending.Where(v => v.NeedsTraining).Select(v => v.Layer).Distinct().ToList();
         var boundaries = trainingLayers.SelectMany(l => new[] { l, l + 1 }).Distinct().ToList();
-        long cacheBytes = ActivationCache.Bytes(steps, bld.Batch, seqLen, config.HiddenSize, boundaries.Count);
-        var disk = ActivationCache.DiskRoom(run.Library, bld.DiskBudgetGib);
-        bool fits = trainingLayers.Count == 0 || ActivationCache.Reusable(run.Path, fingerprint, steps, boundaries) || cacheBytes <= disk.Bytes;
-        bool useCache = bld.Activations switch
-        {
-            "cache" when !fits => throw new PuzzleException(
-                $"bld: the parent's activations need {Gib(cacheBytes)} GiB of disk ({steps} steps × batch {bld.Batch} × {seqLen} tokens × hidden {config.HiddenSize} × " +
-                $"{boundaries.Count} layer boundaries × 2 bytes) but {disk.What} allows {Gib(disk.Bytes)} GiB; free disk, raise bld.disk_budget_gib, " +
-                "lower bld.tokens_per_variant, split the layers with --shard, or set bld.activations=recompute (about L/2 times the parent compute)"),
-            "cache" => true,
-            "recompute" => false,
-            "auto" => fits,
-            _ => throw new PuzzleException($"bld.activations '{bld.Activations}' is not cache, recompute or auto"),
-        };
-        using var cache = useCache && trainingLayers.Count > 0
-            ? ActivationCache.Build(run.Path, parent, new TokenBatchLoader(train, seqLen, bld.Seed), steps, bld.Batch, seqLen, boundaries, fingerprint, log)
-            : null;
+        using var cache = BlockTraining.Activations(ActivationCache.LibraryDir(run.Path), bld, parent, train, steps, seqLen, boundaries, fingerprint,
+            "bld.tokens_per_variant", "library", log);
         Trace("after the cache");
-        if (!useCache && trainingLayers.Count > 0)
-            log($"library: recomputing the parent's activations per batch (a cache would need {Gib(cacheBytes)} GiB, {disk.What} allows {Gib(disk.Bytes)} GiB)");
         foreach (int layer in layers)
         {
             var units = pending.Where(v => v.Layer == layer).ToList();
             var parentLayer = parent.Layer(layer);
             Tensor? scores = units.Any(v => v.Ffn is { IsSwiGlu: true } f && f.IntermediateSize != config.Blocks[layer].Ffn.IntermediateSize)
                 ? ChannelScores(parent, layer, calibrationIds) : null;
-            var (valInputs, valTargets) = LayerIo(parent, layer, validationIds);
+            var (valInputs, valTargets) = BlockTraining.LayerIo(parent, layer, validationIds);
 
             Trace($"layer {layer}: scores and validation io");
             var workUnits = units.Select(v => new Unit(v, config, parentLayer, scores, device, compute, settings)).ToList();
             Trace($"layer {layer}: units built");
             try
             {
-                foreach (var u in workUnits) u.NmseInit = Nmse(u.Master, parent, layer, valInputs, valTargets);
+                foreach (var u in workUnits) u.NmseInit = BlockTraining.Nmse(u.Master, parent, layer, valInputs, valTargets);
                 Trace($"layer {layer}: nmse init");
                 var training = workUnits.Where(u => u.Variant.NeedsTraining).ToList();
                 if (training.Count > 0)
@@ -112,32 +95,13 @@ public static class BlockLibraryBuilder
                     for (int step = 0; step < steps; step++)
                     {
                         using var scope = NewDisposeScope();
-                        Tensor input, target;
-                        if (cache is not null)
-                        {
-                            input = cache.Read(layer, step).to(device);
-                            target = cache.Read(layer + 1, step).to(device).to(ScalarType.Float32);
-                        }
-                        else
-                        {
-                            var ids = tensor(loader.Next(bld.Batch), [bld.Batch, seqLen + 1], device: device).narrow(1, 0, seqLen);
-                            using (no_grad())
-                            {
-                                input = parent.LayerInput(ids, layer);
-                                target = parentLayer.Forward(input, parent.PrefillInputs(seqLen, layer, parent.DType)).to(ScalarType.Float32);
-                            }
-                        }
+                        var (input, target) = BlockTraining.Batch(parent, cache, loader, bld.Batch, seqLen, layer, step);
                         var inputCompute = input.to(compute);
                         double denominator = target.pow(2).mean().item<float>();
                         double lr = schedule.At(step);
                         foreach (var u in training)
                         {
-                            using var unitScope = NewDisposeScope();
-                            var output = u.Work.Forward(inputCompute, inputs).to(ScalarType.Float32);
-                            var loss = (output - target).pow(2).mean() / denominator;
-                            loss.backward();
-                            u.LastLoss = loss.item<float>();
-                            u.Optimizer!.Step(lr);
+                            u.LastLoss = u.Block.Step(inputCompute, inputs, target, denominator, lr);
                             Trace($"layer {layer} step {step}: {u.Variant.Id}");
                         }
                         double tokensPerSecond = (step + 1) * (double)bld.Batch * seqLen / layerClock.Elapsed.TotalSeconds;
@@ -147,7 +111,7 @@ public static class BlockLibraryBuilder
                 }
                 foreach (var u in workUnits)
                 {
-                    u.NmseFinal = u.Variant.NeedsTraining ? Nmse(u.Master, parent, layer, valInputs, valTargets) : u.NmseInit;
+                    u.NmseFinal = u.Variant.NeedsTraining ? BlockTraining.Nmse(u.Master, parent, layer, valInputs, valTargets) : u.NmseInit;
                     Save(run, u, fingerprint, u.Variant.NeedsTraining ? steps : 0, (long)steps * bld.Batch * seqLen, clock);
                     if (u.Variant.NeedsTraining) trained++;
                 }
@@ -184,36 +148,16 @@ public static class BlockLibraryBuilder
         if (Runtime.NativeHeap.Tracing) Log.Info($"library: heap {where}: {Runtime.NativeHeap.Describe()}");
     }
 
-    static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
-
-    /// <summary>A variant being built: fp32 master block, compute-dtype working copy, optimizer.</summary>
-    sealed class Unit : IDisposable
+    /// <summary>A variant being built: its block (fp32 master, compute-dtype working copy, optimizer) and NMSE.</summary>
+    sealed class Unit(SubblockVariant v, ModelConfig config, DecoderLayer parentLayer, Tensor? scores, Device device, ScalarType compute, AdamWSettings settings) : IDisposable
     {
-        public SubblockVariant Variant { get; }
-        public DecoderLayer Master { get; }
-        public DecoderLayer Work { get; }
-        public MixedPrecisionOptimizer? Optimizer { get; }
+        public SubblockVariant Variant { get; } = v;
+        public TrainedBlock Block { get; } = new(dtype => VariantInitializer.BuildBlock(config, parentLayer, v, scores, device, dtype),
+            name => v.NeedsTraining && OwnsParameter(v, name), compute, settings);
+        public DecoderLayer Master => Block.Master;
         public double NmseInit, NmseFinal, LastLoss;
 
-        public Unit(SubblockVariant v, ModelConfig config, DecoderLayer parentLayer, Tensor? scores, Device device, ScalarType compute, AdamWSettings settings)
-        {
-            Variant = v;
-            Master = VariantInitializer.BuildBlock(config, parentLayer, v, scores, device, ScalarType.Float32);
-            Work = compute == ScalarType.Float32 ? Master : VariantInitializer.BuildBlock(config, parentLayer, v, scores, device, compute);
-            foreach (var block in new[] { Master, Work })
-                foreach (var (name, p) in block.named_parameters())
-                    p.requires_grad = v.NeedsTraining && OwnsParameter(v, name);
-            if (v.NeedsTraining) Optimizer = new MixedPrecisionOptimizer(Master, Work == Master ? null : Work, settings);
-            Master.eval();
-            Work.train();
-        }
-
-        public void Dispose()
-        {
-            Optimizer?.Dispose();
-            if (Work != Master) Work.Dispose();
-            Master.Dispose();
-        }
+        public void Dispose() => Block.Dispose();
     }
 
     /// <summary>Whether a block parameter belongs to the variant's sublayer (attention: input norm + self_attn).</summary>
@@ -235,50 +179,6 @@ public static class BlockLibraryBuilder
         var record = new VariantRecord(v.Id, v.Layer, v.Kind, v.Attention, v.Ffn, v.IsParent, v.NeedsTraining, file, parameters,
             steps, v.NeedsTraining ? tokens : 0, u.NmseInit, u.NmseFinal, clock.Elapsed.TotalSeconds, fingerprint);
         IO.AtomicFile.WriteJson(BlockLibrary.RecordPath(run.Path, v.Id), record.ToJson());
-    }
-
-    /// <summary>The first windows of a split, in order: [N, T]; an error naming the split when it is too small.</summary>
-    static Tensor FixedWindows(TokenDataset data, int seqLen, long tokens, Device device, string purpose)
-    {
-        var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
-        int rows = data.Manifest.RequireWindows(data.Split, tokens, purpose);
-        return tensor(loader.Next(rows), [rows, seqLen + 1], device: device).narrow(1, 0, seqLen);
-    }
-
-    /// <summary>Parent inputs to and outputs of one layer on fixed windows, in chunks: ([N, T, H], [N, T, H]).</summary>
-    static (Tensor Inputs, Tensor Targets) LayerIo(CausalLm parent, int layer, Tensor ids)
-    {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var inputs = new List<Tensor>();
-        var targets = new List<Tensor>();
-        var attention = parent.PrefillInputs(ids.shape[1], layer, parent.DType);
-        for (long start = 0; start < ids.shape[0]; start += 16)
-        {
-            var chunk = ids.narrow(0, start, Math.Min(16, ids.shape[0] - start));
-            var h = parent.LayerInput(chunk, layer);
-            inputs.Add(h.to(ScalarType.Float32));                                               // the units' fp32 masters take fp32
-            targets.Add(parent.Layer(layer).Forward(h, attention).to(ScalarType.Float32));
-        }
-        return (cat(inputs, 0).MoveToOuterDisposeScope(), cat(targets, 0).MoveToOuterDisposeScope());
-    }
-
-    /// <summary>MSE(o, o_parent) / MSE(0, o_parent) of a block on the validation inputs.</summary>
-    public static double Nmse(DecoderLayer block, CausalLm parent, int layer, Tensor inputs, Tensor targets)
-    {
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var attention = parent.PrefillInputs(inputs.shape[1], layer, ScalarType.Float32);
-        double error = 0, energy = 0;
-        for (long start = 0; start < inputs.shape[0]; start += 16)
-        {
-            long n = Math.Min(16, inputs.shape[0] - start);
-            var output = block.Forward(inputs.narrow(0, start, n), attention);
-            var target = targets.narrow(0, start, n);
-            error += (output - target).pow(2).sum().item<float>();
-            energy += target.pow(2).sum().item<float>();
-        }
-        return error / energy;
     }
 
     /// <summary>Channel contributions of layer <paramref name="layer"/>'s FFN on the calibration windows.</summary>
