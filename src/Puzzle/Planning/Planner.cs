@@ -276,8 +276,35 @@ public static partial class Planner
         // 7. Assemble: streamed; the largest tensor read and converted.
         long largest = (long)V * H;
         // Each child tensor read from the parent's or the library's safetensors, converted to the parent's stored dtype and written.
-        plans.Add(Stage("7 assemble", 0, R0 + largest * (4 + 2), assembled, "host RAM; streamed; the child is at most the parent's size",
-            load: Load(child, 2), write: Write(assembled), host: true));
+        // With assembly.coupled_bld_tokens: coupled BLD first (CoupledBld), bounded by every layer trained at the parent's
+        // block size (layers kept as the parent's are skipped; the child's blocks are smaller): BLD's terms for one whole
+        // block per layer, trained at a time, each saved in fp32; the parent's activations the library's cache where it
+        // holds the same batches (the same tokens), else a cache of its own at every boundary.
+        long coupledTokens = run.Assembly.CoupledBldTokens;
+        double coupledSeconds = 0, coupledLoad = 0, coupledWrite = 0;
+        long coupledPeak = 0, coupledDisk = 0;
+        if (coupledTokens > 0)
+        {
+            int cSteps = (int)Math.Max(1, coupledTokens / stepTokens);
+            bool libraryCache = cSteps == steps && bld.Activations != "recompute" && trainingLayers.Count == L;
+            long blockMax = Enumerable.Range(0, L).Max(c.BlockParameters);
+            long blocks = Enumerable.Range(0, L).Sum(c.BlockParameters);
+            long ownCache = libraryCache || bld.Activations == "recompute" ? 0 : ActivationCache.Bytes(cSteps, bld.Batch, T, H, L + 1);
+            double cParent = (ownCache > 0 ? BlocksForwardFlops(c, 0, L, T, bld.Batch) * cSteps : 0)
+                             + Enumerable.Range(0, L).Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows);   // each layer's validation inputs
+            double cFp32 = 2 * 2.0 * blocks * valRows * T;                                              // NMSE before and after
+            double cCompute = 3 * 2.0 * blocks * stepTokens * cSteps;                                   // forward + backward of the whole block
+            coupledSeconds = cParent / (bf16Parent ? cal.ComputeRate : cal.Fp32Rate) + cFp32 / cal.Fp32Rate + cCompute / cal.Training
+                             + cSteps * (double)blocks * cal.StepSecondsPerParameter + L * 2 * cal.BlockBuildSeconds;
+            coupledPeak = R0 + parentWeights + PerGpu((4L + copy) * blockMax + (4L + copy + 8) * blockMax + unitActivations + validation) + bldSlack;
+            coupledDisk = ownCache + 4 * blocks;
+            coupledLoad = Load(P, bf16Parent ? 2 : 4);
+            coupledWrite = Write(coupledDisk);
+        }
+        plans.Add(Stage("7 assemble", coupledSeconds, Math.Max(R0 + largest * (4 + 2), coupledPeak), assembled + coupledDisk,
+            "host RAM; streamed; the child is at most the parent's size" +
+            (coupledTokens > 0 ? $"; coupled BLD: up to {L} layers × {coupledTokens:N0} tokens" : ""),
+            load: Load(child, 2) + coupledLoad, write: Write(assembled) + coupledWrite, host: coupledTokens == 0 || !cal.OnGpu));
 
         plans.Add(Stage("8 distill (GKD)", gkdSeconds,
             gkdPeak, child * 4L + trainable * (4L + 8),
