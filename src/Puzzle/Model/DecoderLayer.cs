@@ -55,7 +55,7 @@ public sealed class DecoderLayer : nn.Module
     {
         if (_selfAttn is null) return h.alias();
         using var scope = NewDisposeScope();
-        return (h + _selfAttn.Forward(_inputLayernorm!.call(h), inputs)).MoveToOuterDisposeScope();
+        return h.add(_selfAttn.Forward(_inputLayernorm!.call(h), inputs), One).MoveToOuterDisposeScope();
     }
 
     /// <summary>The FFN half alone: h + FFN(RMSNorm_post(h)); a copy of h for no-op.</summary>
@@ -63,6 +63,13 @@ public sealed class DecoderLayer : nn.Module
     {
         if (_mlp is null) return h.alias();
         using var scope = NewDisposeScope();
-        return (h + _mlp.call(_postAttentionLayernorm!.call(h))).MoveToOuterDisposeScope();
+        return h.add(_mlp.call(_postAttentionLayernorm!.call(h)), One).MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// The residual adds' alpha, held for the process: `a + b` makes an implicit Scalar that nothing references once its
+    /// handle is read, and a GC finalizing it during the native add failed a test in Scalar::toFloat (BaselinesTests on
+    /// 3 Dec, as LongContextTests' masked_fill did before; commit 04208ae).
+    /// </summary>
+    static readonly Scalar One = 1.ToScalar();
 }
