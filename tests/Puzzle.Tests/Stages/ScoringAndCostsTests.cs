@@ -218,9 +218,11 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         Assert.Equal(first.MeasuredCheck.Attempts.Where(a => !a.Suspect).Select(a => (a.EstimatedRatio, a.MeasuredRatio)).Distinct(), evidence);
         var solvedAgain = Puzzle.Stages.Search.SearchStage.Run(directory, new Puzzle.Stages.Search.SearchRequest { Target = "measured", MinThroughputRatio = 1.1, Name = "measured-3" }, repeatLogs.Add);
         var third = SolutionFile.Read(solvedAgain[0].Path);
-        double correction = Puzzle.Stages.Costs.TimingStatistic.Median.Apply([.. evidence.Select(e => e.Measured / e.Estimated)]);
+        // (The costs are timed here: a check can come out suspect on a loaded machine, and suspect checks are no evidence.)
+        double correction = evidence.Count == 0 ? 1 : Puzzle.Stages.Costs.TimingStatistic.Median.Apply([.. evidence.Select(e => e.Measured / e.Estimated)]);
         Assert.Equal(third.Constraints.MaxTimeMs!.Value * correction, third.MeasuredCheck!.Attempts[0].MaxTimeMs!.Value, 9);
-        Assert.Contains(repeatLogs, l => l.Contains($"{evidence.Count} architectures checked before on these costs"));
+        if (evidence.Count > 0) Assert.Contains(repeatLogs, l => l.Contains($"{evidence.Count} architectures checked before on these costs"));
+        else Assert.DoesNotContain(repeatLogs, l => l.Contains("checked before on these costs"));
 
         // A check far from the estimate (a timer that answers 40x, then 30x) is timed once more and, still far, kept and
         // marked suspect in the solution file and the cache; the same request again reads it back without timing.
