@@ -140,7 +140,7 @@ public static partial class SearchStage
         {
             for (int k = 0; k < earlier.Count; k++)
             {
-                var (file, from) = earlier[k];
+                var file = earlier[k].File;
                 var copy = file with { Name = SolutionName(request.Name, k), Probe = null };
                 copy.Write(stored[k]);
                 var choice = ChoiceOf(problem, copy, stored[k]);
@@ -166,14 +166,13 @@ public static partial class SearchStage
         {
             var asked = request.AttentionLadder && firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints;
             var exclude = request.AttentionLadder ? [] : previous;          // the ladder's rungs differ by construction
-            bool checks = anyChecks;
             // Solved at the bound the checks so far say meets the target, not at the cost model's own bound: they have
             // measured the model's error on this machine.
             var evidence = pooled.Count > 0 ? pooled : runEvidence;
-            var start = checks && evidence.Count > 0 ? asked with { MaxTimeMs = constraints.MaxTimeMs!.Value * Correction(evidence) } : asked;
+            var start = anyChecks && evidence.Count > 0 ? asked with { MaxTimeMs = constraints.MaxTimeMs!.Value * Correction(evidence) } : asked;
             var solution = MipSearch.Solve(problem, start, exclude, request.Diversity, request.RelativeGap);
             MeasuredCheck? check = null;
-            if (solution is not null && checks)
+            if (solution is not null && anyChecks)
             {
                 (solution, check) = CheckMeasured(run, problem, asked, start, exclude, request, solution!, parent.TimeMs / constraints.MaxTimeMs!.Value, pooled, log);
                 pooled.AddRange(check.Attempts);
@@ -235,12 +234,12 @@ public static partial class SearchStage
         }
         foreach (string path in Directory.GetFiles(folder, "*.json").Order(StringComparer.Ordinal))
         {
-            if (Read(path) is not { } first || first.Fingerprint != key || Path.GetFileNameWithoutExtension(path) != first.Name) continue;
+            if (Read(path) is not { } first || Path.GetFileNameWithoutExtension(path) != first.Name) continue;
             var all = new List<(SolutionFile, string)> { (first, path) };
             for (int k = 1; k < solutions; k++)
             {
                 string next = Path.Combine(folder, SolutionName(first.Name, k) + ".json");
-                if (Read(next) is { } f && f.Fingerprint == key) all.Add((f, next)); else break;
+                if (Read(next) is { } f) all.Add((f, next)); else break;
             }
             if (all.Count == solutions) return all;
         }
