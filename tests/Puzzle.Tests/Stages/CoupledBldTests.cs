@@ -23,18 +23,7 @@ public sealed class CoupledBldFixture
 
     public CoupledBldFixture()
     {
-        string corpus = CorpusFixtures.TextFolder(60);
-        DataDir = TestSupport.TempDir();
-        DataPreparer.Prepare(new DataPrepareOptions
-        {
-            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = DataDir, SeqLen = 32, ValidationFraction = 0.15, TestFraction = 0.1,
-        }, log: _ => { });
-        ParentDir = TestSupport.TempDir();
-        Pretrainer.Run(new PretrainOptions
-        {
-            DataDir = DataDir, OutDir = ParentDir, Shape = new ModelShape(3, 64, 4, 2, 128), Tokens = 8 * 32 * 40, Batch = 8,
-            LearningRate = 3e-3, CheckpointEvery = 1000, EvalEvery = 1000, Precision = "bf16",
-        }, _ => { });
+        (ParentDir, DataDir) = RunFixture.Pretrained(new ModelShape(3, 64, 4, 2, 128));
         _template = TestSupport.TempDir();
         var config = new RunConfig
         {

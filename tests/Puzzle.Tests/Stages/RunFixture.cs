@@ -12,20 +12,24 @@ public sealed class RunFixture
     public string ParentDir { get; }
     public string DataDir { get; }
 
-    public RunFixture()
+    public RunFixture() => (ParentDir, DataDir) = Pretrained(ModelShape.Presets["tiny"]);
+
+    /// <summary>A parent of <paramref name="shape"/> pretrained on a synthetic corpus (60 documents, windows of 32), and its prepared data.</summary>
+    public static (string ParentDir, string DataDir) Pretrained(ModelShape shape)
     {
         string corpus = CorpusFixtures.TextFolder(60);
-        DataDir = TestSupport.TempDir();
+        string dataDir = TestSupport.TempDir();
         DataPreparer.Prepare(new DataPrepareOptions
         {
-            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = DataDir, SeqLen = 32, ValidationFraction = 0.15, TestFraction = 0.1,
+            TokenizerDir = CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = dataDir, SeqLen = 32, ValidationFraction = 0.15, TestFraction = 0.1,
         }, log: _ => { });
-        ParentDir = TestSupport.TempDir();
+        string parentDir = TestSupport.TempDir();
         Pretrainer.Run(new PretrainOptions
         {
-            DataDir = DataDir, OutDir = ParentDir, Shape = ModelShape.Presets["tiny"], Tokens = 8 * 32 * 40, Batch = 8,
+            DataDir = dataDir, OutDir = parentDir, Shape = shape, Tokens = 8 * 32 * 40, Batch = 8,
             LearningRate = 3e-3, CheckpointEvery = 1000, EvalEvery = 1000, Precision = "bf16",
         }, _ => { });
+        return (parentDir, dataDir);
     }
 
     /// <summary>A new run directory whose config points at the fixture's parent and data, with small budgets.</summary>

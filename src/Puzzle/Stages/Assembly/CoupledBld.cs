@@ -109,7 +109,7 @@ public static class CoupledBld
         var pending = layers.Where(l => !records.ContainsKey(l)).ToList();
         log($"assemble: coupled BLD of {layers.Count} of {choices.Count} layers (the others are the parent's or no-op/no-op), {records.Count} already done, " +
             $"{pending.Count} to train ({tokens:N0} tokens each = {steps} steps of batch {bld.Batch} × {seqLen}, {compute} compute)");
-        if (pending.Count > 0) Train(run, choices, pending, keys, steps, device, compute, parentDtype, libraryFingerprint, records, log);
+        if (pending.Count > 0) Train(run, choices, pending, keys, steps, seqLen, device, compute, parentDtype, libraryFingerprint, records, log);
         var ordered = layers.Select(l => records[l]).ToList();
         foreach (var r in ordered)
             log($"assemble: coupled BLD layer {r.Layer} ({r.Attention} + {r.Ffn}): validation NMSE {r.NmseBefore:G4} -> {r.NmseAfter:G4}");
@@ -117,14 +117,13 @@ public static class CoupledBld
     }
 
     static void Train(RunDirectory run, IReadOnlyList<(SubblockVariant Attention, SubblockVariant Ffn)> choices, List<int> pending,
-        Dictionary<int, string> keys, int steps, Device device, ScalarType compute, ScalarType parentDtype, string libraryFingerprint,
+        Dictionary<int, string> keys, int steps, int seqLen, Device device, ScalarType compute, ScalarType parentDtype, string libraryFingerprint,
         Dictionary<int, CoupledLayerRecord> records, Action<string> log)
     {
         var bld = run.Config.Bld;
         using var parent = Checkpoint.Load(run.ParentDir, device, parentDtype);
         parent.eval();
         foreach (var p in parent.parameters()) p.requires_grad = false;
-        int seqLen = DataManifest.Read(run.DataDir).SeqLen;
         using var train = new TokenDataset(run.DataDir, "train");
         using var validation = new TokenDataset(run.DataDir, "validation");
         using var validationIds = BlockTraining.FixedWindows(validation, seqLen, bld.ValidationTokens, device, "block library validation (bld.validation_tokens)");
