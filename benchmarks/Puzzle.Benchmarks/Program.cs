@@ -5,7 +5,8 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 using Puzzle.Benchmarks;
 using Puzzle.Runtime;
 
-// The CLI's own process settings (allocator, threads), so a benchmark measures what the CLI does.
+// The CLI's own process settings (allocator, huge pages, threads), so a benchmark measures what the CLI does.
+ProcessSetup.RestartWithHugePages("Puzzle.Benchmarks");
 Console.WriteLine($"process: {ProcessSetup.Apply().Describe()}");
 
 // Scenario benchmarks print their own figures; the rest run under BenchmarkDotNet, in-process (TorchSharp loads

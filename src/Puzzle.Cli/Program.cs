@@ -6,6 +6,7 @@ using Puzzle.Runtime;
 // Allocator and thread settings, the same whichever way the program was started (Runtime/ProcessSetup.cs).
 try
 {
+    ProcessSetup.RestartWithHugePages(SelfLaunch.CliAssemblyName);
     ProcessSetup.Apply();
 }
 catch (Puzzle.PuzzleException e)

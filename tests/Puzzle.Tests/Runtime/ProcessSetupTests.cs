@@ -111,5 +111,41 @@ public sealed class ProcessSetupTests
         (code, stdout, stderr) = Cli(TestSupport.CliLaunch.Executable, new Dictionary<string, string?> { ["PUZZLE_THREADS"] = "two" }, "--version");
         Assert.Equal(1, code);
         Assert.Equal("error: PUZZLE_THREADS: 'two' is not a positive whole number of threads", stderr.Trim());
+        // The exit code and the error come through the restart with huge pages (the same process, execve).
+        (code, stdout, stderr) = Cli(TestSupport.CliLaunch.DotnetHost, new Dictionary<string, string?> { ["PUZZLE_THREADS"] = "two" }, "--version");
+        Assert.Equal(1, code);
+        Assert.Equal("error: PUZZLE_THREADS: 'two' is not a positive whole number of threads", stderr.Trim());
+    }
+
+    [Fact]
+    public void HugePages_RestartOnlyWhereTheKernelGivesThemOnRequest_AndNobodyChoseOtherwise()
+    {
+        Assert.True(ProcessSetup.WantsHugePagesRestart(true, "madvise", null, null, null));
+        Assert.True(ProcessSetup.WantsHugePagesRestart(true, "madvise", "glibc.malloc.top_pad=1", "", null));
+        Assert.False(ProcessSetup.WantsHugePagesRestart(false, "madvise", null, null, null));              // not Linux
+        Assert.False(ProcessSetup.WantsHugePagesRestart(true, "always", null, null, null));                // every page may be huge already
+        Assert.False(ProcessSetup.WantsHugePagesRestart(true, "never", null, null, null));
+        Assert.False(ProcessSetup.WantsHugePagesRestart(true, null, null, null, null));                    // no THP in this kernel
+        Assert.False(ProcessSetup.WantsHugePagesRestart(true, "madvise", "glibc.malloc.hugetlb=0", null, null));   // the user's choice
+        Assert.False(ProcessSetup.WantsHugePagesRestart(true, "madvise", null, "default", null));
+        Assert.False(ProcessSetup.WantsHugePagesRestart(true, "madvise", null, null, "1"));                // restarted once already
+    }
+
+    /// <summary>The CLI restarts itself once with glibc.malloc.hugetlb=1 where THP is "madvise"; PUZZLE_MALLOC=default does not.</summary>
+    [SkippableFact]
+    public void Version_ReportsHugePages_AfterTheRestart()
+    {
+        Skip.IfNot(OnGlibc() && ProcessSetup.ThpMode() == "madvise", "transparent huge pages are not in madvise mode on this machine");
+        foreach (var launch in new[] { TestSupport.CliLaunch.Executable, TestSupport.CliLaunch.DotnetHost })
+        {
+            var (code, stdout, stderr) = Cli(launch, new Dictionary<string, string?>(), "--version");
+            Assert.True(code == 0, stderr);
+            Assert.Contains("huge pages glibc.malloc.hugetlb=1", stdout);
+            Assert.Equal("", stderr);
+        }
+        var (_, plain, _) = Cli(TestSupport.CliLaunch.Executable, new Dictionary<string, string?> { ["PUZZLE_MALLOC"] = "default" }, "--version");
+        Assert.DoesNotContain("hugetlb", plain);
+        var (_, user, _) = Cli(TestSupport.CliLaunch.Executable, new Dictionary<string, string?> { ["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=0" }, "--version");
+        Assert.Contains("huge pages glibc.malloc.hugetlb=0", user);                                  // the user's setting, reported as is
     }
 }
