@@ -18,7 +18,10 @@ public static partial class Planner
     /// </summary>
     public static Calibration Calibrate(ModelConfig parent, int seqLen, ScalarType compute, double seconds = 1.5, string? parentDir = null, double startupSeconds = 0)
     {
+        // The runtime before any tensor work (libtorch is loaded by the first torch call, no_grad below, if not before):
+        // what a stage that builds no model holds.
         using var noGrad = no_grad();
+        long startup = Process.GetCurrentProcess().WorkingSet64;
         var one = parent with { Blocks = [parent.Blocks[0]], VocabSize = Math.Min(parent.VocabSize, 1024), BosTokenId = null, EosTokenIds = [], PadTokenId = null, MaxPositionEmbeddings = Math.Max(parent.MaxPositionEmbeddings, seqLen) };
         double Rate(ScalarType dtype)
         {
@@ -131,7 +134,7 @@ public static partial class Planner
         {
             TrainRate = train, BlockBuildSeconds = build, LogitSeconds = logit, DecodeLayerSeconds = decode, MatVecSecondsPerWeight = matvec,
             StepSecondsPerParameter = step, InitSecondsPerWeight = init,
-            StartupSeconds = startupSeconds, LoadFp32SecondsPerParameter = loadFp32, LoadComputeSecondsPerParameter = loadCompute, WriteBytesPerSecond = write,
+            StartupSeconds = startupSeconds, StartupBytes = startup, LoadFp32SecondsPerParameter = loadFp32, LoadComputeSecondsPerParameter = loadCompute, WriteBytesPerSecond = write,
         };
     }
 
@@ -153,7 +156,10 @@ public static partial class Planner
     /// </summary>
     static (double Fp32, double Compute) LoadSecondsPerParameter(ModelConfig parent, string? parentDir, ScalarType compute)
     {
+        // The runtime before any tensor work (libtorch is loaded by the first torch call, no_grad below, if not before):
+        // what a stage that builds no model holds.
         using var noGrad = no_grad();
+        long startup = Process.GetCurrentProcess().WorkingSet64;
         var one = parent with { Blocks = [parent.Blocks[0]] };
         string? temp = null;
         try

@@ -63,6 +63,16 @@ public sealed record Calibration(string Source, double Fp32Rate, double ComputeR
     /// <summary>Bytes per second at which a stage writes a checkpoint (flushed to disk).</summary>
     public double WriteBytesPerSecond { get; init; } = 1e9;
 
+    /// <summary>
+    /// Resident bytes of a stage's process that has started (.NET, libtorch and OR-Tools loaded, configs read) but done no
+    /// tensor work: the plan's own, read before its calibration; 0: <see cref="BaselineBytes"/>. The floor of a stage
+    /// that builds no model (the search without measured checks or probes: the MIP over scores.json and costs.json).
+    /// </summary>
+    public long StartupBytes { get; init; }
+
+    /// <summary>The floor of a stage that does no tensor work: <see cref="StartupBytes"/>, at most <see cref="BaselineBytes"/>.</summary>
+    public long IdleFloorBytes => StartupBytes > 0 ? Math.Min(StartupBytes, BaselineBytes > 0 ? BaselineBytes : StartupBytes) : BaselineBytes;
+
 
     public bool OnGpu => Gpus > 0;
 }
@@ -265,7 +275,9 @@ public static partial class Planner
         double probeSeconds = probes ? solutions * GkdSeconds(probeTokens) : 0;
         // The measured checks run in the engine timer as in costs: both models (the child at most the parent) with their
         // fused copies, one request live and the C heap's slack of one more.
-        long searchPeak = R0 + (measuredChecks ? 2 * (P + parentFused) * (long)mb + request + engineSlack : 0);
+        // Without them (a roofline target, or a GPU) the stage builds no model: the MIP over scores.json
+        // and costs.json (a few thousand binaries even at 80 layers) in a process that has only started.
+        long searchPeak = measuredChecks ? R0 + 2 * (P + parentFused) * (long)mb + request + engineSlack : cal.IdleFloorBytes;
         plans.Add(Stage("6 search", 5 + (measuredChecks ? solutions * 4 * 8 * generateSeconds : 0) + probeSeconds,
             probes ? Math.Max(searchPeak, gkdPeak) : searchPeak, probes ? assembled + child * 4L + trainable * 12L : 1 << 20,
             (measuredChecks ? $"MIP + up to 4 measured checks per solution ({solutions})" : "MIP only") +
@@ -421,7 +433,7 @@ public static partial class Planner
         ["calibration"] = new JsonObject
         {
             ["source"] = cal.Source, ["fp32_flops_per_s"] = cal.Fp32Rate, ["compute_flops_per_s"] = cal.ComputeRate,
-            ["compute_dtype"] = cal.Compute.ToString(), ["baseline_bytes"] = cal.BaselineBytes, ["gpus"] = cal.Gpus,
+            ["compute_dtype"] = cal.Compute.ToString(), ["baseline_bytes"] = cal.BaselineBytes, ["startup_bytes"] = cal.StartupBytes, ["gpus"] = cal.Gpus,
             ["startup_seconds"] = Math.Round(cal.StartupSeconds, 2), ["load_fp32_seconds_per_parameter"] = cal.LoadFp32SecondsPerParameter,
             ["load_compute_seconds_per_parameter"] = cal.LoadComputeSecondsPerParameter, ["write_bytes_per_second"] = cal.WriteBytesPerSecond,
         },
