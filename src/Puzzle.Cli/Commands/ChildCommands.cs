@@ -20,12 +20,12 @@ internal static class ChildCommands
         var run = CliSupport.RunOption();
         var solution = new Option<string>("--solution") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
         var output = new Option<string?>("--out") { Description = "child directory to write (DeciLM); default RUN/child for the child solution, else RUN/NAME" };
-        var command = new Command("assemble", "Assemble the child of a solution from the parent and the block library.") { run, solution, output };
+        var command = new Command("assemble", "Assemble the child of a solution from the parent and the block library (with coupled BLD first where assembly.coupled_bld_tokens is set).") { run, solution, output };
         command.SetAction(r => CliSupport.Run(() =>
         {
             var runDir = new RunDirectory(r.GetValue(run)!);
             string name = r.GetValue(solution)!;
-            var result = ChildAssembler.Run(runDir, name, r.GetValue(output) ?? runDir.Artifact(name));
+            var result = AssemblyStage.Assemble(runDir, name, r.GetValue(output) ?? runDir.Artifact(name));
             Console.WriteLine($"{result.OutDir}: {result.Parameters:N0} parameters (estimate {result.EstimatedParameters:N0})");
             return 0;
         }));

@@ -198,6 +198,30 @@ public sealed class CoupledBldTests(CoupledBldFixture fixture) : IClassFixture<C
     }
 
     [Fact]
+    public void PuzzleAssemble_OfASolution_RunsCoupledBld_AsStage7Does()
+    {
+        string path = fixture.NewRun(Solution);
+        var on = new RunDirectory(path, On);
+        Assert.True(AssemblyStage.Run(on, _ => { }));
+        // `puzzle assemble --solution child --out DIR`: the stage's coupled blocks reused, the same child bitwise, the same record.
+        string manual = TestSupport.TempDir();
+        var log = new List<string>();
+        AssemblyStage.Assemble(on, ChildRecipe.Solution, manual, log.Add);
+        Assert.Contains(log, l => l.Contains("2 already done, 0 to train", StringComparison.Ordinal));
+        Assert.Equal(Weights(on.Child), Weights(manual));
+        Assert.Equal(JsonFile.Read(Path.Combine(on.Child, AssemblyStage.CoupledFile))["key"].String(),
+            JsonFile.Read(Path.Combine(manual, AssemblyStage.CoupledFile))["key"].String());
+        // Off: the library's decoupled blocks, no record (one left in DIR by an earlier assembly is removed).
+        var off = new RunDirectory(path);
+        AssemblyStage.Assemble(off, ChildRecipe.Solution, manual, _ => { });
+        string plain = TestSupport.TempDir();
+        ChildAssembler.Run(off, ChildRecipe.Solution, plain, _ => { });
+        Assert.Equal(Weights(plain), Weights(manual));
+        Assert.NotEqual(Weights(on.Child), Weights(manual));
+        Assert.False(File.Exists(Path.Combine(manual, AssemblyStage.CoupledFile)));
+    }
+
+    [Fact]
     public void CoupledBld_TrainsOnlyLayersThatDifferFromTheParent_AndHaveSomethingToTrain()
     {
         var run = new RunDirectory(fixture.NewRun(Solution));

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
 using Puzzle.IO;
 
 namespace Puzzle.Stages.Assembly;
@@ -36,13 +37,35 @@ public static class AssemblyStage
             }
             Log.Warning($"{child}: library variants it was assembled from were trained again, the coupled BLD setting changed (or the record is missing); assembling it again");
         }
-        CoupledResult? blocks = coupled ? CoupledBld.Run(run, ChildAssembler.Choices(run, solutionPath, solution["layers"].Items()), log) : null;
-        ChildAssembler.Run(run, ChildRecipe.Solution, child, log, blocks?.Weights);
-        string coupledPath = Path.Combine(child, CoupledFile);
-        if (blocks is not null) AtomicFile.WriteJson(coupledPath, CoupledBld.Summary(run, blocks, key));
-        else if (File.Exists(coupledPath)) File.Delete(coupledPath);
+        Assemble(run, ChildRecipe.Solution, child, log);
         AtomicFile.WriteJson(libraryKeyPath, new JsonObject { ["format_version"] = 1, ["key"] = key });
         return true;
+    }
+
+    /// <summary>
+    /// The child of solution <paramref name="solutionName"/> in <paramref name="outDir"/>, as stage 7 builds the run's
+    /// child: with assembly.coupled_bld_tokens, its changed layers trained as whole blocks first (<see cref="CoupledBld"/>;
+    /// shared with every solution choosing the same variants for a layer) and recorded in <see cref="CoupledFile"/>.
+    /// What `puzzle assemble --solution NAME` runs.
+    /// </summary>
+    public static AssemblyResult Assemble(RunDirectory run, string solutionName, string outDir, Action<string>? log = null)
+    {
+        log ??= Log.Info;
+        string solutionPath = run.Solution(solutionName);
+        CoupledResult? blocks = null;
+        string? key = null;
+        // A missing solution or one of another parent's depth: the assembler's own error.
+        if (run.Config.Assembly.CoupledBldTokens > 0 && File.Exists(solutionPath)
+            && JsonFile.Read(solutionPath) is var solution && solution["layers"].Items() is { } layers && layers.Count == HfConfig.Read(run.ParentDir).NumLayers)
+        {
+            blocks = CoupledBld.Run(run, ChildAssembler.Choices(run, solutionPath, layers), log);
+            key = CoupledBld.ChildKey(run, LibraryKey(run, solution));
+        }
+        var result = ChildAssembler.Run(run, solutionName, outDir, log, blocks?.Weights);
+        string coupledPath = Path.Combine(outDir, CoupledFile);
+        if (blocks is not null) AtomicFile.WriteJson(coupledPath, CoupledBld.Summary(run, blocks, key!));
+        else if (File.Exists(coupledPath)) File.Delete(coupledPath);
+        return result;
     }
 
     /// <summary>The library records of the variants a solution uses: changes when one of them was trained again.</summary>

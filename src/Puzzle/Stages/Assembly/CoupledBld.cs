@@ -127,7 +127,6 @@ public static class CoupledBld
         using var train = new TokenDataset(run.DataDir, "train");
         using var validation = new TokenDataset(run.DataDir, "validation");
         using var validationIds = BlockTraining.FixedWindows(validation, seqLen, bld.ValidationTokens, device, "block library validation (bld.validation_tokens)");
-        var schedule = BlockTraining.Schedule(bld, steps);
         var settings = BlockTraining.Settings(bld);
 
         // The parent's activations: the library's cache where it holds these batches (same fingerprint and steps), else our own.
@@ -146,16 +145,8 @@ public static class CoupledBld
                 try
                 {
                     double before = BlockTraining.Nmse(block.Master, parent, layer, valInputs, valTargets);
-                    var loader = new TokenBatchLoader(train, seqLen, bld.Seed);
-                    using var inputs = new DisposableAttention(parent.PrefillInputs(seqLen, layer, compute));
                     double loss = before;
-                    for (int step = 0; step < steps; step++)
-                    {
-                        using var scope = NewDisposeScope();
-                        var (input, target) = BlockTraining.Batch(parent, cache, loader, bld.Batch, seqLen, layer, step);
-                        double denominator = target.pow(2).mean().item<float>();
-                        loss = block.Step(input.to(compute), inputs.Value, target, denominator, schedule.At(step));
-                    }
+                    BlockTraining.TrainLayer(parent, cache, train, bld, seqLen, layer, steps, compute, [block], (_, losses) => loss = losses[0]);
                     double trainSeconds = clock.Elapsed.TotalSeconds;
                     double after = BlockTraining.Nmse(block.Master, parent, layer, valInputs, valTargets);
                     var tensors = block.Master.named_parameters().Select(p => (p.name, (Tensor)p.parameter)).ToList();
@@ -176,19 +167,6 @@ public static class CoupledBld
             }
         }
         if (Directory.Exists(ownCache)) Directory.Delete(ownCache, recursive: true);         // every layer is done: its batches are not needed again
-    }
-
-    /// <summary>Attention inputs (RoPE tables, mask) owned for the length of a layer's training.</summary>
-    sealed class DisposableAttention(AttentionInputs value) : IDisposable
-    {
-        public AttentionInputs Value { get; } = value;
-
-        public void Dispose()
-        {
-            Value.Cos.Dispose();
-            Value.Sin.Dispose();
-            Value.Mask?.Dispose();
-        }
     }
 
     /// <summary>The per-layer table the child carries (RUN/child/puzzle_coupled_bld.json).</summary>

@@ -59,7 +59,6 @@ public static class BlockLibraryBuilder
         var validationIds = BlockTraining.FixedWindows(validation, seqLen, bld.ValidationTokens, device, "block library validation (bld.validation_tokens)");
         var calibrationIds = BlockTraining.FixedWindows(train, seqLen, bld.CalibrationTokens, device, "channel calibration (bld.calibration_tokens)");
         int steps = BlockTraining.Steps(bld.TokensPerVariant, bld, seqLen);
-        var schedule = BlockTraining.Schedule(bld, steps);
         var settings = BlockTraining.Settings(bld);
 
         int trained = 0, layersDone = 0;
@@ -88,25 +87,18 @@ public static class BlockLibraryBuilder
                 var training = workUnits.Where(u => u.Variant.NeedsTraining).ToList();
                 if (training.Count > 0)
                 {
-                    var loader = new TokenBatchLoader(train, seqLen, bld.Seed);
                     var tasks = training.ToDictionary(u => u, u => progress.Start($"{u.Variant.Id}", steps));
                     var layerClock = Stopwatch.StartNew();
-                    var inputs = parent.PrefillInputs(seqLen, layer, compute);
-                    for (int step = 0; step < steps; step++)
+                    BlockTraining.TrainLayer(parent, cache, train, bld, seqLen, layer, steps, compute, training.Select(u => u.Block).ToList(), (step, losses) =>
                     {
-                        using var scope = NewDisposeScope();
-                        var (input, target) = BlockTraining.Batch(parent, cache, loader, bld.Batch, seqLen, layer, step);
-                        var inputCompute = input.to(compute);
-                        double denominator = target.pow(2).mean().item<float>();
-                        double lr = schedule.At(step);
-                        foreach (var u in training)
-                        {
-                            u.LastLoss = u.Block.Step(inputCompute, inputs, target, denominator, lr);
-                            Trace($"layer {layer} step {step}: {u.Variant.Id}");
-                        }
+                        Trace($"layer {layer} step {step}");
                         double tokensPerSecond = (step + 1) * (double)bld.Batch * seqLen / layerClock.Elapsed.TotalSeconds;
-                        foreach (var u in training) tasks[u].Report(step + 1, $"nmse {u.LastLoss:F4} | {tokensPerSecond:N0} tok/s");
-                    }
+                        for (int i = 0; i < training.Count; i++)
+                        {
+                            training[i].LastLoss = losses[i];
+                            tasks[training[i]].Report(step + 1, $"nmse {losses[i]:F4} | {tokensPerSecond:N0} tok/s");
+                        }
+                    });
                     foreach (var task in tasks.Values) task.Dispose();
                 }
                 foreach (var u in workUnits)

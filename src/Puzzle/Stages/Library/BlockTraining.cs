@@ -68,6 +68,41 @@ public static class BlockTraining
         }
     }
 
+    /// <summary>
+    /// Trains <paramref name="blocks"/> (the units of one layer: the library's variants, or a coupled block) on the
+    /// same <paramref name="steps"/> batches of the bld seed's order: per step the parent's input and output of layer
+    /// <paramref name="layer"/> (<see cref="Batch"/>), each block's NMSE step at the schedule's learning rate, then
+    /// <paramref name="onStep"/> with the step and each block's loss before it. The RoPE tables and the mask are the
+    /// layer's, disposed when it is done; each step's tensors are disposed with its scope.
+    /// </summary>
+    public static void TrainLayer(CausalLm parent, ActivationCache? cache, TokenDataset train, BldSection bld, int seqLen, int layer, int steps,
+        ScalarType compute, IReadOnlyList<TrainedBlock> blocks, Action<int, IReadOnlyList<double>>? onStep = null)
+    {
+        var schedule = Schedule(bld, steps);
+        var loader = new TokenBatchLoader(train, seqLen, bld.Seed);
+        var attention = parent.PrefillInputs(seqLen, layer, compute);
+        var losses = new double[blocks.Count];
+        try
+        {
+            for (int step = 0; step < steps; step++)
+            {
+                using var scope = NewDisposeScope();
+                var (input, target) = Batch(parent, cache, loader, bld.Batch, seqLen, layer, step);
+                var inputCompute = input.to(compute);
+                double denominator = target.pow(2).mean().item<float>();
+                double lr = schedule.At(step);
+                for (int i = 0; i < blocks.Count; i++) losses[i] = blocks[i].Step(inputCompute, attention, target, denominator, lr);
+                onStep?.Invoke(step, losses);
+            }
+        }
+        finally
+        {
+            attention.Cos.Dispose();
+            attention.Sin.Dispose();
+            attention.Mask?.Dispose();
+        }
+    }
+
     /// <summary>The first windows of a split, in order: [N, T]; an error naming the split when it is too small.</summary>
     public static Tensor FixedWindows(TokenDataset data, int seqLen, long tokens, Device device, string purpose)
     {
