@@ -27,7 +27,8 @@ internal static class PlanCommand
             var calibration = r.GetValue(gpu) is { } name
                 ? Planner.Roofline(Accelerators.Get(name), r.GetValue(gpus))
                 : Planner.Calibrate(model, run.Data.SeqLen, Training.Precision.Resolve(run.Bld.Precision, TorchSharp.torch.CPU),
-                    parentDir: r.GetValue(parent), startupSeconds: Planner.ProcessStartupSeconds());
+                    parentDir: r.GetValue(parent), startupSeconds: Planner.ProcessStartupSeconds(),
+                    decodeBatch: run.Scenario.Batch, decodeContext: run.Scenario.PromptLength + run.Scenario.GenerationLength / 2);
             var plans = Planner.Plan(model, run, calibration);
             if (r.GetValue(json))
             {

@@ -402,7 +402,8 @@ public static partial class SearchStage
         return "no architecture meets the constraints: " + string.Join("; ", parts);
     }
 
-    static (string Key, double[] Values) ParseSweep(string sweep)
+    /// <summary>A sweep "target=start:stop:step" as its target and points; a clear error where it is not one.</summary>
+    public static (string Key, double[] Values) ParseSweep(string sweep)
     {
         var parts = sweep.Split('=', 2);
         var range = parts.Length == 2 ? parts[1].Split(':') : [];
