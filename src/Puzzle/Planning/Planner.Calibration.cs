@@ -182,11 +182,7 @@ public static partial class Planner
     /// </summary>
     static (double Fp32, double Compute) LoadSecondsPerParameter(ModelConfig parent, string? parentDir, ScalarType compute)
     {
-        // The runtime before any tensor work (libtorch is loaded by the first torch call, no_grad below, if not before);
-        // with what OR-Tools' SCIP adds (measured at the end, so the other stages' R0 does not count it): what the
-        // search holds when it builds no model.
         using var noGrad = no_grad();
-        long startup = Process.GetCurrentProcess().WorkingSet64;
         var one = parent with { Blocks = [parent.Blocks[0]] };
         string? temp = null;
         try

@@ -139,8 +139,11 @@ public static class ProcessSetup
 
     /// <summary>The tunables a GLIBC_TUNABLES value sets (names only), e.g. "glibc.malloc.top_pad".</summary>
     public static IReadOnlySet<string> NamedTunables(string? glibcTunables) =>
-        (glibcTunables ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(t => t.Split('=')[0]).ToHashSet(StringComparer.Ordinal);
+        Tunables(glibcTunables).Select(t => t.Split('=')[0]).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>The "name=value" entries of a GLIBC_TUNABLES value.</summary>
+    static string[] Tunables(string? glibcTunables) =>
+        (glibcTunables ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     /// <summary>Intra-op threads: PUZZLE_THREADS, else OMP_NUM_THREADS (its first level), else libtorch's default capped at the CPUs available.</summary>
     public static (int Threads, string Source) DecideThreads(string? puzzleThreads, string? ompNumThreads, int processorCount, int torchDefault)
@@ -181,8 +184,7 @@ public static class ProcessSetup
                 Log.Warning($"allocator: glibc {glibc.Version} refused mallopt {p.Name}={p.Value}; training runs slower");
             }
         }
-        string? huge = (glibcTunables ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .LastOrDefault(t => t.StartsWith(HugePagesTunable + "=", StringComparison.Ordinal));
+        string? huge = Tunables(glibcTunables).LastOrDefault(t => t.StartsWith(HugePagesTunable + "=", StringComparison.Ordinal));
         if (huge is not null) details.Add($"transparent huge pages: {huge}");
         string summary = set == Malloc.Count ? $"glibc {glibc.Version} malloc tuned (mmap_threshold 32 MiB, trim_threshold 2 GiB, top_pad 256 MiB" +
                                                $"{(huge is not null ? $"; huge pages {huge}" : "")})"
