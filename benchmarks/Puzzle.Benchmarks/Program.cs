@@ -58,6 +58,9 @@ switch (args.FirstOrDefault())
     case "optimizer-step-memory":
         OptimizerStepMemory.Run(long.Parse(args[1]), args[2], args.Length > 3 ? int.Parse(args[3]) : 8192, args.Length > 4 ? int.Parse(args[4]) : 2048);
         break;
+    case "gkd-step":
+        GkdThroughput.Run(args[1], args[2], args[3], args.Length > 4 ? int.Parse(args[4]) : 8, args.Length > 5 ? int.Parse(args[5]) : 10);
+        break;
     case "pretrain":
         PretrainThroughput.Run(args.Length > 1 ? args[1] : "demo", args.Length > 2 ? int.Parse(args[2]) : 40);
         break;

@@ -57,8 +57,11 @@ public static class Demo
         Baselines = ["uniform", "depth", "matched"],
     };
 
-    public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null, long seed = 0)
+    public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null, long seed = 0,
+        long parentTokens = ParentTokens, long? parentSeed = null)
     {
+        if (parentTokens < 16 * 256)
+            throw new PuzzleException($"demo: --parent-tokens {parentTokens:N0} is less than one pretraining batch (16 × 256 = 4,096 tokens)");
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(runDir);
@@ -71,8 +74,8 @@ public static class Demo
             ValidationFraction = Config.Data.ValidationFraction, TestFraction = Config.Data.TestFraction }, log);
         Pretrainer.Run(new PretrainOptions
         {
-            DataDir = data, OutDir = Path.Combine(runDir, "parent"), Shape = ModelShape.Presets["demo"], Tokens = ParentTokens, Batch = 16,
-            LearningRate = 3e-3, CheckpointEvery = 100, EvalEvery = 200, LogEvery = 50, Seed = seed,
+            DataDir = data, OutDir = Path.Combine(runDir, "parent"), Shape = ModelShape.Presets["demo"], Tokens = parentTokens, Batch = 16,
+            LearningRate = 3e-3, CheckpointEvery = 100, EvalEvery = 200, LogEvery = 50, Seed = parentSeed ?? seed,
         }, log);
         log($"demo: corpus, tokenizer, data and parent ready after {clock.Elapsed.TotalSeconds:F0} s");
         ConfigFor(seed).Save(Path.Combine(runDir, RunConfig.FileName));

@@ -49,11 +49,13 @@ internal static class RunCommands
         var runDir = new Option<string>("--run") { Description = "run directory", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var corpus = new Option<string>("--corpus") { Description = "State of the Union corpus folder (scripts/fetch-sotu.sh)", DefaultValueFactory = _ => Path.Combine("data", "corpus", "sotu") };
         var seed = new Option<long>("--seed") { Description = "seed of every training step (parent, BLD, GKD); the evaluation protocol keeps its own", DefaultValueFactory = _ => 0 };
-        var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus, seed };
+        var parentTokens = new Option<long>("--parent-tokens") { Description = "tokens the demo's parent is pretrained on (the train split is ~2.1M)", DefaultValueFactory = _ => Puzzle.Demo.ParentTokens };
+        var parentSeed = new Option<long?>("--parent-seed") { Description = "seed of the parent's pretraining (default: --seed); fix it to vary only the method's seed" };
+        var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus, seed, parentTokens, parentSeed };
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {
             string dir = r.GetValue(runDir)!;
-            Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed));
+            Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed), parentTokens: r.GetValue(parentTokens), parentSeed: r.GetValue(parentSeed));
             PrintSummary(dir);
             return 0;
         })));

@@ -172,7 +172,7 @@ public static partial class Planner
             $"{trained.Count} variants × {bld.TokensPerVariant:N0} tokens; parent in {(bf16Parent || cal.OnGpu ? "bf16" : "fp32")}; activation cache {Gib(cacheDisk)} GiB bf16 on disk",
             load: Load(P, bf16Parent ? 2 : 4), write: Write(cacheDisk + libraryDisk)));
 
-        // 4. Scoring: parent + ParentCache (bf16 layer inputs, fp32 final hidden) + one batch's forward + vocabulary chunks.
+        // 4. Scoring: parent + ParentCache (bf16 layer inputs, the parent's float64 summary) + one batch's forward + vocabulary chunks.
         var sc = run.Scoring;
         long rows = Math.Max(1, sc.ValidationTokens / T), tokens = rows * T;
         int cacheBytes = sc.CacheDtype is "float32" or "fp32" ? 4 : 2;
@@ -185,9 +185,10 @@ public static partial class Planner
         double headFlops = 2.0 * H * V * tokens;
         double scoringFlops = BlocksForwardFlops(c, 0, L, T, 1) * rows
                               + candidates.Sum(k => BlocksForwardFlops(c, k.Layer + 1, L, T, 1) * rows + 2.0 * (Params(k.Attention) + Params(k.Ffn)) * tokens);
-        // The LM head runs in fp32 (VocabularyChunks: each chunk of the head converted to fp32, parent and candidate
-        // products): once for the parent, twice per candidate, plus the conversion of V × H weights per candidate.
-        double headSeconds = (1 + 2.0 * candidates.Count) * headFlops / cal.Fp32Rate + candidates.Count * (double)V * H * cal.LogitSeconds;
+        // The LM head runs in fp32 (VocabularyChunks: each chunk of the head converted to fp32): twice for the parent (its
+        // logits, then its softmax times the head rows: E_p[w]), once per candidate, plus the conversion of V × H weights
+        // per candidate.
+        double headSeconds = (2 + 1.0 * candidates.Count) * headFlops / cal.Fp32Rate + candidates.Count * (double)V * H * cal.LogitSeconds;
         double scoringSeconds = scoringFlops / (cacheBytes == 4 ? cal.Fp32Rate : cal.ComputeRate)
                                 + headSeconds + candidates.Count * (cal.BlockBuildSeconds + 1.5 * Logits(tokens));   // per candidate: its block built, KL over the vocabulary
         plans.Add(Stage("4 score", scoringSeconds, scoringPeak, 0,

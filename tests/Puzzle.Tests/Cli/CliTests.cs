@@ -55,6 +55,19 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Demo_RejectsAParentBudgetBelowOneBatch_BeforeTouchingTheRun()
+    {
+        string run = Path.Combine(Path.GetTempPath(), $"puzzle-demo-{Guid.NewGuid():N}");
+        var (code, stdout, stderr) = Puzzle("demo", "--run", run, "--parent-tokens", "1000", "--parent-seed", "0");
+        Assert.NotEqual(0, code);
+        Assert.Equal("error: demo: --parent-tokens 1,000 is less than one pretraining batch (16 × 256 = 4,096 tokens)", stderr.Trim());
+        Assert.False(Directory.Exists(run));
+        (code, stdout, _) = Puzzle("demo", "--help");
+        Assert.Equal(0, code);
+        foreach (var option in new[] { "--seed", "--parent-tokens", "--parent-seed" }) Assert.Contains(option, stdout);
+    }
+
+    [Fact]
     public void Help_ListsTheStableCommands()
     {
         var (code, stdout, _) = Puzzle("--help");

@@ -25,14 +25,20 @@ public class ScoringMemoryTests
         var klFull = (logp.exp() * (logp - logq)).sum(-1);
         var nllFull = -logq.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
 
-        var r = VocabularyChunks.Compare(hp, hq, weight, targets, chunk);
+        var parent = VocabularyChunks.Parent(hp, weight, targets, chunk);
+        Assert.True(allclose(parent.Nll.to(ScalarType.Float32), -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), rtol: 1e-5, atol: 1e-5));
+        Assert.True(parent.Top1.eq(logp.argmax(-1)).all().item<bool>());
+        Assert.True(allclose(parent.NegEntropy.to(ScalarType.Float32), (logp.exp() * logp).sum(-1), rtol: 1e-5, atol: 1e-5));
+        Assert.True(allclose(parent.ExpectedRow.to(ScalarType.Float32), logp.exp().matmul(weight), rtol: 1e-4, atol: 1e-6));
+
+        var r = VocabularyChunks.AgainstParent(parent.ExpectedRow, parent.NegEntropy, hq, weight, targets, chunk);
         Assert.True(allclose(r.Kl.to(ScalarType.Float32), klFull, rtol: 1e-4, atol: 1e-6), $"KL {r.Kl.sum().item<double>()} vs {klFull.sum().item<float>()}");
         Assert.True(allclose(r.Nll.to(ScalarType.Float32), nllFull, rtol: 1e-5, atol: 1e-5));
         Assert.True(r.Top1.eq(logq.argmax(-1)).all().item<bool>());
         Assert.True(klFull.min().item<float>() > 1e-3, "the two distributions differ");
 
-        var same = VocabularyChunks.Compare(hp, hp, weight, targets, chunk);
-        Assert.True(same.Kl.abs().max().item<double>() < 1e-6);
+        var same = VocabularyChunks.AgainstParent(parent.ExpectedRow, parent.NegEntropy, hp, weight, targets, chunk);
+        Assert.True(same.Kl.abs().max().item<double>() < 1e-6, $"KL of the parent to itself {same.Kl.abs().max().item<double>()}");
     }
 
     [Fact]
@@ -85,8 +91,8 @@ public class ScoringMemoryTests
         using var parent = TestSupport.Build(config);
         var windows = TestSupport.RandomIds(6, 9, 96, seed: 4);
         using var cache = ParentCache.Build(parent, windows, batch: 4);
-        long held = cache.LayerInputs.Sum(t => t.NumberOfElements * t.ElementSize) + cache.FinalHidden.NumberOfElements * 4 +
-                    cache.ParentTop1.NumberOfElements * 8 + cache.Targets.NumberOfElements * 8;
+        long held = cache.LayerInputs.Sum(t => t.NumberOfElements * t.ElementSize) + cache.ExpectedRow.NumberOfElements * cache.ExpectedRow.ElementSize +
+                    cache.NegEntropy.NumberOfElements * cache.NegEntropy.ElementSize + cache.ParentTop1.NumberOfElements * 8 + cache.Targets.NumberOfElements * 8;
         Assert.Equal(ParentCache.Bytes(3, 64, 6 * 8, 2), held);
     }
 }

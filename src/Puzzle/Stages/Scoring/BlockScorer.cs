@@ -35,8 +35,8 @@ public sealed record ScoringResult(string Mode, int Candidates, int Scored, int 
 /// Stage 4: replace-1-block scoring (design.md 5). The parent with exactly one layer replaced by a candidate block,
 /// on held-out tokens: KL(parent || child) per token (the objective), LM loss, top-1 agreement. The parent's
 /// hidden state at every layer input (bf16) and its final hidden state are computed once; a candidate runs only its
-/// own block and the parent layers after it, and the parent's log-probabilities are recomputed per batch, over the
-/// vocabulary in chunks (memory ∝ hidden × tokens, not vocabulary × tokens; docs/memory.md).
+/// own block and the parent layers after it, and its head over the vocabulary in chunks, against the parent's
+/// per-token summary (memory ∝ hidden × tokens, not vocabulary × tokens; <see cref="ParentCache"/>, docs/memory.md).
 /// </summary>
 public static class BlockScorer
 {
@@ -147,9 +147,9 @@ public static class BlockScorer
 
     /// <summary>
     /// Metrics of the parent with layer <paramref name="layer"/> replaced by <paramref name="block"/>: the candidate runs
-    /// from the cached layer input; the parent's log-probabilities are recomputed per batch from its cached final hidden
-    /// states, and KL, NLL and top-1 are taken over the vocabulary in chunks (<see cref="VocabularyChunks"/>), so no
-    /// [tokens, vocabulary] tensor is ever whole.
+    /// from the cached layer input; KL, NLL and top-1 are taken over the vocabulary in chunks against the parent's cached
+    /// per-token summary (<see cref="VocabularyChunks.AgainstParent"/>), so no [tokens, vocabulary] tensor is ever whole
+    /// and the parent's logits are never recomputed.
     /// </summary>
     public static BlockScore ScoreBlock(CausalLm parent, DecoderLayer block, int layer, string attentionId, string ffnId, ParentCache cache, int batch)
     {
@@ -163,8 +163,8 @@ public static class BlockScorer
             var inputs = parent.PrefillInputs(t, layer, parent.DType);
             var h = block.Forward(cache.LayerInputs[layer].narrow(0, start, n).to(parent.DType), inputs);
             for (int i = layer + 1; i < parent.Config.NumLayers; i++) h = parent.Layer(i).Forward(h, inputs with { Layer = i });
-            var stats = VocabularyChunks.Compare(cache.FinalHidden.narrow(0, start, n), parent.Model.Norm.call(h), parent.LmHeadWeight,
-                cache.Targets.narrow(0, start, n), cache.VocabChunk);
+            var stats = VocabularyChunks.AgainstParent(cache.ExpectedRow.narrow(0, start, n), cache.NegEntropy.narrow(0, start, n),
+                parent.Model.Norm.call(h), parent.LmHeadWeight, cache.Targets.narrow(0, start, n), cache.VocabChunk);
             kl += stats.Kl.sum().item<double>();
             nll += stats.Nll.sum().item<double>();
             agree += stats.Top1.eq(cache.ParentTop1.narrow(0, start, n)).sum().item<long>();
