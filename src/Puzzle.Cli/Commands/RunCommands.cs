@@ -48,9 +48,9 @@ internal static class RunCommands
     {
         var runDir = new Option<string>("--run") { Description = "run directory", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var corpus = new Option<string>("--corpus") { Description = "State of the Union corpus folder (scripts/fetch-sotu.sh)", DefaultValueFactory = _ => Path.Combine("data", "corpus", "sotu") };
-        var seed = new Option<long>("--seed") { Description = "seed of every training step (parent, BLD, GKD); the evaluation protocol keeps its own", DefaultValueFactory = _ => 0 };
+        var seed = new Option<long>("--seed") { Description = "seed of the method's training (BLD, GKD); the parent and the evaluation protocol keep their own", DefaultValueFactory = _ => 0 };
         var parentTokens = new Option<long>("--parent-tokens") { Description = "tokens the demo's parent is pretrained on (the train split is ~2.1M)", DefaultValueFactory = _ => Puzzle.Demo.ParentTokens };
-        var parentSeed = new Option<long?>("--parent-seed") { Description = "seed of the parent's pretraining (default: --seed); fix it to vary only the method's seed" };
+        var parentSeed = new Option<long>("--parent-seed") { Description = "seed of the parent's pretraining (the same parent for every --seed, as a user's parent is given)", DefaultValueFactory = _ => Puzzle.Demo.ParentSeed };
         var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus, seed, parentTokens, parentSeed };
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {

@@ -293,15 +293,20 @@ public static class Distiller
     {
         var logits = nn.functional.linear(rows, head).to(ScalarType.Float32);
         var loss = zeros(1, dtype: ScalarType.Float32, device: rows.device).squeeze();
+        Tensor? logq = null;
         if (o.KlWeight != 0)
         {
-            var logq = (logits / o.Temperature).log_softmax(-1);
+            logq = (o.Temperature == 1.0 ? logits : logits / o.Temperature).log_softmax(-1);
             Tensor logp;
             using (no_grad()) logp = Runtime.TokenChunks.LogProbs(teacherRows, teacherHead, o.Temperature);
             loss = loss + o.KlWeight * o.Temperature * o.Temperature * (logp.exp() * (logp - logq)).sum();
         }
+        // At temperature 1 the KL term's log-softmax is the LM term's too: cross_entropy would compute (and
+        // differentiate) another one over the [chunk, V] logits.
         if (o.LmWeight != 0)
-            loss = loss + o.LmWeight * nn.functional.cross_entropy(logits, targets, reduction: nn.Reduction.Sum);
+            loss = loss + o.LmWeight * (logq is not null && o.Temperature == 1.0
+                ? nn.functional.nll_loss(logq, targets, reduction: nn.Reduction.Sum)
+                : nn.functional.cross_entropy(logits, targets, reduction: nn.Reduction.Sum));
         return loss;
     }
 

@@ -19,17 +19,18 @@ public class ChunkedLogitsTests
     static ModelConfig Config(bool tied, int vocab = 96) => TestSupport.TinyParentConfig(tied: tied) with { VocabSize = vocab };
 
     [Theory]
-    [InlineData(false, 5L)]     // uneven chunks, the last one short
-    [InlineData(true, 5L)]      // tied: the LM head's gradient reaches the embedding twice
-    [InlineData(true, 1L)]
-    public void Gkd_chunked_step_gives_the_loss_and_gradients_of_the_whole_logits(bool tied, long chunk)
+    [InlineData(false, 5L, 2.0)]     // uneven chunks, the last one short
+    [InlineData(true, 5L, 2.0)]      // tied: the LM head's gradient reaches the embedding twice
+    [InlineData(true, 1L, 2.0)]
+    [InlineData(true, 5L, 1.0)]      // temperature 1: the LM term reuses the KL term's log-softmax
+    public void Gkd_chunked_step_gives_the_loss_and_gradients_of_the_whole_logits(bool tied, long chunk, double temperature)
     {
         using var scope = NewDisposeScope();
         using var teacher = TestSupport.Build(Config(tied), seed: 3);
         using var student = TestSupport.Build(Config(tied), seed: 4);
         var ids = TestSupport.RandomIds(3, 12, 96, 5);
         var targets = TestSupport.RandomIds(3, 12, 96, 6);
-        var o = new DistillOptions { TeacherDir = "", StudentDir = "", DataDir = "", OutDir = "", LmWeight = 0.5, Temperature = 2, ChunkTokens = chunk };
+        var o = new DistillOptions { TeacherDir = "", StudentDir = "", DataDir = "", OutDir = "", LmWeight = 0.5, Temperature = temperature, ChunkTokens = chunk };
 
         double chunked = Distiller.StepLoss(o, student, teacher, ids, targets);
         var chunkedGrads = student.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad!.clone());
