@@ -365,6 +365,21 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
     }
 
     [Fact]
+    public void Matched_speed_is_the_baselines_bench_where_the_target_is_measured_else_its_solutions()
+    {
+        var solution = JsonNode.Parse("""{"measured_check": {"measured_ratio": 3.01}, "verified": {"throughput_ratio": 2.40}}""")!;
+        var bench = JsonNode.Parse("""
+            {"models": [{"end_to_end_tokens_per_s": 100, "end_to_end_ratio": 1},
+                        {"end_to_end_tokens_per_s": 270, "end_to_end_ratio": 2.65, "end_to_end_ratio_ci95": [2.55, 2.78]}]}
+            """)!;
+        Assert.Equal(2.65, BaselinesStage.MatchRatio(solution, "measured", bench));          // the bench, as the report pairs them
+        Assert.Equal(3.01, BaselinesStage.MatchRatio(solution, "measured", null));           // not benched yet: its check
+        Assert.Equal(3.01, BaselinesStage.MatchRatio(solution, "h100", bench));              // a GPU target: never this machine's bench
+        var estimateOnly = JsonNode.Parse("""{"verified": {"throughput_ratio": 2.40}}""")!;
+        Assert.Equal(2.40, BaselinesStage.MatchRatio(estimateOnly, "h100", bench));
+    }
+
+    [Fact]
     public void Matched_SearchesAgainAtTheBaselinesSpeed_WhereTheRuleLandsAboveThePuzzleChild()
     {
         string dir = fixture.NewRun(1.3, "h100", ["depth", BaselinesStage.MatchedName], shareWith: fixture.Run);
