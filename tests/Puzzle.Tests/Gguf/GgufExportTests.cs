@@ -273,14 +273,23 @@ public sealed class GgufExportTests
             var (_, tensors) = GgufFile.ReadHeader(streamed);
             long data = new FileInfo(streamed).Length - tensors.Sum(t => (long)Align(TensorBytes(t.Dims, t.Type)));
             var embedding = tensors.Single(t => t.Name == "token_embd.weight");
-            var weight = model.Model.EmbedTokens.Weight.detach().contiguous();
+            // Every tensor whose bytes are read stays referenced until they are copied: `.bytes` spans native memory, and
+            // an unreferenced temporary (the converted copy) could be finalised mid-copy (a fresh-clone CI run read
+            // other bytes once).
+            using var weight = model.Model.EmbedTokens.Weight.detach().contiguous();
+            using var converted = embedding.Type switch
+            {
+                GgmlType.F16 => weight.to(ScalarType.Float16),
+                GgmlType.BF16 => weight.to(ScalarType.BFloat16),
+                _ => weight.alias(),
+            };
             byte[] expected = embedding.Type switch
             {
-                GgmlType.F32 => weight.bytes.ToArray(),
-                GgmlType.F16 => weight.to(ScalarType.Float16).bytes.ToArray(),
-                GgmlType.BF16 => weight.to(ScalarType.BFloat16).bytes.ToArray(),
+                GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => converted.bytes.ToArray(),
                 _ => GgufExporter.QuantizeQ8_0(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(weight.bytes)),
             };
+            GC.KeepAlive(weight);
+            GC.KeepAlive(converted);
             using var file = File.OpenRead(streamed);
             file.Position = data + (long)embedding.Offset;
             var actual = new byte[expected.Length];
