@@ -428,9 +428,9 @@ public sealed class GgufExportTests
         var eleven = Enumerable.Range(0, 11).Select(i => new BenchSample(0.5 + 0.05 * i, 0.5 + 0.05 * i)).ToList();
         BenchRow.AddRoundRatios(json, eleven, [.. Enumerable.Repeat(new BenchSample(1, 1), 11)]);
         var ci = json["end_to_end_ratio_ci95"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
-        Assert.Equal(2 / 1.9, ci[0], 12);
-        Assert.Equal(2 / 1.1, ci[1], 12);
-        Assert.Equal(2 / 1.5, json["end_to_end_ratio"]!.GetValue<double>(), 12);
+        Assert.Equal(2 / 1.9, ci[0], tolerance: 1e-12);
+        Assert.Equal(2 / 1.1, ci[1], tolerance: 1e-12);
+        Assert.Equal(2 / 1.5, json["end_to_end_ratio"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Throws<ArgumentException>(() => BenchRow.RoundRatios([1.0], [1.0, 2.0]));
         Assert.Throws<ArgumentException>(() => BenchRow.FromSamples(o, []));
     }

@@ -168,7 +168,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
             {
                 var a = sub.Groups[2 * g].Options.Single(x => x.AttentionId == o.AttentionId);
                 var f = sub.Groups[2 * g + 1].Options.Single(x => x.FfnId == o.FfnId);
-                Assert.Equal(o.TimeMs, a.TimeMs + f.TimeMs, 9);                                       // costs add up to the composed pair's
+                Assert.Equal(o.TimeMs, a.TimeMs + f.TimeMs, tolerance: 1e-9);                                       // costs add up to the composed pair's
                 Assert.Equal(o.Parameters, a.Parameters + f.Parameters);
                 var alone = ctx.Problem.Groups[g].Options.Single(x => x.AttentionId == o.AttentionId && x.FfnId == parent.FfnId);
                 Assert.Equal(alone.Kl, a.Kl);                                                          // the score of the attention variant alone
@@ -237,7 +237,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         var result = BaselineRules.Depth(ctx, [0.4, 0.1, 0.3, 0.2]);
         Assert.NotEmpty(estimates);
         Assert.Equal(result.Checks.Last()!["estimated_ratio"]!.GetValue<double>(), estimates[^1]);
-        Assert.Equal(result.EstimatedRatio, estimates[^1], 9);
+        Assert.Equal(result.EstimatedRatio, estimates[^1], tolerance: 1e-9);
         Assert.NotNull(result.MeasuredRatio);
         Assert.True(result.MeasuredRatio >= 1.1 * 0.99, $"{result.MeasuredRatio}");
         Assert.Equal(result.MeasuredRatio, result.Checks.Last()!["measured_ratio"]!.GetValue<double>());
@@ -301,10 +301,10 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         var depthEval = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "eval.json")))!;
         var depthBenchFile = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "bench.json")))!;
         var depthBench = depthBenchFile["models"]!.AsArray();
-        Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), depthRow["accuracy_retention"]!.GetValue<double>(), 12);
-        Assert.Equal(depthEval["retention"]!["ci95"]![0]!.GetValue<double>(), depthRow["retention_low"]!.GetValue<double>(), 12);
+        Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), depthRow["accuracy_retention"]!.GetValue<double>(), tolerance: 1e-12);
+        Assert.Equal(depthEval["retention"]!["ci95"]![0]!.GetValue<double>(), depthRow["retention_low"]!.GetValue<double>(), tolerance: 1e-12);
         // The bench's paired ratio (median of per-round ratios), as the report's headline, not the ratio of medians.
-        Assert.Equal(depthBench[1]!["end_to_end_ratio"]!.GetValue<double>(), depthRow["measured_throughput_ratio"]!.GetValue<double>(), 12);
+        Assert.Equal(depthBench[1]!["end_to_end_ratio"]!.GetValue<double>(), depthRow["measured_throughput_ratio"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(depthBench[1]!["end_to_end_ratio_ci95"]?[0]?.GetValue<double>(), depthRow["throughput_ratio_low"]?.GetValue<double>());
         Assert.Equal(depthBench[1]!["end_to_end_ratio_ci95"]?[1]?.GetValue<double>(), depthRow["throughput_ratio_high"]?.GetValue<double>());
         Assert.Equal(depthBenchFile["llama_cpp"]?["models"]?[1]?["end_to_end_ratio"]?.GetValue<double>(), depthRow["llama_cpp_throughput_ratio"]?.GetValue<double>());
@@ -329,10 +329,10 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
             Assert.Contains(expectedRow, md);
         }
         var full = paired[2]!;
-        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), full["retention_a"]!.GetValue<double>(), 12);
-        Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), full["retention_b"]!.GetValue<double>(), 12);
+        Assert.Equal(eval["retention"]!["value"]!.GetValue<double>(), full["retention_a"]!.GetValue<double>(), tolerance: 1e-12);
+        Assert.Equal(depthEval["retention"]!["value"]!.GetValue<double>(), full["retention_b"]!.GetValue<double>(), tolerance: 1e-12);
         var depthSweep0 = JsonNode.Parse(File.ReadAllText(Path.Combine(depth, "gkd-0", "eval.json")))!;
-        Assert.Equal(depthSweep0["retention"]!["value"]!.GetValue<double>(), paired[0]!["retention_b"]!.GetValue<double>(), 12);
+        Assert.Equal(depthSweep0["retention"]!["value"]!.GetValue<double>(), paired[0]!["retention_b"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Contains($"**{full["verdict"]}**", md);
         Assert.True(PlotTests.HasText(run.Artifact("report-baselines.png")));
         Assert.True(PlotTests.HasText(run.Artifact("report-baselines-gkd.png")));
@@ -396,7 +396,7 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
 
         // The search ran again with depth's ratio as its target, and that child took the baselines' path.
         var matched = SolutionFile.Read(run.Artifact("solutions", "puzzle-at-depth.json"));
-        Assert.Equal(depth, matched.Request.MinThroughputRatio!.Value, 12);
+        Assert.Equal(depth, matched.Request.MinThroughputRatio!.Value, tolerance: 1e-12);
         Assert.True(matched.Verified.ThroughputRatio >= depth * (1 - 1e-9), $"{matched.Verified.ThroughputRatio} < {depth}");
         string folder = run.Artifact("baselines", "puzzle-at-depth");
         foreach (string artifact in new[] { "child/config.json", "child-gkd/config.json", "eval.json", "bench.json" })
@@ -411,12 +411,12 @@ public sealed class BaselinesTests(BaselinesFixture fixture) : IClassFixture<Bas
         var rows = JsonNode.Parse(File.ReadAllText(run.Artifact("report.json")))!["baselines"]!["rows"]!.AsArray();
         var row = rows.Single(r => r!["method"]!.GetValue<string>() == "puzzle-at-depth")!;
         Assert.Equal("depth", row["matched_to"]!.GetValue<string>());
-        Assert.Equal(JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "eval.json")))!["retention"]!["value"]!.GetValue<double>(), row["accuracy_retention"]!.GetValue<double>(), 12);
+        Assert.Equal(JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "eval.json")))!["retention"]!["value"]!.GetValue<double>(), row["accuracy_retention"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Contains("- Puzzle searched at depth's speed vs depth (equal speed): retention", File.ReadAllText(run.Artifact("report.md")));
         var pair = JsonNode.Parse(File.ReadAllText(run.Artifact("report.json")))!["baselines"]!["paired"]!.AsArray()
             .Single(p => p!["a"]!.GetValue<string>() == "puzzle-at-depth");
         Assert.Equal(("depth", true, 1.0), (pair!["b"]!.GetValue<string>(), pair["equal_speed"]!.GetValue<bool>(), pair["gkd_fraction"]!.GetValue<double>()));
-        Assert.Equal(row["accuracy_retention"]!.GetValue<double>(), pair["retention_a"]!.GetValue<double>(), 12);
+        Assert.Equal(row["accuracy_retention"]!.GetValue<double>(), pair["retention_a"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Contains(pair["verdict"]!.GetValue<string>(), new[] { "Puzzle better", "baseline better", "no significant difference" });
 
         // A rerun reuses the search and the child.

@@ -59,7 +59,7 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         Assert.Equal(best.Name, probe.Chosen);
         var chosen = SolutionFile.Read(directory.Solution(probe.Chosen));
         Assert.Equal(chosen.Layers.Select(l => (l.Attention, l.Ffn)), child.Layers.Select(l => (l.Attention, l.Ffn)));
-        Assert.Equal(chosen.Verified.Kl, best.SummedKl, 12);
+        Assert.Equal(chosen.Verified.Kl, best.SummedKl, tolerance: 1e-12);
         foreach (var c in probe.Candidates)
         {
             Assert.Equal(2, c.Steps);                                                      // 512 tokens of 8 × 32
@@ -171,7 +171,7 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         var second = SolutionFile.Read(files[1].Path).MeasuredCheck!;
         var a = Assert.Single(first.Attempts);
         double correction = a.MeasuredRatio / a.EstimatedRatio;
-        Assert.Equal(a.MaxTimeMs!.Value * correction, second.Attempts[0].MaxTimeMs!.Value, 9);
+        Assert.Equal(a.MaxTimeMs!.Value * correction, second.Attempts[0].MaxTimeMs!.Value, tolerance: 1e-9);
         Assert.NotEqual(a.MaxTimeMs!.Value, second.Attempts[0].MaxTimeMs!.Value, 6);
     }
 
@@ -198,7 +198,7 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         // One pair per architecture checked, as the solution file recorded them.
         Assert.Equal(checkA.Attempts.Select(a => (a.EstimatedRatio, a.MeasuredRatio)).Distinct().OrderBy(x => x.EstimatedRatio),
             evidence.OrderBy(x => x.Estimated).Select(e => (e.Estimated, e.Measured)));
-        Assert.All(evidence, e => Assert.Equal(factor, e.Measured / e.Estimated, 9));
+        Assert.All(evidence, e => Assert.Equal(factor, e.Measured / e.Estimated, tolerance: 1e-9));
 
         // Another target on the same costs: its first bound is the cost model's bound × the median measured / estimated so
         // far (0.9), so its first child already meets the target.
@@ -206,7 +206,7 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         var second = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.2, Name = "b", Timer = Engine }, logs.Add);
         var b = SolutionFile.Read(second[0].Path);
         var b1 = Assert.Single(b.MeasuredCheck!.Attempts);
-        Assert.Equal(b.Constraints.MaxTimeMs!.Value * factor, b1.MaxTimeMs!.Value, 9);
+        Assert.Equal(b.Constraints.MaxTimeMs!.Value * factor, b1.MaxTimeMs!.Value, tolerance: 1e-9);
         Assert.True(b.MeasuredCheck.Met);
         Assert.Contains(logs, l => l.Contains($"{evidence.Count} architectures checked before on these costs measured 0.900x"));
 
@@ -218,7 +218,7 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         var c = SolutionFile.Read(third[0].Path);
         var c1 = c.MeasuredCheck!.Attempts[0];
         double boundC = c.Constraints.MaxTimeMs!.Value;
-        Assert.Equal(boundC * 0.9, c1.MaxTimeMs!.Value, 9);
+        Assert.Equal(boundC * 0.9, c1.MaxTimeMs!.Value, tolerance: 1e-9);
         if (c1.MeasuredRatio < 1.2 * SearchStage.ReachedShare)
         {
             Assert.True(c.MeasuredCheck.Attempts.Count >= 2, "a miss is followed by a tighter bound");

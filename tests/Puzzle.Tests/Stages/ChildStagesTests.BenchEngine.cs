@@ -69,18 +69,18 @@ public sealed partial class ChildStagesTests
         double theirs = llama[1]!["end_to_end_tokens_per_s"]!.GetValue<double>() / llama[0]!["end_to_end_tokens_per_s"]!.GetValue<double>();
         double oursRatio = rows[1]!["end_to_end_ratio"]!.GetValue<double>();                     // the paired median, as the report's headline
         var check = Assert.IsType<ReportEngineCheck>(report.LlamaCpp);
-        Assert.Equal(theirs, check.Ratio, 9);
-        Assert.Equal(oursRatio, check.OursRatio, 9);
+        Assert.Equal(theirs, check.Ratio, tolerance: 1e-9);
+        Assert.Equal(oursRatio, check.OursRatio, tolerance: 1e-9);
         Assert.Equal(report.MeasuredThroughputRatio, check.OursRatio);
-        Assert.Equal(theirs, check.Min!.Value, 9);                                            // one round: its ratio is the median's
-        Assert.Equal(theirs, check.Max!.Value, 9);
+        Assert.Equal(theirs, check.Min!.Value, tolerance: 1e-9);                                            // one round: its ratio is the median's
+        Assert.Equal(theirs, check.Max!.Value, tolerance: 1e-9);
         bool agree = Math.Abs(theirs / oursRatio - 1) <= 0.10;
         Assert.Equal(agree, check.Agrees);
 
         // report.json carries both, read back; report.md puts them side by side and says whether they agree.
         var json = JsonNode.Parse(File.ReadAllText(both.Report))!;
-        Assert.Equal(theirs, json["llama_cpp"]!["end_to_end_ratio"]!.GetValue<double>(), 9);
-        Assert.Equal(oursRatio, json["measured_throughput_ratio"]!.GetValue<double>(), 9);
+        Assert.Equal(theirs, json["llama_cpp"]!["end_to_end_ratio"]!.GetValue<double>(), tolerance: 1e-9);
+        Assert.Equal(oursRatio, json["measured_throughput_ratio"]!.GetValue<double>(), tolerance: 1e-9);
         Assert.Equal(agree, json["llama_cpp"]!["agrees"]!.GetValue<bool>());
         Assert.Equal(check, ReportFile.Read(both.Report).LlamaCpp);
         string md = File.ReadAllText(both.ReportMarkdown);

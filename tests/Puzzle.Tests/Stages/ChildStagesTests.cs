@@ -189,7 +189,7 @@ public sealed partial class ChildStagesTests(SolvedRunFixture fixture) : IClassF
 
         var report = ReportStage.Write(new RunDirectory(fixture.Run), "fast", fixture.Child, eval, bench, null, _ => { });
         // The report's ratio is the bench's paired one (the median of per-round ratios), not the ratio of the two medians.
-        Assert.Equal(rows[1]!["end_to_end_ratio"]!.GetValue<double>(), report.MeasuredThroughputRatio, 9);
+        Assert.Equal(rows[1]!["end_to_end_ratio"]!.GetValue<double>(), report.MeasuredThroughputRatio, tolerance: 1e-9);
         var perRound = rows[1]!["end_to_end_ratio_rounds"]!.AsArray().Select(v => v!.GetValue<double>()).Order().ToArray();
         Assert.Equal(perRound.Length % 2 == 1 ? perRound[perRound.Length / 2] : (perRound[perRound.Length / 2 - 1] + perRound[perRound.Length / 2]) / 2,
             report.MeasuredThroughputRatio, 9);

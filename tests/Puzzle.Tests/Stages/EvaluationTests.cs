@@ -69,19 +69,19 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
             return logits.argmax(-1).eq(tensor(targets, [windows, T])).sum().item<long>() / (double)(windows * T);
         }
         double childAccuracy = Accuracy(child), parentAccuracy = Accuracy(fixture.ParentDir);
-        Assert.Equal(childAccuracy, eval["metrics"]!["next_token_accuracy"]!.GetValue<double>(), 9);
-        Assert.Equal(parentAccuracy, eval["reference_metrics"]!["next_token_accuracy"]!.GetValue<double>(), 9);
+        Assert.Equal(childAccuracy, eval["metrics"]!["next_token_accuracy"]!.GetValue<double>(), tolerance: 1e-9);
+        Assert.Equal(parentAccuracy, eval["reference_metrics"]!["next_token_accuracy"]!.GetValue<double>(), tolerance: 1e-9);
         var retention = eval["retention"]!;
         Assert.Equal("accuracy_retention", retention["metric"]!.GetValue<string>());
         var components = retention["components"]!.AsObject();
-        Assert.Equal(childAccuracy / parentAccuracy, components["next_token_accuracy"]!["ratio"]!.GetValue<double>(), 9);
+        Assert.Equal(childAccuracy / parentAccuracy, components["next_token_accuracy"]!["ratio"]!.GetValue<double>(), tolerance: 1e-9);
         Assert.False(components.ContainsKey("task.acc_norm"));                                        // parent at chance: left out, and said so
         Assert.Contains("not significantly above chance 0.5000", retention["excluded"]!["task.acc_norm"]!.GetValue<string>());
         Assert.False(components.ContainsKey("top1_agreement"));                                        // fidelity is never part of it
         double continuationParent = eval["reference_metrics"]!["tasks"]!["test_continuation"]!["acc_norm"]!.GetValue<double>();
         Assert.Equal(EvalStage.WilsonLower(continuationParent, 12) > 0.25, components.ContainsKey("test_continuation.acc_norm"));
         double mean = components.Select(kv => kv.Value!["ratio"]!.GetValue<double>()).Average();
-        Assert.Equal(mean, retention["value"]!.GetValue<double>(), 12);
+        Assert.Equal(mean, retention["value"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(eval["metrics"]!["perplexity"]!.GetValue<double>() / eval["reference_metrics"]!["perplexity"]!.GetValue<double>(),
             eval["fidelity"]!["perplexity_ratio"]!["value"]!.GetValue<double>(), 9);
 
@@ -106,20 +106,20 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
         Assert.Equal(parentAccuracy * windows * T, units.Reference.Correct.Sum(), 6);
         Assert.Equal(components.Select(kv => kv.Key), units.RetentionMetrics);
         var once = PairedRetention.Once(units.Tokens.Length, units.Tasks);
-        Assert.Equal(retention["value"]!.GetValue<double>(), PairedRetention.Retention(units.Model, units.Reference, units.Tokens, units.RetentionTasks, once), 12);
+        Assert.Equal(retention["value"]!.GetValue<double>(), PairedRetention.Retention(units.Model, units.Reference, units.Tokens, units.RetentionTasks, once), tolerance: 1e-12);
         var replicates = PairedRetention.Resamples(units.Tokens.Length, units.Tasks, units.Resamples, units.Seed)
             .Select(r => PairedRetention.Retention(units.Model, units.Reference, units.Tokens, units.RetentionTasks, r)).Where(double.IsFinite).ToList();
-        Assert.Equal(retention["ci95"]![0]!.GetValue<double>(), EvalStage.Interval(replicates)[0]!.GetValue<double>(), 12);
-        Assert.Equal(retention["ci95"]![1]!.GetValue<double>(), EvalStage.Interval(replicates)[1]!.GetValue<double>(), 12);
+        Assert.Equal(retention["ci95"]![0]!.GetValue<double>(), EvalStage.Interval(replicates)[0]!.GetValue<double>(), tolerance: 1e-12);
+        Assert.Equal(retention["ci95"]![1]!.GetValue<double>(), EvalStage.Interval(replicates)[1]!.GetValue<double>(), tolerance: 1e-12);
         var zero = PairedRetention.Difference(units.Reference, units.Model, units.Model, units.Tokens, units.RetentionTasks,
             PairedRetention.Resamples(units.Tokens.Length, units.Tasks, units.Resamples, units.Seed));
         Assert.Equal((0.0, 0.0), (zero.Low, zero.High));
 
         // Paired: the parent against itself retains exactly 100% in every resample, so its interval has no width.
         var self = EvalStage.Run(new EvalOptions { ModelDir = fixture.ParentDir, ReferenceDir = fixture.ParentDir, DataDir = fixture.DataDir, BootstrapResamples = 20 }, _ => { });
-        Assert.Equal(1.0, self["retention"]!["value"]!.GetValue<double>(), 12);
-        Assert.Equal(1.0, self["retention"]!["ci95"]![0]!.GetValue<double>(), 12);
-        Assert.Equal(1.0, self["retention"]!["ci95"]![1]!.GetValue<double>(), 12);
+        Assert.Equal(1.0, self["retention"]!["value"]!.GetValue<double>(), tolerance: 1e-12);
+        Assert.Equal(1.0, self["retention"]!["ci95"]![0]!.GetValue<double>(), tolerance: 1e-12);
+        Assert.Equal(1.0, self["retention"]!["ci95"]![1]!.GetValue<double>(), tolerance: 1e-12);
         // Asking for more test tokens than the split has is an error naming the split, not a silent clamp.
         string message = Assert.Throws<PuzzleException>(() => EvalStage.Run(new EvalOptions
         {
@@ -163,7 +163,7 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
         var otherReference = new List<string>();
         var swapped = Eval(fixture.ParentDir, child, otherReference);
         Assert.DoesNotContain(otherReference, l => l.Contains("measured before"));
-        Assert.Equal(measured["metrics"]!["perplexity"]!.GetValue<double>(), swapped["reference_metrics"]!["perplexity"]!.GetValue<double>(), 9);
+        Assert.Equal(measured["metrics"]!["perplexity"]!.GetValue<double>(), swapped["reference_metrics"]!["perplexity"]!.GetValue<double>(), tolerance: 1e-9);
     }
 
     [Theory]
@@ -243,7 +243,7 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
         }
         Assert.Equal(hits, metrics.Hits);
         Assert.Equal(hits.Count(h => h) / 2.0, metrics.Acc);
-        Assert.Equal(0.5 * (1.0 / 3) + 0.5 * 0.5, metrics.Chance, 12);
+        Assert.Equal(0.5 * (1.0 / 3) + 0.5 * 0.5, metrics.Chance, tolerance: 1e-12);
     }
 
     [Fact]

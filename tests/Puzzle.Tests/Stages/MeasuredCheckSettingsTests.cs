@@ -67,16 +67,16 @@ public class MeasuredCheckSettingsTests
         var broken = new ScriptedTimer((100, 1030), (120, 1176));
         var timing = ArchitectureTimer.MeasureCached(run, parent, child, 2.79, null, "puzzle-at-depth", broken.Time, logs.Add, warnings.Add);
         Assert.Equal(2, broken.Calls);
-        Assert.Equal(9.8, timing.Ratio, 12);
-        Assert.Equal(10.3, timing.FirstRatio!.Value, 12);
+        Assert.Equal(9.8, timing.Ratio, tolerance: 1e-12);
+        Assert.Equal(10.3, timing.FirstRatio!.Value, tolerance: 1e-12);
         Assert.True(timing.Suspect);
         string warning = Assert.Single(warnings);
         Assert.Contains("puzzle-at-depth", warning);
         Assert.Contains("estimated 2.79x, measured 10.30x", warning);
         Assert.Contains("re-timed 9.80x", warning);
         var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent, child, Small)]!;
-        Assert.Equal(9.8, entry["ratio"]!.GetValue<double>(), 12);
-        Assert.Equal(10.3, entry["first_ratio"]!.GetValue<double>(), 12);
+        Assert.Equal(9.8, entry["ratio"]!.GetValue<double>(), tolerance: 1e-12);
+        Assert.Equal(10.3, entry["first_ratio"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(2.79, entry["estimated_ratio"]!.GetValue<double>());
         Assert.True(entry["suspect"]!.GetValue<bool>());
 
@@ -172,7 +172,7 @@ public class MeasuredCheckSettingsTests
         Assert.InRange(miss.Ratio, 1.99, 2.01);
         var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parentA, child, Small)]!;
         Assert.True(entry["decided"]!.GetValue<bool>());
-        Assert.Equal(2.25 * 0.99, entry["band_lower"]!.GetValue<double>(), 12);
+        Assert.Equal(2.25 * 0.99, entry["band_lower"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(5, entry["parent_round_ms"]!.AsArray().Count);
 
         // Rounds either side of 2.2275x: undecided, all 6 rounds, the median of the paired ratios by hand.
@@ -181,7 +181,7 @@ public class MeasuredCheckSettingsTests
         var straddle = new SequenceTimer(close);
         var undecided = ArchitectureTimer.MeasureCached(run, parentB, child, 2.2, new CheckBand(2.25 * 0.99), "child", straddle.Time, logs.Add);
         Assert.Equal(6, undecided.Rounds);
-        Assert.Equal((1110.0 / 500 + 1120.0 / 500) / 2, undecided.Ratio, 12);
+        Assert.Equal((1110.0 / 500 + 1120.0 / 500) / 2, undecided.Ratio, tolerance: 1e-12);
         entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parentB, child, Small)]!;
         Assert.False(entry["decided"]!.GetValue<bool>());
 
@@ -203,13 +203,13 @@ public class MeasuredCheckSettingsTests
     {
         // First bound 100 ms. One attempt estimated 2.25x measured 2.00x: correction 0.889, bound 88.9 ms.
         MeasuredAttempt A(double estimated, double measured) => new(estimated, measured, 1, 1, null, false);
-        Assert.Equal(100 * 2.0 / 2.25, SearchStage.TightenedBound(100, [A(2.25, 2.00)], 99), 9);
+        Assert.Equal(100 * 2.0 / 2.25, SearchStage.TightenedBound(100, [A(2.25, 2.00)], 99), tolerance: 1e-9);
         // Two attempts: the median of both corrections (0.889 and 0.96), not their product.
-        Assert.Equal(100 * (2.0 / 2.25 + 2.4 / 2.5) / 2, SearchStage.TightenedBound(100, [A(2.25, 2.00), A(2.5, 2.4)], 99), 9);
+        Assert.Equal(100 * (2.0 / 2.25 + 2.4 / 2.5) / 2, SearchStage.TightenedBound(100, [A(2.25, 2.00), A(2.5, 2.4)], 99), tolerance: 1e-9);
         // Never as slow as the child that missed.
         Assert.True(SearchStage.TightenedBound(100, [A(2.25, 2.24)], 90) < 90);
         // Loosening after an overshoot: the correction above 1 gives a larger bound, never as fast as the overshooting child.
-        Assert.Equal(100 * 3.0 / 2.7, SearchStage.LoosenedBound(100, [A(2.7, 3.0)], 95), 9);
+        Assert.Equal(100 * 3.0 / 2.7, SearchStage.LoosenedBound(100, [A(2.7, 3.0)], 95), tolerance: 1e-9);
         Assert.True(SearchStage.LoosenedBound(100, [A(2.7, 2.71)], 101) > 101);
     }
 }

@@ -61,12 +61,12 @@ public class PairedRetentionTests
         }
 
         var d = PairedRetention.Difference(parent.Units, a.Units, b.Units, Tokens, ["task"], draws);
-        Assert.Equal(Retention(a, all, allItems), d.RetentionA, 12);
-        Assert.Equal(Retention(b, all, allItems), d.RetentionB, 12);
+        Assert.Equal(Retention(a, all, allItems), d.RetentionA, tolerance: 1e-12);
+        Assert.Equal(Retention(b, all, allItems), d.RetentionB, tolerance: 1e-12);
         Assert.Equal(d.RetentionA - d.RetentionB, d.Value, 15);
         Assert.Equal(Resamples, d.Resamples);
-        Assert.Equal(Percentile(0.025), d.Low, 12);
-        Assert.Equal(Percentile(0.975), d.High, 12);
+        Assert.Equal(Percentile(0.025), d.Low, tolerance: 1e-12);
+        Assert.Equal(Percentile(0.975), d.High, tolerance: 1e-12);
         Assert.True(d.Low < d.Value && d.Value < d.High, $"{d.Low} {d.Value} {d.High}");
 
         // Pairing matters: the same difference with the children resampled independently of each other is wider.
@@ -84,8 +84,8 @@ public class PairedRetentionTests
             double Acc(Synthetic m) => docs.SelectMany(x => m.Tokens[x]).Count(c => c) / (double)docs.Sum(x => Lengths[x]);
             return Acc(a) / Acc(parent) - Acc(b) / Acc(parent);
         }).ToList();
-        Assert.Equal(EvalStage.Interval(directTokens)[0]!.GetValue<double>(), tokensOnly.Low, 12);
-        Assert.Equal(EvalStage.Interval(directTokens)[1]!.GetValue<double>(), tokensOnly.High, 12);
+        Assert.Equal(EvalStage.Interval(directTokens)[0]!.GetValue<double>(), tokensOnly.Low, tolerance: 1e-12);
+        Assert.Equal(EvalStage.Interval(directTokens)[1]!.GetValue<double>(), tokensOnly.High, tolerance: 1e-12);
     }
 
     [Fact]
@@ -126,8 +126,8 @@ public class PairedRetentionTests
         Assert.True(better.Low > 0, $"{better.Low}");
         Assert.Equal("Puzzle better", better.Verdict);
         var worse = PairedRetention.Difference(parent.Units, weak.Units, strong.Units, Tokens, ["task"], draws);
-        Assert.Equal(-better.Value, worse.Value, 12);
-        Assert.Equal(-better.Low, worse.High, 12);
+        Assert.Equal(-better.Value, worse.Value, tolerance: 1e-12);
+        Assert.Equal(-better.Low, worse.High, tolerance: 1e-12);
         Assert.Equal("baseline better", worse.Verdict);
     }
 }

@@ -65,7 +65,7 @@ public sealed class PipelineTests(RunFixture fixture) : IClassFixture<RunFixture
         Assert.Equal(solution["verified"]!["parameters"]!.GetValue<long>(), exported.TotalParameters);
         var report = ReportFile.Read(Path.Combine(straight, "report.json"));
         var bench = report.Bench["models"]!.AsArray();
-        Assert.Equal(bench[1]!["end_to_end_ratio"]!.GetValue<double>(), report.MeasuredThroughputRatio, 9);
+        Assert.Equal(bench[1]!["end_to_end_ratio"]!.GetValue<double>(), report.MeasuredThroughputRatio, tolerance: 1e-9);
         using (var child = Checkpoint.Load(Path.Combine(straight, "export"))) Assert.Equal(2, child.Config.NumLayers);
 
         // (A rerun reusing everything is checked at the end, on a run directory moved elsewhere.)

@@ -28,7 +28,7 @@ public sealed class ScenarioCostTests
         Assert.Equal(13, Scenario.CacheCapacity);                       // 8 + 5
         Assert.Equal(10, Scenario.GeneratedTokens);                     // 2 × 5
         Assert.Equal(18, Scenario.TimeMs(10, 2));                       // 10 + 4 × 2
-        Assert.Equal(10 / 0.018, Scenario.TokensPerSecond(18), 9);
+        Assert.Equal(10 / 0.018, Scenario.TokensPerSecond(18), tolerance: 1e-9);
         Assert.Equal(5328, Scenario.MemoryBytes(1000, 128));            // 1000 × 2 + 2 × 13 × 128
         // Whole model: 32,832 non-block + 12,352 attention + 24,640 FFN = 69,824 parameters × 2 bytes;
         // KV 2 × 2 heads × 16 × 2 bytes = 128 per token → 2 × 13 × 128 = 3,328.
@@ -124,27 +124,27 @@ public sealed class ScenarioCostTests
 
         // Scaled: blocks × (10 − 1) / (8 − 1) and × (4.5 − 0.5) / (3.5 − 0.5); the child keeps attention only.
         var scaled = Costs("engine/median");
-        Assert.Equal(whole, scaled.PredictTimeMs(parent, "measured"), 9);
-        Assert.Equal(1 + 3 * 9 / 7.0 + 4 * (0.5 + 1 * 4 / 3.0), scaled.PredictTimeMs(child, "measured"), 9);
+        Assert.Equal(whole, scaled.PredictTimeMs(parent, "measured"), tolerance: 1e-9);
+        Assert.Equal(1 + 3 * 9 / 7.0 + 4 * (0.5 + 1 * 4 / 3.0), scaled.PredictTimeMs(child, "measured"), tolerance: 1e-9);
         // Anchored: non-block + (whole − parts) = 1 + 2 and 0.5 + 1, blocks as timed: the child is the whole less its FFN.
         var anchored = Costs("engine/median/anchored");
         Assert.Equal("engine/median/anchored", CostMethod.Parse("engine/median/anchored").Name);
-        Assert.Equal(whole, anchored.PredictTimeMs(parent, "measured"), 9);
-        Assert.Equal(whole - (4 + 4 * 2), anchored.PredictTimeMs(child, "measured"), 9);
+        Assert.Equal(whole, anchored.PredictTimeMs(parent, "measured"), tolerance: 1e-9);
+        Assert.Equal(whole - (4 + 4 * 2), anchored.PredictTimeMs(child, "measured"), tolerance: 1e-9);
         Assert.Equal((1.0, 1.0, 2.0, 1.0), (anchored.NonBlock.BlockScalePrefill, anchored.NonBlock.BlockScaleDecode, anchored.NonBlock.OffsetPrefillMs, anchored.NonBlock.OffsetDecodeMs));
         // Anchored where the parts exceed the whole (decode 3.5 against a whole of 3): no negative fixed cost; the decode
         // blocks are scaled by (3 − 0.5) / (3.5 − 0.5) instead, so a child never runs below its non-block time.
         var over = BlockCosts.FromTimings(Config, [parentAttention, parentFfn, noFfn], sc, CostMethod.Parse("engine/median/anchored"), timings with { Whole = (T(10), T(3)) }, "", "cpu");
         Assert.Equal((1.0, 2.5 / 3, 2.0, 0.0), (over.NonBlock.BlockScalePrefill, over.NonBlock.BlockScaleDecode, over.NonBlock.OffsetPrefillMs, over.NonBlock.OffsetDecodeMs));
-        Assert.Equal(10 + 4 * 3.0, over.PredictTimeMs(parent, "measured"), 9);
-        Assert.Equal(10 - 4 + 4 * (0.5 + 1 * 2.5 / 3), over.PredictTimeMs(child, "measured"), 9);
+        Assert.Equal(10 + 4 * 3.0, over.PredictTimeMs(parent, "measured"), tolerance: 1e-9);
+        Assert.Equal(10 - 4 + 4 * (0.5 + 1 * 2.5 / 3), over.PredictTimeMs(child, "measured"), tolerance: 1e-9);
         // Uncalibrated: the parts as timed.
-        Assert.Equal(8 + 4 * 3.5, Costs("engine/median/uncalibrated").PredictTimeMs(parent, "measured"), 9);
+        Assert.Equal(8 + 4 * 3.5, Costs("engine/median/uncalibrated").PredictTimeMs(parent, "measured"), tolerance: 1e-9);
 
         // The offsets round-trip through costs.json; a file without them reads as 0.
         string path = Path.Combine(TestSupport.TempDir(), "costs.json");
         anchored.Write(path);
-        Assert.Equal(anchored.PredictTimeMs(child, "measured"), CostsFile.Read(path).PredictTimeMs(child, "measured"), 9);
+        Assert.Equal(anchored.PredictTimeMs(child, "measured"), CostsFile.Read(path).PredictTimeMs(child, "measured"), tolerance: 1e-9);
         scaled.Write(path);
         Assert.DoesNotContain("offset_prefill_ms", File.ReadAllText(path));
         var e = Assert.Throws<PuzzleException>(() => CostMethod.Parse("engine/median/shifted"));

@@ -86,11 +86,11 @@ public sealed class PretrainerTests
     public void Schedule_WarmsUpLinearly_ThenCosineToTheFloor()
     {
         var s = new LearningRateSchedule(1.0, WarmupSteps: 4, TotalSteps: 15, MinRatio: 0.1);
-        Assert.Equal(0.25, s.At(0), 10);
-        Assert.Equal(1.0, s.At(3), 10);
-        Assert.Equal(1.0, s.At(4), 10);
-        Assert.Equal(0.55, s.At(9), 10);                                                   // halfway through the decay: (1 + 0.1) / 2
-        Assert.Equal(0.1, s.At(14), 10);
+        Assert.Equal(0.25, s.At(0), tolerance: 1e-10);
+        Assert.Equal(1.0, s.At(3), tolerance: 1e-10);
+        Assert.Equal(1.0, s.At(4), tolerance: 1e-10);
+        Assert.Equal(0.55, s.At(9), tolerance: 1e-10);                                                   // halfway through the decay: (1 + 0.1) / 2
+        Assert.Equal(0.1, s.At(14), tolerance: 1e-10);
         for (int i = 4; i < 14; i++) Assert.True(s.At(i + 1) < s.At(i));
     }
 
