@@ -11,6 +11,8 @@ namespace Puzzle.Tests.Memory;
 /// The plan's time besides computation (docs/memory.md, Time): each stage's process start-up, loading its models (per
 /// parameter, into fp32 or the compute dtype) and writing its checkpoints, as calibrated.
 /// </summary>
+// Planner.Calibrate sets the process's intra-op thread count to 1 while it times loads: not beside other tests.
+[Collection(nameof(Puzzle.Tests.Runtime.ProcessThreadsCollection))]
 public class PlanOverheadTests
 {
     static readonly Puzzle.Model.ModelConfig Llama1B = RandomParent.Preset("llama-3.2-1b") with { BosTokenId = 1, EosTokenIds = [2], TorchDtype = "bfloat16" };

@@ -14,6 +14,8 @@ using static TorchSharp.torch;
 
 namespace Puzzle.Tests.Memory;
 
+// Planner.Calibrate sets the process's intra-op thread count to 1 while it times loads: not beside other tests.
+[Collection(nameof(Puzzle.Tests.Runtime.ProcessThreadsCollection))]
 public class PlanTests
 {
     static readonly ModelConfig70 Llama70 = new(RandomParent.Preset("llama-3.1-70b") with { BosTokenId = 1, EosTokenIds = [2] });
