@@ -4,6 +4,7 @@ using Puzzle.Checkpoints;
 using Puzzle.Domain;
 using Puzzle.IO;
 using Puzzle.Stages.Assembly;
+using Puzzle.Stages.Costs;
 using Puzzle.Stages.Benchmark;
 using Puzzle.Stages.Evaluation;
 using Puzzle.Stages.Library;
@@ -166,7 +167,7 @@ public static class BaselinesStage
         double puzzle = ReachedRatio(JsonNode.Parse(File.ReadAllText(puzzlePath))!)!.Value;
         string benchPath = run.Artifact(Folder, baseline, "bench.json");
         double reached = MatchRatio(JsonNode.Parse(File.ReadAllText(run.Artifact(Folder, baseline, "solution.json")))!,
-                             SearchStage.BuildProblem(run, run.Config.Search.Target).Target,
+                             CostsFile.TargetKey(run.Config.Search.Target),
                              File.Exists(benchPath) ? JsonNode.Parse(File.ReadAllText(benchPath)) : null)
             ?? throw new PuzzleException($"{run.Artifact(Folder, baseline, "solution.json")}: no throughput ratio recorded");
         if (reached <= puzzle * (1 + MatchTolerance))
