@@ -45,6 +45,10 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
         var normed = x32 * x32.square().mean([-1], keepdim: true).add_(_epsScalar).rsqrt_();
+        // The Scalar's native handle is passed to add_; without this the JIT may treat the module (and the Scalar) as
+        // dead once the field is read, and its finaliser can free it while add_ reads it (a fresh-clone CI run failed
+        // in c10 Scalar::toFloat so).
+        GC.KeepAlive(_epsScalar);
         return (_weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
 }
