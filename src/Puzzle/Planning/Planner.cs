@@ -123,6 +123,10 @@ public static partial class Planner
         // What every stage does besides its computation (docs/memory.md, Time): start its process, load its models (read,
         // checked, converted to the dtype held: per parameter, as calibrated), write its checkpoints (flushed to disk).
         double Load(long parameters, int dtypeBytes) => cal.OnGpu ? 0 : parameters * (dtypeBytes == 4 ? cal.LoadFp32SecondsPerParameter : cal.LoadComputeSecondsPerParameter);
+        // The load is calibrated from a bf16 source (a parent layer): bf16 → fp32 moves 6 bytes a parameter, bf16 → bf16 4.
+        // From an fp32 source (GKD's child) the bytes read and written scale the fp32 rate: fp32 → bf16 6, fp32 → fp32 8.
+        double ExportLoad(long parameters, int sourceBytes, int dtypeBytes) =>
+            sourceBytes == 2 ? Load(parameters, dtypeBytes) : Load(parameters, 4) * (sourceBytes + dtypeBytes) / 6.0;
         double Logits(double tokens) => tokens * V * cal.LogitSeconds;                             // log-softmax / KL work over [tokens, V]
         double Write(long bytes) => cal.OnGpu ? 0 : bytes / cal.WriteBytesPerSecond;
         double startup = cal.StartupSeconds;                                                       // 0 on a roofline
@@ -355,12 +359,13 @@ public static partial class Planner
             (llamaCpp ? $" (GGUF export {Gib(gguf.ExportPeak + R0)} GiB, {gguf.ExportLoadSeconds + gguf.ExportWriteSeconds:F1} s; llama.cpp {gguf.BenchSeconds:F1} s)" : ""),
             load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds, processes: 2));
 
-        // 10. Export: the child loaded in fp32, written in the export dtype.
+        // 10. Export: the child read from its checkpoint (GKD's, fp32, where GKD ran; else the assembled child in the
+        // parent's bf16), held in the export dtype and written once per format (HF safetensors, GGUF).
         int xb = run.Export.Dtype is "float32" or "fp32" ? 4 : 2;
-        // The child loaded in the export dtype and written once per format (HF safetensors, GGUF).
+        int sourceBytes = g.Tokens > 0 ? 4 : 2;
         long exported = child * xb * Math.Max(1, run.Export.Formats.Length);
-        plans.Add(Stage("10 export", 0, R0 + child * (long)xb + largest * 4, exported, $"host RAM; the child held in {run.Export.Dtype}",
-            load: Load(child, xb), write: Write(exported), host: true));
+        plans.Add(Stage("10 export", 0, R0 + child * (long)xb + largest * 4, exported, $"host RAM; the child read in {(sourceBytes == 4 ? "fp32" : "bf16")}, held in {run.Export.Dtype}",
+            load: ExportLoad(child, sourceBytes, xb), write: Write(exported), host: true));
         return plans;
     }
 

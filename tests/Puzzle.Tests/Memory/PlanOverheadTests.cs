@@ -51,8 +51,13 @@ public class PlanOverheadTests
         Assert.Equal((child * 4.0 + 3 * trainable * 12.0) / 4e8, plans["8 distill (GKD)"].WriteSeconds, 6);
         // Evaluation: parent and child in fp32; the bench: both in the measurement dtype (bf16).
         Assert.Equal((P + child) * (8e-9 + 5e-9), plans["9 evaluate + bench"].LoadSeconds, 6);
-        // Export: the child in bf16, written once per format.
-        Assert.Equal(child * 5e-9, plans["10 export"].LoadSeconds, 6);
+        // Export: GKD's fp32 child read and held in bf16 (6 bytes a parameter, as the fp32 load from bf16), written once
+        // per format; without GKD the assembled bf16 child is read into bf16 (the compute load).
+        Assert.Equal(child * 8e-9, plans["10 export"].LoadSeconds, 6);
+        var noGkd = Planner.Plan(Llama1B, run with { Gkd = run.Gkd with { Tokens = 0 } }, cal).ToDictionary(p => p.Stage);
+        Assert.Equal(child * 5e-9, noGkd["10 export"].LoadSeconds, 6);
+        var fp32 = Planner.Plan(Llama1B, run with { Export = run.Export with { Dtype = "float32" } }, cal).ToDictionary(p => p.Stage);
+        Assert.Equal(child * 8e-9 * 8 / 6, fp32["10 export"].LoadSeconds, 6);
         Assert.Equal(child * 2.0 * 2 / 4e8, plans["10 export"].WriteSeconds, 6);
         Assert.Equal(child * 2L * 2, plans["10 export"].DiskBytes);
         // Assembly: every child tensor read, converted to the parent's bf16 and written.
