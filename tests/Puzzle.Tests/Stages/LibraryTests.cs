@@ -136,6 +136,47 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
         Assert.NotEqual(a.Records[0].Fingerprint, b.Records[0].Fingerprint);
     }
 
+    /// <summary>
+    /// BLD computes the parent's frozen attention half once per step for all the FFN variants of a layer
+    /// (TrainedBlock.FrozenParentAttention): a variant trained from that shared tensor takes exactly the steps it takes
+    /// from its own full forward, in fp32 and in bf16 compute.
+    /// </summary>
+    [Theory]
+    [InlineData("fp32")]
+    [InlineData("bf16")]
+    public void FfnVariant_TrainedFromTheSharedAttentionHalf_TakesExactlyItsOwnSteps(string precision)
+    {
+        var run = new RunDirectory(fixture.NewRun());
+        using var parent = Checkpoint.Load(run.ParentDir);
+        var compute = Puzzle.Training.Precision.Resolve(precision, CPU);
+        var variant = run.Variants.All.Single(v => v.Id == "L1.ffn.w0.5");
+        using var channelScores = arange((long)parent.Config.Blocks[1].Ffn.IntermediateSize!, dtype: ScalarType.Float32);
+        TrainedBlock New() => new(dtype => VariantInitializer.BuildBlock(parent.Config, parent.Layer(1), variant, channelScores, CPU, dtype),
+            name => BlockLibraryBuilder.OwnsParameter(variant, name), compute, new Puzzle.Training.AdamWSettings());
+        using var own = New();
+        using var shared = New();
+        using var scope = NewDisposeScope();
+        var generator = new TorchSharp.torch.Generator(7);
+        var attention = parent.PrefillInputs(16, 1, compute);
+        for (int step = 0; step < 3; step++)
+        {
+            var input = randn([2, 16, parent.Config.HiddenSize], generator: generator).to(compute);
+            var target = randn([2, 16, parent.Config.HiddenSize], generator: generator);
+            Tensor afterAttention;
+            using (no_grad()) afterAttention = shared.Work.ForwardAttention(input, attention);
+            double a = own.Step(input, attention, target, 1.0, 1e-2), b = shared.StepFfn(afterAttention, target, 1.0, 1e-2);
+            Assert.Equal(a, b);
+        }
+        foreach (var ((name, x), (_, y)) in own.Master.named_parameters().Zip(shared.Master.named_parameters()))
+            Assert.True(TestSupport.MaxAbsDiff(x, y) == 0, name);
+        // The steps changed the FFN (and nothing else): the comparison is not between two untouched copies.
+        using var fresh = New();
+        Assert.True(TestSupport.MaxAbsDiff(fresh.Master.named_parameters().Single(p => p.name == "mlp.down_proj.weight").parameter,
+            own.Master.named_parameters().Single(p => p.name == "mlp.down_proj.weight").parameter) > 0);
+        Assert.True(TestSupport.MaxAbsDiff(fresh.Master.named_parameters().Single(p => p.name == "self_attn.q_proj.weight").parameter,
+            own.Master.named_parameters().Single(p => p.name == "self_attn.q_proj.weight").parameter) == 0);
+    }
+
     static Tensor ReadBf16(string path)
     {
         byte[] bytes = File.ReadAllBytes(path);

@@ -145,7 +145,8 @@ public static class BlockLibraryBuilder
     {
         public SubblockVariant Variant { get; } = v;
         public TrainedBlock Block { get; } = new(dtype => VariantInitializer.BuildBlock(config, parentLayer, v, scores, device, dtype),
-            name => v.NeedsTraining && OwnsParameter(v, name), compute, settings);
+            name => v.NeedsTraining && OwnsParameter(v, name), compute, settings)
+        { FrozenParentAttention = v.Kind == SubblockKind.Ffn };
         public DecoderLayer Master => Block.Master;
         public double NmseInit, NmseFinal, LastLoss;
 

@@ -91,7 +91,15 @@ public static class BlockTraining
                 var inputCompute = input.to(compute);
                 double denominator = target.pow(2).mean().item<float>();
                 double lr = schedule.At(step);
-                for (int i = 0; i < blocks.Count; i++) losses[i] = blocks[i].Step(inputCompute, attention, target, denominator, lr);
+                // The FFN variants of a layer all start from the parent's frozen attention half on the same input: computed
+                // once per step (by the first such block's copy: the same weights in the same dtype, so the same tensor).
+                Tensor? afterAttention = null;
+                if (blocks.FirstOrDefault(b => b.FrozenParentAttention) is { } first)
+                    using (no_grad()) afterAttention = first.Work.ForwardAttention(inputCompute, attention);
+                for (int i = 0; i < blocks.Count; i++)
+                    losses[i] = blocks[i].FrozenParentAttention
+                        ? blocks[i].StepFfn(afterAttention!, target, denominator, lr)
+                        : blocks[i].Step(inputCompute, attention, target, denominator, lr);
                 onStep?.Invoke(step, losses);
             }
         }
@@ -175,13 +183,32 @@ public sealed class TrainedBlock : IDisposable
         Work.train();
     }
 
+    /// <summary>
+    /// Whether the block's attention half is the parent layer's, frozen (a library FFN variant): blocks that say so share
+    /// one computation of it per step (<see cref="BlockTraining.TrainLayer"/>, <see cref="StepFfn"/>). Only for blocks
+    /// whose attention weights are the parent layer's in the compute dtype, the same in every such block of the layer.
+    /// </summary>
+    public bool FrozenParentAttention { get; init; }
+
     /// <summary>One step on a batch: NMSE of the working copy's output against <paramref name="target"/>, backward, AdamW at <paramref name="lr"/>.</summary>
     /// <param name="denominator">MSE(0, target) of the batch.</param>
     /// <returns>the batch's loss before the step.</returns>
     public double Step(Tensor input, AttentionInputs attention, Tensor target, double denominator, double lr)
     {
         using var scope = NewDisposeScope();
-        var output = Work.Forward(input, attention).to(ScalarType.Float32);
+        return Fit(Work.Forward(input, attention), target, denominator, lr);
+    }
+
+    /// <summary><see cref="Step"/> from the attention half's output (the parent's, <see cref="FrozenParentAttention"/>): the FFN half alone.</summary>
+    public double StepFfn(Tensor afterAttention, Tensor target, double denominator, double lr)
+    {
+        using var scope = NewDisposeScope();
+        return Fit(Work.ForwardFfn(afterAttention), target, denominator, lr);
+    }
+
+    double Fit(Tensor block, Tensor target, double denominator, double lr)
+    {
+        var output = block.to(ScalarType.Float32);
         var loss = (output - target).pow(2).mean() / denominator;
         loss.backward();
         double value = loss.item<float>();
