@@ -159,8 +159,12 @@ public static partial class Planner
                              + variants.Select(v => v.Layer).Distinct().Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * valRows)
                              + narrowed.Sum(l => BlocksForwardFlops(c, 0, l + 1, T, 1) * calRows);
         double bldFp32 = variants.Sum(v => 2 * 2.0 * c.BlockParameters(v.Layer) * valRows * T);
+        // The frozen other sublayer: the parent's FFN after each attention unit; the parent's attention before a layer's
+        // FFN units once per step for all of them (BlockTraining.TrainLayer shares it).
         double bldCompute = trained.Sum(v => 3 * (2.0 * Params(v) * stepTokens) * steps                           // forward + backward of the unit
-                                             + 2.0 * stepTokens * (c.BlockParameters(v.Layer) - Params(v)) * steps); // the frozen other sublayer
+                                             + (v.Kind == SubblockKind.Attention ? 2.0 * stepTokens * Other(v) * steps : 0))
+                            + trained.Where(v => v.Kind == SubblockKind.Ffn).Select(v => v.Layer).Distinct()
+                                     .Sum(l => 2.0 * stepTokens * c.AttentionParameters(c.Blocks[l].Attention) * steps);
         // The parent: in bf16 where it is stored in bf16 and the units compute in bf16 (BlockLibraryBuilder.ParentDtype),
         // its passes then at the compute rate; else fp32.
         bool bf16Parent = BlockLibraryBuilder.ParentDtype(c, cal.Compute) == ScalarType.BFloat16;
