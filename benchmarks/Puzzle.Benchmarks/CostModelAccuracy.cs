@@ -21,7 +21,7 @@ public static class CostModelAccuracy
 {
     static readonly string[] DefaultMethods =
         ["isolated/median", "isolated/min", "isolated/median/uncalibrated", "engine/median", "engine/min", "engine/trimmed", "engine/median/uncalibrated",
-         "engine/median/anchored", "engine/min/anchored"];
+         "engine/median/anchored", "engine/min/anchored", "engine/min/anchored/unpaired"];
 
     public static void Run(string runDir, int rounds, string[] methods)
     {

@@ -105,6 +105,24 @@ public static partial class Planner
         return sum;
     }
 
+    /// <summary>
+    /// The tokens the evaluation reads of the whole test split (its whole windows) where data.path is prepared; null
+    /// where it is not (yet): the pipeline prepares it from data.inputs, and the plan assumes <see cref="AssumedTestTokens"/>.
+    /// </summary>
+    public static long? PreparedTestTokens(DataSection data)
+    {
+        if (string.IsNullOrEmpty(data.Path) || !File.Exists(Path.Combine(data.Path, Data.DataManifest.FileName))) return null;
+        try
+        {
+            var manifest = Data.DataManifest.Read(data.Path);
+            return Math.Max(0, (manifest.Split("test").Tokens - 1) / manifest.SeqLen) * manifest.SeqLen;
+        }
+        catch (PuzzleException)
+        {
+            return null;                                                                          // no test split: the evaluation will say so
+        }
+    }
+
     public static List<StagePlan> Plan(ModelConfig parent, RunConfig run, Calibration cal)
     {
         var c = parent;
@@ -212,7 +230,11 @@ public static partial class Planner
         // blocks, and the parent, all alive, the timing models sharing the parent's embedding and head (their own: a final
         // norm); every round runs each model's prefill and decode steps. A decode step costs its layers' latency and the LM head's matrix-vector, not FLOPs.
         var distinct = unique.Where(v => !v.IsNoOp).ToList();
-        long perLayer = distinct.Sum(Params);
+        // And a model of the parent's layer 0 whole (its interaction: BlockTimings.Result.Interaction).
+        bool fullModel = !c.Blocks[0].Attention.NoOp && !c.Blocks[0].Ffn.NoOp;
+        long fullBlock = fullModel ? c.BlockParameters(0) : 0;
+        int timingModels = 1 + distinct.Count + (fullModel ? 1 : 0);
+        long perLayer = distinct.Sum(Params) + fullBlock;
         int depth = Math.Min(L, BlockTimings.MaxContextDepth);
         while (depth > 1 && depth * perLayer > Math.Max(P, (2L << 30) / 2)) depth--;
         long nonBlock = (long)V * H * (c.TieWordEmbeddings ? 1 : 2) + H;
@@ -220,23 +242,25 @@ public static partial class Planner
         int decodeSteps = Math.Max(0, s.GenerationLength - 1);
         double ModelSeconds(long blockParameters, double layers) => 2.0 * (blockParameters + (long)V * H) * prefillTokens / cal.ComputeRate
             + decodeSteps * (layers * cal.DecodeLayerSeconds + (double)V * H * cal.MatVecSecondsPerWeight);
-        double round = ModelSeconds(0, 0) + distinct.Sum(v => ModelSeconds(depth * Params(v), depth / 2.0)) + ModelSeconds(P - nonBlock, L);
+        double round = ModelSeconds(0, 0) + distinct.Sum(v => ModelSeconds(depth * Params(v), depth / 2.0)) + ModelSeconds(P - nonBlock, L)
+                       + (fullModel ? ModelSeconds(depth * fullBlock, depth) : 0);
         long kv = c.KvBytesPerToken(mb) * s.Batch * (long)(s.PromptLength + s.GenerationLength);
         // The engine fuses q/k/v and gate/up into copies (CausalLm.Fuse): every model's and the parent's blocks hold them too.
         long FusedAttention(AttentionConfig a) => a.IsGqa ? c.AttentionParameters(a) - (long)H * c.NumAttentionHeads * c.HeadDim - H : 0;
         long FusedFfn(FfnConfig f) => f.IsSwiGlu ? (c.FfnParameters(f) - H) * 2 / 3 : 0;
         long Fused(SubblockVariant v) => v.Kind == SubblockKind.Attention ? FusedAttention(v.Attention!) : FusedFfn(v.Ffn!);
         long parentFused = c.Blocks.Sum(b => FusedAttention(b.Attention) + FusedFfn(b.Ffn));
-        long engineModels = ((1 + distinct.Count) * (long)H + depth * (perLayer + distinct.Sum(Fused)) + parentFused) * (long)mb;
+        long fullFused = fullModel ? FusedAttention(c.Blocks[0].Attention) + FusedFfn(c.Blocks[0].Ffn) : 0;
+        long engineModels = (timingModels * (long)H + depth * (perLayer + distinct.Sum(Fused) + fullFused) + parentFused) * (long)mb;
         // Building the timing models: their layers initialised at random (the embedding and head are the parent's).
-        double buildModels = (depth * (double)perLayer + (1 + distinct.Count) * (double)H) * cal.InitSecondsPerWeight;
+        double buildModels = (depth * (double)perLayer + timingModels * (double)H) * cal.InitSecondsPerWeight;
         // One engine request's transients: its KV cache and the prefill's activations; on the CPU the C heap keeps one
         // more request's worth resident (docs/memory.md, "The C heap's slack").
         long request = kv + (long)s.Batch * s.PromptLength * (4L * H + I) * mb;
         long engineSlack = cal.OnGpu ? 0 : request;
         plans.Add(Stage("5 costs", cal.OnGpu ? 0 : repeats * round + buildModels,
             R0 + PerGpu(P * (long)mb + (cal.OnGpu ? 0 : engineModels) + request) + engineSlack, 0,
-            cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers in {1 + distinct.Count} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}",
+            cal.OnGpu ? "roofline: nothing measured" : $"{distinct.Count} distinct sublayers{(fullModel ? " and the parent's layer" : "")} in {timingModels} models of {depth} layers and the parent, {repeats} rounds each, in {s.MeasureDtype}",
             load: Load(P, mb)));
 
         // 8. GKD (counted here: stage 6 probes the search's candidates with short GKDs): teacher (compute dtype) + student (fp32 master, compute copy, AdamW moments of the trained parameters,
@@ -341,7 +365,8 @@ public static partial class Planner
         // 9. Evaluate + bench: child and parent in fp32, one batch's activations and a chunk of logits; bench (a fresh
         // process): both in the measurement dtype with KV caches.
         var e = run.Evaluation;
-        long evalTokens = e.MaxTokens ?? AssumedTestTokens;                                     // null: the whole test split
+        long? testTokens = e.MaxTokens is null ? PreparedTestTokens(run.Data) : null;
+        long evalTokens = e.MaxTokens ?? testTokens ?? AssumedTestTokens;                       // null: the whole test split
         double evalFlops = evalTokens * 2.0 * (P + child);
         double benchSeconds = (e.BenchRepeats + 1) * 2 * generateSeconds;                          // parent and child, warm-up + rounds
         long evalBatchTokens = 8L * T;
@@ -359,7 +384,7 @@ public static partial class Planner
         long benchPeak = Math.Max(ours ? R0 + PerGpu((P + child) * (long)mb + 2 * kv) : 0, llamaCpp ? gguf.ExportPeak + R0 : 0);
         // Two processes: the evaluation (parent and child in fp32) and the bench (both in the measurement dtype).
         plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak), 1 << 20,
-            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? " (whole test split; assumed)" : "")}, {e.BenchRepeats} bench rounds in {benchEngine}" +
+            $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? testTokens is null ? " (whole test split; assumed)" : " (whole test split)" : "")}, {e.BenchRepeats} bench rounds in {benchEngine}" +
             (llamaCpp ? $" (GGUF export {Gib(gguf.ExportPeak + R0)} GiB, {gguf.ExportLoadSeconds + gguf.ExportWriteSeconds:F1} s; llama.cpp {gguf.BenchSeconds:F1} s)" : ""),
             load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds, processes: 2));
 

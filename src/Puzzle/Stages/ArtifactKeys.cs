@@ -31,7 +31,7 @@ public static class ArtifactKeys
         libraryFingerprint, run.Config.Scoring with { Device = "" }, manifest.TokenizerSha256);
 
     /// <summary>RUN/costs.json: the parent, the search space, the scenario and whether anything was measured, and how (the timing method).</summary>
-    public static string Costs(RunDirectory run, bool rooflineOnly, string method) => Fingerprint.Of("costs-v4",
+    public static string Costs(RunDirectory run, bool rooflineOnly, string method) => Fingerprint.Of("costs-v5",
         Fingerprint.OfModel(run.ParentDir), run.Config.SearchSpace, run.Config.Scenario, rooflineOnly ? "roofline" : "measured " + method);
 
     /// <summary>The search problem: the scores and costs it is built from, the search space, the scenario and the cost target.</summary>

@@ -48,6 +48,39 @@ public class PlanTests
         Assert.True(json["stages"]![1]!["fits"]!.GetValue<bool>());
     }
 
+    /// <summary>
+    /// With evaluation.max_tokens null the evaluation reads the whole test split: where data.path is prepared the plan
+    /// reads its size from the manifest (whole windows, as the evaluation takes them), else it assumes 200,000 tokens.
+    /// </summary>
+    [Fact]
+    public void Evaluation_plan_reads_the_prepared_test_split_size()
+    {
+        string corpus = Puzzle.Tests.Data.CorpusFixtures.TextFolder(60);
+        string dataDir = TestSupport.TempDir();
+        Puzzle.Data.DataPreparer.Prepare(new Puzzle.Data.DataPrepareOptions
+        {
+            TokenizerDir = Puzzle.Tests.Data.CorpusFixtures.Tokenizer(corpus, 320), Inputs = [corpus], OutDir = dataDir, SeqLen = 32, ValidationFraction = 0.15, TestFraction = 0.1,
+        }, log: _ => { });
+        long testTokens = Puzzle.Data.DataManifest.Read(dataDir).Split("test").Tokens;
+        long windows = (testTokens - 1) / 32;
+        Assert.True(windows > 0);
+        Assert.Equal(windows * 32, Planner.PreparedTestTokens(new DataSection { Path = dataDir, SeqLen = 32 }));
+        Assert.Null(Planner.PreparedTestTokens(new DataSection { Path = Path.Combine(dataDir, "absent") }));
+
+        var config = RandomParent.Preset("smollm2-135m") with { BosTokenId = 1, EosTokenIds = [2] };
+        var cal = new Calibration("fixed", 1e10, 2e10, ScalarType.BFloat16, 0, 0, null);
+        var evalOptions = new EvaluationSection { BenchEngine = "puzzle", BenchRepeats = 0 };
+        StagePlan Eval(DataSection data, long? maxTokens = null) =>
+            Planner.Plan(config, new RunConfig { Data = data, Evaluation = evalOptions with { MaxTokens = maxTokens } }, cal).Single(p => p.Stage == "9 evaluate + bench");
+        var prepared = Eval(new DataSection { Path = dataDir, SeqLen = 32 });
+        var assumed = Eval(new DataSection { SeqLen = 32 });
+        Assert.Contains($"{windows * 32:N0} tokens of KL/perplexity (whole test split)", prepared.Note);
+        Assert.Contains("200,000 tokens of KL/perplexity (whole test split; assumed)", assumed.Note);
+        // The same plan as asking for exactly those tokens (second computation).
+        Assert.Equal(Eval(new DataSection { Path = dataDir, SeqLen = 32 }, windows * 32).Seconds, prepared.Seconds, 9);
+        Assert.True(prepared.Seconds < assumed.Seconds);
+    }
+
     [Fact]
     public void Search_plan_counts_one_short_gkd_per_probed_candidate_at_gkds_own_rates()
     {

@@ -141,6 +141,22 @@ public sealed class ScenarioCostTests
         // Uncalibrated: the parts as timed.
         Assert.Equal(8 + 4 * 3.5, Costs("engine/median/uncalibrated").PredictTimeMs(parent, "measured"), tolerance: 1e-9);
 
+        // A measured interaction (a layer with both sublayers costs 1 / 0.5 ms more than its two parts): a part of the
+        // parent's (9 / 4 against the whole's 10 / 4.5, the offsets 1 / 0.5), charged only to a layer that keeps both.
+        var paired = BlockCosts.FromTimings(Config, [parentAttention, parentFfn, noFfn], sc, CostMethod.Parse("engine/median/anchored"),
+            timings with { Interaction = (1, 0.5) }, "", "cpu");
+        Assert.Equal((9.0, 4.0), (paired.WholeParent!.SumOfPartsPrefillMs, paired.WholeParent.SumOfPartsDecodeMs));
+        Assert.Equal((1.0, 0.5), (paired.NonBlock.OffsetPrefillMs, paired.NonBlock.OffsetDecodeMs));
+        Assert.Equal(1 + 4 * 0.5, paired.PairTimeMs("measured"), tolerance: 1e-12);
+        Assert.Equal(0, paired.PairTimeMs("h100"));
+        Assert.Equal(whole, paired.PredictTimeMs(parent, "measured"), tolerance: 1e-9);
+        Assert.Equal((1 + 1 + 3) + 4 * (0.5 + 0.5 + 1), paired.PredictTimeMs(child, "measured"), tolerance: 1e-9);
+        string pairedPath = Path.Combine(TestSupport.TempDir(), "costs.json");
+        paired.Write(pairedPath);
+        var reread = CostsFile.Read(pairedPath);
+        Assert.Equal((1.0, 0.5), (reread.NonBlock.InteractionPrefillMs, reread.NonBlock.InteractionDecodeMs));
+        Assert.Equal(paired.PredictTimeMs(child, "measured"), reread.PredictTimeMs(child, "measured"), tolerance: 1e-9);
+
         // The offsets round-trip through costs.json; a file without them reads as 0.
         string path = Path.Combine(TestSupport.TempDir(), "costs.json");
         anchored.Write(path);

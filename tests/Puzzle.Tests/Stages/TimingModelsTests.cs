@@ -54,5 +54,19 @@ public sealed class TimingModelsTests
         Assert.All(variants.Where(v => !v.IsNoOp), v => Assert.True(timings.Subblocks[BlockTimings.Key(v)].Prefill.Repeats == 3, BlockTimings.Key(v)));
         Assert.True(timings.Whole.Prefill.MedianMs > 0 && timings.Whole.Decode.MedianMs > 0);
         Assert.Equal(0, TestSupport.MaxAbsDiff(embedding, parent.Model.EmbedTokens.Weight));
+
+        // The parent's whole layer is timed too (the model before the parent): its interaction is that model's per-layer
+        // time less the parent's two subblocks, each by the same statistic (second computation from the raw samples).
+        var samples = BlockTimings.InEngineSamples(parent, variants, scenario, 1, 3);
+        Assert.True(samples.FullBlock);
+        Assert.Equal(2 + samples.Distinct.Count + 1, samples.Samples.Length);
+        var reduced = samples.Reduce(TimingStatistic.Min);
+        double PerLayer(int model, Func<EngineSample, double> seconds) =>
+            Math.Max(0, samples.Samples[model].Min(x => seconds(x)) * 1e3 - samples.Samples[0].Min(x => seconds(x)) * 1e3) / samples.Depth;
+        int Model(SubblockVariant v) => 1 + samples.Distinct.ToList().FindIndex(d => BlockTimings.Key(d) == BlockTimings.Key(v));
+        var parentVariants = variants.Where(v => v.Layer == 0 && v.IsParent).ToList();
+        double expected = PerLayer(samples.Samples.Length - 2, x => x.PrefillSeconds) - parentVariants.Sum(v => PerLayer(Model(v), x => x.PrefillSeconds));
+        Assert.Equal(expected, reduced.Interaction.PrefillMs, tolerance: 1e-9);
+        Assert.NotEqual(0, reduced.Interaction.PrefillMs);
     }
 }

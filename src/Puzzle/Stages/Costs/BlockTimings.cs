@@ -10,8 +10,15 @@ namespace Puzzle.Stages.Costs;
 /// <summary>The two ways <see cref="BlockCosts"/> times subblocks (see <see cref="CostMethod"/>); times in ms per request phase.</summary>
 public static class BlockTimings
 {
-    /// <summary>Per distinct subblock (<see cref="Key"/>): prefill and one decode step; outside the blocks; the parent whole.</summary>
-    public sealed record Result(IReadOnlyDictionary<string, (Timing Prefill, Timing Decode)> Subblocks, (Timing Prefill, Timing Decode) NonBlock, (Timing Prefill, Timing Decode) Whole);
+    /// <summary>
+    /// Per distinct subblock (<see cref="Key"/>): prefill and one decode step; outside the blocks; the parent whole; and
+    /// (in the engine) <see cref="Interaction"/>: what a layer holding both the parent's attention and its FFN costs
+    /// beyond the two subblocks timed apart (ms, prefill and one decode step; negative where it costs less).
+    /// </summary>
+    public sealed record Result(IReadOnlyDictionary<string, (Timing Prefill, Timing Decode)> Subblocks, (Timing Prefill, Timing Decode) NonBlock, (Timing Prefill, Timing Decode) Whole)
+    {
+        public (double PrefillMs, double DecodeMs) Interaction { get; init; }
+    }
 
     /// <summary>Same config, same cost: one timing per distinct sublayer config.</summary>
     public static string Key(SubblockVariant v) => v.Kind == SubblockKind.Attention ? $"attn:{v.Attention}" : $"ffn:{v.Ffn}";
@@ -30,8 +37,13 @@ public static class BlockTimings
     public static Result InEngine(CausalLm parent, IReadOnlyList<SubblockVariant> variants, ScenarioCost scenario, int warmup, int repeats, TimingStatistic statistic) =>
         InEngineSamples(parent, variants, scenario, warmup, repeats).Reduce(statistic);
 
-    /// <summary>The raw engine samples of <see cref="InEngine"/>: models[0] is the empty model, then one per distinct subblock, then the parent.</summary>
-    public sealed record EngineSamples(IReadOnlyList<SubblockVariant> Variants, IReadOnlyList<SubblockVariant> Distinct, int Depth, ScenarioCost Scenario, List<EngineSample>[] Samples)
+    /// <summary>
+    /// The raw engine samples of <see cref="InEngine"/>: models[0] is the empty model, then one per distinct subblock,
+    /// then (where <see cref="FullBlock"/>) a model whose every layer is the parent's layer 0 whole (attention and FFN),
+    /// then the parent.
+    /// </summary>
+    public sealed record EngineSamples(IReadOnlyList<SubblockVariant> Variants, IReadOnlyList<SubblockVariant> Distinct, int Depth, ScenarioCost Scenario, List<EngineSample>[] Samples,
+        bool FullBlock = false)
     {
         public Result Reduce(TimingStatistic statistic)
         {
@@ -56,7 +68,13 @@ public static class BlockTimings
             var subblocks = new Dictionary<string, (Timing, Timing)>();
             foreach (var v in Variants)
                 subblocks[Key(v)] = v.IsNoOp ? (Timing.None, Timing.None) : Phases(Samples[1 + Distinct.ToList().FindIndex(d => Key(d) == Key(v))], Depth, empty);
-            return new Result(subblocks, Phases(empty, 1, null), Phases(Samples[^1], 1, null));
+            var result = new Result(subblocks, Phases(empty, 1, null), Phases(Samples[^1], 1, null));
+            if (!FullBlock) return result;
+            // The parent's layer 0 whole, per layer, less its two subblocks as timed apart (by the same statistic).
+            var (fullPrefill, fullDecode) = Phases(Samples[^2], Depth, empty);
+            var parentKeys = Variants.Where(v => v.Layer == 0 && v.IsParent && !v.IsNoOp).Select(Key).ToList();
+            double Apart(Func<(Timing Prefill, Timing Decode), Timing> phase) => parentKeys.Sum(k => phase(subblocks[k]).MedianMs);
+            return result with { Interaction = (fullPrefill.MedianMs - Apart(t => t.Prefill), fullDecode.MedianMs - Apart(t => t.Decode)) };
         }
     }
 
@@ -66,7 +84,11 @@ public static class BlockTimings
         var shapes = config with { MaxPositionEmbeddings = Math.Max(config.MaxPositionEmbeddings, scenario.CacheCapacity) };
         var distinct = variants.Where(v => !v.IsNoOp).GroupBy(Key).Select(g => g.First()).ToList();
         // Memory: all these models together hold at most as many block parameters as the parent (or 2 GiB).
-        long perLayer = distinct.Sum(v => v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!));
+        // The parent's layer 0 whole: a layer that keeps both sublayers costs more (or less) than its two parts timed
+        // apart, and only such layers carry the difference (a child that drops whole layers drops it with them).
+        bool full = !config.Blocks[0].Attention.NoOp && !config.Blocks[0].Ffn.NoOp;
+        long perLayer = distinct.Sum(v => v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!))
+                        + (full ? config.BlockParameters(0) : 0);
         long budget = Math.Max(config.TotalParameters, (2L << 30) / 2);
         int depth = Math.Min(config.NumLayers, MaxContextDepth);
         while (depth > 1 && depth * perLayer > budget) depth--;
@@ -77,7 +99,8 @@ public static class BlockTimings
             models.Add(Uniform(new BlockConfig(AttentionConfig.NoOperation, FfnConfig.NoOperation)));
             foreach (var v in distinct)
                 models.Add(Uniform(v.Kind == SubblockKind.Attention ? new BlockConfig(v.Attention!, FfnConfig.NoOperation) : new BlockConfig(AttentionConfig.NoOperation, v.Ffn!)));
-            return new EngineSamples(variants, distinct, depth, scenario, EngineTimer.Interleaved([.. models, parent], scenario, warmup, repeats));
+            if (full) models.Add(Uniform(config.Blocks[0]));
+            return new EngineSamples(variants, distinct, depth, scenario, EngineTimer.Interleaved([.. models, parent], scenario, warmup, repeats), full);
         }
         finally
         {

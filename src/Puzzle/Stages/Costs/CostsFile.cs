@@ -40,6 +40,14 @@ public sealed record NonBlockCost(long Parameters, long ParameterBytes, CostPhas
     /// <summary>The anchored calibration (<see cref="CostMethod.Anchor"/>): the parent's whole less its parts, per phase (ms), added to the non-block time.</summary>
     public double OffsetPrefillMs { get; init; }
     public double OffsetDecodeMs { get; init; }
+
+    /// <summary>
+    /// What a layer that keeps both its attention and its FFN costs beyond the two subblocks (ms, prefill and one decode
+    /// step; before <see cref="BlockScalePrefill"/> / <see cref="BlockScaleDecode"/>): measured on the parent's own
+    /// layer (<see cref="BlockTimings.Result.Interaction"/>), 0 in files written before it was.
+    /// </summary>
+    public double InteractionPrefillMs { get; init; }
+    public double InteractionDecodeMs { get; init; }
 }
 
 /// <summary>The parent measured whole, and the sum of its measured parts.</summary>
@@ -77,12 +85,23 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
         ? Scenario.TimeMs(NonBlock.Prefill.Measured.MedianMs + NonBlock.OffsetPrefillMs, NonBlock.Decode.Measured.MedianMs + NonBlock.OffsetDecodeMs)
         : Scenario.TimeMs(NonBlock.Roofline[target].PrefillMs, NonBlock.Roofline[target].DecodeMs);
 
+    /// <summary>
+    /// Time of one request (ms) a layer that keeps both sublayers (neither a no-op) adds beyond its two blocks on the
+    /// target: the measured interaction, calibrated as the blocks are; 0 on the rooflines.
+    /// </summary>
+    public double PairTimeMs(string target) => target == "measured"
+        ? Scenario.TimeMs(NonBlock.BlockScalePrefill * NonBlock.InteractionPrefillMs, NonBlock.BlockScaleDecode * NonBlock.InteractionDecodeMs)
+        : 0;
+
     /// <summary>Predicted time of one request (ms) of the model made of these (layer, variant) ids on the target.</summary>
     public double PredictTimeMs(IEnumerable<string> variantIds, string target)
     {
         var byId = Entries.ToDictionary(e => e.Variant);
-        return NonBlockTimeMs(target) + variantIds.Sum(id => byId.TryGetValue(id, out var e) ? BlockTimeMs(e, target)
-            : throw new PuzzleException($"costs: no entry for variant {id} (rerun `puzzle costs` for this search space)"));
+        var entries = variantIds.Select(id => byId.TryGetValue(id, out var e) ? e
+            : throw new PuzzleException($"costs: no entry for variant {id} (rerun `puzzle costs` for this search space)")).ToList();
+        // A sublayer with parameters is not a no-op; a layer with two of them carries the interaction.
+        int pairs = entries.Where(e => e.Parameters > 0).GroupBy(e => e.Layer).Count(g => g.Select(e => e.Kind).Distinct().Count() == 2);
+        return NonBlockTimeMs(target) + entries.Sum(e => BlockTimeMs(e, target)) + pairs * PairTimeMs(target);
     }
 
     /// <summary>Memory of a block at the scenario: its weights and its share of the KV cache.</summary>
@@ -101,6 +120,11 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
             {
                 nonBlock["offset_prefill_ms"] = Math.Round(NonBlock.OffsetPrefillMs, 5);
                 nonBlock["offset_decode_ms"] = Math.Round(NonBlock.OffsetDecodeMs, 5);
+            }
+            if (NonBlock.InteractionPrefillMs != 0 || NonBlock.InteractionDecodeMs != 0)
+            {
+                nonBlock["interaction_prefill_ms"] = Math.Round(NonBlock.InteractionPrefillMs, 5);
+                nonBlock["interaction_decode_ms"] = Math.Round(NonBlock.InteractionDecodeMs, 5);
             }
         }
         nonBlock["parameters"] = NonBlock.Parameters;
@@ -171,6 +195,7 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
             Roofline(nb["roofline"]), nb["block_scale_prefill"].OptionalDouble() ?? 1, nb["block_scale_decode"].OptionalDouble() ?? 1)
         {
             OffsetPrefillMs = nb["offset_prefill_ms"].OptionalDouble() ?? 0, OffsetDecodeMs = nb["offset_decode_ms"].OptionalDouble() ?? 0,
+            InteractionPrefillMs = nb["interaction_prefill_ms"].OptionalDouble() ?? 0, InteractionDecodeMs = nb["interaction_decode_ms"].OptionalDouble() ?? 0,
         };
         CostDevice? device = j["device"].Exists
             ? new CostDevice(j["device"]["name"].String(), j["device"]["description"].String(), j["device"]["measure_dtype"].String(), j["device"]["cpu"].String(),

@@ -25,10 +25,16 @@ public static partial class SearchStage
         foreach (var e in costs.Entries) cost[e.Variant] = e;
         CostEntry Cost(string id) => cost.TryGetValue(id, out var c) ? c
             : throw new PuzzleException($"{costsPath}: no cost for variant {id} (scores and costs come from different search spaces; rerun `puzzle costs`)");
+        // A layer that keeps both sublayers carries the measured interaction (CostsFile.PairTimeMs): a composed option
+        // (a pair) whole where neither is a no-op; a subblocks-mode option, which chooses one sublayer, half of it where
+        // it is not a no-op (exact for a layer that keeps both or neither).
+        double pair = costs.PairTimeMs(key);
         BlockOption Option(string? a, string? f, double kl)
         {
             var parts = new[] { a, f }.OfType<string>().Select(Cost).ToList();
-            return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)), parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters))
+            int present = parts.Count(e => e.Parameters > 0);
+            double interaction = a is not null && f is not null ? (present == 2 ? pair : 0) : present * pair / 2;
+            return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)) + interaction, parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters))
             {
                 MixesTokens = a is not null && run.Variants.Get(a, scoresPath).Attention!.IsGqa,
             };
