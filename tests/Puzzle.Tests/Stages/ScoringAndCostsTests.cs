@@ -306,6 +306,20 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         var costs = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(run, "costs.json")))!["whole_parent"]!;
         double whole = costs["prefill"]!["median_ms"]!.GetValue<double>() + 31 * costs["decode"]!["median_ms"]!.GetValue<double>();
         Assert.Equal(whole, parent.TimeMs, whole * 1e-3);
+        // Each option's time: its blocks' calibrated times, and the measured interaction where it keeps both sublayers
+        // (a subblocks-mode option, one sublayer: half of it where that sublayer is not a no-op). Second computation
+        // from costs.json.
+        var costsFile = Puzzle.Stages.Costs.CostsFile.Read(Path.Combine(run, "costs.json"));
+        var costById = costsFile.Entries.ToDictionary(e => e.Variant);
+        double pair = costsFile.PairTimeMs("measured");
+        Assert.NotEqual(0, pair);
+        foreach (var option in problem.Groups.SelectMany(g => g.Options))
+        {
+            var parts = new[] { option.AttentionId, option.FfnId }.OfType<string>().Select(id => costById[id]).ToList();
+            int present = parts.Count(e => e.Parameters > 0);
+            double interaction = parts.Count == 2 ? (present == 2 ? pair : 0) : present * pair / 2;
+            Assert.Equal(parts.Sum(e => costsFile.BlockTimeMs(e, "measured")) + interaction, option.TimeMs, 1e-9);
+        }
 
         // search.objective: each option's quality cost is the chosen score of its scores.json entry, and the problem's
         // key changes with it (the default keeps the key runs made before objectives existed).
