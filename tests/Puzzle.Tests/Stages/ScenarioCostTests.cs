@@ -156,6 +156,15 @@ public sealed class ScenarioCostTests
         var reread = CostsFile.Read(pairedPath);
         Assert.Equal((1.0, 0.5), (reread.NonBlock.InteractionPrefillMs, reread.NonBlock.InteractionDecodeMs));
         Assert.Equal(paired.PredictTimeMs(child, "measured"), reread.PredictTimeMs(child, "measured"), tolerance: 1e-9);
+        // "/unpaired" (the accuracy benchmark's comparison) leaves the interaction in the whole less the parts: the
+        // anchored model as it was, whatever was measured.
+        var unpairedMethod = CostMethod.Parse("engine/median/anchored/unpaired");
+        Assert.Equal(("engine/median/anchored/unpaired", false), (unpairedMethod.Name, unpairedMethod.Pairs));
+        Assert.True(CostMethod.Parse("engine/min/anchored").Pairs);
+        var unpaired = BlockCosts.FromTimings(Config, [parentAttention, parentFfn, noFfn], sc, unpairedMethod, timings with { Interaction = (1, 0.5) }, "", "cpu");
+        Assert.Equal((0.0, 2.0, 1.0), (unpaired.PairTimeMs("measured"), unpaired.NonBlock.OffsetPrefillMs, unpaired.NonBlock.OffsetDecodeMs));
+        Assert.Equal(anchored.PredictTimeMs(child, "measured"), unpaired.PredictTimeMs(child, "measured"), tolerance: 1e-9);
+        Assert.Contains("[/unpaired]", Assert.Throws<PuzzleException>(() => CostMethod.Parse("engine/min/paired")).Message);
 
         // The offsets round-trip through costs.json; a file without them reads as 0.
         string path = Path.Combine(TestSupport.TempDir(), "costs.json");
