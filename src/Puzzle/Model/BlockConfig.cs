@@ -32,5 +32,8 @@ public sealed record BlockConfig(AttentionConfig Attention, FfnConfig Ffn)
     public static BlockConfig Llama(int numKeyValueHeads, int intermediateSize) =>
         new(AttentionConfig.Gqa(numKeyValueHeads), FfnConfig.SwiGlu(intermediateSize));
 
+    /// <summary>Neither sublayer is a no-op: the layer carries the cost model's interaction (<c>CostsFile.PairTimeMs</c>).</summary>
+    public bool KeepsBoth => !Attention.NoOp && !Ffn.NoOp;
+
     public override string ToString() => $"{Attention} + {Ffn}";
 }

@@ -231,7 +231,7 @@ public static partial class Planner
         // norm); every round runs each model's prefill and decode steps. A decode step costs its layers' latency and the LM head's matrix-vector, not FLOPs.
         var distinct = unique.Where(v => !v.IsNoOp).ToList();
         // And a model of the parent's layer 0 whole (its interaction: BlockTimings.Result.Interaction).
-        bool fullModel = !c.Blocks[0].Attention.NoOp && !c.Blocks[0].Ffn.NoOp;
+        bool fullModel = c.Blocks[0].KeepsBoth;
         long fullBlock = fullModel ? c.BlockParameters(0) : 0;
         int timingModels = 1 + distinct.Count + (fullModel ? 1 : 0);
         long perLayer = distinct.Sum(Params) + fullBlock;

@@ -134,7 +134,7 @@ public static class BlockCosts
         }
         // Each of the parent's layers that keeps both sublayers carries the measured interaction (a part like the blocks:
         // scaled with them, and what it explains of the whole is no longer a fixed per-request cost).
-        int pairs = config.Blocks.Count(b => !b.Attention.NoOp && !b.Ffn.NoOp);
+        int pairs = config.Blocks.Count(b => b.KeepsBoth);
         var interaction = method.Pairs ? timings.Interaction : (PrefillMs: 0.0, DecodeMs: 0.0);
         partsPrefill += pairs * interaction.PrefillMs;
         partsDecode += pairs * interaction.DecodeMs;

@@ -86,7 +86,7 @@ public static class BlockTimings
         // Memory: all these models together hold at most as many block parameters as the parent (or 2 GiB).
         // The parent's layer 0 whole: a layer that keeps both sublayers costs more (or less) than its two parts timed
         // apart, and only such layers carry the difference (a child that drops whole layers drops it with them).
-        bool full = !config.Blocks[0].Attention.NoOp && !config.Blocks[0].Ffn.NoOp;
+        bool full = config.Blocks[0].KeepsBoth;
         long perLayer = distinct.Sum(v => v.Kind == SubblockKind.Attention ? config.AttentionParameters(v.Attention!) : config.FfnParameters(v.Ffn!))
                         + (full ? config.BlockParameters(0) : 0);
         long budget = Math.Max(config.TotalParameters, (2L << 30) / 2);

@@ -28,7 +28,11 @@ public sealed record RooflineTimes(double PrefillMs, double DecodeMs);
 
 /// <summary>The cost of one (layer, variant): parameters, KV bytes per token (at the KV dtype), both phases, rooflines.</summary>
 public sealed record CostEntry(int Layer, string Variant, string Kind, long Parameters, long ParameterBytes, long KvBytesPerToken,
-    CostPhase Prefill, CostPhase Decode, IReadOnlyDictionary<string, RooflineTimes> Roofline);
+    CostPhase Prefill, CostPhase Decode, IReadOnlyDictionary<string, RooflineTimes> Roofline)
+{
+    /// <summary>A no-op sublayer: the only kind without parameters.</summary>
+    public bool IsNoOp => Parameters == 0;
+}
 
 /// <summary>
 /// Outside the blocks (embedding, final norm, LM head and, when timed in the engine, sampling and the step loop) and
@@ -99,8 +103,8 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
         var byId = Entries.ToDictionary(e => e.Variant);
         var entries = variantIds.Select(id => byId.TryGetValue(id, out var e) ? e
             : throw new PuzzleException($"costs: no entry for variant {id} (rerun `puzzle costs` for this search space)")).ToList();
-        // A sublayer with parameters is not a no-op; a layer with two of them carries the interaction.
-        int pairs = entries.Where(e => e.Parameters > 0).GroupBy(e => e.Layer).Count(g => g.Select(e => e.Kind).Distinct().Count() == 2);
+        // A layer with both sublayers present carries the interaction.
+        int pairs = entries.Where(e => !e.IsNoOp).GroupBy(e => e.Layer).Count(g => g.Select(e => e.Kind).Distinct().Count() == 2);
         return NonBlockTimeMs(target) + entries.Sum(e => BlockTimeMs(e, target)) + pairs * PairTimeMs(target);
     }
 

@@ -82,6 +82,9 @@ public static class BlockTraining
         var loader = new TokenBatchLoader(train, seqLen, bld.Seed);
         var attention = parent.PrefillInputs(seqLen, layer, compute);
         var losses = new double[blocks.Count];
+        // The FFN variants of a layer all start from the parent's frozen attention half on the same input: computed
+        // once per step (by the first such block's copy: the same weights in the same dtype, so the same tensor).
+        var sharesAttention = blocks.FirstOrDefault(b => b.FrozenParentAttention);
         try
         {
             for (int step = 0; step < steps; step++)
@@ -91,11 +94,9 @@ public static class BlockTraining
                 var inputCompute = input.to(compute);
                 double denominator = target.pow(2).mean().item<float>();
                 double lr = schedule.At(step);
-                // The FFN variants of a layer all start from the parent's frozen attention half on the same input: computed
-                // once per step (by the first such block's copy: the same weights in the same dtype, so the same tensor).
                 Tensor? afterAttention = null;
-                if (blocks.FirstOrDefault(b => b.FrozenParentAttention) is { } first)
-                    using (no_grad()) afterAttention = first.Work.ForwardAttention(inputCompute, attention);
+                if (sharesAttention is not null)
+                    using (no_grad()) afterAttention = sharesAttention.Work.ForwardAttention(inputCompute, attention);
                 for (int i = 0; i < blocks.Count; i++)
                     losses[i] = blocks[i].FrozenParentAttention
                         ? blocks[i].StepFfn(afterAttention!, target, denominator, lr)

@@ -32,7 +32,7 @@ public static partial class SearchStage
         BlockOption Option(string? a, string? f, double kl)
         {
             var parts = new[] { a, f }.OfType<string>().Select(Cost).ToList();
-            int present = parts.Count(e => e.Parameters > 0);
+            int present = parts.Count(e => !e.IsNoOp);
             double interaction = a is not null && f is not null ? (present == 2 ? pair : 0) : present * pair / 2;
             return new BlockOption(a, f, kl, parts.Sum(e => costs.BlockTimeMs(e, key)) + interaction, parts.Sum(costs.BlockMemoryBytes), parts.Sum(e => e.Parameters))
             {
