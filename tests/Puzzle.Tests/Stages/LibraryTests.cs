@@ -60,6 +60,41 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
     }
 
     [Fact]
+    public void ActivationCache_BuiltByShardsAtOnce_IsBuiltOnce_AndEveryShardReadsItWhole()
+    {
+        // Task-array shards start together and share RUN/library/activations (CI caught a later shard deleting the
+        // files an earlier one was reading). Three builders race on one folder; each must read what one computation gives.
+        string dir = Path.Combine(fixture.NewRun(), "library", "activations");
+        using var parent = Checkpoint.Load(fixture.ParentDir, CPU, ScalarType.Float32);
+        using var train = new Puzzle.Data.TokenDataset(fixture.DataDir, "train");
+        int seqLen = Puzzle.Data.DataManifest.Read(fixture.DataDir).SeqLen, steps = 6, batch = 4;
+        int[] boundaries = [0, 1, 2];
+        var logs = new System.Collections.Concurrent.ConcurrentBag<string>();
+        using var start = new Barrier(3);
+        var read = new List<float[]>[3];
+        var errors = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        var threads = Enumerable.Range(0, 3).Select(i => new Thread(() =>
+        {
+            try
+            {
+                start.SignalAndWait();
+                using var cache = ActivationCache.Build(dir, parent, new Puzzle.Data.TokenBatchLoader(train, seqLen, 7), steps, batch, seqLen, boundaries,
+                    "fp-1", "library", logs.Add);
+                read[i] = boundaries.SelectMany(b => Enumerable.Range(0, steps).Select(s => { using var t = cache.Read(b, s); return t.to(ScalarType.Float32).data<float>().ToArray(); })).ToList();
+            }
+            catch (Exception e) { errors.Add(e); }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.Empty(errors);
+        Assert.Single(logs, l => l.Contains("cached the parent's activations"));
+        Assert.Equal(2, logs.Count(l => l.Contains("reusing the parent activations")));
+        for (int i = 1; i < 3; i++)
+            for (int k = 0; k < read[0].Count; k++) Assert.Equal(read[0][k], read[i][k]);
+        Assert.Empty(Directory.GetFiles(dir, "*.tmp-*"));
+    }
+
+    [Fact]
     public void InterruptedRun_Rerun_RedoesOnlyTheMissingUnits_AndEndsTheSame()
     {
         string straight = fixture.NewRun(), interrupted = fixture.NewRun();

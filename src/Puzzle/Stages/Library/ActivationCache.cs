@@ -68,6 +68,15 @@ public sealed class ActivationCache : IDisposable
             log($"{stage}: reusing the parent activations in {dir}");
             return cache;
         }
+        // Shards of one run (task-array jobs started together) share this folder: one builds the cache while the others
+        // wait, then find it complete. Without the lock a later shard deleted the files an earlier one was reading.
+        Directory.CreateDirectory(dir);
+        using var gate = Lock(dir, stage, log);
+        if (Reusable(dir, fingerprint, steps, boundaries))
+        {
+            log($"{stage}: reusing the parent activations in {dir} (built by another process)");
+            return cache;
+        }
         // A stale cache of another fingerprint goes before the new one is written (so the disk never holds both).
         Directory.CreateDirectory(dir);
         TempFiles.Clean(dir);                                                                   // left by a killed build
@@ -106,6 +115,33 @@ public sealed class ActivationCache : IDisposable
     }
 
     string PathOf(int boundary) => Path.Combine(_dir, $"h{boundary}.bin");
+
+    /// <summary>
+    /// An exclusive lock on DIR/activations.lock (an advisory file lock, released by the kernel if the process dies, so a
+    /// killed shard never leaves the others waiting); waits for it, saying so every minute.
+    /// </summary>
+    static FileStream Lock(string dir, string stage, Action<string> log)
+    {
+        string path = Path.Combine(dir, "activations.lock");
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        var said = TimeSpan.Zero;
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (File.Exists(path))
+            {
+                if (waited.Elapsed - said >= TimeSpan.FromMinutes(1))
+                {
+                    said = waited.Elapsed;
+                    log($"{stage}: waiting {waited.Elapsed.TotalMinutes:F0} min for another process building the activations in {dir}");
+                }
+                Thread.Sleep(200);
+            }
+        }
+    }
 
     /// <summary>Batch <paramref name="step"/> at boundary <paramref name="boundary"/>: [B, T, H] bf16 on the CPU.</summary>
     public Tensor Read(int boundary, int step)
