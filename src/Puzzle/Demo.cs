@@ -45,10 +45,12 @@ public static class Demo
         Bld = new BldSection { TokensPerVariant = 65_536, Batch = 16, Seed = seed },
         Scoring = new ScoringSection { Mode = "composed", ValidationTokens = 2_048, Batch = 16 },
         Scenario = new ScenarioSection { Batch = 16, PromptLength = 128, GenerationLength = 128, MeasureDtype = "bfloat16" },
-        // Issue 12's target is >= 2.2x measured; the measured check keeps the estimate honest, so aim at 2.25x.
+        // Issue 12's target is >= 2.2x measured by the bench. The search aims at 2.4x: its measured check passes the first
+        // candidate whose median clears the target after 5-6 noisy rounds, so the child it keeps is the lucky one. Aimed
+        // at 2.25x, the 4 Dec children (seeds 3 and 5) passed their checks and then benched at 2.02x and 2.12x.
         // Three diverse candidates, each given a 32,768-token GKD probe, the child the one that distils best: on 3 Dec the
         // summed block KL ranked a seed's two children equal (0.162) that distilled to 0.049 and 0.120 (93.3% retention).
-        Search = new SearchSection { MinThroughputRatio = 2.25, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25", Solutions = 3, ProbeTokens = 32_768 },
+        Search = new SearchSection { MinThroughputRatio = 2.4, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25", Solutions = 3, ProbeTokens = 32_768 },
         // GKD recipe from issue 12's lever ablation on the seed-1 demo (benchmarks/ablation.sh, 500k tokens each):
         // cosine + KL at lr 3e-4 kept 95.9% [95.1, 96.6]; adding the LM loss (lm_weight 1) 97.2%, lr 1e-3 96.9%, both
         // together 98.9% [98.3, 99.4]. The LM loss trains on the data as well as towards the parent. Batch 8 (twice the

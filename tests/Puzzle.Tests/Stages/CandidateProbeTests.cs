@@ -194,19 +194,21 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         Assert.Empty(ArchitectureTimer.Evidence(directory, problem.CostsKey));
         var first = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.1, Name = "a", Timer = Engine }, Quiet);
         var checkA = SolutionFile.Read(first[0].Path).MeasuredCheck!;
+        // No checks on these costs yet: the first child is solved at the cost model's bound aimed above the target (CheckAim).
+        Assert.Equal(SolutionFile.Read(first[0].Path).Constraints.MaxTimeMs!.Value / SearchStage.CheckAim, checkA.Attempts[0].MaxTimeMs!.Value, tolerance: 1e-9);
         var evidence = ArchitectureTimer.Evidence(directory, problem.CostsKey);
         // One pair per architecture checked, as the solution file recorded them.
         Assert.Equal(checkA.Attempts.Select(a => (a.EstimatedRatio, a.MeasuredRatio)).Distinct().OrderBy(x => x.EstimatedRatio),
             evidence.OrderBy(x => x.Estimated).Select(e => (e.Estimated, e.Measured)));
         Assert.All(evidence, e => Assert.Equal(factor, e.Measured / e.Estimated, tolerance: 1e-9));
 
-        // Another target on the same costs: its first bound is the cost model's bound × the median measured / estimated so
-        // far (0.9), so its first child already meets the target.
+        // Another target on the same costs: its first bound is the cost model's bound, aimed above the target
+        // (SearchStage.CheckAim) × the median measured / estimated so far (0.9), so its first child already meets the target.
         var logs = new List<string>();
         var second = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.2, Name = "b", Timer = Engine }, logs.Add);
         var b = SolutionFile.Read(second[0].Path);
         var b1 = Assert.Single(b.MeasuredCheck!.Attempts);
-        Assert.Equal(b.Constraints.MaxTimeMs!.Value * factor, b1.MaxTimeMs!.Value, tolerance: 1e-9);
+        Assert.Equal(b.Constraints.MaxTimeMs!.Value / SearchStage.CheckAim * factor, b1.MaxTimeMs!.Value, tolerance: 1e-9);
         Assert.True(b.MeasuredCheck.Met);
         Assert.Contains(logs, l => l.Contains($"{evidence.Count} architectures checked before on these costs measured 0.900x"));
 
@@ -217,7 +219,7 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         var third = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.2, Name = "c", Timer = Engine }, Quiet);
         var c = SolutionFile.Read(third[0].Path);
         var c1 = c.MeasuredCheck!.Attempts[0];
-        double boundC = c.Constraints.MaxTimeMs!.Value;
+        double boundC = c.Constraints.MaxTimeMs!.Value / SearchStage.CheckAim;
         Assert.Equal(boundC * 0.9, c1.MaxTimeMs!.Value, tolerance: 1e-9);
         if (c1.MeasuredRatio < 1.2 * SearchStage.ReachedShare)
         {
