@@ -63,22 +63,16 @@ public sealed class ActivationCache : IDisposable
     {
         string metaPath = Path.Combine(dir, "activations.json");
         var cache = new ActivationCache(dir, batch, seqLen, parent.Config.HiddenSize);
-        if (Reusable(dir, fingerprint, steps, boundaries))
-        {
-            log($"{stage}: reusing the parent activations in {dir}");
-            return cache;
-        }
         // Shards of one run (task-array jobs started together) share this folder: one builds the cache while the others
         // wait, then find it complete. Without the lock a later shard deleted the files an earlier one was reading.
         Directory.CreateDirectory(dir);
         using var gate = Lock(dir, stage, log);
         if (Reusable(dir, fingerprint, steps, boundaries))
         {
-            log($"{stage}: reusing the parent activations in {dir} (built by another process)");
+            log($"{stage}: reusing the parent activations in {dir}");
             return cache;
         }
         // A stale cache of another fingerprint goes before the new one is written (so the disk never holds both).
-        Directory.CreateDirectory(dir);
         TempFiles.Clean(dir);                                                                   // left by a killed build
         foreach (int b in boundaries) File.Delete(cache.PathOf(b));
         var writers = boundaries.ToDictionary(b => b, b => new FileStream(cache.PathOf(b) + $".tmp-{Environment.ProcessId}", FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20));

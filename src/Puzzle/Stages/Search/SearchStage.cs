@@ -262,6 +262,7 @@ public static partial class SearchStage
         double parentTime = problem.Totals(ParentChoice(run, problem)).TimeMs;
         List<(SearchSolution Solution, double Measured, int Attempt)> met = [], missed = [];
         double fastest = 0, slowest = double.PositiveInfinity;                     // generation times (ms) of children that overshot / missed
+        double aimed = AimedBound(constraints.MaxTimeMs!.Value);
         for (int attempt = 1; ; attempt++)
         {
             var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
@@ -289,8 +290,7 @@ public static partial class SearchStage
             // Never back to a child as slow as one that missed the target, nor as fast as one that overshot it.
             if (reached) fastest = Math.Max(fastest, best.Totals.TimeMs); else slowest = Math.Min(slowest, best.Totals.TimeMs);
             List<MeasuredAttempt> evidence = [.. prior, .. attempts];
-            double bound = reached ? LoosenedBound(AimedBound(constraints.MaxTimeMs!.Value), evidence, fastest)
-                                   : TightenedBound(AimedBound(constraints.MaxTimeMs!.Value), evidence, slowest);
+            double bound = reached ? LoosenedBound(aimed, evidence, fastest) : TightenedBound(aimed, evidence, slowest);
             if (bound <= fastest || bound >= slowest)
             {
                 log($"search: the checked children bracket the target between two neighbouring bounds; keeping the last one that met it");
