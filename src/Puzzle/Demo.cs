@@ -29,6 +29,17 @@ public static class Demo
     public const long ParentSeed = 0;
     public const int VocabSize = 4096;
 
+    /// <summary>
+    /// Global distillation's tokens per child (the Puzzle child and each baseline's). The default fits the 20-minute demo
+    /// on the default parent. With a parent pretrained on 4.0M tokens (<c>--parent-tokens 4000000</c>), the 2.68x child
+    /// kept 92.4% at 400k tokens, 98.7% [98.2, 99.2] at 1.2M and 102.0% at 2.4M
+    /// (benchmarks/results/demo-parent4m-2026-12-04.md): the better the parent, the more distillation its child needs.
+    /// </summary>
+    public const long GkdTokens = 400_000;
+
+    /// <summary>One global-distillation batch of the demo (8 × 256 tokens): the fewest <c>--gkd-tokens</c> it takes.</summary>
+    public const long GkdBatchTokens = 8 * 256;
+
     /// <summary>The demo's run config (configs/demo.json holds the same; a test keeps them equal).</summary>
     public static RunConfig Config => ConfigFor(seed: 0);
 
@@ -37,7 +48,7 @@ public static class Demo
     /// pretraining has its own, <see cref="ParentSeed"/>); the evaluation protocol (bootstrap, continuation items) keeps
     /// seed 0, so two seeds are measured the same way.
     /// </summary>
-    public static RunConfig ConfigFor(long seed) => new()
+    public static RunConfig ConfigFor(long seed, long gkdTokens = GkdTokens) => new()
     {
         Parent = new ParentSection { Path = "parent" },
         // 233 addresses: 12 validation documents (~168k tokens) and 21 test documents (~195k tokens), the rest train.
@@ -56,7 +67,7 @@ public static class Demo
         // together 98.9% [98.3, 99.4]. The LM loss trains on the data as well as towards the parent. Batch 8 (twice the
         // steps on the same 400k tokens; 3 Dec ablation, benchmarks/results/ablation-2026-12-03.md): seed 0 98.3% ->
         // 99.7% [99.0, 100.3] with test KL 0.084 -> 0.075, seed 1 99.4% -> 100.6% [100.0, 101.1] with KL 0.055 -> 0.054.
-        Gkd = new GkdSection { Tokens = 400_000, Batch = 8, Lr = 1e-3, LmWeight = 1, Seed = seed },
+        Gkd = new GkdSection { Tokens = gkdTokens, Batch = (int)(GkdBatchTokens / 256), Lr = 1e-3, LmWeight = 1, Seed = seed },
         // The whole test split (~195k tokens). No continuation task: this parent scores at chance on it (26.0%,
         // 95% interval 21.4–30.7% on 300 four-choice items), so it never enters retention and only cost time.
         // 11 bench rounds (5 before 3 Dec): per-round ratios spread ±15–25% on a 2-core VM; the depth baseline's bench
@@ -67,10 +78,12 @@ public static class Demo
     };
 
     public static JsonObject Run(string runDir, string corpusDir, Action<string>? log = null, long seed = 0,
-        long parentTokens = ParentTokens, long parentSeed = ParentSeed)
+        long parentTokens = ParentTokens, long parentSeed = ParentSeed, long gkdTokens = GkdTokens)
     {
         if (parentTokens < 16 * 256)
             throw new PuzzleException($"demo: --parent-tokens {parentTokens:N0} is less than one pretraining batch (16 × 256 = 4,096 tokens)");
+        if (gkdTokens < GkdBatchTokens)
+            throw new PuzzleException($"demo: --gkd-tokens {gkdTokens:N0} is less than one distillation batch (8 × 256 = {GkdBatchTokens:N0} tokens)");
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(runDir);
@@ -87,7 +100,7 @@ public static class Demo
             LearningRate = 3e-3, CheckpointEvery = 100, EvalEvery = 200, LogEvery = 50, Seed = parentSeed,
         }, log);
         log($"demo: corpus, tokenizer, data and parent ready after {clock.Elapsed.TotalSeconds:F0} s");
-        ConfigFor(seed).Save(Path.Combine(runDir, RunConfig.FileName));
+        ConfigFor(seed, gkdTokens).Save(Path.Combine(runDir, RunConfig.FileName));
         var report = Pipeline.Run(new RunDirectory(runDir), log);
         log($"demo: finished in {clock.Elapsed.TotalSeconds:F0} s");
         return report;

@@ -51,11 +51,13 @@ internal static class RunCommands
         var seed = new Option<long>("--seed") { Description = "seed of the method's training (BLD, GKD); the parent and the evaluation protocol keep their own", DefaultValueFactory = _ => 0 };
         var parentTokens = new Option<long>("--parent-tokens") { Description = "tokens the demo's parent is pretrained on (the train split is ~2.1M)", DefaultValueFactory = _ => Puzzle.Demo.ParentTokens };
         var parentSeed = new Option<long>("--parent-seed") { Description = "seed of the parent's pretraining (the same parent for every --seed, as a user's parent is given)", DefaultValueFactory = _ => Puzzle.Demo.ParentSeed };
-        var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus, seed, parentTokens, parentSeed };
+        var gkdTokens = new Option<long>("--gkd-tokens") { Description = "tokens of global distillation per child (the Puzzle child's and each baseline's); a parent pretrained on more tokens needs more (4M: 1.2M)", DefaultValueFactory = _ => Puzzle.Demo.GkdTokens };
+        var command = new Command("demo", "Offline demo: train a small parent on the State of the Union addresses, then run the whole pipeline.") { runDir, corpus, seed, parentTokens, parentSeed, gkdTokens };
         command.SetAction(r => CliSupport.Run(() => SpectreProgress.Run(() =>
         {
             string dir = r.GetValue(runDir)!;
-            Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed), parentTokens: r.GetValue(parentTokens), parentSeed: r.GetValue(parentSeed));
+            Puzzle.Demo.Run(dir, r.GetValue(corpus)!, seed: r.GetValue(seed), parentTokens: r.GetValue(parentTokens), parentSeed: r.GetValue(parentSeed),
+                gkdTokens: r.GetValue(gkdTokens));
             PrintSummary(dir);
             return 0;
         })));

@@ -64,7 +64,15 @@ public sealed class CliTests
         Assert.False(Directory.Exists(run));
         (code, stdout, _) = Puzzle("demo", "--help");
         Assert.Equal(0, code);
-        foreach (var option in new[] { "--seed", "--parent-tokens", "--parent-seed" }) Assert.Contains(option, stdout);
+        foreach (var option in new[] { "--seed", "--parent-tokens", "--parent-seed", "--gkd-tokens" }) Assert.Contains(option, stdout);
+        (code, _, stderr) = Puzzle("demo", "--run", run, "--gkd-tokens", "1000");
+        Assert.NotEqual(0, code);
+        Assert.Equal("error: demo: --gkd-tokens 1,000 is less than one distillation batch (8 × 256 = 2,048 tokens)", stderr.Trim());
+        Assert.False(Directory.Exists(run));
+        // The budget reaches the run's config; the rest of the demo's config is unchanged.
+        var config = global::Puzzle.Demo.ConfigFor(3, 1_200_000);
+        Assert.Equal((1_200_000L, 8, 3L), (config.Gkd.Tokens, config.Gkd.Batch, config.Gkd.Seed));
+        Assert.Equal(global::Puzzle.Demo.ConfigFor(3).ToJson().ToJsonString(), (config with { Gkd = config.Gkd with { Tokens = global::Puzzle.Demo.GkdTokens } }).ToJson().ToJsonString());
     }
 
     [Fact]

@@ -157,6 +157,69 @@ public class MeasuredCheckSettingsTests
     }
 
     [Fact]
+    public void SignedRankInterval_IsTheWalshAverageInterval_AtTheExactSignedRankQuantile()
+    {
+        // n = 6, log ratios 1..6: P(T <= 2) = 3/64 = 0.047 <= 0.05 < P(T <= 3) = 5/64, so k = 3 of the 21 sorted Walsh
+        // averages 1, 1.5, 2, 2, 2.5, 2.5, 3, ..., 5, 5, 5.5, 6: [w(3), w(19)] = [2, 5].
+        var six = Enumerable.Range(1, 6).Select(i => Math.Exp(i)).Reverse().ToArray();
+        var ci = ArchitectureTimer.SignedRankInterval(six)!.Value;
+        Assert.Equal((2.0, 5.0), (Math.Log(ci.Low), Math.Log(ci.High)), new ToleranceComparer(1e-12));
+        // n = 5: the range, as the median's interval; n = 4 reaches no 90% interval.
+        Assert.Equal(ArchitectureTimer.MedianInterval([2.1, 2.5, 2.2, 2.4, 2.3]), ArchitectureTimer.SignedRankInterval([2.1, 2.5, 2.2, 2.4, 2.3]));
+        Assert.Null(ArchitectureTimer.SignedRankInterval([2.1, 2.5, 2.2, 2.4]));
+        Assert.Throws<ArgumentException>(() => ArchitectureTimer.SignedRankInterval([2.1, 0, 2.2, 2.4, 2.3]));
+
+        // Against a second computation: k from the signed-rank distribution enumerated over all 2^n sign patterns.
+        var random = new Random(7);
+        foreach (int n in new[] { 7, 9, 12, 15 })
+        {
+            var ratios = Enumerable.Range(0, n).Select(_ => 2.5 * Math.Exp(0.05 * (random.NextDouble() - 0.5))).ToArray();
+            var tail = new long[n * (n + 1) / 2 + 1];
+            for (int mask = 0; mask < 1 << n; mask++)
+            {
+                int t = 0;
+                for (int i = 0; i < n; i++) if ((mask >> i & 1) == 1) t += i + 1;
+                tail[t]++;
+            }
+            int k = 0;
+            for (long cumulative = 0; k < tail.Length; k++)
+                if ((cumulative += tail[k]) / Math.Pow(2, n) > 0.05) break;
+            var walsh = (from i in Enumerable.Range(0, n) from j in Enumerable.Range(i, n - i) select (Math.Log(ratios[i]) + Math.Log(ratios[j])) / 2).Order().ToArray();
+            var expected = (Math.Exp(walsh[k - 1]), Math.Exp(walsh[walsh.Length - k]));
+            var got = ArchitectureTimer.SignedRankInterval(ratios)!.Value;
+            Assert.Equal(expected.Item1, got.Low, 1e-12);
+            Assert.Equal(expected.Item2, got.High, 1e-12);
+        }
+
+        // The first 10 rounds of a recorded check (4 Dec, seed-3 demo, band 2.376x–2.76x): the median's interval
+        // [2.563, 2.809] straddles the overshoot edge and the check ran to 18 rounds; the signed-rank interval
+        // [2.592, 2.755] decides it met the target at 10.
+        double[] recorded = [2.809, 2.734, 2.563, 2.578, 2.912, 2.777, 2.639, 2.525, 2.606, 2.658];
+        var band = new CheckBand(2.376, 2.76);
+        Assert.Equal((2.563, 2.809), ArchitectureTimer.MedianInterval(recorded));
+        Assert.True(ArchitectureTimer.Decided(recorded, band));
+        Assert.Equal(0, band.Region(ArchitectureTimer.SignedRankInterval(recorded)!.Value.High));
+
+        // The search reads a check's region from its interval where that decides the band, else from the median.
+        static ArchitectureTiming Timing(double[] ratios) => new(1, 1, ratios.Length)
+        {
+            ParentRoundMs = [.. ratios.Select(r => 100 * r)], ChildRoundMs = [.. ratios.Select(_ => 100.0)],
+        };
+        var narrow = new CheckBand(2.2, 2.5);
+        Assert.Equal(0, narrow.Region(Timing([2.3, 2.31, 2.35, 2.4, 2.45])));                 // decided: inside
+        Assert.Equal(-1, narrow.Region(Timing([1.9, 2.0, 2.1, 2.0, 2.19])));                  // decided: below
+        Assert.Equal(1, narrow.Region(Timing([2.4, 2.7, 2.8, 2.9, 3.0])));                    // undecided: the median, 2.8, overshoots
+        Assert.Equal(-1, narrow.Region(Timing([2.1, 2.15, 2.18, 2.4, 2.45])));                // undecided: the median, 2.18, is below
+        Assert.Equal(0, band.Region(Timing(recorded)));
+    }
+
+    sealed class ToleranceComparer(double tolerance) : IEqualityComparer<(double, double)>
+    {
+        public bool Equals((double, double) a, (double, double) b) => Math.Abs(a.Item1 - b.Item1) <= tolerance && Math.Abs(a.Item2 - b.Item2) <= tolerance;
+        public int GetHashCode((double, double) obj) => 0;
+    }
+
+    [Fact]
     public void SequentialCheck_StopsOnceTheIntervalClearsTheBand_RunsToTheMaximumWhenItStraddles_AndExtendsACachedCheck()
     {
         var run = CacheOnlyRun();                                                  // Repeats 3: at most 6 rounds, at least 5

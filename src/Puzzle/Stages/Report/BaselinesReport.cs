@@ -211,8 +211,8 @@ public static partial class BaselinesReport
                       "with its 95% interval in brackets (the rounds' spread for a bench that records no interval); llama.cpp: the same paired ratio in " +
                       "`llama-batched-bench` where the bench ran both engines; retention: " +
                       $"{t["retention_definition"]} with its 95% interval where the evaluation gives one. Measured check: the search's in-engine timing " +
-                      $"the architecture was chosen on, sequential: {Search.ArchitectureTimer.MinRounds} rounds or more, until the {Search.ArchitectureTimer.Confidence:P0} interval of the " +
-                      "median paired ratio lies wholly on one side of the target; timed again where it was more than " +
+                      $"the architecture was chosen on, sequential: {Search.ArchitectureTimer.MinRounds} rounds or more, until the {Search.ArchitectureTimer.Confidence:P0} signed-rank interval of the " +
+                      "paired ratio (Wilcoxon, on the rounds' log ratios) lies wholly on one side of the target; its figure the median paired ratio; timed again where it was more than " +
                       $"{Search.ArchitectureTimer.SuspectDisagreement:P0} from the cost model's estimate, and **suspect** where the re-timing still was.");
         md.AppendLine();
         md.AppendLine("| method | measured throughput ratio | llama.cpp ratio | accuracy retention | perplexity ratio | KL(parent ‖ child) | top-1 agreement | parameters | memory at scenario (bytes) | KV bytes/token | estimated ratio (cost model) | measured check | summed replace-1-block KL |");

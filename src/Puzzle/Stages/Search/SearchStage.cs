@@ -263,6 +263,7 @@ public static partial class SearchStage
         List<(SearchSolution Solution, double Measured, int Attempt)> met = [], missed = [];
         double fastest = 0, slowest = double.PositiveInfinity;                     // generation times (ms) of children that overshot / missed
         double aimed = AimedBound(constraints.MaxTimeMs!.Value);
+        bool lastReached = false;
         for (int attempt = 1; ; attempt++)
         {
             var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
@@ -283,8 +284,10 @@ public static partial class SearchStage
             string interval = timing.Interval is { } ci ? $", {ArchitectureTimer.Confidence:P0} interval {ci.Low:F2}–{ci.High:F2}x" : "";
             log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine ({timing.Rounds} rounds{interval})" +
                 $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x)" : "")}{(timing.Pooled ? " (cached rounds extended)" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
-            bool reached = band.Region(measured) >= 0;
-            bool overshot = band.Region(measured) > 0;
+            int region = band.Region(timing);
+            bool reached = region >= 0;
+            bool overshot = region > 0;
+            lastReached = reached;
             (reached ? met : missed).Add((best, measured, attempts.Count - 1));
             if ((reached && !overshot) || attempt > request.MeasuredChecks) break;
             // Never back to a child as slow as one that missed the target, nor as fast as one that overshot it.
@@ -306,7 +309,7 @@ public static partial class SearchStage
             best = next;
         }
         // A loosened child that fell below the target: the closest-to-target child that met it stands instead.
-        bool lastMet = attempts[^1].MeasuredRatio >= targetRatio * ReachedShare;
+        bool lastMet = lastReached;
         if (!lastMet && met.Count > 0)
         {
             var (kept, ratio, index) = met.MinBy(m => m.Measured);
