@@ -37,8 +37,8 @@ public static class Demo
     /// </summary>
     public const long GkdTokens = 400_000;
 
-    /// <summary>One global-distillation batch of the demo (8 × 256 tokens): the fewest <c>--gkd-tokens</c> it takes.</summary>
-    public const long GkdBatchTokens = 8 * 256;
+    /// <summary>Global distillation's batch (sequences of 256 tokens); one batch is the fewest <c>--gkd-tokens</c> the demo takes.</summary>
+    public const int GkdBatch = 8;
 
     /// <summary>The demo's run config (configs/demo.json holds the same; a test keeps them equal).</summary>
     public static RunConfig Config => ConfigFor(seed: 0);
@@ -67,7 +67,7 @@ public static class Demo
         // together 98.9% [98.3, 99.4]. The LM loss trains on the data as well as towards the parent. Batch 8 (twice the
         // steps on the same 400k tokens; 3 Dec ablation, benchmarks/results/ablation-2026-12-03.md): seed 0 98.3% ->
         // 99.7% [99.0, 100.3] with test KL 0.084 -> 0.075, seed 1 99.4% -> 100.6% [100.0, 101.1] with KL 0.055 -> 0.054.
-        Gkd = new GkdSection { Tokens = gkdTokens, Batch = (int)(GkdBatchTokens / 256), Lr = 1e-3, LmWeight = 1, Seed = seed },
+        Gkd = new GkdSection { Tokens = gkdTokens, Batch = GkdBatch, Lr = 1e-3, LmWeight = 1, Seed = seed },
         // The whole test split (~195k tokens). No continuation task: this parent scores at chance on it (26.0%,
         // 95% interval 21.4–30.7% on 300 four-choice items), so it never enters retention and only cost time.
         // 11 bench rounds (5 before 3 Dec): per-round ratios spread ±15–25% on a 2-core VM; the depth baseline's bench
@@ -82,8 +82,8 @@ public static class Demo
     {
         if (parentTokens < 16 * 256)
             throw new PuzzleException($"demo: --parent-tokens {parentTokens:N0} is less than one pretraining batch (16 × 256 = 4,096 tokens)");
-        if (gkdTokens < GkdBatchTokens)
-            throw new PuzzleException($"demo: --gkd-tokens {gkdTokens:N0} is less than one distillation batch (8 × 256 = {GkdBatchTokens:N0} tokens)");
+        if (gkdTokens < GkdBatch * 256)
+            throw new PuzzleException($"demo: --gkd-tokens {gkdTokens:N0} is less than one distillation batch ({GkdBatch} × 256 = {GkdBatch * 256:N0} tokens)");
         log ??= Log.Info;
         var clock = Stopwatch.StartNew();
         Directory.CreateDirectory(runDir);

@@ -22,6 +22,11 @@ public class NativeHeapTests
         if (!OperatingSystem.IsLinux() || NativeHeap.Stats() is null) return;                  // glibc 2.33+ only
         ProcessSetup.Apply();                                                                   // the 32 MiB mmap threshold
         const long bytes = 8L << 20;                                                            // 8 MiB: from the heap, not mmapped
+        // Earlier tests' tensors are freed by the finalizer thread; let it finish first, or it frees them inside the window
+        // measured below (one full-suite run here saw more than the 1 MiB margin freed meanwhile).
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
         var before = NativeHeap.Stats()!.Value;
         var t = ones(bytes / 4, dtype: ScalarType.Float32);
         var during = NativeHeap.Stats()!.Value;

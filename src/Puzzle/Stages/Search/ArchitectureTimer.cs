@@ -74,7 +74,10 @@ public sealed record CheckBand(double Lower, double? Upper = null)
     /// and the median can disagree only where the rounds are skewed.
     /// </summary>
     public int Region(ArchitectureTiming timing) =>
-        timing.Interval is { } ci && Region(ci.Low) == Region(ci.High) ? Region(ci.Low) : Region(timing.Ratio);
+        timing.Interval is { } ci && Decides(ci) ? Region(ci.Low) : Region(timing.Ratio);
+
+    /// <summary>Whether an interval lies wholly in one region of the band.</summary>
+    public bool Decides((double Low, double High) interval) => Region(interval.Low) == Region(interval.High);
     public override string ToString() => Upper is { } u ? $"{Lower:F2}x–{u:F2}x" : $">= {Lower:F2}x";
 }
 
@@ -187,7 +190,7 @@ public static class ArchitectureTimer
 
     /// <summary>Whether paired ratios decide <paramref name="band"/>: at least <paramref name="minRounds"/> of them, and their signed-rank interval (<see cref="SignedRankInterval"/>) wholly in one region.</summary>
     public static bool Decided(IReadOnlyList<double> ratios, CheckBand band, int minRounds = MinRounds) =>
-        ratios.Count >= minRounds && SignedRankInterval(ratios) is { } ci && band.Region(ci.Low) == band.Region(ci.High);
+        ratios.Count >= minRounds && SignedRankInterval(ratios) is { } ci && band.Decides(ci);
 
     /// <summary>Whether a measured ratio is further than <see cref="SuspectDisagreement"/> from the estimate.</summary>
     public static bool Disagrees(double measured, double estimated) => Math.Abs(measured / estimated - 1) > SuspectDisagreement;
