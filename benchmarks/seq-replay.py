@@ -2,6 +2,7 @@
 """Replays recorded measured checks under two stopping rules of the sequential check (ArchitectureTimer.Decided).
 
     python3 benchmarks/seq-replay.py RUN [RUN ...] [--each]
+    python3 benchmarks/seq-replay.py RUN [RUN ...] --cap N [--cap M ...]
 
 Reads every RUN/measured-checks.json, keeps each distinct check once (runs copied from one another share entries),
 and replays its rounds (parent ms / child ms, in the order timed) under
@@ -10,6 +11,10 @@ and replays its rounds (parent ms / child ms, in the order timed) under
 A rule decides at the first round n >= 5 where its interval lies wholly below the band, inside it, or above it.
 The recorded rounds stop where the rule in force decided, so a rule that had not decided by then is "open" here
 without saying what it would have done with more rounds.
+
+--cap N replays the signed-rank rule with at most N rounds (ArchitectureTimer.MaxRounds) against at most 18 (the cap
+before 4 Dec evening): a check still open at the cap is decided by its median's region. It prints the rounds taken
+under each cap and every check whose outcome the lower cap changes.
 """
 import glob, json, math, sys
 from functools import lru_cache
@@ -67,9 +72,39 @@ def decide(ratios, lo, hi, interval):
     return None, None
 
 
+def capped(ratios, lo, hi, cap):
+    """(rounds, region, decided) of the signed-rank rule stopped at `cap` rounds, the median deciding an open check."""
+    r = ratios[:cap]
+    n, d = decide(r, lo, hi, signed_rank_interval)
+    if n:
+        return n, d, True
+    s = sorted(r)
+    median = s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+    return len(r), region(median, lo, hi), False
+
+
+def replay_caps(checks, caps, full=18):
+    for cap in caps:
+        rounds_full = rounds_cap = past = changed = 0
+        for run, r, lo, hi in checks:
+            nf, df, _ = capped(r, lo, hi, full)
+            nc, dc, _ = capped(r, lo, hi, cap)
+            rounds_full += nf
+            rounds_cap += nc
+            if nf > cap:
+                past += 1
+                if dc != df:
+                    changed += 1
+                    print(f"  cap {cap}: {run}: {len(r)} rounds, band {lo:.3f}-{hi}: region {dc} at the cap, {df} at {full} rounds")
+        print(f"cap {cap}: {len(checks)} distinct checks, rounds {rounds_full} (cap {full}) -> {rounds_cap}; "
+              f"{past} ran past {cap} rounds, {changed} decided otherwise")
+
+
 def main(args):
     each = "--each" in args
-    runs = [a for a in args if a != "--each"]
+    caps = [int(args[i + 1]) for i, a in enumerate(args) if a == "--cap"]
+    skip = {i + 1 for i, a in enumerate(args) if a == "--cap"}
+    runs = [a for i, a in enumerate(args) if a not in ("--each", "--cap") and i not in skip]
     checks, seen = [], set()
     for run in runs:
         for path in glob.glob(f"{run}/measured-checks.json"):
@@ -82,6 +117,9 @@ def main(args):
                 if key not in seen:
                     seen.add(key)
                     checks.append((run, ratios, lo, e.get("band_upper")))
+    if caps:
+        replay_caps(checks, caps)
+        return
     both = agree = rounds_m = rounds_s = only_m = only_s = neither = 0
     for run, r, lo, hi in checks:
         nm, dm = decide(r, lo, hi, median_interval)

@@ -61,7 +61,10 @@ public static class Demo
         // at 2.25x, the 4 Dec children (seeds 3 and 5) passed their checks and then benched at 2.02x and 2.12x.
         // Three diverse candidates, each given a 32,768-token GKD probe, the child the one that distils best: on 3 Dec the
         // summed block KL ranked a seed's two children equal (0.162) that distilled to 0.049 and 0.120 (93.3% retention).
-        Search = new SearchSection { MinThroughputRatio = 2.4, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25", Solutions = 3, ProbeTokens = 32_768 },
+        // Children measured more than 6% above the target are loosened toward it (2.38-2.54x accepted; the search aims at
+        // the band's centre, SearchStage.Aim): with the default 15%, two seeds' children benched side by side in one
+        // process at 2.67x and 2.36x (checked at 2.65x and 2.41x), so the seeds' speeds differed by the band's width.
+        Search = new SearchSection { MinThroughputRatio = 2.4, Target = "measured", Sweep = "throughput-ratio=1.0:3.0:0.25", Solutions = 3, ProbeTokens = 32_768, MaxOvershoot = 0.06 },
         // GKD recipe from issue 12's lever ablation on the seed-1 demo (benchmarks/ablation.sh, 500k tokens each):
         // cosine + KL at lr 3e-4 kept 95.9% [95.1, 96.6]; adding the LM loss (lm_weight 1) 97.2%, lr 1e-3 96.9%, both
         // together 98.9% [98.3, 99.4]. The LM loss trains on the data as well as towards the parent. Batch 8 (twice the

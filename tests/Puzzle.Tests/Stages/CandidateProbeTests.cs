@@ -175,6 +175,13 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         Assert.NotEqual(a.MaxTimeMs!.Value, second.Attempts[0].MaxTimeMs!.Value, 6);
     }
 
+    /// <summary>The median measured / estimated over the run's recorded checks on these costs (the search's first correction).</summary>
+    static double Correction(RunDirectory run, SearchProblem problem)
+    {
+        var ratios = ArchitectureTimer.Evidence(run, problem.CostsKey).Select(e => e.Measured / e.Estimated).Order().ToArray();
+        return ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
+    }
+
     [Fact]
     public void ALaterSearch_OnTheSameCosts_StartsFromTheRunsEarlierChecks()
     {
@@ -228,6 +235,15 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
             Assert.True(c2.MaxTimeMs!.Value <= boundC * 0.5 * (1 + 1e-9), $"{c2.MaxTimeMs} > {boundC * 0.5}");
             Assert.True(c2.EstimatedRatio > c1.EstimatedRatio);
         }
+
+        // A narrow band (overshoot 6%): the first bound aims at the band's centre, (0.99 + 1.06) / 2 = 1.025 above the
+        // target, not at CheckAim (1.05), one point below the band's upper edge.
+        factor = 0.9;
+        double runCorrection = Correction(directory, problem);
+        var fourth = SearchStage.Run(directory, new SearchRequest { Target = "measured", MinThroughputRatio = 1.15, MaxOvershoot = 0.06, Name = "d", Timer = Engine }, Quiet);
+        var d = SolutionFile.Read(fourth[0].Path);
+        Assert.Equal(1.025, SearchStage.Aim(0.06), 12);
+        Assert.Equal(d.Constraints.MaxTimeMs!.Value / 1.025 * runCorrection, d.MeasuredCheck!.Attempts[0].MaxTimeMs!.Value, tolerance: 1e-9);
 
         // Other costs (re-timed): the earlier evidence does not apply.
         File.AppendAllText(directory.Costs, "\n");

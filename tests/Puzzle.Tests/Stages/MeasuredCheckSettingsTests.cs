@@ -25,6 +25,18 @@ public class MeasuredCheckSettingsTests
     }
 
     [Fact]
+    public void ACheck_RunsAtMostRepeatsPlusThreeRounds_AndOneWarmupRoundOnceTheEngineIsWarm()
+    {
+        Assert.Equal(6, ArchitectureTimer.MaxRounds(Small));
+        Assert.Equal(12, ArchitectureTimer.MaxRounds(Small with { Repeats = 9 }));           // the demo's scenario
+        Assert.Equal(6, ArchitectureTimer.MaxRounds(Small with { Repeats = 1 }));            // at least 3 repeats
+        var demo = Small with { WarmupRuns = 3 };
+        Assert.Equal(3, ArchitectureTimer.WarmupRounds(demo, requestsBefore: 0));             // the first timing in a process
+        Assert.Equal(1, ArchitectureTimer.WarmupRounds(demo, requestsBefore: 40));
+        Assert.Equal(1, ArchitectureTimer.WarmupRounds(demo with { WarmupRuns = 0 }, requestsBefore: 0));   // never none
+    }
+
+    [Fact]
     public void MeasuredCheckCacheKey_ChangesWithWarmupAndRepeats()
     {
         var parent = TestSupport.TinyParentConfig();

@@ -169,7 +169,7 @@ public static partial class SearchStage
             // Solved at the bound the checks so far say meets the target, not at the cost model's own bound: they have
             // measured the model's error on this machine.
             var evidence = pooled.Count > 0 ? pooled : runEvidence;
-            var start = anyChecks ? asked with { MaxTimeMs = AimedBound(constraints.MaxTimeMs!.Value) * (evidence.Count > 0 ? Correction(evidence) : 1) } : asked;
+            var start = anyChecks ? asked with { MaxTimeMs = AimedBound(constraints.MaxTimeMs!.Value, request.MaxOvershoot) * (evidence.Count > 0 ? Correction(evidence) : 1) } : asked;
             var solution = MipSearch.Solve(problem, start, exclude, request.Diversity, request.RelativeGap);
             MeasuredCheck? check = null;
             if (solution is not null && anyChecks)
@@ -262,7 +262,7 @@ public static partial class SearchStage
         double parentTime = problem.Totals(ParentChoice(run, problem)).TimeMs;
         List<(SearchSolution Solution, double Measured, int Attempt)> met = [], missed = [];
         double fastest = 0, slowest = double.PositiveInfinity;                     // generation times (ms) of children that overshot / missed
-        double aimed = AimedBound(constraints.MaxTimeMs!.Value);
+        double aimed = AimedBound(constraints.MaxTimeMs!.Value, request.MaxOvershoot);
         bool lastReached = false;
         for (int attempt = 1; ; attempt++)
         {
@@ -332,8 +332,16 @@ public static partial class SearchStage
     /// </summary>
     public const double CheckAim = 1.05;
 
-    /// <summary>The time bound a measured search aims at: the target's bound over <see cref="CheckAim"/>.</summary>
-    public static double AimedBound(double targetTimeMs) => targetTimeMs / CheckAim;
+    /// <summary>
+    /// The share above the target a measured search aims at: <see cref="CheckAim"/>, or the centre of the band the
+    /// checks accept (<see cref="ReachedShare"/> to 1 + <paramref name="maxOvershoot"/>) where that is lower. Aimed at
+    /// 1.05 inside a band that ends at 1.06, a child the cost model gets right would straddle the upper edge.
+    /// </summary>
+    public static double Aim(double? maxOvershoot) =>
+        maxOvershoot is { } o ? Math.Min(CheckAim, (ReachedShare + 1 + o) / 2) : CheckAim;
+
+    /// <summary>The time bound a measured search aims at: the target's bound over <see cref="Aim"/>.</summary>
+    public static double AimedBound(double targetTimeMs, double? maxOvershoot = null) => targetTimeMs / Aim(maxOvershoot);
 
     /// <summary>
     /// The time bound after a measured check missed: the first bound scaled by the cost model's correction, the median
