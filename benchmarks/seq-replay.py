@@ -16,7 +16,7 @@ without saying what it would have done with more rounds.
 before 4 Dec evening): a check still open at the cap is decided by its median's region. It prints the rounds taken
 under each cap and every check whose outcome the lower cap changes.
 """
-import glob, json, math, sys
+import glob, json, math, statistics, sys
 from functools import lru_cache
 
 CONFIDENCE, MIN_ROUNDS = 0.90, 5
@@ -73,22 +73,18 @@ def decide(ratios, lo, hi, interval):
 
 
 def capped(ratios, lo, hi, cap):
-    """(rounds, region, decided) of the signed-rank rule stopped at `cap` rounds, the median deciding an open check."""
+    """(rounds, region) of the signed-rank rule stopped at `cap` rounds, the median deciding an open check."""
     r = ratios[:cap]
     n, d = decide(r, lo, hi, signed_rank_interval)
-    if n:
-        return n, d, True
-    s = sorted(r)
-    median = s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
-    return len(r), region(median, lo, hi), False
+    return (n, d) if n else (len(r), region(statistics.median(r), lo, hi))
 
 
 def replay_caps(checks, caps, full=18):
     for cap in caps:
         rounds_full = rounds_cap = past = changed = 0
         for run, r, lo, hi in checks:
-            nf, df, _ = capped(r, lo, hi, full)
-            nc, dc, _ = capped(r, lo, hi, cap)
+            nf, df = capped(r, lo, hi, full)
+            nc, dc = capped(r, lo, hi, cap)
             rounds_full += nf
             rounds_cap += nc
             if nf > cap:

@@ -6,14 +6,14 @@ interval, i.e. how far apart the two children's speeds are, measured in the same
     python3 benchmarks/seed-agreement/pair.py BENCH.json [BENCH.json ...]
 """
 import os
-import json, sys, math, importlib.util
+import importlib.util, json, statistics, sys
 spec = importlib.util.spec_from_file_location("r", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "seq-replay.py")); r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)
 r.CONFIDENCE = 0.95
 for f in sys.argv[1:]:
     d = json.load(open(f)); a, b = d['models'][1], d['models'][2]
     ra, rb = a['end_to_end_ratio_rounds'], b['end_to_end_ratio_rounds']
     diff = [x / y for x, y in zip(ra, rb)]      # child A speed over child B speed, per round
-    med = sorted(diff)[len(diff)//2]
+    med = statistics.median(diff)
     lo, hi = r.signed_rank_interval(diff)
     print(f"{f}: A {a['end_to_end_ratio']:.3f}x {a['end_to_end_ratio_ci95']}, B {b['end_to_end_ratio']:.3f}x {b['end_to_end_ratio_ci95']}; "
           f"A/B per round median {med:.3f} [95% signed-rank {lo:.3f}, {hi:.3f}] -> A-B ~ {b['end_to_end_ratio']*(med-1):+.3f}x [{b['end_to_end_ratio']*(lo-1):+.3f}, {b['end_to_end_ratio']*(hi-1):+.3f}]")

@@ -176,11 +176,8 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
     }
 
     /// <summary>The median measured / estimated over the run's recorded checks on these costs (the search's first correction).</summary>
-    static double Correction(RunDirectory run, SearchProblem problem)
-    {
-        var ratios = ArchitectureTimer.Evidence(run, problem.CostsKey).Select(e => e.Measured / e.Estimated).Order().ToArray();
-        return ratios.Length % 2 == 1 ? ratios[ratios.Length / 2] : (ratios[ratios.Length / 2 - 1] + ratios[ratios.Length / 2]) / 2;
-    }
+    static double Correction(RunDirectory run, SearchProblem problem) =>
+        TimingStatistic.Median.Apply([.. ArchitectureTimer.Evidence(run, problem.CostsKey).Select(e => e.Measured / e.Estimated)]);
 
     [Fact]
     public void ALaterSearch_OnTheSameCosts_StartsFromTheRunsEarlierChecks()
