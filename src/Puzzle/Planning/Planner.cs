@@ -382,11 +382,15 @@ public static partial class Planner
         bool ours = benchEngine != Stages.Benchmark.BenchEngine.LlamaCpp, llamaCpp = benchEngine != Stages.Benchmark.BenchEngine.Puzzle && !cal.OnGpu;
         var gguf = llamaCpp ? LlamaCppBenchPlan(c, child, s, e.BenchRepeats + 1, cal) : default;
         long benchPeak = Math.Max(ours ? R0 + PerGpu((P + child) * (long)mb + 2 * kv) : 0, llamaCpp ? gguf.ExportPeak + R0 : 0);
+        // The parent's final hidden states on the evaluated tokens (fp32), kept in RUN/eval for every later evaluation
+        // against it (Runtime.ReferenceStates): this stage's when no baseline evaluated the child's parent before it.
+        long referenceStates = evalTokens * H * 4L;
         // Two processes: the evaluation (parent and child in fp32) and the bench (both in the measurement dtype).
-        plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak), 1 << 20,
+        plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak),
+            (1 << 20) + referenceStates,
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? testTokens is null ? " (whole test split; assumed)" : " (whole test split)" : "")}, {e.BenchRepeats} bench rounds in {benchEngine}" +
             (llamaCpp ? $" (GGUF export {Gib(gguf.ExportPeak + R0)} GiB, {gguf.ExportLoadSeconds + gguf.ExportWriteSeconds:F1} s; llama.cpp {gguf.BenchSeconds:F1} s)" : ""),
-            load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds, processes: 2));
+            load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds + Write(referenceStates), processes: 2));
 
         // 10. Export: the child read from its checkpoint (GKD's, fp32, where GKD ran; else the assembled child in the
         // parent's bf16), held in the export dtype and written once per format (HF safetensors, GGUF).

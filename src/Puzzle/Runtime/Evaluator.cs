@@ -14,6 +14,8 @@ public sealed record TokenMetrics(long Tokens, double MeanNll, double NextTokenA
     public double Perplexity => Math.Exp(MeanNll);
     /// <summary>Per-window sums, in window order (window i starts at token i × T of the split).</summary>
     public IReadOnlyList<WindowStats> Windows { get; init; } = [];
+    /// <summary>With a reference: the reference's own NLL and next-token accuracy on the same windows, from the same pass.</summary>
+    public TokenMetrics? Reference { get; init; }
 }
 
 /// <summary>Sums over one window's T predictions: NLL, correct next tokens, KL to and top-1 agreement with the reference.</summary>
@@ -40,14 +42,17 @@ public static class Evaluator
     /// <summary>
     /// Metrics over the first windows of a split (in order): <paramref name="maxTokens"/> tokens, or every whole
     /// window of the split when null. A split too small for the tokens asked for is an error naming it (no fallback).
+    /// With <paramref name="referenceStates"/>, the reference's final hidden states are read from it where stored
+    /// (the reference does not run) and kept in it where computed: the metrics are the same to the last bit.
     /// </summary>
     public static TokenMetrics Tokens(CausalLm model, CausalLm? reference, TokenDataset data, int seqLen, long? maxTokens, int batch = 8,
-        string purpose = "evaluation", long? chunkTokens = null)
+        string purpose = "evaluation", long? chunkTokens = null, ReferenceStates? referenceStates = null)
     {
         using var noGrad = no_grad();
         var loader = new TokenBatchLoader(data, seqLen, 0, shuffle: false);
         long rows = maxTokens is { } max ? data.Manifest.RequireWindows(data.Split, max, purpose) : loader.Windows;
         var stats = new WindowStats[rows];
+        var referenceStats = reference is null ? null : new WindowStats[rows];
         for (long start = 0; start < rows; start += batch)
         {
             using (NewDisposeScope())
@@ -59,8 +64,17 @@ public static class Evaluator
                 // Final hidden states, then log-softmax a few tokens at a time (TokenChunks): no [n, T, V] tensor.
                 var hidden = TokenChunks.FinalHidden(model, ids).reshape(n * seqLen, -1);
                 NativeHeap.Trim();                                                                  // each forward leaves its temporaries' pages (NativeHeap)
-                var referenceHidden = reference is null ? null : TokenChunks.FinalHidden(reference, ids.to(reference.Device)).reshape(n * seqLen, -1);
-                NativeHeap.Trim();
+                Tensor? referenceHidden = null;
+                if (reference is not null)
+                {
+                    referenceHidden = referenceStates?.Read(start * seqLen, n * seqLen, reference.Device);
+                    if (referenceHidden is null)
+                    {
+                        referenceHidden = TokenChunks.FinalHidden(reference, ids.to(reference.Device)).reshape(n * seqLen, -1);
+                        NativeHeap.Trim();
+                        referenceStates?.Write(start * seqLen, referenceHidden);
+                    }
+                }
                 var t = TokenChunks.Stats(hidden, model.LmHeadWeight, targets.reshape(-1), referenceHidden, reference?.LmHeadWeight, chunkTokens);
                 var predicted = t.Predicted.view(n, seqLen);
                 float[] nll = t.Nll.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
@@ -68,12 +82,24 @@ public static class Evaluator
                 float[]? kl = t.Kl?.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
                 long[]? agree = t.ReferencePredicted is { } rp ? predicted.eq(rp.view(n, seqLen)).sum(1).cpu().data<long>().ToArray() : null;
                 for (int r = 0; r < n; r++) stats[start + r] = new WindowStats(nll[r], correct[r], kl?[r] ?? 0, agree?[r] ?? 0);
+                if (referenceStats is not null)
+                {
+                    float[] referenceNll = t.ReferenceNll!.view(n, seqLen).sum(1).cpu().data<float>().ToArray();
+                    long[] referenceCorrect = t.ReferencePredicted!.view(n, seqLen).eq(targets).sum(1).cpu().data<long>().ToArray();
+                    for (int r = 0; r < n; r++) referenceStats[start + r] = new WindowStats(referenceNll[r], referenceCorrect[r], 0, 0);
+                }
             }
             NativeHeap.Trim();                                                                      // else the heap grows batch by batch (NativeHeap)
         }
+        referenceStates?.Complete();
         long tokens = rows * seqLen;
         return new TokenMetrics(tokens, stats.Sum(w => w.Nll) / tokens, stats.Sum(w => w.Correct) / (double)tokens,
-            reference is null ? null : stats.Sum(w => w.Kl) / tokens, reference is null ? null : stats.Sum(w => w.Agree) / (double)tokens) { Windows = stats };
+            reference is null ? null : stats.Sum(w => w.Kl) / tokens, reference is null ? null : stats.Sum(w => w.Agree) / (double)tokens)
+        {
+            Windows = stats,
+            Reference = referenceStats is null ? null
+                : new TokenMetrics(tokens, referenceStats.Sum(w => w.Nll) / tokens, referenceStats.Sum(w => w.Correct) / (double)tokens, null, null) { Windows = referenceStats },
+        };
     }
 
     public static List<ChoiceItem> ReadTask(string path, int? limit = null)

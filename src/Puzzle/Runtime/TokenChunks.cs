@@ -5,7 +5,11 @@ using static TorchSharp.torch;
 namespace Puzzle.Runtime;
 
 /// <summary>Per-token metrics of one model (and a reference) over N tokens, each [N]: NLL, argmax, KL(reference ‖ model), reference argmax.</summary>
-public sealed record TokenStatTensors(Tensor Nll, Tensor Predicted, Tensor? Kl, Tensor? ReferencePredicted);
+public sealed record TokenStatTensors(Tensor Nll, Tensor Predicted, Tensor? Kl, Tensor? ReferencePredicted)
+{
+    /// <summary>The reference's own NLL of the targets [N] (with a reference): its metrics come from the same pass.</summary>
+    public Tensor? ReferenceNll { get; init; }
+}
 
 /// <summary>
 /// Log-softmax work over the vocabulary done a few tokens at a time, so that no [tokens, V] tensor exists: peak memory
@@ -50,6 +54,7 @@ public static class TokenChunks
         bool reference = referenceHidden is not null;
         var kl = reference ? empty([n], dtype: ScalarType.Float32, device: device) : null;
         var referencePredicted = reference ? empty([n], dtype: ScalarType.Int64, device: device) : null;
+        var referenceNll = reference ? empty([n], dtype: ScalarType.Float32, device: device) : null;
         using var noGrad = no_grad();
         for (long start = 0; start < n; start += chunk)
         {
@@ -63,9 +68,10 @@ public static class TokenChunks
                 var logp = LogProbs(referenceHidden!.narrow(0, start, c), referenceHead!).to(device);
                 kl!.narrow(0, start, c).copy_((logp.exp() * (logp - logq)).sum(-1));
                 referencePredicted!.narrow(0, start, c).copy_(logp.argmax(-1));
+                referenceNll!.narrow(0, start, c).copy_(logp.gather(-1, targets.narrow(0, start, c).unsqueeze(-1)).squeeze(-1).neg());
             }
         }
-        return new TokenStatTensors(nll, predicted, kl, referencePredicted);
+        return new TokenStatTensors(nll, predicted, kl, referencePredicted) { ReferenceNll = referenceNll };
     }
 }
 

@@ -68,6 +68,7 @@ public static class ChildRecipe
             ModelDir = model, ReferenceDir = run.ParentDir, DataDir = run.DataDir, Tasks = e.Tasks.Select(run.Resolve).ToArray(),
             TaskLimit = e.TaskLimit, MaxTokens = e.MaxTokens, Device = run.Config.Scenario.Device, ContinuationItems = e.ContinuationItems,
             ContinuationTaskPath = run.ContinuationTask, BootstrapResamples = e.BootstrapResamples, Seed = e.Seed, ReferenceCache = run.ReferenceMetrics,
+            ReferenceStatesPath = run.ReferenceStates,
         };
     }
 

@@ -69,6 +69,8 @@ public sealed class RunDirectory
     public string ContinuationTask => Artifact(EvalFolder, "test_continuation.jsonl");
     /// <summary>The parent's own per-window and per-item test results, measured once per run and read by every evaluation against it.</summary>
     public string ReferenceMetrics => Artifact(EvalFolder, "reference-metrics.json");
+    /// <summary>The parent's final hidden states on the test split (<see cref="Runtime.ReferenceStates"/>), written by the first evaluation against it.</summary>
+    public string ReferenceStates => Artifact(EvalFolder, "reference-states.bin");
     public string Report => Artifact("report.json");
     public string ReportMarkdown => Artifact("report.md");
     public string Export => Artifact("export");

@@ -4,6 +4,7 @@ using Puzzle.Checkpoints;
 using Puzzle.Data;
 using Puzzle.IO;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -118,6 +119,9 @@ public static class Distiller
         // The best checkpoint is chosen on validation windows only; never on train or test text.
         manifest.RequireWindows("validation", o.ValidationTokens, "gkd validation (gkd.validation_tokens)");
         using var validation = new TokenDataset(o.DataDir, "validation");
+        // The teacher is fixed: its final hidden states on the validation windows are computed once, then read back.
+        long statesBytes = o.ValidationTokens * teacher.Config.HiddenSize * (compute == ScalarType.Float32 ? 4L : 2L);
+        using var teacherValidation = statesBytes <= MaxTeacherStatesBytes ? ReferenceStates.InMemory() : null;
 
         int step = 0, bestStep = 0;
         double initialKl, bestKl;
@@ -131,7 +135,7 @@ public static class Distiller
         }
         else
         {
-            initialKl = bestKl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch);
+            initialKl = bestKl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch, teacherValidation);
             if (!double.IsFinite(initialKl))
                 throw new PuzzleException($"distill: the validation KL of {o.StudentDir} to {o.TeacherDir} is {initialKl} before training; a model produces non-finite logits");
             optimizer.CopyMastersTo(master);
@@ -166,7 +170,7 @@ public static class Distiller
             }
             if (step % o.EvalEvery == 0 || step == steps)
             {
-                double kl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch);
+                double kl = ValidationKl(student, teacher, validation, seqLen, o.ValidationTokens, o.Batch, teacherValidation);
                 if (!double.IsFinite(kl)) throw new PuzzleException($"distill: the validation KL is {kl} at step {step}; lower the learning rate");
                 string mark = "";
                 if (kl < bestKl)
@@ -333,6 +337,9 @@ public static class Distiller
     }
 
     /// <summary>Mean per-token KL(teacher || student) on the first validation windows.</summary>
-    public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch) =>
-        Runtime.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)").KlToReference!.Value;
+    public static double ValidationKl(CausalLm student, CausalLm teacher, TokenDataset data, int seqLen, long tokens, int batch, ReferenceStates? teacherStates = null) =>
+        Runtime.Evaluator.Tokens(student, teacher, data, seqLen, tokens, batch, "gkd validation (gkd.validation_tokens)", referenceStates: teacherStates).KlToReference!.Value;
+
+    /// <summary>The teacher's validation states are kept in memory up to this size (tokens × hidden × element size), else recomputed.</summary>
+    public const long MaxTeacherStatesBytes = 512L << 20;
 }

@@ -94,8 +94,10 @@ public class PlanOverheadTests
         long P = Llama1B.TotalParameters, child = 600_000_000;
 
         Assert.Equal(ours.LoadSeconds + (P + child) * 5e-9, both.LoadSeconds, 6);                // every tensor read once more
-        Assert.Equal((P + child) * 2.0 / 4e8, both.WriteSeconds, 6);                            // the GGUFs in bf16
-        Assert.Equal(0, ours.WriteSeconds);
+        long states = 256L * Llama1B.HiddenSize * 4;                                            // the parent's final hidden states, fp32 (ReferenceStates)
+        Assert.Equal((P + child) * 2.0 / 4e8 + states / 4e8, both.WriteSeconds, 6);             // the GGUFs in bf16
+        Assert.Equal(states / 4e8, ours.WriteSeconds, 9);
+        Assert.Equal((1 << 20) + states, ours.DiskBytes);
         // llama.cpp's rounds: warm-up + 1, parent and child, each the scenario's prefill (64 tokens) and 15 decode steps.
         long V = Llama1B.VocabSize, H = Llama1B.HiddenSize, blocks = P - V * H - H;
         double Generate(long b) => 2.0 * (b + V * H) * 64 / 4e11 + 15 * (16.0 * b / blocks * 2e-3 + V * H * 1e-10);

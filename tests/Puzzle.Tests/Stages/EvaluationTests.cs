@@ -20,14 +20,14 @@ namespace Puzzle.Tests.Stages;
 public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixture>
 {
     /// <summary>A copy of the parent with one FFN weight perturbed: a different model of the same shape.</summary>
-    string PerturbedChild()
+    string PerturbedChild(double factor = 0.3)
     {
         string dir = TestSupport.TempDir();
         using var model = Checkpoint.Load(fixture.ParentDir);
         using (no_grad())
         {
             var weight = model.named_parameters().First(p => p.name.Contains("mlp.down_proj")).parameter;
-            weight.mul_(0.3);
+            weight.mul_(factor);
         }
         Checkpoint.SaveDeciLm(model, dir, ScalarType.Float32, fixture.ParentDir);
         return dir;
@@ -164,6 +164,36 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
         var swapped = Eval(fixture.ParentDir, child, otherReference);
         Assert.DoesNotContain(otherReference, l => l.Contains("measured before"));
         Assert.Equal(measured["metrics"]!["perplexity"]!.GetValue<double>(), swapped["reference_metrics"]!["perplexity"]!.GetValue<double>(), tolerance: 1e-9);
+    }
+
+    [Fact]
+    public void ReferenceStates_AreWrittenByTheFirstEvaluation_AndLaterOnesRunTheModelAlone_WithTheSameResults()
+    {
+        string child = PerturbedChild(), other = PerturbedChild(0.6);
+        string eval = TestSupport.TempDir();
+        string states = Path.Combine(eval, "reference-states.bin");
+        JsonObject Eval(string model, List<string> log, string? statesPath) => EvalStage.Run(new EvalOptions
+        {
+            ModelDir = model, ReferenceDir = fixture.ParentDir, DataDir = fixture.DataDir, BootstrapResamples = 50, ReferenceStatesPath = statesPath,
+        }, log.Add);
+        var plain = Eval(child, [], null);
+        var first = new List<string>();
+        var written = Eval(child, first, states);
+        Assert.True(File.Exists(states));
+        Assert.DoesNotContain(first, l => l.Contains("does not run"));
+        var second = new List<string>();
+        var read = Eval(child, second, states);
+        Assert.Contains(second, l => l.Contains($"read from {states}") && l.Contains("the reference does not run"));
+        foreach (var section in new[] { "metrics", "reference_metrics", "retention", "fidelity" })
+        {
+            Assert.Equal(plain[section]!.ToJsonString(), written[section]!.ToJsonString());
+            Assert.Equal(plain[section]!.ToJsonString(), read[section]!.ToJsonString());
+        }
+        // Another model against the same parent reads them too, and gets what running the parent gives.
+        var otherLog = new List<string>();
+        var otherRead = Eval(other, otherLog, states);
+        Assert.Contains(otherLog, l => l.Contains("the reference does not run"));
+        Assert.Equal(Eval(other, [], null)["fidelity"]!.ToJsonString(), otherRead["fidelity"]!.ToJsonString());
     }
 
     [Theory]

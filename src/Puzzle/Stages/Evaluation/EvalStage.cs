@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Puzzle.Checkpoints;
 using Puzzle.Config;
 using Puzzle.Data;
+using Puzzle.IO;
 using Puzzle.Model;
 using Puzzle.Runtime;
 using Puzzle.Tokenization;
@@ -32,6 +33,11 @@ public sealed record EvalOptions
     /// every GKD-sweep point against the same parent on the same split); null: always measured.
     /// </summary>
     public string? ReferenceCache { get; init; }
+    /// <summary>
+    /// Where the reference's final hidden states on the split are kept between evaluations (<see cref="ReferenceStates"/>):
+    /// a later evaluation against the same parent runs the model alone; null: the reference runs every time.
+    /// </summary>
+    public string? ReferenceStatesPath { get; init; }
 }
 
 /// <summary>
@@ -40,6 +46,9 @@ public sealed record EvalOptions
 /// </summary>
 public static partial class EvalStage
 {
+    /// <summary>Windows per evaluation batch (part of the reference states' key: a batch's forward is what they store).</summary>
+    public const int EvalBatch = 8;
+
     public const string RetentionDefinition =
         "accuracy_retention = mean, over the run's accuracy metrics, of child accuracy / parent accuracy: next-token accuracy on the " +
         "held-out test split, and acc_norm of each multiple-choice task on which the parent scores significantly above chance (the lower " +
@@ -85,9 +94,17 @@ public static partial class EvalStage
         int[] windowUnit = byDocument ? windowDocument.Select(d => Array.BinarySearch(documentIds, d)).ToArray() : Enumerable.Range(0, (int)windowCount).ToArray();
         int units = byDocument ? documentIds.Length : (int)windowCount;
 
-        (TokenMetrics Tokens, Dictionary<string, TaskMetrics> Tasks) Measure(CausalLm m, CausalLm? r, string label)
+        using var referenceStates = reference is not null && o.ReferenceStatesPath is { } statesPath
+            ? ReferenceStates.File(statesPath, Fingerprint.Of("reference-states-v1", Fingerprint.OfModel(o.ReferenceDir!), manifest.TokenizerSha256, o.Split,
+                manifest.Splits.GetValueOrDefault(o.Split), seqLen, windowCount, EvalBatch, o.Device), windowCount * seqLen)
+            : null;
+        if (referenceStates is { Stored: true })
+            log($"eval: the reference's final hidden states on these {windowCount * seqLen:N0} {o.Split} tokens are read from {o.ReferenceStatesPath} " +
+                $"({referenceStates.Bytes / (double)(1 << 20):F0} MiB): the reference does not run");
+
+        (TokenMetrics Tokens, Dictionary<string, TaskMetrics> Tasks) Measure(CausalLm m, CausalLm? r, string label, TokenMetrics? measured = null)
         {
-            var tokens = Evaluator.Tokens(m, r, data, seqLen, windowCount * seqLen, purpose: "evaluation.max_tokens");
+            var tokens = measured ?? Evaluator.Tokens(m, r, data, seqLen, windowCount * seqLen, EvalBatch, "evaluation.max_tokens", referenceStates: r is null ? null : referenceStates);
             log($"eval: {label}: perplexity {tokens.Perplexity:F3}, next-token accuracy {tokens.NextTokenAccuracy:P2}" +
                 (tokens.KlToReference is { } kl ? $", KL to reference {kl:F4}, top-1 agreement {tokens.Top1Agreement:P2}" : "") +
                 $" on {tokens.Tokens:N0} {o.Split} tokens ({units} {(byDocument ? "documents" : "windows")})");
@@ -112,7 +129,7 @@ public static partial class EvalStage
                     $"{o.Split} tokens, measured before for this parent, split and tasks ({o.ReferenceCache})");
             else
             {
-                parent = Measure(reference, null, "reference");
+                parent = Measure(reference, null, "reference", child.Tokens.Reference);                   // its token metrics come from the model's pass
                 if (o.ReferenceCache is { } path) ReferenceMetricsCache.Write(path, cacheKey, parent.Value.Item1, parent.Value.Item2);
             }
         }
