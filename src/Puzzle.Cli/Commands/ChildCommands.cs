@@ -128,9 +128,13 @@ internal static class ChildCommands
             };
             var result = EvalStage.Run(options, r.GetValue(json) ? _ => { } : null);
             if (r.GetValue(json)) Console.WriteLine(result.ToJsonString(AtomicFile.Indented));
-            else if (result["retention"] is { } retention)
-                Console.WriteLine($"accuracy retention {retention["value"]!.GetValue<double>():P1} {EvalStage.FormatInterval(retention["ci95"], percent: true)} " +
-                                  $"({string.Join(", ", retention["components"]!.AsObject().Select(kv => $"{kv.Key} {kv.Value!["ratio"]!.GetValue<double>():F3}"))}); " +
+            else if (result["retention"] is { } retention && retention["value"] is null)
+                Console.WriteLine($"accuracy retention undefined: the parent's next-token accuracy is " +
+                                  $"{result["reference_metrics"]!["next_token_accuracy"]!.GetValue<double>():P2} (no accuracy to retain); " +
+                                  $"KL to the parent {result["fidelity"]!["kl_parent_child"]!["value"]!.GetValue<double>():F4}");
+            else if (result["retention"] is { } retention2)
+                Console.WriteLine($"accuracy retention {retention2["value"]!.GetValue<double>():P1} {EvalStage.FormatInterval(retention2["ci95"], percent: true)} " +
+                                  $"({string.Join(", ", retention2["components"]!.AsObject().Select(kv => $"{kv.Key} {kv.Value!["ratio"]!.GetValue<double>():F3}"))}); " +
                                   $"perplexity ratio {result["fidelity"]!["perplexity_ratio"]!["value"]!.GetValue<double>():F3}");
             return 0;
         }));

@@ -167,6 +167,28 @@ public sealed class EvaluationTests(RunFixture fixture) : IClassFixture<RunFixtu
     }
 
     [Fact]
+    public void AParentAtZeroAccuracy_GivesUndefinedRetention_WithAClearLine_NotAnInternalError()
+    {
+        // Every weight zero: all logits are equal, so the parent always predicts token 0, which no test target is.
+        string zero = TestSupport.TempDir();
+        using (var model = Checkpoint.Load(fixture.ParentDir))
+        {
+            using (no_grad()) foreach (var p in model.parameters()) p.zero_();
+            Checkpoint.SaveDeciLm(model, zero, ScalarType.Float32, fixture.ParentDir);
+        }
+        var log = new List<string>();
+        var json = EvalStage.Run(new EvalOptions { ModelDir = fixture.ParentDir, ReferenceDir = zero, DataDir = fixture.DataDir, BootstrapResamples = 20 }, log.Add);
+        Assert.Equal(0.0, json["reference_metrics"]!["next_token_accuracy"]!.GetValue<double>());
+        Assert.True(json["metrics"]!["next_token_accuracy"]!.GetValue<double>() > 0);
+        Assert.Null(json["retention"]!["value"]);
+        Assert.Contains(log, l => l.StartsWith("eval: accuracy retention undefined: the reference's next-token accuracy is 0.00 %"));
+
+        var (code, stdout, stderr) = TestSupport.RunCli("eval", fixture.ParentDir, "--reference", zero, "--data", fixture.DataDir, "--bootstrap", "20");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("accuracy retention undefined: the parent's next-token accuracy is 0.00 %", stdout);
+    }
+
+    [Fact]
     public void ReferenceStates_AreWrittenByTheFirstEvaluation_AndLaterOnesRunTheModelAlone_WithTheSameResults()
     {
         string child = PerturbedChild(), other = PerturbedChild(0.6);

@@ -46,6 +46,11 @@ public sealed record EvalOptions
 /// </summary>
 public static partial class EvalStage
 {
+    /// <summary>Why retention has no value: the reference's accuracy is 0 (e.g. random weights), so no ratio to it exists.</summary>
+    public static string UndefinedRetention(TokenMetrics reference) =>
+        $"undefined: the reference's next-token accuracy is {reference.NextTokenAccuracy:P2} on {reference.Tokens:N0} tokens " +
+        "(and no task counts), so there is no accuracy to retain (e.g. a parent with random weights); see the fidelity figures";
+
     /// <summary>Windows per evaluation batch (part of the reference states' key: a batch's forward is what they store).</summary>
     public const int EvalBatch = 8;
 
@@ -295,8 +300,10 @@ public static partial class EvalStage
                 ["kl_parent_child"] = new JsonObject { ["value"] = point["model.kl_to_reference"], ["ci95"] = Ci("model.kl_to_reference") },
                 ["top1_agreement"] = new JsonObject { ["value"] = point["model.top1_agreement"], ["ci95"] = Ci("model.top1_agreement") },
             };
-            log($"eval: accuracy retention {point["accuracy_retention"]:P1} {FormatInterval(result["retention"]!["ci95"], true)} " +
-                $"(mean of {string.Join(", ", included)}); perplexity ratio {point["perplexity_ratio"]:F3}");
+            log(double.IsFinite(point["accuracy_retention"])
+                ? $"eval: accuracy retention {point["accuracy_retention"]:P1} {FormatInterval(result["retention"]!["ci95"], true)} " +
+                  $"(mean of {string.Join(", ", included)}); perplexity ratio {point["perplexity_ratio"]:F3}"
+                : $"eval: accuracy retention {UndefinedRetention(pp.Item1)}; perplexity ratio {point["perplexity_ratio"]:F3}");
         }
         return result;
     }

@@ -51,7 +51,7 @@ public static partial class BaselinesReport
     {
         var r = eval["retention"]!;
         var ci = r["ci95"];
-        return (r["value"]!.GetValue<double>(), ci?[0]?.GetValue<double>(), ci?[1]?.GetValue<double>());
+        return (r["value"]?.GetValue<double>() ?? double.NaN, ci?[0]?.GetValue<double>(), ci?[1]?.GetValue<double>());   // NaN: undefined (a parent at 0 accuracy)
     }
 
     /// <summary>
