@@ -75,7 +75,8 @@ public sealed class ReferenceStates : IDisposable
             if (!memory.TryGetValue(firstRow, out var stored)) return null;
             if (stored.shape[0] != rows)
                 throw new InvalidOperationException($"reference states: batch at row {firstRow} holds {stored.shape[0]} rows, {rows} asked for");
-            return stored.device == device ? stored : stored.to(device);                // owned by this store: the caller never disposes it
+            bool here = stored.device_type == device.type && stored.device_index == device.index;
+            return here ? stored : stored.to(device);                                    // owned by this store: the caller never disposes it
         }
         if (reader is null) return null;
         if ((firstRow + rows) * rowBytes > reader.Length - dataOffset)
