@@ -317,12 +317,14 @@ public static partial class Planner
         // process's start-up, against the 5 s this term used to be.
         int solves = solutions + (string.IsNullOrWhiteSpace(run.Search.Sweep) ? 0 : Stages.Search.SearchStage.ParseSweep(run.Search.Sweep).Values.Length);
         double mipSeconds = 0.3 + 0.02 * solves * Math.Max(1, L / 16.0);
-        plans.Add(Stage("6 search", mipSeconds + (measuredChecks ? solutions * 4 * 8 * generateSeconds : 0) + probeSeconds,
+        double checkSeconds = 8 * generateSeconds;                                               // one measured check: 4 rounds of parent and child
+        var search = Stage("6 search", mipSeconds + (measuredChecks ? solutions * 4 * checkSeconds : 0) + probeSeconds,
             probes ? Math.Max(searchPeak, gkdPeak) : searchPeak, probes ? assembled + child * 4L + trainable * 12L : 1 << 20,
             (measuredChecks ? $"MIP + up to 4 measured checks per solution ({solutions})" : "MIP only") +
             (probes ? $"; {solutions} candidates probed by {probeTokens:N0} tokens of GKD each ({probeSeconds:F0} s)" : ""),
             load: (measuredChecks ? Load(P, mb) : 0) + (probes ? solutions * (Load(P, cb) + Load(child, 4)) : 0),
-            write: probes ? solutions * (Write(assembled) + Write(GkdWrittenBytes(child, trainable, probeSteps))) : 0));
+            write: probes ? solutions * (Write(assembled) + Write(GkdWrittenBytes(child, trainable, probeSteps))) : 0);
+        plans.Add(search);
 
         // 7. Assemble: streamed; the largest tensor read and converted.
         long largest = (long)V * H;
@@ -362,8 +364,8 @@ public static partial class Planner
             $"{g.Tokens:N0} tokens, batch {g.Batch}; child ≤ {child / 1e6:F0} M parameters, {trainable / 1e6:F0} M trained; logits in chunks of {gkdChunk} tokens",
             load: Load(P, cb) + Load(child, 4), write: Write(GkdWrittenBytes(child, trainable, gkdSteps))));
 
-        // 9. Evaluate + bench: child and parent in fp32, one batch's activations and a chunk of logits; bench (a fresh
-        // process): both in the measurement dtype with KV caches.
+        // The evaluation's and the bench's terms (stage 9, and each baseline's in 8b). Evaluation: child and parent in fp32,
+        // one batch's activations and a chunk of logits; bench (a fresh process): both in the measurement dtype with KV caches.
         var e = run.Evaluation;
         long? testTokens = e.MaxTokens is null ? PreparedTestTokens(run.Data) : null;
         long evalTokens = e.MaxTokens ?? testTokens ?? AssumedTestTokens;                       // null: the whole test split
@@ -382,15 +384,62 @@ public static partial class Planner
         bool ours = benchEngine != Stages.Benchmark.BenchEngine.LlamaCpp, llamaCpp = benchEngine != Stages.Benchmark.BenchEngine.Puzzle && !cal.OnGpu;
         var gguf = llamaCpp ? LlamaCppBenchPlan(c, child, s, e.BenchRepeats + 1, cal) : default;
         long benchPeak = Math.Max(ours ? R0 + PerGpu((P + child) * (long)mb + 2 * kv) : 0, llamaCpp ? gguf.ExportPeak + R0 : 0);
-        // The parent's final hidden states on the evaluated tokens (fp32), kept in RUN/eval for every later evaluation
-        // against it (Runtime.ReferenceStates): this stage's when no baseline evaluated the child's parent before it.
+
+        // 8b. Baselines (BaselinesStage): each rule baseline is chosen with up to BaselineContext.MaxMeasurements measured
+        // checks, then assembled, distilled, evaluated and benched as the Puzzle child is (ChildRecipe); its evaluation
+        // runs the child alone against the parent's kept final hidden states (ReferenceStates; the parent is still loaded
+        // for its head), its bench is a fresh process. `matched` repeats the Puzzle search (checks and probes) at each
+        // rule baseline's speed, then the same recipe. An upper bound: every rule reaching the target and every matched
+        // child needed (a baseline within 3% of the Puzzle child's speed needs none); baselines_gkd_fractions add, per
+        // child and for the Puzzle child, each point's GKD and evaluation.
+        // A later evaluation against the kept states: the child's pass and the parent's head.
+        double evalCompute = evalTokens * 2.0 * (child + (long)H * V) / cal.Fp32Rate + Logits(2.0 * evalTokens);
         long referenceStates = evalTokens * H * 4L;
+        var rules = run.Baselines.Where(n => n != Stages.Baselines.BaselinesStage.MatchedName).Distinct().ToList();
+        int matchedChildren = run.Baselines.Contains(Stages.Baselines.BaselinesStage.MatchedName) ? rules.Count : 0;
+        int baselineChildren = rules.Count + matchedChildren;
+        var sweep = run.BaselinesGkdFractions.Where(f => f < 1).Distinct().ToList();
+        if (baselineChildren > 0 || sweep.Count > 0)
+        {
+            // Per child: compute, loads (assembly's read; GKD's teacher and student; the evaluation's parent and child in fp32;
+            // the bench's both in the measurement dtype and llama.cpp's GGUF export) and writes (the assembled child, GKD's).
+            double childCompute = gkdSeconds + evalCompute + (ours ? benchSeconds : 0) + gguf.BenchSeconds;
+            double childLoad = Load(child, 2) + Load(P, cb) + Load(child, 4) + Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds;
+            double childWrite = Write(assembled) + Write(GkdWrittenBytes(child, trainable, gkdSteps)) + gguf.ExportWriteSeconds;
+            bool ruleChecks = measuredChecks && rules.Count > 0;
+            // The first evaluation (a baseline's or a sweep point's, before stage 9) runs the parent too and writes its states.
+            double compute = evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) - evalCompute + baselineChildren * childCompute + (ruleChecks ? rules.Count * Stages.Baselines.BaselineContext.DefaultMaxMeasurements * checkSeconds : 0)
+                             + matchedChildren * (search.Seconds - search.StartupSeconds - search.LoadSeconds - search.WriteSeconds);
+            double load = baselineChildren * childLoad + (ruleChecks ? Load(P, mb) : 0) + matchedChildren * search.LoadSeconds;
+            double write = Write(referenceStates) + baselineChildren * childWrite + matchedChildren * search.WriteSeconds;
+            foreach (double f in sweep)                                                          // every child and the Puzzle child's
+            {
+                long pointTokens = (long)Math.Round(f * g.Tokens);
+                compute += (baselineChildren + 1) * (evalCompute + (f > 0 ? GkdSeconds(pointTokens) : 0));
+                load += (baselineChildren + 1) * (Load(P + child, 4) + (f > 0 ? Load(P, cb) + Load(child, 4) : 0));
+                write += (baselineChildren + 1) * (f > 0 ? Write(GkdWrittenBytes(child, trainable, (int)Math.Max(1, pointTokens / gkdTokens))) : 0);
+            }
+            long baselinesPeak = new[] { gkdPeak, evalPeak, benchPeak, matchedChildren > 0 ? search.PeakBytes : 0, ruleChecks ? searchPeak : 0 }.Max();
+            long distilled = child * 4L + trainable * 12L;
+            long baselinesDisk = referenceStates + baselineChildren * (assembled + distilled) + (baselineChildren + 1) * sweep.Count(f => f > 0) * distilled;
+            plans.Add(Stage("8b baselines", compute, baselinesPeak, baselinesDisk,
+                $"{string.Join(", ", run.Baselines)}: up to {baselineChildren} children, each assembled, distilled on {g.Tokens:N0} tokens, evaluated and benched" +
+                (ruleChecks ? $"; up to {Stages.Baselines.BaselineContext.DefaultMaxMeasurements} measured checks per rule" : "") +
+                (matchedChildren > 0 ? $"; {matchedChildren} matched search(es) as stage 6" : "") +
+                (sweep.Count > 0 ? $"; GKD sweep at {string.Join(", ", sweep)} of the tokens for {baselineChildren + 1} children" : ""),
+                load: load, write: write, processes: 1 + baselineChildren));
+        }
+
+        // 9. Evaluate + bench. The parent's final hidden states on the evaluated tokens (fp32), kept in RUN/eval for every later evaluation
+        // against it (Runtime.ReferenceStates): written here when stage 8b evaluated nothing against the parent before; else
+        // this evaluation runs the child and the parent's head only.
+        bool statesKept = baselineChildren > 0 || sweep.Count > 0;
         // Two processes: the evaluation (parent and child in fp32) and the bench (both in the measurement dtype).
-        plans.Add(Stage("9 evaluate + bench", evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak),
-            (1 << 20) + referenceStates,
+        plans.Add(Stage("9 evaluate + bench", (statesKept ? evalCompute : evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens)) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak),
+            (1 << 20) + (statesKept ? 0 : referenceStates),
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? testTokens is null ? " (whole test split; assumed)" : " (whole test split)" : "")}, {e.BenchRepeats} bench rounds in {benchEngine}" +
             (llamaCpp ? $" (GGUF export {Gib(gguf.ExportPeak + R0)} GiB, {gguf.ExportLoadSeconds + gguf.ExportWriteSeconds:F1} s; llama.cpp {gguf.BenchSeconds:F1} s)" : ""),
-            load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds + Write(referenceStates), processes: 2));
+            load: Load(P + child, 4) + (ours ? Load(P + child, mb) : 0) + gguf.ExportLoadSeconds, write: gguf.ExportWriteSeconds + (statesKept ? 0 : Write(referenceStates)), processes: 2));
 
         // 10. Export: the child read from its checkpoint (GKD's, fp32, where GKD ran; else the assembled child in the
         // parent's bf16), held in the export dtype and written once per format (HF safetensors, GGUF).

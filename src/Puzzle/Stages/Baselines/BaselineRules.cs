@@ -31,7 +31,8 @@ public sealed class BaselineContext
     /// re-times a pair far from it: <see cref="Search.ArchitectureTimer.SuspectDisagreement"/>); null: the cost model's estimate decides.</summary>
     public Func<ModelConfig, double, double>? Measure { get; init; }
     /// <summary>Engine timings a rule may spend before it gives up.</summary>
-    public int MaxMeasurements { get; init; } = 6;
+    public int MaxMeasurements { get; init; } = DefaultMaxMeasurements;
+    public const int DefaultMaxMeasurements = 6;
     /// <summary>Only architectures estimated at this share of the target or more are timed (the cost model errs by ±10%).</summary>
     public double MeasureGate { get; init; } = 0.9;
     public Action<string> Log { get; init; } = _ => { };
