@@ -2,8 +2,10 @@
 # 4 Dec 19:50-20:08 UTC (benchmarks/results/re-search-2026-12-04.md): re-search on fresh copies of the two fresh demos
 # (/work/runs/e3, e5; their config's search.max_overshoot is the demo's 0.06): 1.5x, 3 solutions, no probes; two runs
 # each. EXTRA="--max-overshoot 0.15" re-searches with the default band instead (BIN: the build, default /tmp/bin2).
+# RUNS: the finished runs under /work/runs to copy (default "e3 e5"), each re-searched twice, A B A B.
 #   flock /tmp/puzzle-bench.lock nice -n -15 benchmarks/seed-agreement/re-search.sh
-for seed in e3 e5 e3 e5; do
+runs="${RUNS:-e3 e5}"
+for seed in $runs $runs; do
   r=/work/runs/rs6/$seed-$RANDOM; mkdir -p /work/runs/rs6; cp -al /work/runs/$seed $r; rm -rf $r/solutions/re15*
   s=$(date +%s.%N)
   dotnet ${BIN:-/tmp/bin2}/Puzzle.Cli.dll search --run $r --min-throughput-ratio 1.5 --solutions 3 --probe-tokens 0 --name re15 ${EXTRA:-} > $r.log 2>&1

@@ -23,7 +23,9 @@ internal static class PlanCommand
         {
             var model = HfConfig.Read(r.GetValue(parent)!);
             string? configPath = r.GetValue(config);
-            var run = configPath is null ? new RunConfig() : RunConfig.Read(configPath, r.GetValue(sets) ?? []);
+            // Relative paths (data.path: the prepared test split's size) against the config's folder, as `puzzle run` reads
+            // them: a run's own RUN/config.json names its data "data".
+            var run = configPath is null ? new RunConfig() : RunCommands.Resolve(configPath, r.GetValue(sets) ?? []);
             var calibration = r.GetValue(gpu) is { } name
                 ? Planner.Roofline(Accelerators.Get(name), r.GetValue(gpus))
                 : Planner.Calibrate(model, run.Data.SeqLen, Training.Precision.Resolve(run.Bld.Precision, TorchSharp.torch.CPU),
