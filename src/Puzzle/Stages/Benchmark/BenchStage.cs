@@ -82,8 +82,11 @@ public static class BenchStage
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
                 $"{o.Warmup} warm-up + {o.Repeats} rounds in {EngineTimer.OrderDescription} order");
+            var cpuStart = CpuContention.Now();
             var samples = EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats)
                 .Select(list => list.Select(x => new BenchSample(x.PrefillSeconds, x.DecodeSeconds)).ToList()).ToArray();
+            double? othersShare = CpuContention.OthersShare(cpuStart, CpuContention.Now());
+            if (CpuContention.Warning(othersShare, "bench") is { } busy) Puzzle.Log.Warning(busy);
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             var rows = new JsonArray();
             BenchRow? first = null;
@@ -117,6 +120,8 @@ public static class BenchStage
                     ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = EngineTimer.OrderDescription,
                 },
                 ["process_peak_working_set_bytes"] = peak,
+                // The share of the machine's cores other processes used during the rounds (Runtime.CpuContention; null off Linux).
+                ["other_cpu_share"] = othersShare,
                 ["models"] = rows,
             };
             return bench;

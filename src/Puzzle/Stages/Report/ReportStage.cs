@@ -158,6 +158,7 @@ public static class ReportStage
                           ? $"Accuracy retention: {F(100 * retention.Value, "0.0")}%{Ci(retention.Ci95, true)}** " +
                             $"(mean of {string.Join(", ", components.Properties().Select(kv => $"{kv.Name} {F(kv.Value["ratio"].Double(), "0.000")}"))})."
                           : $"Accuracy retention: {retention.Percent}**; the fidelity rows above still compare the child with the parent."));
+        if (BusyBench(r.Bench) is { } busy) md.AppendLine($"\n**{busy}**");
         if (r.LlamaCpp is { } second)
             md.AppendLine($"\n{second.Engine} (`llama-batched-bench`, the same scenario and rounds, {second.Dtype ?? "?"} GGUF weights, {second.Threads?.ToString(CultureInfo.InvariantCulture) ?? "?"} threads) " +
                           $"measured the child at {F(second.Ratio, "0.00")}x the parent{Spread(second.Min, second.Max)}, against {F(second.OursRatio, "0.00")}x in our engine: " +
@@ -213,4 +214,11 @@ public static class ReportStage
         }
         return md.ToString();
     }
+
+    /// <summary>The report's warning where the bench's rounds ran while other processes took the cores (bench.json other_cpu_share).</summary>
+    public static string? BusyBench(JsonObject bench) =>
+        bench["other_cpu_share"]?.GetValue<double>() is { } share && share > Runtime.CpuContention.BusyShare
+            ? $"The benchmark ran on a busy machine: other processes used {100 * share:F0}% of its cores during the rounds, so the measured ratio is " +
+              "not this machine's; rerun `puzzle bench --run RUN` when it is idle."
+            : null;
 }
