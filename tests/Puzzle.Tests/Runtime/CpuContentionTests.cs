@@ -10,12 +10,19 @@ namespace Puzzle.Tests.Runtime;
 public class CpuContentionTests
 {
     [Fact]
-    public void Machine_busy_time_is_every_column_but_idle_and_iowait_in_user_hz()
+    public void Machine_busy_time_is_every_column_but_idle_and_iowait_in_user_hz_over_the_cpus_we_may_run_on()
     {
         string stat = Path.Combine(TestSupport.TempDir(), "stat");
-        // user nice system idle iowait irq softirq steal guest guest_nice; guest is already inside user.
-        File.WriteAllLines(stat, ["cpu  100 5 50 1000 20 3 2 10 7 0", "cpu0 50 2 25 500 10 1 1 5 3 0", "intr 12345"]);
-        Assert.Equal((100 + 5 + 50 + 3 + 2 + 10) / 100.0, CpuContention.MachineBusySeconds(stat)!.Value, 9);
+        // user nice system idle iowait irq softirq steal guest guest_nice; guest is already inside user. The aggregate
+        // "cpu" line is not read: the per-CPU lines are, for the CPUs asked for.
+        File.WriteAllLines(stat, ["cpu  999 0 0 0 0 0 0 0 0 0", "cpu0 100 5 50 1000 20 3 2 10 7 0", "cpu1 40 0 10 900 30 0 0 0 0 0", "cpu12 7 0 0 0 0 0 0 0 0 0", "intr 12345"]);
+        var all = CpuContention.MachineBusySeconds(stat)!.Value;
+        Assert.Equal(((100 + 5 + 50 + 3 + 2 + 10) + (40 + 10) + 7) / 100.0, all.BusySeconds, 9);
+        Assert.Equal(3, all.Cores);
+        var ours = CpuContention.MachineBusySeconds(stat, new HashSet<int> { 1, 12 })!.Value;
+        Assert.Equal((40 + 10 + 7) / 100.0, ours.BusySeconds, 9);
+        Assert.Equal(2, ours.Cores);
+        Assert.Null(CpuContention.MachineBusySeconds(stat, new HashSet<int> { 5 }));
         Assert.Null(CpuContention.MachineBusySeconds(Path.Combine(TestSupport.TempDir(), "absent")));
     }
 
@@ -30,7 +37,7 @@ public class CpuContentionTests
         Assert.Null(CpuContention.OthersShare(null, a));
         Assert.Null(CpuContention.OthersShare(a, a));
         Assert.Null(CpuContention.Warning(0.01, "bench"));
-        Assert.Contains("other processes used 50%", CpuContention.Warning(0.5, "bench"));
+        Assert.Contains("other processes used 50% of the cores", CpuContention.Warning(0.5, "bench"));
     }
 
     [SkippableFact]
