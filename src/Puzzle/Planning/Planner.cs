@@ -392,7 +392,9 @@ public static partial class Planner
         // rule baseline's speed, then the same recipe. An upper bound: every rule reaching the target and every matched
         // child needed (a baseline within 3% of the Puzzle child's speed needs none); baselines_gkd_fractions add, per
         // child and for the Puzzle child, each point's GKD and evaluation.
-        // A later evaluation against the kept states: the child's pass and the parent's head.
+        // The first evaluation against the parent (both models' passes), and a later one against its kept states (the
+        // child's pass and the parent's head).
+        double firstEvalCompute = evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens);
         double evalCompute = evalTokens * 2.0 * (child + (long)H * V) / cal.Fp32Rate + Logits(2.0 * evalTokens);
         long referenceStates = evalTokens * H * 4L;
         var rules = run.Baselines.Where(n => n != Stages.Baselines.BaselinesStage.MatchedName).Distinct().ToList();
@@ -408,7 +410,7 @@ public static partial class Planner
             double childWrite = Write(assembled) + Write(GkdWrittenBytes(child, trainable, gkdSteps)) + gguf.ExportWriteSeconds;
             bool ruleChecks = measuredChecks && rules.Count > 0;
             // The first evaluation (a baseline's or a sweep point's, before stage 9) runs the parent too and writes its states.
-            double compute = evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens) - evalCompute + baselineChildren * childCompute + (ruleChecks ? rules.Count * Stages.Baselines.BaselineContext.DefaultMaxMeasurements * checkSeconds : 0)
+            double compute = firstEvalCompute - evalCompute + baselineChildren * childCompute + (ruleChecks ? rules.Count * Stages.Baselines.BaselineContext.DefaultMaxMeasurements * checkSeconds : 0)
                              + matchedChildren * (search.Seconds - search.StartupSeconds - search.LoadSeconds - search.WriteSeconds);
             double load = baselineChildren * childLoad + (ruleChecks ? Load(P, mb) : 0) + matchedChildren * search.LoadSeconds;
             double write = Write(referenceStates) + baselineChildren * childWrite + matchedChildren * search.WriteSeconds;
@@ -435,7 +437,7 @@ public static partial class Planner
         // this evaluation runs the child and the parent's head only.
         bool statesKept = baselineChildren > 0 || sweep.Count > 0;
         // Two processes: the evaluation (parent and child in fp32) and the bench (both in the measurement dtype).
-        plans.Add(Stage("9 evaluate + bench", (statesKept ? evalCompute : evalFlops / cal.Fp32Rate + Logits(2.0 * evalTokens)) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak),
+        plans.Add(Stage("9 evaluate + bench", (statesKept ? evalCompute : firstEvalCompute) + (ours ? benchSeconds : 0) + gguf.BenchSeconds, Math.Max(evalPeak, benchPeak),
             (1 << 20) + (statesKept ? 0 : referenceStates),
             $"{evalTokens:N0} tokens of KL/perplexity{(e.MaxTokens is null ? testTokens is null ? " (whole test split; assumed)" : " (whole test split)" : "")}, {e.BenchRepeats} bench rounds in {benchEngine}" +
             (llamaCpp ? $" (GGUF export {Gib(gguf.ExportPeak + R0)} GiB, {gguf.ExportLoadSeconds + gguf.ExportWriteSeconds:F1} s; llama.cpp {gguf.BenchSeconds:F1} s)" : ""),

@@ -87,6 +87,19 @@ public static class CpuContention
         return Math.Clamp(others / (wall * b.Cores), 0, 1);
     }
 
+    /// <summary>
+    /// Runs <paramref name="timing"/> between two snapshots and warns (<see cref="Log.Warning"/>) where others took more
+    /// than <see cref="BusyShare"/> of the cores meanwhile; <paramref name="share"/> is that share (null off Linux).
+    /// </summary>
+    public static T Measure<T>(string what, Func<T> timing, out double? share)
+    {
+        var start = Now();
+        T result = timing();
+        share = OthersShare(start, Now());
+        if (Warning(share, what) is { } busy) Log.Warning(busy);
+        return result;
+    }
+
     /// <summary>A warning for a timing taken while others used more than <see cref="BusyShare"/> of the machine; null otherwise.</summary>
     public static string? Warning(double? share, string what) => share is { } s && s > BusyShare
         ? $"{what}: other processes used {100 * s:F0}% of the cores this process runs on while it was timed: measured on a busy " +

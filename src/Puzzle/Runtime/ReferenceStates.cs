@@ -156,7 +156,7 @@ public sealed class ReferenceStates : IDisposable
             if (j?["key"]?.GetValue<string>() != key) { stream.Dispose(); return; }                   // another reference, split or windows
             hidden = j["hidden"]!.GetValue<long>();
             dtype = Enum.Parse<ScalarType>(j["dtype"]!.GetValue<string>());
-            rowBytes = hidden * (dtype switch { ScalarType.Float32 => 4, ScalarType.Float64 => 8, _ => 2 });
+            rowBytes = hidden * Checkpoints.TensorSpec.ElementSize(dtype);
             dataOffset = 12 + length;
             if (stream.Length != dataOffset + expectedRows * rowBytes) { stream.Dispose(); return; }    // cut short or too long
             reader = stream;

@@ -82,11 +82,8 @@ public static class BenchStage
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
                 $"{o.Warmup} warm-up + {o.Repeats} rounds in {EngineTimer.OrderDescription} order");
-            var cpuStart = CpuContention.Now();
-            var samples = EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats)
+            var samples = CpuContention.Measure("bench", () => EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats), out double? othersShare)
                 .Select(list => list.Select(x => new BenchSample(x.PrefillSeconds, x.DecodeSeconds)).ToList()).ToArray();
-            double? othersShare = CpuContention.OthersShare(cpuStart, CpuContention.Now());
-            if (CpuContention.Warning(othersShare, "bench") is { } busy) Puzzle.Log.Warning(busy);
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             var rows = new JsonArray();
             BenchRow? first = null;

@@ -116,11 +116,9 @@ public static class BlockCosts
         var variants = SearchSpace.Expand(config, space);
         log($"costs: scenario batch {sc.Batch}, prompt {sc.PromptLength}, generation {sc.GenerationLength} ({scenario.DecodeSteps} decode steps, " +
             $"mean decode context {scenario.DecodeContext}), {method.Name} in {parent.DType} on {Runtime.Devices.Describe(parent.Device)}");
-        var cpuStart = Runtime.CpuContention.Now();
-        var timings = method.Timing == "engine"
+        var timings = Runtime.CpuContention.Measure("costs", () => method.Timing == "engine"
             ? BlockTimings.InEngine(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic)
-            : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic);
-        if (Runtime.CpuContention.Warning(Runtime.CpuContention.OthersShare(cpuStart, Runtime.CpuContention.Now()), "costs") is { } busy) Log.Warning(busy);
+            : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic), out _);
         return FromTimings(config, variants, sc, method, timings, fingerprint, Runtime.Devices.Describe(parent.Device));
     }
 

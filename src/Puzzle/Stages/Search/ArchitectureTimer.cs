@@ -223,9 +223,8 @@ public static class ArchitectureTimer
         Func<List<EngineSample>[], bool>? enough = rule.Enough is { } e
             ? s => s[0].Count >= rule.MinRounds && e(Ms(s[0]), Ms(s[1]))
             : null;
-        var cpuStart = Runtime.CpuContention.Now();
-        var samples = EngineTimer.Interleaved([a, b], scenario, WarmupRounds(sc, EngineTimer.Requests), rule.MaxRounds, enough: enough);
-        if (Runtime.CpuContention.Warning(Runtime.CpuContention.OthersShare(cpuStart, Runtime.CpuContention.Now()), "measured check") is { } busy) Log.Warning(busy);
+        var samples = Runtime.CpuContention.Measure("measured check",
+            () => EngineTimer.Interleaved([a, b], scenario, WarmupRounds(sc, EngineTimer.Requests), rule.MaxRounds, enough: enough), out _);
         double Tps(List<EngineSample> s) => scenario.TokensPerSecond(TimingStatistic.Median.Apply(Ms(s)));
         return new ArchitectureTiming(Tps(samples[0]), Tps(samples[1]), samples[0].Count) { ParentRoundMs = Ms(samples[0]), ChildRoundMs = Ms(samples[1]) };
     }
