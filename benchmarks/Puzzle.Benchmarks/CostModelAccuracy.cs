@@ -3,6 +3,7 @@ using System.Globalization;
 using Puzzle.Domain;
 using Puzzle.Checkpoints;
 using Puzzle.Model;
+using Puzzle.Runtime;
 using Puzzle.Stages;
 using Puzzle.Stages.Costs;
 using Puzzle.Stages.Library;
@@ -53,16 +54,16 @@ public static class CostModelAccuracy
             {
                 var method = CostMethod.Parse(name);
                 var clock = Stopwatch.StartNew();
-                BlockTimings.Result timings;
-                if (method.Timing == "engine")
-                    timings = (engine ??= BlockTimings.InEngineSamples(parent, variants, scenario, sc.WarmupRuns, costRepeats)).Reduce(method.Statistic);
-                else
-                    timings = BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, costRepeats, method.Statistic);
+                // As the costs stage times: on the cores other processes leave free (Runtime.CpuContention.EnterTiming).
+                var timings = Runtime.CpuContention.Measure("costs", () => method.Timing == "engine"
+                    ? (engine ??= BlockTimings.InEngineSamples(parent, variants, scenario, sc.WarmupRuns, costRepeats)).Reduce(method.Statistic)
+                    : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, costRepeats, method.Statistic), out var costConditions);
                 var costs = BlockCosts.FromTimings(parentConfig, variants, sc, method, timings, "", sc.Device);
                 double parentTime = costs.PredictTimeMs(parentIds, "measured");
                 predicted[name] = points.Select(p => parentTime / costs.PredictTimeMs(Ids(p), "measured")).ToArray();
                 Console.WriteLine($"  costs by {name}: {clock.Elapsed.TotalSeconds:F1} s (shared engine samples are timed once), block scale prefill " +
-                                  $"{costs.NonBlock.BlockScalePrefill:F3} decode {costs.NonBlock.BlockScaleDecode:F3}, parent predicted {parentTime:F1} ms");
+                                  $"{costs.NonBlock.BlockScalePrefill:F3} decode {costs.NonBlock.BlockScaleDecode:F3}, parent predicted {parentTime:F1} ms; " +
+                                  $"{Conditions(costConditions)}");
             }
         }
 
@@ -74,7 +75,8 @@ public static class CostModelAccuracy
         configs.AddRange(points.Select(p => parentConfig.WithBlocks(p.Layers.Select(l => new BlockConfig(byId[l.Attention].Attention!, byId[l.Ffn].Ffn!)))));
         var models = configs.Select(c => new CausalLm(c with { MaxPositionEmbeddings = Math.Max(c.MaxPositionEmbeddings, scenario.CacheCapacity) }, device, dtype).InitializeRandom(1)).ToList();
         List<EngineSample>[] samples;
-        try { samples = EngineTimer.Interleaved(models, scenario, Math.Max(1, sc.WarmupRuns), rounds); }
+        TimingConditions measuredConditions;
+        try { samples = Runtime.CpuContention.Measure("measured rounds", () => EngineTimer.Interleaved(models, scenario, Math.Max(1, sc.WarmupRuns), rounds), out measuredConditions); }
         finally { foreach (var m in models) m.Dispose(); }
         // RAW_TSV=PATH: every timed request (model 0 = the parent, then the sweep points in table order) for offline analysis.
         if (Environment.GetEnvironmentVariable("RAW_TSV") is { Length: > 0 } raw)
@@ -97,7 +99,7 @@ public static class CostModelAccuracy
             Array.Sort(ratios);
             return (Low: ratios[49], High: ratios[1949]);
         }).ToArray();
-        Console.WriteLine($"  measured: {rounds} interleaved rounds of {models.Count} models in {measureClock.Elapsed.TotalSeconds:F1} s; parent request {parentMs * 1e3:F1} ms; load average {Load()}");
+        Console.WriteLine($"  measured: {rounds} interleaved rounds of {models.Count} models in {measureClock.Elapsed.TotalSeconds:F1} s; parent request {parentMs * 1e3:F1} ms; load average {Load()}; {Conditions(measuredConditions)}");
 
         Console.WriteLine();
         Console.WriteLine($"| sweep point | search estimate | measured [95%] (round min–max) | " + string.Join(" | ", methods) + " |");
@@ -118,4 +120,9 @@ public static class CostModelAccuracy
     static string F(double v) => v.ToString("0.000", CultureInfo.InvariantCulture);
     static string Pct(double v) => (100 * v).ToString("+0.0;-0.0;0.0", CultureInfo.InvariantCulture) + "%";
     static string Load() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
+
+    static string Conditions(TimingConditions c) =>
+        $"{c.Threads} of {c.DefaultThreads} torch threads, others used {Percent(c.OthersShare)} of the cores ({Percent(c.OnTimingCores)} of the timing's)";
+
+    static string Percent(double? share) => share is { } s ? $"{100 * s:F1}%" : "n/a";
 }

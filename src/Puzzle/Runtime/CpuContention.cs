@@ -1,10 +1,18 @@
 using System.Diagnostics;
 using System.Globalization;
+using TorchSharp;
 
 namespace Puzzle.Runtime;
 
 /// <summary>The machine's CPU time (all cores, from /proc/stat) and this process's, at one instant.</summary>
 public readonly record struct CpuSnapshot(double MachineBusySeconds, double ProcessSeconds, double WallSeconds, int Cores);
+
+/// <summary>
+/// What a timing ran under: the share of the cores this process may run on that other processes used meanwhile (null
+/// off Linux), that share on the cores our threads had (others' use beyond the cores the timing left them), the torch
+/// intra-op threads it ran with and the process's threads outside timings.
+/// </summary>
+public readonly record struct TimingConditions(double? OthersShare, double? OnTimingCores, int Threads, int DefaultThreads);
 
 /// <summary>
 /// How much of the machine other processes took while we timed something. A timing on a machine where another
@@ -87,22 +95,130 @@ public static class CpuContention
         return Math.Clamp(others / (wall * b.Cores), 0, 1);
     }
 
+    /// <summary>How long <see cref="EnterTiming"/> watches the machine, idle itself, before it times: 25 ticks of /proc/stat per core.</summary>
+    public const double ProbeSeconds = 0.25;
+
+    static readonly object TimingGate = new();
+    [ThreadStatic] static TimingScope? _active;
+
     /// <summary>
-    /// Runs <paramref name="timing"/> between two snapshots and warns (<see cref="Log.Warning"/>) where others took more
-    /// than <see cref="BusyShare"/> of the cores meanwhile; <paramref name="share"/> is that share (null off Linux).
+    /// Starts a timing: takes the process's timing lock (two timings in one process would share its cores and its thread
+    /// setting), watches the machine for <see cref="ProbeSeconds"/> and sets libtorch's intra-op threads to the cores
+    /// other processes leave free (<see cref="ThreadsFor"/>) until the scope is disposed. On 2 cores with a process
+    /// spinning on one, 2 threads made requests 1.4–4.5x slower and one architecture's paired ratios spread ±15–35%
+    /// (each slice the spinner takes stalls one of our threads at a barrier, and the other waits); 1 thread ran as fast
+    /// as on the idle machine and the cost model held as it does there (benchmarks/results/timing-threads-2026-12-05.md).
+    /// A thread count the user chose (PUZZLE_THREADS, OMP_NUM_THREADS) is kept. Inside a scope, a nested one on the
+    /// same thread is the same timing: no new probe, the same threads.
     /// </summary>
-    public static T Measure<T>(string what, Func<T> timing, out double? share)
+    public static TimingScope EnterTiming(string what, Action<string>? log = null)
     {
+        if (_active is { } outer) return new TimingScope(what, outer.Threads, outer.Threads, outer.ProbeShare, nested: true);
+        Monitor.Enter(TimingGate);
+        try
+        {
+            int threads = torch.get_num_threads();
+            double? probe = null;
+            int use = threads;
+            if (threads > 1 && ProcessSetup.Applied?.ThreadSource is not ("PUZZLE_THREADS" or "OMP_NUM_THREADS") && Now() is { } start)
+            {
+                Thread.Sleep(TimeSpan.FromSeconds(ProbeSeconds));
+                probe = OthersShare(start, Now());
+                use = ThreadsFor(probe, start.Cores, threads);
+            }
+            if (use != threads)
+            {
+                (log ?? Log.Info)($"{what}: other processes held {100 * probe!.Value:F0}% of the {Now()?.Cores} cores this process runs on just before it; " +
+                                  $"timing with {use} torch thread{(use == 1 ? "" : "s")} instead of {threads}, on the cores they leave free");
+                torch.set_num_threads(use);
+            }
+            return _active = new TimingScope(what, use, threads, probe, nested: false);
+        }
+        catch
+        {
+            Monitor.Exit(TimingGate);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The intra-op threads for a timing: <paramref name="threads"/>, less one for each core other processes held in the
+    /// probe (their share × <paramref name="cores"/>, rounded), and at least 1. Without a probe, <paramref name="threads"/>.
+    /// </summary>
+    public static int ThreadsFor(double? othersShare, int cores, int threads)
+    {
+        if (othersShare is not { } share || cores < 1) return threads;
+        int held = (int)Math.Floor(share * cores + 0.5);
+        return Math.Clamp(Math.Min(threads, cores - held), 1, Math.Max(1, threads));
+    }
+
+    /// <summary>
+    /// Others' share of the cores <paramref name="threads"/> threads ran on, from their share of all
+    /// <paramref name="cores"/>: their core-seconds beyond the cores the timing left them, over the cores it used.
+    /// </summary>
+    public static double? OnTimingCores(double? othersShare, int cores, int threads)
+    {
+        if (othersShare is not { } share || cores < 1) return othersShare;
+        int used = Math.Clamp(threads, 1, cores), ceded = cores - used;
+        return Math.Clamp((share * cores - ceded) / used, 0, 1);
+    }
+
+    /// <summary>A timing in progress (<see cref="EnterTiming"/>): the threads it runs with; disposing restores them and releases the lock.</summary>
+    public sealed class TimingScope : IDisposable
+    {
+        readonly bool _nested;
+        bool _disposed;
+
+        internal TimingScope(string what, int threads, int defaultThreads, double? probeShare, bool nested) =>
+            (What, Threads, DefaultThreads, ProbeShare, _nested) = (what, threads, defaultThreads, probeShare, nested);
+
+        public string What { get; }
+        /// <summary>The torch intra-op threads the timing runs with.</summary>
+        public int Threads { get; }
+        /// <summary>The process's threads outside timings.</summary>
+        public int DefaultThreads { get; }
+        /// <summary>The share of the cores others held in the probe before the timing; null without one.</summary>
+        public double? ProbeShare { get; }
+
+        /// <summary>The share of the cores this timing's threads ran on that others took meanwhile (<see cref="OnTimingCores"/>).</summary>
+        public double? ContentionOnOurCores(double? othersShare, int cores) => OnTimingCores(othersShare, cores, Threads);
+
+        public void Dispose()
+        {
+            if (_disposed || _nested) { _disposed = true; return; }
+            _disposed = true;
+            try
+            {
+                if (Threads != DefaultThreads) torch.set_num_threads(DefaultThreads);
+            }
+            finally
+            {
+                _active = null;
+                Monitor.Exit(TimingGate);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="timing"/> in a timing scope (<see cref="EnterTiming"/>: on the cores others leave free) between
+    /// two snapshots and warns (<see cref="Log.Warning"/>) where others took more than <see cref="BusyShare"/> of the
+    /// cores our threads ran on meanwhile.
+    /// </summary>
+    public static T Measure<T>(string what, Func<T> timing, out TimingConditions conditions)
+    {
+        using var scope = EnterTiming(what);
         var start = Now();
         T result = timing();
-        share = OthersShare(start, Now());
-        if (Warning(share, what) is { } busy) Log.Warning(busy);
+        var end = Now();
+        double? share = OthersShare(start, end);
+        conditions = new TimingConditions(share, scope.ContentionOnOurCores(share, end?.Cores ?? 0), scope.Threads, scope.DefaultThreads);
+        if (Warning(conditions.OnTimingCores, what) is { } busy) Log.Warning(busy);
         return result;
     }
 
     /// <summary>A warning for a timing taken while others used more than <see cref="BusyShare"/> of the machine; null otherwise.</summary>
     public static string? Warning(double? share, string what) => share is { } s && s > BusyShare
-        ? $"{what}: other processes used {100 * s:F0}% of the cores this process runs on while it was timed: measured on a busy " +
+        ? $"{what}: other processes used {100 * s:F0}% of the cores this process timed on: measured on a busy " +
           "machine, its speeds are not this machine's and its ratios spread more (on 2 cores, one spinning process made requests 1.4–4.5x slower and their ratios spread ±15–35%)"
         : null;
 }

@@ -28,9 +28,10 @@ public static class Devices
         if (device.type == DeviceType.CUDA) cuda.synchronize(device);
     }
 
-    public static string Describe(Device device) =>
+    /// <summary>The device in words; on the CPU its cores, the torch threads (<paramref name="threads"/>, default the current setting) and the allocator.</summary>
+    public static string Describe(Device device, int? threads = null) =>
         device.type == DeviceType.CPU
-            ? $"cpu ({Environment.ProcessorCount} logical cores, {torch.get_num_threads()} torch threads{(ProcessSetup.Applied is { } s ? $"; {s.Allocator}" : "")})"
+            ? $"cpu ({Environment.ProcessorCount} logical cores, {threads ?? torch.get_num_threads()} torch threads{(ProcessSetup.Applied is { } s ? $"; {s.Allocator}" : "")})"
             : device.ToString();
 }
 

@@ -7,6 +7,7 @@ using Xunit;
 namespace Puzzle.Tests.Runtime;
 
 /// <summary>Runtime.CpuContention: the share of the machine other processes took while something was timed.</summary>
+[Collection(nameof(ProcessThreadsCollection))]
 public class CpuContentionTests
 {
     [Fact]
@@ -58,5 +59,56 @@ public class CpuContentionTests
         Assert.Contains("busy machine: other processes used 40%", ReportStage.BusyBench(new JsonObject { ["other_cpu_share"] = 0.4 }));
         Assert.Null(ReportStage.BusyBench(new JsonObject { ["other_cpu_share"] = 0.01 }));
         Assert.Null(ReportStage.BusyBench(new JsonObject()));
+        // Rounds on the one core a spinning process left free: not a busy timing, but said, with the thread count.
+        string? freed = ReportStage.BusyBench(new JsonObject { ["other_cpu_share"] = 0.48, ["other_cpu_share_of_timing_cores"] = 0.0, ["threads"] = 1 });
+        Assert.Contains("Other processes held 48% of the machine's cores during the benchmark; its rounds ran with 1 torch thread on the cores they left free", freed);
+        Assert.DoesNotContain("busy machine", freed);
+        Assert.Contains("busy machine: other processes used 30% of the cores its rounds ran on",
+            ReportStage.BusyBench(new JsonObject { ["other_cpu_share"] = 0.65, ["other_cpu_share_of_timing_cores"] = 0.3, ["threads"] = 1 }));
+    }
+
+    [Fact]
+    public void A_timing_takes_the_cores_others_leave_free()
+    {
+        // Others' share of the cores over the probe, rounded to whole cores, comes off the threads; never below 1.
+        Assert.Equal(2, CpuContention.ThreadsFor(0.005, cores: 2, threads: 2));   // idle (this VM: 0.5%)
+        Assert.Equal(2, CpuContention.ThreadsFor(0.2, cores: 2, threads: 2));     // 0.4 of a core: ours
+        Assert.Equal(1, CpuContention.ThreadsFor(0.474, cores: 2, threads: 2));   // a spinning process on one of two
+        Assert.Equal(1, CpuContention.ThreadsFor(1.0, cores: 2, threads: 2));
+        Assert.Equal(6, CpuContention.ThreadsFor(0.3, cores: 8, threads: 8));     // 2.4 cores held
+        Assert.Equal(4, CpuContention.ThreadsFor(0.3, cores: 8, threads: 4));     // fewer threads than free cores: kept
+        Assert.Equal(1, CpuContention.ThreadsFor(0.0, cores: 2, threads: 1));
+        Assert.Equal(2, CpuContention.ThreadsFor(null, cores: 2, threads: 2));    // no /proc/stat
+        // Others' share of the cores the timing ran on: their core-seconds beyond the cores left to them.
+        Assert.Equal(0.0, CpuContention.OnTimingCores(0.48, cores: 2, threads: 1)!.Value, 9);   // the spinner kept to its own core
+        Assert.Equal(0.3, CpuContention.OnTimingCores(0.65, cores: 2, threads: 1)!.Value, 9);
+        Assert.Equal(0.4, CpuContention.OnTimingCores(0.4, cores: 2, threads: 2)!.Value, 9);    // all cores ours: the share itself
+        Assert.Null(CpuContention.OnTimingCores(null, cores: 2, threads: 1));
+    }
+
+    [SkippableFact]
+    public void A_timing_beside_a_spinning_process_runs_on_fewer_threads_and_restores_them()
+    {
+        Skip.If(!File.Exists("/proc/stat"), "no /proc/stat (not Linux): the machine's CPU time is not read");
+        int before = TorchSharp.torch.get_num_threads();
+        Skip.If(before < 2 || Environment.ProcessorCount < 2, $"{Environment.ProcessorCount} CPUs, {before} torch threads: nothing to take away");
+        Skip.If(ProcessSetup.Applied?.ThreadSource is "PUZZLE_THREADS" or "OMP_NUM_THREADS", "the thread count is the user's (PUZZLE_THREADS / OMP_NUM_THREADS) and is kept");
+        using var spin = Process.Start(new ProcessStartInfo("sh", ["-c", "end=$(( $(date +%s) + 3 )); while [ $(date +%s) -lt $end ]; do :; done"]))!;
+        Thread.Sleep(300);
+        var log = new List<string>();
+        int inside;
+        using (var scope = CpuContention.EnterTiming("test timing", log.Add))
+        {
+            inside = TorchSharp.torch.get_num_threads();
+            Assert.Equal(scope.Threads, inside);
+            Assert.Equal(before, scope.DefaultThreads);
+            // A nested timing on the same thread is the same one: no second probe, the same threads.
+            using (var nested = CpuContention.EnterTiming("nested")) Assert.Equal(inside, nested.Threads);
+            Assert.Equal(inside, TorchSharp.torch.get_num_threads());
+        }
+        spin.Kill();
+        Assert.InRange(inside, 1, before - 1);
+        Assert.Contains(log, l => l.StartsWith("test timing: other processes held", StringComparison.Ordinal) && l.Contains($"timing with {inside} torch thread"));
+        Assert.Equal(before, TorchSharp.torch.get_num_threads());
     }
 }

@@ -50,7 +50,13 @@ public sealed partial class ChildStagesTests
         var bench = Bench(both);
         Assert.Equal(bench.ToJsonString(), Bench(both).ToJsonString());
         Assert.Equal(1, benched);
-        Assert.Null(Bench(ours)["llama_cpp"]);
+        var ourBench = Bench(ours);
+        Assert.Null(ourBench["llama_cpp"]);
+        // The threads the rounds ran with (fewer than the process's where other processes held cores), in the device's words too.
+        int threads = ourBench["threads"]!.GetValue<int>();
+        Assert.InRange(threads, 1, TorchSharp.torch.get_num_threads());
+        Assert.Contains($"{threads} torch threads", ourBench["scenario"]!["device"]!.GetValue<string>());
+        Assert.InRange(ourBench["other_cpu_share_of_timing_cores"]!.GetValue<double>(), 0, 1);
         Assert.Equal(2, benched);
         bench = Bench(auto);
         Assert.Equal(3, benched);

@@ -41,10 +41,21 @@ public class MeasuredCheckSettingsTests
     {
         var parent = TestSupport.TinyParentConfig();
         var child = TestSupport.TinyChildConfig();
-        string key = ArchitectureTimer.Key(parent, child, Small);
-        Assert.Equal(key, ArchitectureTimer.Key(parent, child, Small with { }));
-        Assert.NotEqual(key, ArchitectureTimer.Key(parent, child, Small with { Repeats = 5 }));
-        Assert.NotEqual(key, ArchitectureTimer.Key(parent, child, Small with { WarmupRuns = 2 }));
+        string key = ArchitectureTimer.Key(parent, child, Small, threads: 2);
+        Assert.Equal(key, ArchitectureTimer.Key(parent, child, Small with { }, threads: 2));
+        Assert.NotEqual(key, ArchitectureTimer.Key(parent, child, Small with { Repeats = 5 }, threads: 2));
+        Assert.NotEqual(key, ArchitectureTimer.Key(parent, child, Small with { WarmupRuns = 2 }, threads: 2));
+        // A check timed with 1 thread (on the cores a busy machine leaves free) is another measurement.
+        Assert.NotEqual(key, ArchitectureTimer.Key(parent, child, Small, threads: 1));
+    }
+
+    /// <summary>The cache's entry for (parent, child): under the threads the check ran with, as many as the machine's cores left free.</summary>
+    static JsonNode Entry(RunDirectory run, ModelConfig parent, ModelConfig child)
+    {
+        var entries = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]!;
+        return Enumerable.Range(1, Math.Max(Environment.ProcessorCount, TorchSharp.torch.get_num_threads()))
+            .Select(t => entries[ArchitectureTimer.Key(parent, child, Small, t)]).FirstOrDefault(e => e is not null)
+            ?? throw new Xunit.Sdk.XunitException("no measured-checks.json entry for the pair at any thread count");
     }
 
     /// <summary>A run directory holding only a config with the small scenario: enough for the measured-check cache.</summary>
@@ -86,7 +97,7 @@ public class MeasuredCheckSettingsTests
         Assert.Contains("puzzle-at-depth", warning);
         Assert.Contains("estimated 2.79x, measured 10.30x", warning);
         Assert.Contains("re-timed 9.80x", warning);
-        var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent, child, Small)]!;
+        var entry = Entry(run, parent, child);
         Assert.Equal(9.8, entry["ratio"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(10.3, entry["first_ratio"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(2.79, entry["estimated_ratio"]!.GetValue<double>());
@@ -116,7 +127,7 @@ public class MeasuredCheckSettingsTests
         var plain = ArchitectureTimer.MeasureCached(run, parent5, child, 2.79, null, "child", normal.Time, logs.Add, warnings.Add);
         Assert.Equal(1, normal.Calls);
         Assert.Equal((null, false), (plain.FirstRatio, plain.Suspect));
-        var plainEntry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parent5, child, Small)]!;
+        var plainEntry = Entry(run, parent5, child);
         Assert.Null(plainEntry["suspect"]);
         Assert.Single(warnings);
     }
@@ -245,7 +256,7 @@ public class MeasuredCheckSettingsTests
         var miss = ArchitectureTimer.MeasureCached(run, parentA, child, 2.1, new CheckBand(2.25 * 0.99), "child", clear.Time, logs.Add);
         Assert.Equal((1, 5), (clear.Calls, miss.Rounds));
         Assert.InRange(miss.Ratio, 1.99, 2.01);
-        var entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parentA, child, Small)]!;
+        var entry = Entry(run, parentA, child);
         Assert.True(entry["decided"]!.GetValue<bool>());
         Assert.Equal(2.25 * 0.99, entry["band_lower"]!.GetValue<double>(), tolerance: 1e-12);
         Assert.Equal(5, entry["parent_round_ms"]!.AsArray().Count);
@@ -257,7 +268,7 @@ public class MeasuredCheckSettingsTests
         var undecided = ArchitectureTimer.MeasureCached(run, parentB, child, 2.2, new CheckBand(2.25 * 0.99), "child", straddle.Time, logs.Add);
         Assert.Equal(6, undecided.Rounds);
         Assert.Equal((1110.0 / 500 + 1120.0 / 500) / 2, undecided.Ratio, tolerance: 1e-12);
-        entry = JsonNode.Parse(File.ReadAllText(run.Artifact(ArchitectureTimer.CacheFileName)))!["entries"]![ArchitectureTimer.Key(parentB, child, Small)]!;
+        entry = Entry(run, parentB, child);
         Assert.False(entry["decided"]!.GetValue<bool>());
 
         // The clear miss's 5 cached rounds (1.98–2.02x) decide 2.25x, and 1.5x, but not a target of 2.0x: a new request

@@ -82,7 +82,7 @@ public static class BenchStage
             var options = new GenerationOptions { MaxNewTokens = o.GenerationLength, StopAtEos = false };
             log($"bench: {models.Count} models, batch {o.Batch}, prompt {o.PromptLength}, generation {o.GenerationLength}, {dtype} on {Devices.Describe(device)}; " +
                 $"{o.Warmup} warm-up + {o.Repeats} rounds in {EngineTimer.OrderDescription} order");
-            var samples = CpuContention.Measure("bench", () => EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats), out double? othersShare)
+            var samples = CpuContention.Measure("bench", () => EngineTimer.Interleaved(models, prompts, options, o.Warmup, o.Repeats), out var conditions)
                 .Select(list => list.Select(x => new BenchSample(x.PrefillSeconds, x.DecodeSeconds)).ToList()).ToArray();
             long peak = Process.GetCurrentProcess().PeakWorkingSet64;
             var rows = new JsonArray();
@@ -114,11 +114,14 @@ public static class BenchStage
                 ["scenario"] = new JsonObject
                 {
                     ["batch"] = o.Batch, ["prompt_length"] = o.PromptLength, ["generation_length"] = o.GenerationLength,
-                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = EngineTimer.OrderDescription,
+                    ["dtype"] = o.Dtype, ["device"] = Devices.Describe(device, conditions.Threads), ["repeats"] = o.Repeats, ["warmup"] = o.Warmup, ["order"] = EngineTimer.OrderDescription,
                 },
                 ["process_peak_working_set_bytes"] = peak,
-                // The share of the machine's cores other processes used during the rounds (Runtime.CpuContention; null off Linux).
-                ["other_cpu_share"] = othersShare,
+                // The share of the machine's cores other processes used during the rounds, and of the cores the rounds'
+                // threads had: a timing on a busy machine runs on the cores others leave free (Runtime.CpuContention; null off Linux).
+                ["other_cpu_share"] = conditions.OthersShare,
+                ["other_cpu_share_of_timing_cores"] = conditions.OnTimingCores,
+                ["threads"] = conditions.Threads,
                 ["models"] = rows,
             };
             return bench;

@@ -118,8 +118,9 @@ public static class BlockCosts
             $"mean decode context {scenario.DecodeContext}), {method.Name} in {parent.DType} on {Runtime.Devices.Describe(parent.Device)}");
         var timings = Runtime.CpuContention.Measure("costs", () => method.Timing == "engine"
             ? BlockTimings.InEngine(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic)
-            : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic), out _);
-        return FromTimings(config, variants, sc, method, timings, fingerprint, Runtime.Devices.Describe(parent.Device));
+            : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic), out var conditions);
+        var costs = FromTimings(config, variants, sc, method, timings, fingerprint, Runtime.Devices.Describe(parent.Device, conditions.Threads));
+        return costs with { Device = costs.Device! with { Threads = conditions.Threads } };
     }
 
     /// <summary>The costs file of measured <paramref name="timings"/>: entries, non-block, the parent whole and the calibration.</summary>

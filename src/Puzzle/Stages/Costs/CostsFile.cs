@@ -58,7 +58,11 @@ public sealed record NonBlockCost(long Parameters, long ParameterBytes, CostPhas
 public sealed record WholeParentCost(Timing Prefill, Timing Decode, double SumOfPartsPrefillMs, double SumOfPartsDecodeMs);
 
 /// <summary>How the blocks were timed (see <see cref="BlockCosts"/>).</summary>
-public sealed record CostDevice(string Name, string Description, string MeasureDtype, string Cpu, int WarmupRuns, int Repeats, string Method);
+public sealed record CostDevice(string Name, string Description, string MeasureDtype, string Cpu, int WarmupRuns, int Repeats, string Method)
+{
+    /// <summary>The torch intra-op threads the blocks were timed with on the CPU (fewer than the process's on a busy machine); null where not recorded.</summary>
+    public int? Threads { get; init; }
+}
 
 /// <summary>
 /// RUN/costs.json as a typed artifact. Format 2 (this version) records the engine's decode steps (generation − 1)
@@ -150,6 +154,7 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
                 ["name"] = d.Name, ["description"] = d.Description, ["measure_dtype"] = d.MeasureDtype, ["cpu"] = d.Cpu,
                 ["warmup_runs"] = d.WarmupRuns, ["repeats"] = d.Repeats, ["method"] = d.Method,
             };
+        if (Device?.Threads is { } threads) o["device"]!["threads"] = threads;
         o["accelerators"] = new JsonArray(Accelerators.Select(a => (JsonNode)new JsonObject
         {
             ["key"] = a.Key, ["name"] = a.Name, ["bf16_flops"] = a.Bf16Flops, ["fp8_flops"] = a.Fp8Flops,
@@ -203,7 +208,7 @@ public sealed record CostsFile(string Fingerprint, bool RooflineOnly, ScenarioCo
         };
         CostDevice? device = j["device"].Exists
             ? new CostDevice(j["device"]["name"].String(), j["device"]["description"].String(), j["device"]["measure_dtype"].String(), j["device"]["cpu"].String(),
-                j["device"]["warmup_runs"].Int(), j["device"]["repeats"].Int(), j["device"]["method"].OptionalString() ?? "isolated")
+                j["device"]["warmup_runs"].Int(), j["device"]["repeats"].Int(), j["device"]["method"].OptionalString() ?? "isolated") { Threads = j["device"]["threads"].OptionalInt() }
             : null;
         WholeParentCost? whole = j["whole_parent"].Exists
             ? new WholeParentCost(Timing.Read(j["whole_parent"]["prefill"]), Timing.Read(j["whole_parent"]["decode"]),

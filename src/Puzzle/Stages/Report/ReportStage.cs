@@ -215,10 +215,20 @@ public static class ReportStage
         return md.ToString();
     }
 
-    /// <summary>The report's warning where the bench's rounds ran while other processes took the cores (bench.json other_cpu_share).</summary>
-    public static string? BusyBench(JsonObject bench) =>
-        bench["other_cpu_share"]?.GetValue<double>() is { } share && share > Runtime.CpuContention.BusyShare
-            ? $"The benchmark ran on a busy machine: other processes used {100 * share:F0}% of its cores during the rounds, so the measured ratio is " +
-              "not this machine's; rerun `puzzle bench --run RUN` when it is idle."
-            : null;
+    /// <summary>
+    /// The report's notes on the bench's machine: a warning where other processes took the cores its rounds ran on
+    /// (bench.json other_cpu_share_of_timing_cores, or other_cpu_share before it was recorded), and a line where the
+    /// rounds ran with fewer threads than the process has, on the cores others left free; null for neither.
+    /// </summary>
+    public static string? BusyBench(JsonObject bench)
+    {
+        var notes = new List<string>();
+        if ((bench["other_cpu_share_of_timing_cores"] ?? bench["other_cpu_share"])?.GetValue<double>() is { } share && share > Runtime.CpuContention.BusyShare)
+            notes.Add($"The benchmark ran on a busy machine: other processes used {100 * share:F0}% of the cores its rounds ran on, so the measured ratio is " +
+                      "not this machine's; rerun `puzzle bench --run RUN` when it is idle.");
+        else if (bench["threads"]?.GetValue<int>() is { } threads && bench["other_cpu_share"]?.GetValue<double>() is { } others && others > Runtime.CpuContention.BusyShare)
+            notes.Add($"Other processes held {100 * others:F0}% of the machine's cores during the benchmark; its rounds ran with {threads} torch " +
+                      $"thread{(threads == 1 ? "" : "s")} on the cores they left free, so its ratios are this machine's at that thread count.");
+        return notes.Count == 0 ? null : string.Join(" ", notes);
+    }
 }
