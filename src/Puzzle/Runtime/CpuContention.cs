@@ -111,10 +111,11 @@ public static class CpuContention
     /// spinning on one, 2 threads made requests 1.4–4.5x slower and one architecture's paired ratios spread ±15–35%
     /// (each slice the spinner takes stalls one of our threads at a barrier, and the other waits); 1 thread ran as fast
     /// as on the idle machine and the cost model held as it does there (benchmarks/results/timing-threads-2026-12-05.md).
-    /// A thread count the user chose (PUZZLE_THREADS, OMP_NUM_THREADS) is kept. Inside a scope, a nested one on the
-    /// same thread is the same timing: no new probe, the same threads.
+    /// A thread count the user chose (PUZZLE_THREADS, OMP_NUM_THREADS) is kept, and so is every thread where
+    /// <see cref="TimingThreadsVariable"/> is "all" (<paramref name="adapt"/> overrides it). Inside a scope, a nested one
+    /// on the same thread is the same timing: no new probe, the same threads.
     /// </summary>
-    public static TimingScope EnterTiming(string what, Action<string>? log = null)
+    public static TimingScope EnterTiming(string what, Action<string>? log = null, bool? adapt = null)
     {
         if (_active is { } outer) return new TimingScope(what, outer.Threads, outer.Threads, outer.ProbeShare, nested: true);
         Monitor.Enter(TimingGate);
@@ -122,16 +123,17 @@ public static class CpuContention
         {
             int threads = torch.get_num_threads();
             double? probe = null;
-            int use = threads;
-            if (threads > 1 && ProcessSetup.Applied?.ThreadSource is not ("PUZZLE_THREADS" or "OMP_NUM_THREADS") && Now() is { } start)
+            int use = threads, cores = 0;
+            if (threads > 1 && (adapt ?? AdaptsByDefault()) && ProcessSetup.Applied?.ThreadSource is not ("PUZZLE_THREADS" or "OMP_NUM_THREADS") && Now() is { } start)
             {
                 Thread.Sleep(TimeSpan.FromSeconds(ProbeSeconds));
                 probe = OthersShare(start, Now());
-                use = ThreadsFor(probe, start.Cores, threads);
+                cores = start.Cores;
+                use = ThreadsFor(probe, cores, threads);
             }
             if (use != threads)
             {
-                (log ?? Log.Info)($"{what}: other processes held {100 * probe!.Value:F0}% of the {Now()?.Cores} cores this process runs on just before it; " +
+                (log ?? Log.Info)($"{what}: other processes held {100 * probe!.Value:F0}% of the {cores} cores this process runs on just before it; " +
                                   $"timing with {use} torch thread{(use == 1 ? "" : "s")} instead of {threads}, on the cores they leave free");
                 torch.set_num_threads(use);
             }
@@ -143,6 +145,23 @@ public static class CpuContention
             throw;
         }
     }
+
+    /// <summary>
+    /// PUZZLE_TIMING_THREADS: "free" (the default) times on the cores other processes leave free; "all" always with
+    /// every thread of the process (the test suite's setting: its own parallel test processes would otherwise change a
+    /// check's thread count, and so its cache key, from one call to the next).
+    /// </summary>
+    public const string TimingThreadsVariable = "PUZZLE_TIMING_THREADS";
+
+    static bool AdaptsByDefault() => Adapts(Environment.GetEnvironmentVariable(TimingThreadsVariable));
+
+    /// <summary>Whether a PUZZLE_TIMING_THREADS value asks for the free cores.</summary>
+    public static bool Adapts(string? timingThreads) => timingThreads?.Trim() switch
+    {
+        null or "" or "free" => true,
+        "all" => false,
+        var other => throw new PuzzleException($"{TimingThreadsVariable}: '{other}' is not 'free' (time on the cores other processes leave free, the default) or 'all' (every thread)"),
+    };
 
     /// <summary>
     /// The intra-op threads for a timing: <paramref name="threads"/>, less one for each core other processes held in the

@@ -97,18 +97,24 @@ public class CpuContentionTests
         Thread.Sleep(300);
         var log = new List<string>();
         int inside;
-        using (var scope = CpuContention.EnterTiming("test timing", log.Add))
+        using (var scope = CpuContention.EnterTiming("test timing", log.Add, adapt: true))
         {
             inside = TorchSharp.torch.get_num_threads();
             Assert.Equal(scope.Threads, inside);
             Assert.Equal(before, scope.DefaultThreads);
             // A nested timing on the same thread is the same one: no second probe, the same threads.
-            using (var nested = CpuContention.EnterTiming("nested")) Assert.Equal(inside, nested.Threads);
+            using (var nested = CpuContention.EnterTiming("nested", adapt: true)) Assert.Equal(inside, nested.Threads);
             Assert.Equal(inside, TorchSharp.torch.get_num_threads());
         }
         spin.Kill();
         Assert.InRange(inside, 1, before - 1);
         Assert.Contains(log, l => l.StartsWith("test timing: other processes held", StringComparison.Ordinal) && l.Contains($"timing with {inside} torch thread"));
         Assert.Equal(before, TorchSharp.torch.get_num_threads());
+        // The test host's PUZZLE_TIMING_THREADS=all: every thread, no probe; a value that is neither is named.
+        using (var all = CpuContention.EnterTiming("fixed")) Assert.Equal((before, (double?)null), (all.Threads, all.ProbeShare));
+        Assert.True(CpuContention.Adapts(null) && CpuContention.Adapts("") && CpuContention.Adapts(" free "));
+        Assert.False(CpuContention.Adapts("all"));
+        Assert.Equal("PUZZLE_TIMING_THREADS: 'some' is not 'free' (time on the cores other processes leave free, the default) or 'all' (every thread)",
+            Assert.Throws<PuzzleException>(() => CpuContention.Adapts("some")).Message);
     }
 }
