@@ -310,6 +310,10 @@ public sealed class SearchStageTests(RunFixture fixture) : IClassFixture<RunFixt
         // (a subblocks-mode option, one sublayer: half of it where that sublayer is not a no-op). Second computation
         // from costs.json.
         var costsFile = Puzzle.Stages.Costs.CostsFile.Read(Path.Combine(run, "costs.json"));
+        // The threads the blocks were timed with, recorded and in the device's words.
+        int costThreads = costsFile.Device!.Threads!.Value;
+        Assert.InRange(costThreads, 1, Math.Max(Environment.ProcessorCount, TorchSharp.torch.get_num_threads()));
+        Assert.Contains($"{costThreads} torch threads", costsFile.Device.Description);
         var costById = costsFile.Entries.ToDictionary(e => e.Variant);
         double pair = costsFile.PairTimeMs("measured");
         Assert.NotEqual(0, pair);

@@ -243,8 +243,10 @@ public static class ArchitectureTimer
     public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio = null, CheckBand? band = null,
         string? name = null, Timing? measure = null, Action<string>? log = null, Action<string>? warn = null, string? evidenceKey = null)
     {
+        // One timing scope for the lookup and the rounds: a check timed on the cores others left free (fewer threads) is
+        // another measurement than one with every thread, and is cached apart from it (Key).
         using var timingScope = CpuContention.EnterTiming("measured check", log);
-        var timing = MeasureCachedCore(run, parent, child, estimatedRatio, band, name, measure, log, warn);
+        var timing = MeasureCachedCore(run, parent, child, estimatedRatio, band, name, measure, log, warn, timingScope.Threads);
         // A suspect timing (far from the estimate twice: a loaded machine) says nothing reliable about the cost model.
         if (evidenceKey is not null && estimatedRatio is { } estimated && !timing.Suspect) RecordEvidence(run, evidenceKey, Key(parent, child, run.Config.Scenario, timingScope.Threads), estimated, timing);
         return timing;
@@ -278,13 +280,10 @@ public static class ArchitectureTimer
     }
 
     static ArchitectureTiming MeasureCachedCore(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio, CheckBand? band,
-        string? name, Timing? measure, Action<string>? log, Action<string>? warn)
+        string? name, Timing? measure, Action<string>? log, Action<string>? warn, int threads)
     {
         var sc = run.Config.Scenario;
-        // One timing scope (MeasureCached's) for the lookup and the rounds: a check timed on the cores others left free
-        // (fewer threads) is another measurement than one on the idle machine, and is cached apart from it.
-        using var timingScope = CpuContention.EnterTiming("measured check", log);
-        string key = Key(parent, child, sc, timingScope.Threads);
+        string key = Key(parent, child, sc, threads);
         string path = run.Artifact(CacheFileName);
         string architecture = $"{name ?? "architecture"} [{string.Join("; ", child.Blocks)}]";
         int maxRounds = MaxRounds(sc), minRounds = Math.Min(MinRounds, maxRounds);
