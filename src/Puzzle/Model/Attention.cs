@@ -100,7 +100,7 @@ public sealed class GqaAttention : AttentionSublayer
         // Query head h uses KV head h / group: fold the group into the query rows, no copy of K or V.
         var qg = q.reshape(b, _kvHeads, group * t, _headDim);                            // [B, nKV, G*T, hd]
         var scores = qg.matmul(k.transpose(-1, -2)).mul_(_scaleScalar);                   // [B, nKV, G*T, S]
-        if (tail is not null) scores.add_(tail);
+        if (tail is not null) scores.add_(tail, HeldScalars.One);                         // a held alpha (HeldScalars)
         if (inputs.Mask is { } mask)
             scores = (scores.view(b, _kvHeads, group, t, s) + mask).view(b, _kvHeads, group * t, s);
         var probs = scores.dtype == ScalarType.Float32

@@ -44,10 +44,11 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
-        var normed = x32 * x32.square().mean([-1], keepdim: true).add_(_epsScalar).rsqrt_();
+        // Both Scalars held: TorchSharp's add_(Scalar) passes a temporary alpha Scalar (1) that the GC may finalize while
+        // libtorch reads it (fresh-clone CI runs failed in c10 Scalar::toFloat inside add_, with the eps Scalar kept alive).
+        var normed = x32 * x32.square().mean([-1], keepdim: true).add_(_epsScalar, HeldScalars.One).rsqrt_();
         // The Scalar's native handle is passed to add_; without this the JIT may treat the module (and the Scalar) as
-        // dead once the field is read, and its finaliser can free it while add_ reads it (a fresh-clone CI run failed
-        // in c10 Scalar::toFloat so).
+        // dead once the field is read, and its finaliser can free it while add_ reads it.
         GC.KeepAlive(_epsScalar);
         return (_weight * normed.to(x.dtype)).MoveToOuterDisposeScope();
     }
@@ -72,4 +73,13 @@ public sealed class Embedding : nn.Module<Tensor, Tensor>
         using var rows = _weight.index_select(0, flat);
         return rows.view([.. ids.shape, _weight.shape[1]]);
     }
+}
+
+/// <summary>
+/// Scalars held for the process's lifetime, for TorchSharp overloads that would otherwise make a temporary one per call
+/// (add_(x) passes alpha = 1 as a new Scalar; the GC may finalize it while libtorch still reads it).
+/// </summary>
+internal static class HeldScalars
+{
+    public static readonly Scalar One = 1.ToScalar();
 }
