@@ -202,8 +202,6 @@ public static class CpuContention
         /// <summary>The share of the cores others held in the probe before the timing; null without one.</summary>
         public double? ProbeShare { get; }
 
-        /// <summary>The share of the cores this timing's threads ran on that others took meanwhile (<see cref="OnTimingCores"/>).</summary>
-        public double? ContentionOnOurCores(double? othersShare, int cores) => OnTimingCores(othersShare, cores, Threads);
 
         public void Dispose()
         {
@@ -233,7 +231,7 @@ public static class CpuContention
         T result = timing();
         var end = Now();
         double? share = OthersShare(start, end);
-        conditions = new TimingConditions(share, scope.ContentionOnOurCores(share, end?.Cores ?? 0), scope.Threads, scope.DefaultThreads);
+        conditions = new TimingConditions(share, OnTimingCores(share, end?.Cores ?? 0, scope.Threads), scope.Threads, scope.DefaultThreads);
         // Under a second, the share is a few ticks of /proc/stat per core (a 0.3 s timing on an idle core read 58%): no warning.
         if (end?.WallSeconds - start?.WallSeconds >= MinWarnSeconds && Warning(conditions.OnTimingCores, what) is { } busy) Log.Warning(busy);
         return result;

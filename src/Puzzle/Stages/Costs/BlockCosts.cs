@@ -119,13 +119,12 @@ public static class BlockCosts
         var timings = Runtime.CpuContention.Measure("costs", () => method.Timing == "engine"
             ? BlockTimings.InEngine(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic)
             : BlockTimings.Isolated(parent, variants, scenario, sc.WarmupRuns, sc.Repeats, method.Statistic), out var conditions);
-        var costs = FromTimings(config, variants, sc, method, timings, fingerprint, Runtime.Devices.Describe(parent.Device, conditions.Threads));
-        return costs with { Device = costs.Device! with { Threads = conditions.Threads } };
+        return FromTimings(config, variants, sc, method, timings, fingerprint, Runtime.Devices.Describe(parent.Device, conditions.Threads), conditions.Threads);
     }
 
     /// <summary>The costs file of measured <paramref name="timings"/>: entries, non-block, the parent whole and the calibration.</summary>
     public static CostsFile FromTimings(ModelConfig config, IReadOnlyList<SubblockVariant> variants, ScenarioSection sc, CostMethod method,
-        BlockTimings.Result timings, string fingerprint, string deviceDescription)
+        BlockTimings.Result timings, string fingerprint, string deviceDescription, int? threads = null)
     {
         double partsPrefill = timings.NonBlock.Prefill.MedianMs, partsDecode = timings.NonBlock.Decode.MedianMs;
         foreach (var v in variants.Where(v => v.IsParent))
@@ -150,7 +149,7 @@ public static class BlockCosts
         double Scale(double wholeMs, double partsMs, double nonBlockMs) =>
             ScalesBlocks(wholeMs, partsMs) && partsMs - nonBlockMs > 0 ? (wholeMs - nonBlockMs) / (partsMs - nonBlockMs) : 1;
         double Offset(double wholeMs, double partsMs) => anchor ? Math.Max(0, wholeMs - partsMs) : 0;
-        var device = new CostDevice(sc.Device, deviceDescription, sc.MeasureDtype, CpuModel(), sc.WarmupRuns, sc.Repeats, method.Name);
+        var device = new CostDevice(sc.Device, deviceDescription, sc.MeasureDtype, CpuModel(), sc.WarmupRuns, sc.Repeats, method.Name) { Threads = threads };
         var result = Build(config, variants, sc, fingerprint, device, timings, whole);
         return result with
         {

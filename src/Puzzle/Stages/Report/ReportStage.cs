@@ -222,13 +222,12 @@ public static class ReportStage
     /// </summary>
     public static string? BusyBench(JsonObject bench)
     {
-        var notes = new List<string>();
         if ((bench["other_cpu_share_of_timing_cores"] ?? bench["other_cpu_share"])?.GetValue<double>() is { } share && share > Runtime.CpuContention.BusyShare)
-            notes.Add($"The benchmark ran on a busy machine: other processes used {100 * share:F0}% of the cores its rounds ran on, so the measured ratio is " +
-                      "not this machine's; rerun `puzzle bench --run RUN` when it is idle.");
-        else if (bench["threads"]?.GetValue<int>() is { } threads && bench["other_cpu_share"]?.GetValue<double>() is { } others && others > Runtime.CpuContention.BusyShare)
-            notes.Add($"Other processes held {100 * others:F0}% of the machine's cores during the benchmark; its rounds ran with {threads} torch " +
-                      $"thread{(threads == 1 ? "" : "s")} on the cores they left free, so its ratios are this machine's at that thread count.");
-        return notes.Count == 0 ? null : string.Join(" ", notes);
+            return $"The benchmark ran on a busy machine: other processes used {100 * share:F0}% of the cores its rounds ran on, so the measured ratio is " +
+                   "not this machine's; rerun `puzzle bench --run RUN` when it is idle.";
+        if (bench["threads"]?.GetValue<int>() is { } threads && bench["other_cpu_share"]?.GetValue<double>() is { } others && others > Runtime.CpuContention.BusyShare)
+            return $"Other processes held {100 * others:F0}% of the machine's cores during the benchmark; its rounds ran with {threads} torch " +
+                   $"thread{(threads == 1 ? "" : "s")} on the cores they left free, so its ratios are this machine's at that thread count.";
+        return null;
     }
 }
