@@ -34,6 +34,9 @@ switch (args.FirstOrDefault())
     case "cost-model":
         CostModelAccuracy.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 9, args.Skip(3).ToArray());
         break;
+    case "weights-speed":
+        WeightsSpeed.Run(args[1], int.Parse(args[2]), args[3..]);
+        break;
     case "step-noise":
         StepNoise.Run(int.Parse(args[1]), args[2..]);
         break;

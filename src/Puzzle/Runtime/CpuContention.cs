@@ -35,11 +35,15 @@ public static class CpuContention
     /// <summary>/proc/stat counts in USER_HZ, 100 on every mainstream Linux build (the kernel's ABI, not CONFIG_HZ).</summary>
     const double UserHz = 100;
 
-    public static CpuSnapshot? Now(string statPath = "/proc/stat")
+    /// <summary>
+    /// The machine's busy time and ours now. Without <paramref name="countNiced"/>, time the kernel charges to niced
+    /// processes (nice &gt; 0, /proc/stat's "nice" column) is left out: they yield their slices to ours.
+    /// </summary>
+    public static CpuSnapshot? Now(string statPath = "/proc/stat", bool countNiced = true)
     {
         using var process = Process.GetCurrentProcess();
         var cpus = AllowedCpus(process);
-        var machine = MachineBusySeconds(statPath, cpus);
+        var machine = MachineBusySeconds(statPath, cpus, countNiced);
         if (machine is not { } m) return null;
         return new CpuSnapshot(m.BusySeconds, process.TotalProcessorTime.TotalSeconds, Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency, m.Cores);
     }
@@ -64,9 +68,10 @@ public static class CpuContention
     /// Busy seconds of the given CPUs (the per-CPU "cpuN" lines of /proc/stat: "cpuN user nice system idle iowait irq
     /// softirq steal guest guest_nice"): everything but idle and iowait; guest time is already counted in user and nice.
     /// Only the CPUs this process may run on count: in a container or under taskset, the host's other cores are someone
-    /// else's and do not slow our threads. Without <paramref name="cpus"/>, every CPU the file lists.
+    /// else's and do not slow our threads. Without <paramref name="cpus"/>, every CPU the file lists. Without
+    /// <paramref name="countNiced"/>, the nice column (user time of processes at nice &gt; 0) is left out too.
     /// </summary>
-    public static (double BusySeconds, int Cores)? MachineBusySeconds(string statPath = "/proc/stat", IReadOnlySet<int>? cpus = null)
+    public static (double BusySeconds, int Cores)? MachineBusySeconds(string statPath = "/proc/stat", IReadOnlySet<int>? cpus = null, bool countNiced = true)
     {
         if (!File.Exists(statPath)) return null;
         double busy = 0;
@@ -79,7 +84,7 @@ public static class CpuContention
             var f = fields.Skip(1).Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray();
             if (f.Length < 4) continue;
             for (int i = 0; i < Math.Min(f.Length, 8); i++)
-                if (i is not 3 and not 4) busy += f[i];                                      // 3 idle, 4 iowait
+                if (i is not 3 and not 4 && (countNiced || i != 1)) busy += f[i];            // 1 nice, 3 idle, 4 iowait
             cores++;
         }
         return cores == 0 ? null : (busy / UserHz, cores);
@@ -124,7 +129,7 @@ public static class CpuContention
             int threads = torch.get_num_threads();
             double? probe = null;
             int use = threads, cores = 0;
-            if (threads > 1 && (adapt ?? AdaptsByDefault()) && ProcessSetup.Applied?.ThreadSource is not ("PUZZLE_THREADS" or "OMP_NUM_THREADS") && Now() is { } start)
+            if (threads > 1 && (adapt ?? AdaptsByDefault()) && !ThreadsAreTheUsers && Now() is { } start)
             {
                 Thread.Sleep(TimeSpan.FromSeconds(ProbeSeconds));
                 probe = OthersShare(start, Now());
@@ -155,13 +160,16 @@ public static class CpuContention
 
     static bool AdaptsByDefault() => Adapts(Environment.GetEnvironmentVariable(TimingThreadsVariable));
 
-    /// <summary>Whether a PUZZLE_TIMING_THREADS value asks for the free cores.</summary>
-    public static bool Adapts(string? timingThreads) => timingThreads?.Trim() switch
+    /// <summary>Whether a PUZZLE_TIMING_THREADS value (or <paramref name="variable"/>'s, for <paramref name="work"/>) asks for the free cores.</summary>
+    public static bool Adapts(string? value, string variable = TimingThreadsVariable, string work = "time") => value?.Trim() switch
     {
         null or "" or "free" => true,
         "all" => false,
-        var other => throw new PuzzleException($"{TimingThreadsVariable}: '{other}' is not 'free' (time on the cores other processes leave free, the default) or 'all' (every thread)"),
+        var other => throw new PuzzleException($"{variable}: '{other}' is not 'free' ({work} on the cores other processes leave free, the default) or 'all' (every thread)"),
     };
+
+    /// <summary>Whether this process's own thread count is the user's (PUZZLE_THREADS, OMP_NUM_THREADS): then it is kept.</summary>
+    internal static bool ThreadsAreTheUsers => ProcessSetup.Applied?.ThreadSource is "PUZZLE_THREADS" or "OMP_NUM_THREADS";
 
     /// <summary>
     /// The intra-op threads for a timing: <paramref name="threads"/>, less one for each core other processes held in the

@@ -53,8 +53,10 @@ public static class Evaluator
         long rows = maxTokens is { } max ? data.Manifest.RequireWindows(data.Split, max, purpose) : loader.Windows;
         var stats = new WindowStats[rows];
         var referenceStats = reference is null ? null : new WindowStats[rows];
+        using var threads = WorkThreads.Enter(purpose);
         for (long start = 0; start < rows; start += batch)
         {
+            threads.Step();
             using (NewDisposeScope())
             {
                 int n = (int)Math.Min(batch, rows - start);
@@ -144,8 +146,10 @@ public static class Evaluator
         if (evaluated.Count == 0) throw new PuzzleException($"task {name}: no items left after {fewShot} few-shot examples");
         var hits = new bool[evaluated.Count];
         var hitsNorm = new bool[evaluated.Count];
+        using var threads = WorkThreads.Enter($"task {name}");
         for (int k = 0; k < evaluated.Count; k++)
         {
+            threads.Step();
             var item = evaluated[k];
             var sequences = Sequences(tokenizer, prefix + item.Context, item.Choices, model.Config.MaxPositionEmbeddings, name);
             var scores = LogLikelihoods(model, sequences);

@@ -147,8 +147,10 @@ public static class Distiller
         int startStep = step;
         double lossSum = 0;
         int lossCount = 0;
+        using var threads = Runtime.WorkThreads.Enter("distill", log);
         while (step < steps)
         {
+            threads.Step();
             using (var scope = NewDisposeScope())
             {
                 var batch = tensor(loader.Next(o.Batch), [o.Batch, seqLen + 1], device: device);

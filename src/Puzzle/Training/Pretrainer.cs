@@ -146,8 +146,10 @@ public static class Pretrainer
         double lossSum = 0, lastTrainLoss = double.NaN, lastValidation = double.NaN;
         int lossCount = 0;
         long? liveFirst = null, liveLast = null;
+        using var threads = Runtime.WorkThreads.Enter("pretrain", log);
         while (step < steps)
         {
+            threads.Step();
             double lr = schedule.At(step);
             double loss;
             using (var scope = NewDisposeScope())

@@ -136,6 +136,7 @@ public static class CoupledBld
         using (var cache = BlockTraining.Activations(cacheDir, bld, parent, train, steps, seqLen, boundaries, libraryFingerprint,
                    "assembly.coupled_bld_tokens", "assemble", log))
         {
+            using var threads = Runtime.WorkThreads.Enter("assemble: coupled BLD", log);   // across the layers' training loops
             foreach (int layer in pending)
             {
                 var clock = Stopwatch.StartNew();

@@ -123,6 +123,7 @@ public static partial class EvalStage
             return (tokens, taskMetrics);
         }
 
+        using var threads = Runtime.WorkThreads.Enter("eval", log);                        // the cores others leave free, for both models
         var child = Measure(model, reference, "model");
         (TokenMetrics, Dictionary<string, TaskMetrics>)? parent = null;
         if (reference is not null)

@@ -69,6 +69,7 @@ public static class BlockLibraryBuilder
         using var cache = BlockTraining.Activations(ActivationCache.LibraryDir(run.Path), bld, parent, train, steps, seqLen, boundaries, fingerprint,
             "bld.tokens_per_variant", "library", log);
         Trace("after the cache");
+        using var threads = Runtime.WorkThreads.Enter("library", log);                     // across the layers' training loops
         foreach (int layer in layers)
         {
             var units = pending.Where(v => v.Layer == layer).ToList();

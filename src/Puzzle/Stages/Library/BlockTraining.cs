@@ -85,10 +85,12 @@ public static class BlockTraining
         // The FFN variants of a layer all start from the parent's frozen attention half on the same input: computed
         // once per step (by the first such block's copy: the same weights in the same dtype, so the same tensor).
         var sharesAttention = blocks.FirstOrDefault(b => b.FrozenParentAttention);
+        using var threads = Runtime.WorkThreads.Enter($"BLD layer {layer}");            // the stage's, where it holds one
         try
         {
             for (int step = 0; step < steps; step++)
             {
+                threads.Step();
                 using var scope = NewDisposeScope();
                 var (input, target) = Batch(parent, cache, loader, bld.Batch, seqLen, layer, step);
                 var inputCompute = input.to(compute);

@@ -85,8 +85,10 @@ public static class BlockScorer
         {
             using var task = progress.Start("score", pending.Count);
             int done = 0;
+            using var threads = Runtime.WorkThreads.Enter("score", log);
             foreach (var candidate in pending)
             {
+                threads.Step();
                 var score = Score(parent, run.Path, candidate, cache, s.Batch);
                 AtomicFile.WriteJson(Path.Combine(run.ScoresDir, candidate.Id + ".json"), new JsonObject
                 {
