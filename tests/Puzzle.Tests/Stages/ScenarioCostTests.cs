@@ -165,6 +165,9 @@ public sealed class ScenarioCostTests
         Assert.Equal((0.0, 2.0, 1.0), (unpaired.PairTimeMs("measured"), unpaired.NonBlock.OffsetPrefillMs, unpaired.NonBlock.OffsetDecodeMs));
         Assert.Equal(anchored.PredictTimeMs(child, "measured"), unpaired.PredictTimeMs(child, "measured"), tolerance: 1e-9);
         Assert.Contains("[/unpaired]", Assert.Throws<PuzzleException>(() => CostMethod.Parse("engine/min/paired")).Message);
+        // The default (benchmarks/results/busy-work-2026-12-05.md §4): engine/min, the blocks (the interaction with them)
+        // scaled to the parent's whole, no fixed offset.
+        Assert.Equal(("engine/min", true, false, true), (CostMethod.Default.Name, CostMethod.Default.Calibrate, CostMethod.Default.Anchor, CostMethod.Default.Pairs));
 
         // The offsets round-trip through costs.json; a file without them reads as 0.
         string path = Path.Combine(TestSupport.TempDir(), "costs.json");

@@ -30,12 +30,15 @@ public sealed record CostMethod(string Timing = "engine", TimingStatistic Statis
     public bool Pairs { get; init; } = true;
 
     /// <summary>
-    /// engine/min/anchored, chosen by the cost-model benchmark (benchmarks/results/cost-model-2026-12-03.md): on the 3 Dec
-    /// seed-0 demo's 9 sweep points, mean |predicted / measured − 1| 4.8% (7/9 within ±5%) against 11.7% (1/9) for the
-    /// scaled engine/min; on that demo's 6 measured checks 3.3% against 11%. Scaling the blocks up to the parent's whole
-    /// credited a child with savings the parent's fixed per-request time never gave back.
+    /// engine/min (blocks scaled per phase to the parent's measured whole), chosen by the cost-model benchmark: over the 11
+    /// runs of 5 Dec (two demos' sweeps, idle, busy and pinned; benchmarks/results/busy-work-2026-12-05.md §4) its mean
+    /// |predicted / measured − 1| was 2.95% with 81/99 points within ±5%, against 4.0% and 65/99 for engine/min/anchored,
+    /// better in 7 runs and worse in 1. Anchored (the parent's whole less its parts as a fixed per-request cost) had been
+    /// chosen on 3 Dec (benchmarks/results/cost-model-2026-12-03.md: 4.8% against 11.7%), before the parent's layer was
+    /// timed whole and its interaction charged to the layers that keep both sublayers, which now explains most of what the
+    /// fixed cost held.
     /// </summary>
-    public static readonly CostMethod Default = new(Anchor: true);
+    public static readonly CostMethod Default = new();
 
     public string Name => $"{Timing}/{Statistic.ToString().ToLowerInvariant()}{(!Calibrate ? "/uncalibrated" : Anchor ? "/anchored" : "")}{(Pairs ? "" : "/unpaired")}";
 
