@@ -9,6 +9,8 @@ namespace Puzzle.Runtime;
 /// leave free, re-read as it runs. On this 2-core VM beside one process spinning at our priority, the demo's pretraining
 /// ran at 2,742 tokens/s with 2 intra-op threads (each slice the spinner takes from one of them stalls the other at the
 /// next barrier) and at 5,171 with 1, against 8,607 with 2 on the idle machine (benchmarks/results/timing-threads-2026-12-05.md §8).
+/// Following the free cores, it trained 2.2–2.3x faster there, and 2.1–2.6x on a 30-layer SmolLM2-sized body
+/// (benchmarks/results/busy-work-2026-12-05.md §3).
 /// <para>
 /// Every <see cref="CheckSeconds"/> of work, <see cref="Step"/> reads how many cores other processes used meanwhile,
 /// estimates how many threads of theirs were runnable (<see cref="NeighbourThreads"/>) and sets libtorch's intra-op
