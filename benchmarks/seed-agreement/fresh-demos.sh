@@ -4,7 +4,7 @@
 #   flock /tmp/puzzle-bench.lock nice -n -15 env BIN=/tmp/binN PREFIX=h benchmarks/seed-agreement/fresh-demos.sh
 # BIN: a copy of the built CLI (default /tmp/bin2); PREFIX: run names /work/runs/<PREFIX><seed> (default e).
 # Used on 4 Dec 18:22-19:09 UTC (benchmarks/results/seed-agreement-2026-12-04.md, build af99711, prefix e) and
-# 5 Dec 03:30 UTC (build 5ba7a68, the halfway bound, prefix i).
+# 5 Dec 03:24-04:06 UTC (benchmarks/results/busy-work-2026-12-05.md §1: build 5ba7a68, the halfway bound, prefix i).
 set -u
 here="$(cd "$(dirname "$0")" && pwd)"; cd "$here/../.."
 bin=${BIN:-/tmp/bin2}; p=${PREFIX:-e}
