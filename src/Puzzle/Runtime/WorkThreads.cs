@@ -31,36 +31,35 @@ public sealed class WorkThreads : IDisposable
     /// <summary>How often the threads are re-read: 1,000 ticks of /proc/stat per core, and a few of a stage's log lines.</summary>
     public const double CheckSeconds = 10;
 
-    readonly string _what;
-    readonly Action<string> _log;
-    readonly double _everySeconds;
-    readonly Func<CpuSnapshot?> _machine;
-    readonly Stopwatch _clock = Stopwatch.StartNew();
+    // A work nested in another on the same thread holds only its outer work (_outer), which does everything.
     readonly WorkThreads? _outer;
+    readonly string _what = "";
+    readonly Action<string> _log = _ => { };
+    readonly double _everySeconds;
+    readonly Func<CpuSnapshot?>? _machine;
+    readonly Stopwatch _clock = Stopwatch.StartNew();
     [ThreadStatic] static WorkThreads? _current;
     CpuSnapshot? _last;
     double _lastCheck;
+    int _threads, _changes;
     bool _disposed;
 
-    WorkThreads(string what, Action<string> log, int threads, bool adapt, double everySeconds, Func<CpuSnapshot?> machine)
+    WorkThreads(string what, Action<string> log, int threads, double everySeconds, Func<CpuSnapshot?>? machine)
     {
-        (_what, _log, DefaultThreads, Threads, _everySeconds, _machine) = (what, log, threads, threads, everySeconds, machine);
-        if (adapt) _last = machine();
+        (_what, _log, DefaultThreads, _threads, _everySeconds, _machine) = (what, log, threads, threads, everySeconds, machine);
+        _last = machine?.Invoke();
     }
 
-    WorkThreads(WorkThreads outer) =>
-        (_what, _log, DefaultThreads, Threads, _everySeconds, _machine, _outer) =
-        (outer._what, outer._log, outer.DefaultThreads, outer.Threads, outer._everySeconds, outer._machine, outer);
+    WorkThreads(WorkThreads outer) => (_outer, DefaultThreads) = (outer, outer.DefaultThreads);
 
     /// <summary>The process's intra-op threads outside this work.</summary>
     public int DefaultThreads { get; }
 
     /// <summary>The intra-op threads the work runs with now.</summary>
-    public int Threads { get => _outer?.Threads ?? _threads; private set => _threads = value; }
-    int _threads;
+    public int Threads => _outer?._threads ?? _threads;
 
     /// <summary>How many times the work changed its threads.</summary>
-    public int Changes { get; private set; }
+    public int Changes => _outer?._changes ?? _changes;
 
     /// <summary>Whether the threads follow the machine (false: the user's count, "all", one thread, or no /proc/stat).</summary>
     public bool Adapts => (_outer ?? this)._last is not null;
@@ -76,12 +75,12 @@ public sealed class WorkThreads : IDisposable
         if (_current is { } outer) return new WorkThreads(outer);
         int threads = torch.get_num_threads();
         bool on = threads > 1 && (adapt ?? CpuContention.Adapts(Environment.GetEnvironmentVariable(Variable), Variable, "run")) && !CpuContention.ThreadsAreTheUsers;
-        if (machine is null)
+        if (on && machine is null)
         {
             bool countNiced = OwnNice() > 0;
             machine = () => CpuContention.Now(countNiced: countNiced);
         }
-        return _current = new WorkThreads(what, log ?? Log.Info, threads, on, everySeconds, machine);
+        return _current = new WorkThreads(what, log ?? Log.Info, threads, everySeconds, on ? machine : null);
     }
 
     /// <summary>Between two steps of the work: every <see cref="CheckSeconds"/>, the threads for the cores others left free in the last interval.</summary>
@@ -92,7 +91,7 @@ public sealed class WorkThreads : IDisposable
         double now = _clock.Elapsed.TotalSeconds;
         if (now - _lastCheck < _everySeconds) return;
         _lastCheck = now;
-        var current = _machine();
+        var current = _machine!();
         if (current is not { } end) return;
         _last = end;
         if (CpuContention.OthersShare(last, end) is not { } share) return;
@@ -105,8 +104,8 @@ public sealed class WorkThreads : IDisposable
               $"(about {neighbours:F1} busy threads of theirs); running on {use} torch thread{(use == 1 ? "" : "s")}, the cores they leave free"
             : $"{_what}: other processes used {othersCores:F2} of the {end.Cores} cores beside our {Threads}; back to {use} torch threads");
         torch.set_num_threads(use);
-        Threads = use;
-        Changes++;
+        _threads = use;
+        _changes++;
     }
 
     /// <summary>
