@@ -37,6 +37,9 @@ switch (args.FirstOrDefault())
     case "weights-speed":
         WeightsSpeed.Run(args[1], int.Parse(args[2]), args[3..]);
         break;
+    case "ratio-drift":
+        RatioDrift.Run(args[1], double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[3]), args[4..]);
+        break;
     case "step-noise":
         StepNoise.Run(int.Parse(args[1]), args[2..]);
         break;

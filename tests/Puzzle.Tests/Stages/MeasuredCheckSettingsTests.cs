@@ -25,6 +25,71 @@ public class MeasuredCheckSettingsTests
     }
 
     [Fact]
+    public void MeasureJoint_StopsEachChildOnItsOwnRule_AndPairsItWithTheParentsRoundsBesideIt()
+    {
+        var parent = TestSupport.TinyParentConfig();
+        var early = TestSupport.TinyChildConfig();
+        var late = TestSupport.TinyParentConfig(1);
+        bool paired = true;
+        // The first child has enough after 2 rounds; the second runs its 4; the parent runs while either does.
+        var rules = new[]
+        {
+            new RoundsRule(1, 6, (p, c) => { paired &= p.Count == c.Count; return c.Count >= 2; }),
+            RoundsRule.Fixed(4),
+        };
+        var timings = ArchitectureTimer.MeasureJoint(parent, [early, late], Small, rules);
+        Assert.True(paired, "a rule saw the parent's rounds of other children");
+        Assert.Equal((2, 2, 2), (timings[0].Rounds, timings[0].ParentRoundMs.Count, timings[0].ChildRoundMs.Count));
+        Assert.Equal((4, 4, 4), (timings[1].Rounds, timings[1].ParentRoundMs.Count, timings[1].ChildRoundMs.Count));
+        // The same parent requests: the first child's pairs are the first two of the second's.
+        Assert.Equal(timings[1].ParentRoundMs.Take(2), timings[0].ParentRoundMs);
+        Assert.All(timings, t => Assert.Equal(2, t.TimedTogether));
+        Assert.All(timings.SelectMany(t => t.ParentRoundMs.Concat(t.ChildRoundMs)), ms => Assert.True(ms > 0));
+        Assert.Empty(ArchitectureTimer.MeasureJoint(parent, [], Small, []));
+    }
+
+    [Fact]
+    public void FirstChecksTimedTogether_AreCachedWhereEachChildsOwnCheckFindsThem_ButNotOneFarFromItsEstimate()
+    {
+        var run = CacheOnlyRun();
+        var parent = TestSupport.TinyParentConfig(3);
+        ModelConfig[] children = [TestSupport.TinyChildConfig(), TestSupport.TinyParentConfig(2), TestSupport.TinyParentConfig(1)];
+        var band = new CheckBand(1.2);
+        var logs = new List<string>();
+        int jointCalls = 0;
+        // Measured 1.30x, 1.25x and 2.0x against estimates of 1.3x, 1.3x and 1.3x (the last 54% off).
+        ArchitectureTiming[] Joint(ModelConfig p, IReadOnlyList<ModelConfig> cs, ScenarioSection sc, IReadOnlyList<RoundsRule> rules)
+        {
+            jointCalls++;
+            Assert.Equal(3, cs.Count);
+            Assert.All(rules, r => Assert.Equal((ArchitectureTimer.MinRounds, ArchitectureTimer.MaxRounds(sc)), (r.MinRounds, r.MaxRounds)));
+            return [new(100, 130, 5), new(100, 125, 5), new(100, 200, 5)];
+        }
+        var first = ArchitectureTimer.MeasureJointCached(run, parent, children, [1.3, 1.3, 1.3], band, Joint, logs.Add);
+        Assert.Equal(1, jointCalls);
+        Assert.Equal(1.3, first[0]!.Ratio, 12);
+        Assert.Equal(1.25, first[1]!.Ratio, 12);
+        Assert.Null(first[2]);
+        Assert.Contains(logs, l => l.Contains("estimated at 1.30x measured 2.00x") && l.Contains("its own check times it again"));
+        Assert.Equal(3, Entry(run, parent, children[0])["timed_together"]!.GetValue<int>());
+
+        // Each child's own check: the two cached are not timed again; the third is.
+        var never = new ScriptedTimer();
+        var own = ArchitectureTimer.MeasureCached(run, parent, children[1], 1.3, band, "b", never.Time, logs.Add);
+        Assert.Equal(0, never.Calls);
+        Assert.True(own.Cached);
+        Assert.Equal((1.25, 3), (Math.Round(own.Ratio, 12), own.TimedTogether));
+        var alone = new ScriptedTimer((100, 140));
+        Assert.Equal(1.4, ArchitectureTimer.MeasureCached(run, parent, children[2], 1.3, band, "c", alone.Time, logs.Add).Ratio, 12);
+        Assert.Equal(1, alone.Calls);
+
+        // Asked again: everything is cached, nothing is timed.
+        var again = ArchitectureTimer.MeasureJointCached(run, parent, children, [1.3, 1.3, 1.3], band, Joint, logs.Add);
+        Assert.Equal(1, jointCalls);
+        Assert.Equal(new[] { 1.3, 1.25, 1.4 }, again.Select(t => Math.Round(t!.Ratio, 12)));
+    }
+
+    [Fact]
     public void ACheck_RunsAtMostRepeatsPlusThreeRounds_AndOneWarmupRoundOnceTheEngineIsWarm()
     {
         Assert.Equal(6, ArchitectureTimer.MaxRounds(Small));

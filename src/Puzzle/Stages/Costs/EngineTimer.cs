@@ -60,19 +60,22 @@ public static class EngineTimer
 
     /// <param name="enough">Asked after every timed round with the rounds so far: true stops the loop early (a
     /// sequential measurement, <see cref="Search.ArchitectureTimer.Decided"/>); null: all <paramref name="rounds"/>.</param>
+    /// <param name="done">Asked after every timed round for each model still timed (its index, the rounds so far): true
+    /// times it no more, so its rounds are the first of the others' (several sequential checks against one parent,
+    /// <see cref="Search.ArchitectureTimer.MeasureJoint"/>); the loop ends when none is left.</param>
     public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, ScenarioCost scenario, int warmup, int rounds, int seed = 0,
-        Func<List<EngineSample>[], bool>? enough = null)
+        Func<List<EngineSample>[], bool>? enough = null, Func<int, List<EngineSample>[], bool>? done = null)
     {
         int vocab = models.Min(m => m.Config.VocabSize);
         var random = new Random(seed);
         int[][] prompts = Enumerable.Range(0, scenario.Batch).Select(_ => Enumerable.Range(0, scenario.PromptLength).Select(_ => random.Next(vocab)).ToArray()).ToArray();
         var options = new GenerationOptions { MaxNewTokens = scenario.GenerationLength, StopAtEos = false };
-        return Interleaved(models, prompts, options, warmup, rounds, enough);
+        return Interleaved(models, prompts, options, warmup, rounds, enough, done);
     }
 
     /// <summary>The rounds of <see cref="Interleaved(IReadOnlyList{CausalLm}, ScenarioCost, int, int, int)"/> for given prompts and options; warm-up rounds are not returned.</summary>
     public static List<EngineSample>[] Interleaved(IReadOnlyList<CausalLm> models, IReadOnlyList<int[]> prompts, GenerationOptions options, int warmup, int rounds,
-        Func<List<EngineSample>[], bool>? enough = null)
+        Func<List<EngineSample>[], bool>? enough = null, Func<int, List<EngineSample>[], bool>? done = null)
     {
         var samples = models.Select(_ => new List<EngineSample>()).ToArray();
         // Fused once for all rounds (CausalLm.IsFused): per-request fusion made the heap grow round by round.
@@ -80,14 +83,16 @@ public static class EngineTimer
         try
         {
             foreach (var m in fusedHere) m.Fuse();
-            for (int round = 0; round < warmup + rounds; round++)
+            var timed = Enumerable.Range(0, models.Count).ToList();                            // the models still timed
+            for (int round = 0; round < warmup + rounds && timed.Count > 0; round++)
             {
-                var times = Round(models, prompts, options, Benchmark.BenchStage.RoundOrder(round, models.Count));
+                var times = Round([.. timed.Select(m => models[m])], prompts, options, Benchmark.BenchStage.RoundOrder(round, timed.Count));
                 if (NativeHeap.Tracing) Log.Info($"engine timer: round {round} of {warmup + rounds}: {NativeHeap.Describe()}");
-                Interlocked.Add(ref _requests, models.Count);
+                Interlocked.Add(ref _requests, timed.Count);
                 if (round < warmup) continue;
-                for (int m = 0; m < models.Count; m++) samples[m].Add(times[m]);
+                for (int i = 0; i < timed.Count; i++) samples[timed[i]].Add(times[i]);
                 if (enough is not null && enough(samples)) break;
+                if (done is not null) timed.RemoveAll(m => done(m, samples));
             }
         }
         finally

@@ -161,6 +161,10 @@ public static partial class SearchStage
         if (runEvidence.Count > 0)
             log($"search: {runEvidence.Count} architectures checked before on these costs measured {Correction(runEvidence):F3}x their estimate (median); " +
                 $"the first bound starts from that correction ({ArchitectureTimer.CacheFileName})");
+        // Several solutions: their first checks are timed together against one parent. Where every one of them met the
+        // target, each solution starts from the search's first bound (so each is the child timed there); else from the
+        // pooled correction of the checks so far, as a single check's search does.
+        bool togetherMet = anyChecks && request.Solutions > 1 && FirstChecksTogether(run, problem, constraints, request, runEvidence, parent, log);
         int? firstAttention = null;
         for (int k = 0; k < request.Solutions; k++)
         {
@@ -168,7 +172,7 @@ public static partial class SearchStage
             var exclude = request.AttentionLadder ? [] : previous;          // the ladder's rungs differ by construction
             // Solved at the bound the checks so far say meets the target, not at the cost model's own bound: they have
             // measured the model's error on this machine.
-            var evidence = pooled.Count > 0 ? pooled : runEvidence;
+            var evidence = pooled.Count > 0 && !togetherMet ? pooled : runEvidence;
             var start = anyChecks ? asked with { MaxTimeMs = AimedBound(constraints.MaxTimeMs!.Value, request.MaxOvershoot) * (evidence.Count > 0 ? Correction(evidence) : 1) } : asked;
             var solution = MipSearch.Solve(problem, start, exclude, request.Diversity, request.RelativeGap);
             MeasuredCheck? check = null;
@@ -176,6 +180,7 @@ public static partial class SearchStage
             {
                 (solution, check) = CheckMeasured(run, problem, asked, start, exclude, request, solution!, parent.TimeMs / constraints.MaxTimeMs!.Value, pooled, log);
                 pooled.AddRange(check.Attempts);
+                if (check.Attempts.Count > 1 || !check.Met) togetherMet = false;               // the model missed here: later solutions start corrected
             }
             if (solution is null)
             {
@@ -266,15 +271,9 @@ public static partial class SearchStage
         bool lastReached = false;
         for (int attempt = 1; ; attempt++)
         {
-            var blocks = Enumerable.Range(0, problem.Layers).Select(layer =>
-            {
-                var chosen = problem.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[best.Choice[x.i]]).ToList();
-                var (a, f) = BlockOption.LayerIds(chosen);
-                return new Model.BlockConfig(run.Variants.Get(a, "search").Attention!, run.Variants.Get(f, "search").Ffn!);
-            }).ToList();
             double estimated = parentTime / best.Totals.TimeMs;
-            var band = new CheckBand(targetRatio * ReachedShare, request.MaxOvershoot is { } o ? targetRatio * (1 + o) : null);
-            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(blocks), estimated, band, request.Name, request.Timer, log,
+            var band = Band(targetRatio, request.MaxOvershoot);
+            var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(Blocks(run, problem, best.Choice)), estimated, band, request.Name, request.Timer, log,
                 evidenceKey: problem.CostsKey);
             double measured = timing.Ratio;
             attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached)
@@ -282,8 +281,9 @@ public static partial class SearchStage
                 FirstMeasuredRatio = timing.FirstRatio, Suspect = timing.Suspect,
             });
             string interval = timing.Interval is { } ci ? $", {ArchitectureTimer.Confidence:P0} interval {ci.Low:F2}–{ci.High:F2}x" : "";
+            string cached = !timing.Cached ? "" : timing.TimedTogether > 1 ? $" (cached: timed in one loop with {timing.TimedTogether - 1} other children)" : " (cached)";
             log($"search: measured check {attempt}: estimated {estimated:F2}x, measured {measured:F2}x in the engine ({timing.Rounds} rounds{interval})" +
-                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x)" : "")}{(timing.Pooled ? " (cached rounds extended)" : "")}{(timing.Suspect ? " SUSPECT" : "")}{(timing.Cached ? " (cached)" : "")} (target {targetRatio:F2}x)");
+                $"{(timing.FirstRatio is { } f ? $" (re-timed; first {f:F2}x)" : "")}{(timing.Pooled ? " (cached rounds extended)" : "")}{(timing.Suspect ? " SUSPECT" : "")}{cached} (target {targetRatio:F2}x)");
             int region = band.Region(timing);
             bool reached = region >= 0;
             bool overshot = region > 0;
@@ -330,6 +330,54 @@ public static partial class SearchStage
             return (kept, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, true) { Kept = index });
         }
         return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, lastMet));
+    }
+
+    /// <summary>What a check decides on: the target less <see cref="ReachedShare"/>'s 1%, up to the overshoot where one is given.</summary>
+    static CheckBand Band(double targetRatio, double? maxOvershoot) =>
+        new(targetRatio * ReachedShare, maxOvershoot is { } o ? targetRatio * (1 + o) : null);
+
+    /// <summary>The per-layer blocks of a choice of options.</summary>
+    static List<Model.BlockConfig> Blocks(RunDirectory run, SearchProblem problem, IReadOnlyList<int> choice) =>
+        [.. Enumerable.Range(0, problem.Layers).Select(layer =>
+        {
+            var chosen = problem.Groups.Select((g, i) => (g, i)).Where(x => x.g.Layer == layer).Select(x => x.g.Options[choice[x.i]]).ToList();
+            var (a, f) = BlockOption.LayerIds(chosen);
+            return new Model.BlockConfig(run.Variants.Get(a, "search").Attention!, run.Variants.Get(f, "search").Ffn!);
+        })];
+
+    /// <summary>
+    /// The first checks of a search for several solutions, in one loop (<see cref="ArchitectureTimer.MeasureJointCached"/>):
+    /// the solutions as the search's loop solves them first (at its first bound, each excluding the ones before or on
+    /// its rung of the attention ladder), timed
+    /// together against one parent, and cached, where the loop's checks find them. Whether every one of them met the
+    /// target's band; false where fewer than two were found.
+    /// </summary>
+    static bool FirstChecksTogether(RunDirectory run, SearchProblem problem, SearchConstraints constraints, SearchRequest request,
+        IReadOnlyList<MeasuredAttempt> runEvidence, SearchTotals parent, Action<string> log)
+    {
+        double bound = AimedBound(constraints.MaxTimeMs!.Value, request.MaxOvershoot) * (runEvidence.Count > 0 ? Correction(runEvidence) : 1);
+        var solutions = new List<SearchSolution>();
+        int? firstAttention = null;
+        for (int k = 0; k < request.Solutions; k++)
+        {
+            // As the loop asks: the ladder's rungs keep k more attention layers than the first, the others exclude the ones before.
+            var asked = request.AttentionLadder && firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints;
+            IReadOnlyList<IReadOnlyList<int>> exclude = request.AttentionLadder ? [] : [.. solutions.Select(s => s.Choice)];
+            if (MipSearch.Solve(problem, asked with { MaxTimeMs = bound }, exclude, request.Diversity, request.RelativeGap) is not { } next) break;
+            solutions.Add(next);
+            firstAttention ??= problem.Totals(next.Choice).AttentionLayers;
+        }
+        if (solutions.Count < 2) return false;
+        double targetRatio = parent.TimeMs / constraints.MaxTimeMs!.Value;
+        var band = Band(targetRatio, request.MaxOvershoot);
+        var parentConfig = HfConfig.Read(run.ParentDir);
+        var estimates = solutions.Select(s => parent.TimeMs / s.Totals.TimeMs).ToList();
+        log($"search: the first checks of {solutions.Count} solutions (estimated {string.Join(", ", estimates.Select(e => $"{e:F2}x"))}; target {targetRatio:F2}x), " +
+            "timed in one loop against one parent");
+        ArchitectureTimer.JointTiming? joint = request.Timer is { } pair ? (p, children, sc, rules) => [.. children.Select((c, i) => pair(p, c, sc, rules[i]))] : null;
+        var timings = ArchitectureTimer.MeasureJointCached(run, parentConfig, [.. solutions.Select(s => parentConfig.WithBlocks(Blocks(run, problem, s.Choice)))],
+            estimates, band, joint, log);
+        return timings.All(t => t is not null && band.Region(t) == 0);
     }
 
     /// <summary>A measured ratio this share of the target or more meets it (1% below: the engine's timing resolution).</summary>
