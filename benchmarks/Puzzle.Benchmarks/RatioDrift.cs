@@ -89,11 +89,14 @@ public static class RatioDrift
         int n = dirs.Length - 1;
         double[] kernel = rows.Select(r => r.Kernel).ToArray();
         Console.WriteLine($"# {rows.Count} batches; kernel µs {F(kernel.Min(), "0.0")}–{F(kernel.Max(), "0.0")} (cv {F(Cv(kernel), "0.000")})");
-        Console.WriteLine($"# ratio\tmax/min t{all}\tcv t{all}\tmax/min t1\tcv t1\tcorr(t{all} ratio, kernel µs)");
+        // Lag-1 autocorrelation over batches: near 0 where a ratio's spread is each batch's sampling noise, clearly
+        // positive where it drifts (neighbouring batches alike).
+        Console.WriteLine($"# ratio\tmax/min t{all}\tcv t{all}\tlag-1 t{all}\tmax/min t1\tcv t1\tlag-1 t1\tcorr(t{all} ratio, kernel µs)");
         void Line(string name, Func<double[], double> pick)
         {
             double[] a = rows.Select(r => pick(r.All)).ToArray(), o = rows.Select(r => pick(r.One)).ToArray();
-            Console.WriteLine($"# {name}\t{F(a.Max() / a.Min(), "0.000")}\t{F(Cv(a), "0.000")}\t{F(o.Max() / o.Min(), "0.000")}\t{F(Cv(o), "0.000")}\t{F(Corr(a, kernel), "0.00")}");
+            Console.WriteLine($"# {name}\t{F(a.Max() / a.Min(), "0.000")}\t{F(Cv(a), "0.000")}\t{F(Corr(a[..^1], a[1..]), "0.00")}\t" +
+                              $"{F(o.Max() / o.Min(), "0.000")}\t{F(Cv(o), "0.000")}\t{F(Corr(o[..^1], o[1..]), "0.00")}\t{F(Corr(a, kernel), "0.00")}");
         }
         for (int a = 0; a < n; a++) { int i = a; Line($"{dirs[a + 1]} / {dirs[0]}", r => r[i]); }
         // Model a+1's time over model b+1's = ratio b over ratio a (both to the reference, in the same batch).

@@ -183,13 +183,14 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         var directory = new RunDirectory(run);
         var costs = CostsFile.Read(directory.Costs);
         // The first child, as the search solves it: at the target's bound aimed 5% above (no checks on these costs yet).
-        const double target = 1.02;
+        const double target = 1.25;
         var problem = SearchStage.BuildProblem(directory, "measured");
         var parent = problem.Totals(SearchStage.ParentChoice(directory, problem));
         var firstChild = MipSearch.Solve(problem, new SearchConstraints(null, SearchStage.AimedBound(parent.TimeMs / target), null))!;
         // The engine runs every child at `factor` × the cost model's estimate, so that the first child measures 0.95 × the
         // target: a miss. The second solution then starts from the first's measured / estimated (factor), not the first bound.
         double factor = 0.95 * target / (parent.TimeMs / firstChild.Totals.TimeMs);
+        Assert.True(factor > 1 - ArchitectureTimer.SuspectDisagreement, $"factor {factor}: the checks would be suspect, and no evidence");
         ArchitectureTiming Engine(Puzzle.Model.ModelConfig p, Puzzle.Model.ModelConfig c, ScenarioSection sc, RoundsRule r) =>
             new(100, 100 * factor * costs.PredictTimeMs(Ids(directory, p), "measured") / costs.PredictTimeMs(Ids(directory, c), "measured"), sc.Repeats);
         var files = SearchStage.Run(directory, new SearchRequest
@@ -203,6 +204,12 @@ public sealed class CandidateProbeTests(RunFixture fixture) : IClassFixture<RunF
         Assert.Equal(0.95 * target, a.MeasuredRatio, 9);
         Assert.True(first.Attempts.Count >= 2, "a miss is followed by a tighter bound");
         Assert.Equal(a.MaxTimeMs!.Value * factor, second.Attempts[0].MaxTimeMs!.Value, tolerance: 1e-9);
+        // The second child timed in the first loop (solved at the first bound, excluding the first) is evidence of the
+        // model's error on these costs, though no solution kept it.
+        var spare = MipSearch.Solve(problem, new SearchConstraints(null, SearchStage.AimedBound(parent.TimeMs / target), null), [firstChild.Choice], 0.5)!;
+        double spareEstimate = parent.TimeMs / spare.Totals.TimeMs;
+        Assert.Contains(ArchitectureTimer.Evidence(directory, problem.CostsKey),
+            e => Math.Abs(e.Estimated - spareEstimate) < 1e-9 && Math.Abs(e.Measured - factor * spareEstimate) < 1e-9);
     }
 
     /// <summary>The variant ids of a model's blocks, layer by layer (attention, FFN).</summary>

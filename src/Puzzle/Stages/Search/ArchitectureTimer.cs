@@ -287,10 +287,11 @@ public static class ArchitectureTimer
     /// (<paramref name="measure"/>, default <see cref="MeasureJoint"/>), each sequentially on <paramref name="band"/>, and
     /// cached as <see cref="MeasureCached"/> caches them, which then finds them. A fresh timing further than
     /// <see cref="SuspectDisagreement"/> from its estimate is not cached: the child's own check times it again, alone.
-    /// Returns each child's timing (cached or fresh), null for one left to its own check.
+    /// Returns each child's timing (cached or fresh), null for one left to its own check. With an
+    /// <paramref name="evidenceKey"/>, every (estimated, measured) pair is recorded as <see cref="MeasureCached"/> records it.
     /// </summary>
     public static ArchitectureTiming?[] MeasureJointCached(RunDirectory run, ModelConfig parent, IReadOnlyList<ModelConfig> children, IReadOnlyList<double> estimatedRatios,
-        CheckBand band, JointTiming? measure = null, Action<string>? log = null)
+        CheckBand band, JointTiming? measure = null, Action<string>? log = null, string? evidenceKey = null)
     {
         if (estimatedRatios.Count != children.Count) throw new ArgumentException($"{children.Count} children but {estimatedRatios.Count} estimates");
         using var timingScope = CpuContention.EnterTiming("measured checks", log);
@@ -306,23 +307,28 @@ public static class ArchitectureTimer
             if (entries?[keys[i]] is JsonObject hit) result[i] = FromEntry(hit);
             else if (!fresh.Any(j => keys[j] == keys[i])) fresh.Add(i);
         }
-        if (fresh.Count == 0) return result;
-        var rule = new RoundsRule(minRounds, maxRounds, (p, c) => Decided(Benchmark.BenchRow.RoundRatios(c, p), band, minRounds));
-        var timings = (measure ?? MeasureJoint)(parent, [.. fresh.Select(i => children[i])], sc, [.. fresh.Select(_ => rule)]);
-        if (timings.Length != fresh.Count) throw new InvalidOperationException($"a joint timing of {fresh.Count} children returned {timings.Length}");
-        var cache = ReadCache(path) ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
-        foreach (var (i, timing) in fresh.Zip(timings))
+        if (fresh.Count > 0)
         {
-            var t = timing with { TimedTogether = fresh.Count };
-            if (Disagrees(t.Ratio, estimatedRatios[i]))
+            var rule = new RoundsRule(minRounds, maxRounds, (p, c) => Decided(Benchmark.BenchRow.RoundRatios(c, p), band, minRounds));
+            var timings = (measure ?? MeasureJoint)(parent, [.. fresh.Select(i => children[i])], sc, [.. fresh.Select(_ => rule)]);
+            if (timings.Length != fresh.Count) throw new InvalidOperationException($"a joint timing of {fresh.Count} children returned {timings.Length}");
+            var cache = ReadCache(path) ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
+            foreach (var (i, timing) in fresh.Zip(timings))
             {
-                (log ?? Log.Info)($"search: the child estimated at {estimatedRatios[i]:F2}x measured {t.Ratio:F2}x beside the others (more than {SuspectDisagreement:P0} off): its own check times it again");
-                continue;
+                var t = timing with { TimedTogether = fresh.Count };
+                if (Disagrees(t.Ratio, estimatedRatios[i]))
+                {
+                    (log ?? Log.Info)($"search: the child estimated at {estimatedRatios[i]:F2}x measured {t.Ratio:F2}x beside the others (more than {SuspectDisagreement:P0} off): its own check times it again");
+                    continue;
+                }
+                result[i] = t;
+                cache["entries"]![keys[i]] = Fill(new JsonObject(), t, band, children[i], minRounds);
             }
-            result[i] = t;
-            cache["entries"]![keys[i]] = Fill(new JsonObject(), t, band, children[i], minRounds);
+            AtomicFile.WriteJson(path, cache);
         }
-        AtomicFile.WriteJson(path, cache);
+        if (evidenceKey is not null)
+            for (int i = 0; i < children.Count; i++)
+                if (result[i] is { Suspect: false } t) RecordEvidence(run, evidenceKey, keys[i], estimatedRatios[i], t);
         return result;
     }
 

@@ -164,7 +164,9 @@ public static partial class SearchStage
         // Several solutions: their first checks are timed together against one parent. Where every one of them met the
         // target, each solution starts from the search's first bound (so each is the child timed there); else from the
         // pooled correction of the checks so far, as a single check's search does.
-        bool togetherMet = anyChecks && request.Solutions > 1 && FirstChecksTogether(run, problem, constraints, request, runEvidence, parent, log);
+        // The others' timings are evidence of the model's error from the start: where the first solution's check misses,
+        // its next bound pools them with its own.
+        var (togetherMet, others) = anyChecks && request.Solutions > 1 ? FirstChecksTogether(run, problem, constraints, request, runEvidence, parent, log) : (false, []);
         int? firstAttention = null;
         for (int k = 0; k < request.Solutions; k++)
         {
@@ -178,6 +180,7 @@ public static partial class SearchStage
             MeasuredCheck? check = null;
             if (solution is not null && anyChecks)
             {
+                if (k == 0) pooled.AddRange(others);
                 (solution, check) = CheckMeasured(run, problem, asked, start, exclude, request, solution!, parent.TimeMs / constraints.MaxTimeMs!.Value, pooled, log);
                 pooled.AddRange(check.Attempts);
                 if (check.Attempts.Count > 1 || !check.Met) togetherMet = false;               // the model missed here: later solutions start corrected
@@ -347,13 +350,13 @@ public static partial class SearchStage
 
     /// <summary>
     /// The first checks of a search for several solutions, in one loop (<see cref="ArchitectureTimer.MeasureJointCached"/>):
-    /// the solutions as the search's loop solves them first (at its first bound, each excluding the ones before or on
-    /// its rung of the attention ladder), timed
-    /// together against one parent, and cached, where the loop's checks find them. Whether every one of them met the
-    /// target's band; false where fewer than two were found.
+    /// the solutions as the search's loop solves them first (at its first bound, each excluding the ones before, or on
+    /// its rung of the attention ladder), timed together against one parent and cached, where the loop's checks find
+    /// them. Returns whether every one of them met the target's band (false where fewer than two were found), and the
+    /// (estimated, measured) attempts of all but the first, whose own check records its attempt.
     /// </summary>
-    static bool FirstChecksTogether(RunDirectory run, SearchProblem problem, SearchConstraints constraints, SearchRequest request,
-        IReadOnlyList<MeasuredAttempt> runEvidence, SearchTotals parent, Action<string> log)
+    static (bool AllMet, List<MeasuredAttempt> Others) FirstChecksTogether(RunDirectory run, SearchProblem problem, SearchConstraints constraints,
+        SearchRequest request, IReadOnlyList<MeasuredAttempt> runEvidence, SearchTotals parent, Action<string> log)
     {
         double bound = AimedBound(constraints.MaxTimeMs!.Value, request.MaxOvershoot) * (runEvidence.Count > 0 ? Correction(runEvidence) : 1);
         var solutions = new List<SearchSolution>();
@@ -367,7 +370,7 @@ public static partial class SearchStage
             solutions.Add(next);
             firstAttention ??= problem.Totals(next.Choice).AttentionLayers;
         }
-        if (solutions.Count < 2) return false;
+        if (solutions.Count < 2) return (false, []);
         double targetRatio = parent.TimeMs / constraints.MaxTimeMs!.Value;
         var band = Band(targetRatio, request.MaxOvershoot);
         var parentConfig = HfConfig.Read(run.ParentDir);
@@ -376,8 +379,10 @@ public static partial class SearchStage
             "timed in one loop against one parent");
         ArchitectureTimer.JointTiming? joint = request.Timer is { } pair ? (p, children, sc, rules) => [.. children.Select((c, i) => pair(p, c, sc, rules[i]))] : null;
         var timings = ArchitectureTimer.MeasureJointCached(run, parentConfig, [.. solutions.Select(s => parentConfig.WithBlocks(Blocks(run, problem, s.Choice)))],
-            estimates, band, joint, log);
-        return timings.All(t => t is not null && band.Region(t) == 0);
+            estimates, band, joint, log, problem.CostsKey);
+        var others = timings.Select((t, i) => (t, i)).Skip(1).Where(x => x.t is { Suspect: false })
+            .Select(x => new MeasuredAttempt(estimates[x.i], x.t!.Ratio, x.t.ParentTokensPerSecond, x.t.ChildTokensPerSecond, bound, x.t.Cached)).ToList();
+        return (timings.All(t => t is not null && band.Region(t) == 0), others);
     }
 
     /// <summary>A measured ratio this share of the target or more meets it (1% below: the engine's timing resolution).</summary>
