@@ -239,8 +239,9 @@ public static class ArchitectureTimer
     /// round times the parent and each child still open, ABBA; a child stops when its rule says enough (its rounds paired
     /// with the parent's of the same rounds) or at its rule's most rounds, and the loop ends when every child has. Each
     /// child's timing pairs its rounds with the parent's first rounds, the ones timed beside it. Against timing each child
-    /// alone, the parent is timed once per round for all of them: on the demo (parent ~0.6 s a request, children at
-    /// 1.5x ~0.4 s) three children take ~40% less time a round.
+    /// alone, the parent is timed once per round for all of them: re-searches for 3 solutions at 1.5x on copies of a
+    /// demo run took 27–36 s instead of 31–44 s idle, 16–17 s instead of 23–25 s beside a spinner
+    /// (benchmarks/results/joint-checks-2026-12-05.md §2).
     /// </summary>
     public static ArchitectureTiming[] MeasureJoint(ModelConfig parent, IReadOnlyList<ModelConfig> children, ScenarioSection sc, IReadOnlyList<RoundsRule> rules)
     {
