@@ -215,24 +215,8 @@ public static class ArchitectureTimer
     public static bool Disagrees(double measured, double estimated) => Math.Abs(measured / estimated - 1) > SuspectDisagreement;
 
     /// <summary>Scenario.repeats rounds (at least 3), or as many as <paramref name="rule"/> asks for.</summary>
-    public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule? rule = null)
-    {
-        rule ??= RoundsRule.Fixed(Math.Max(3, sc.Repeats));
-        var scenario = ScenarioCost.From(sc);
-        var dtype = Checkpoints.Checkpoint.ParseDtype(sc.MeasureDtype);
-        var device = Devices.Parse(sc.Device);
-        int capacity = scenario.CacheCapacity;
-        using var a = new CausalLm(parent with { MaxPositionEmbeddings = Math.Max(parent.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1);
-        using var b = new CausalLm(child with { MaxPositionEmbeddings = Math.Max(child.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1);
-        List<double> Ms(List<EngineSample> s) => s.Select(x => x.TotalSeconds * 1e3).ToList();
-        Func<List<EngineSample>[], bool>? enough = rule.Enough is { } e
-            ? s => s[0].Count >= rule.MinRounds && e(Ms(s[0]), Ms(s[1]))
-            : null;
-        var samples = Runtime.CpuContention.Measure("measured check",
-            () => EngineTimer.Interleaved([a, b], scenario, WarmupRounds(sc, EngineTimer.Requests), rule.MaxRounds, enough: enough), out TimingConditions _);
-        double Tps(List<EngineSample> s) => scenario.TokensPerSecond(TimingStatistic.Median.Apply(Ms(s)));
-        return new ArchitectureTiming(Tps(samples[0]), Tps(samples[1]), samples[0].Count) { ParentRoundMs = Ms(samples[0]), ChildRoundMs = Ms(samples[1]) };
-    }
+    public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule? rule = null) =>
+        MeasureJoint(parent, [child], sc, [rule ?? RoundsRule.Fixed(Math.Max(3, sc.Repeats))])[0];
 
     /// <summary>
     /// Several architectures against the parent in one interleaved loop (random weights, as <see cref="Measure"/>): every
@@ -264,7 +248,7 @@ public static class ArchitectureTimer
                 int n = s[m].Count;
                 return n >= rule.MaxRounds || (rule.Enough is { } enough && n >= rule.MinRounds && enough(Ms(s[0].Take(n)), Ms(s[m])));
             }
-            var samples = CpuContention.Measure("measured checks", () => EngineTimer.Interleaved(models, scenario, WarmupRounds(sc, EngineTimer.Requests),
+            var samples = CpuContention.Measure(children.Count == 1 ? "measured check" : "measured checks", () => EngineTimer.Interleaved(models, scenario, WarmupRounds(sc, EngineTimer.Requests),
                 rules.Max(r => r.MaxRounds), enough: s => Enumerable.Range(1, children.Count).All(m => Done(m, s)), done: Done), out TimingConditions _);
             return [.. Enumerable.Range(1, children.Count).Select(m =>
             {

@@ -170,8 +170,7 @@ public static partial class SearchStage
         int? firstAttention = null;
         for (int k = 0; k < request.Solutions; k++)
         {
-            var asked = request.AttentionLadder && firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints;
-            var exclude = request.AttentionLadder ? [] : previous;          // the ladder's rungs differ by construction
+            var (asked, exclude) = Rung(constraints, request, firstAttention, k, previous);
             // Solved at the bound the checks so far say meets the target, not at the cost model's own bound: they have
             // measured the model's error on this machine.
             var evidence = pooled.Count > 0 && !togetherMet ? pooled : runEvidence;
@@ -335,6 +334,16 @@ public static partial class SearchStage
         return (best, new MeasuredCheck(targetRatio, attempts, current.MaxTimeMs, lastMet));
     }
 
+    /// <summary>
+    /// What the k-th solution is solved under: on the attention ladder, k more attention layers than the first keeps and
+    /// no exclusions (the rungs differ by construction); otherwise the request's constraints, excluding the ones before.
+    /// </summary>
+    static (SearchConstraints Asked, IReadOnlyList<IReadOnlyList<int>> Exclude) Rung(SearchConstraints constraints, SearchRequest request, int? firstAttention,
+        int k, IReadOnlyList<IReadOnlyList<int>> before) =>
+        request.AttentionLadder
+            ? (firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints, [])
+            : (constraints, before);
+
     /// <summary>What a check decides on: the target less <see cref="ReachedShare"/>'s 1%, up to the overshoot where one is given.</summary>
     static CheckBand Band(double targetRatio, double? maxOvershoot) =>
         new(targetRatio * ReachedShare, maxOvershoot is { } o ? targetRatio * (1 + o) : null);
@@ -363,9 +372,7 @@ public static partial class SearchStage
         int? firstAttention = null;
         for (int k = 0; k < request.Solutions; k++)
         {
-            // As the loop asks: the ladder's rungs keep k more attention layers than the first, the others exclude the ones before.
-            var asked = request.AttentionLadder && firstAttention is { } a0 ? constraints with { MinAttentionLayers = a0 + k } : constraints;
-            IReadOnlyList<IReadOnlyList<int>> exclude = request.AttentionLadder ? [] : [.. solutions.Select(s => s.Choice)];
+            var (asked, exclude) = Rung(constraints, request, firstAttention, k, [.. solutions.Select(s => s.Choice)]);
             if (MipSearch.Solve(problem, asked with { MaxTimeMs = bound }, exclude, request.Diversity, request.RelativeGap) is not { } next) break;
             solutions.Add(next);
             firstAttention ??= problem.Totals(next.Choice).AttentionLayers;
