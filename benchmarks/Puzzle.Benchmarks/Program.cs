@@ -37,6 +37,9 @@ switch (args.FirstOrDefault())
     case "weights-speed":
         WeightsSpeed.Run(args[1], int.Parse(args[2]), args[3..]);
         break;
+    case "side-by-side":
+        SolutionsSideBySide.Run(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[2]), args[3..]);
+        break;
     case "ratio-drift":
         RatioDrift.Run(args[1], double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[3]), args[4..]);
         break;
