@@ -40,6 +40,9 @@ switch (args.FirstOrDefault())
     case "side-by-side":
         SolutionsSideBySide.Run(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[2]), args[3..]);
         break;
+    case "control-check":
+        ControlCheck.Run(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[2]), args[3..]);
+        break;
     case "ratio-drift":
         RatioDrift.Run(args[1], double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[3]), args[4..]);
         break;

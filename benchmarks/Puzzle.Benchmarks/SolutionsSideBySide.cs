@@ -29,25 +29,10 @@ public static class SolutionsSideBySide
     {
         var entries = labelled.Select(a => a.Split('=', 2) is [var label, var path] ? (Label: label, Path: path) : (Label: a, Path: a)).ToList();
         if (entries.Count == 0) throw new PuzzleException("side-by-side: give at least one LABEL=RUN/solutions/NAME.json");
-        RunDirectory RunOf(string path) => new(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(path)))!);
-        var first = RunOf(entries[0].Path);
+        var (first, parent, children) = Architectures(entries.Select(e => e.Path).ToList());
         var sc = first.Config.Scenario;
         var scenario = ScenarioCost.From(sc);
-        var device = Runtime.Devices.Parse(sc.Device);
-        var dtype = Checkpoint.ParseDtype(sc.MeasureDtype);
-        var parent = HfConfig.Read(first.ParentDir);
-        var configs = new List<ModelConfig> { parent };
-        foreach (var (label, path) in entries)
-        {
-            var run = RunOf(path);
-            var config = HfConfig.Read(run.ParentDir);
-            if ((config.VocabSize, config.HiddenSize, config.NumAttentionHeads, config.HeadDim, config.NumLayers) != (parent.VocabSize, parent.HiddenSize, parent.NumAttentionHeads, parent.HeadDim, parent.NumLayers)
-                || !config.Blocks.SequenceEqual(parent.Blocks))
-                throw new PuzzleException($"{path}: its run's parent ({run.ParentDir}) differs in shape from {first.ParentDir}'s; side by side needs one parent architecture");
-            var layers = JsonFile.Read(path)["layers"].Items();
-            configs.Add(config.WithBlocks(ChildAssembler.Choices(run, path, layers).Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!))));
-        }
-        var models = configs.Select(c => new CausalLm(c with { MaxPositionEmbeddings = Math.Max(c.MaxPositionEmbeddings, scenario.CacheCapacity) }, device, dtype).InitializeRandom(1)).ToList();
+        var models = Models([parent, .. children], sc);
         try
         {
             Console.WriteLine($"# side-by-side: the parent of {first.Path} and {entries.Count} children, batches of {rounds} rounds for {minutes} min on {torch.get_num_threads()} threads; " +
@@ -82,6 +67,39 @@ public static class SolutionsSideBySide
         {
             foreach (var m in models) m.Dispose();
         }
+    }
+
+    /// <summary>The run of RUN/solutions/NAME.json.</summary>
+    static RunDirectory RunOf(string path) => new(Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(path)))!);
+
+    /// <summary>
+    /// The first solution's run, the parent's architecture and each solution's (all runs' parents must share one shape).
+    /// </summary>
+    public static (RunDirectory First, ModelConfig Parent, List<ModelConfig> Children) Architectures(IReadOnlyList<string> paths)
+    {
+        var first = RunOf(paths[0]);
+        var parent = HfConfig.Read(first.ParentDir);
+        var children = new List<ModelConfig>();
+        foreach (string path in paths)
+        {
+            var run = RunOf(path);
+            var config = HfConfig.Read(run.ParentDir);
+            if ((config.VocabSize, config.HiddenSize, config.NumAttentionHeads, config.HeadDim, config.NumLayers) != (parent.VocabSize, parent.HiddenSize, parent.NumAttentionHeads, parent.HeadDim, parent.NumLayers)
+                || !config.Blocks.SequenceEqual(parent.Blocks))
+                throw new PuzzleException($"{path}: its run's parent ({run.ParentDir}) differs in shape from {first.ParentDir}'s; side by side needs one parent architecture");
+            var layers = JsonFile.Read(path)["layers"].Items();
+            children.Add(config.WithBlocks(ChildAssembler.Choices(run, path, layers).Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!))));
+        }
+        return (first, parent, children);
+    }
+
+    /// <summary>Random-weight models of the architectures at the scenario's measure dtype and device (speed does not depend on the weights).</summary>
+    public static List<CausalLm> Models(IEnumerable<ModelConfig> configs, Puzzle.Config.ScenarioSection sc)
+    {
+        int capacity = ScenarioCost.From(sc).CacheCapacity;
+        var device = Runtime.Devices.Parse(sc.Device);
+        var dtype = Checkpoint.ParseDtype(sc.MeasureDtype);
+        return [.. configs.Select(c => new CausalLm(c with { MaxPositionEmbeddings = Math.Max(c.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1))];
     }
 
     static string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);

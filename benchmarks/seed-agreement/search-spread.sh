@@ -8,9 +8,16 @@
 #   env A=/tmp/binA B=/tmp/binB BENCH=/tmp/benchbin OUT=/work/runs/sim MINUTES=10 RUNS="/work/runs/k3 /work/runs/k5 ..." \
 #     benchmarks/seed-agreement/search-spread.sh
 # Copies link the run's parent, library, data and tokenizer (read only) and copy the rest of what a search reads.
+# Labels other than A and B: SEARCH="C" searches with build $C only (alternating nothing), TIME="A C" times the chosen
+# children of those labels (copies left in OUT by an earlier call included), DRIFT_CONTROL="C" sets
+# search.drift_control in those labels' copies (its readings in $OUT/drift-control.json).
 set -euo pipefail
-: "${A:?build A (a Puzzle.Cli folder)}" "${B:?build B}" "${BENCH:?Puzzle.Benchmarks folder}" "${OUT:?output folder}" "${RUNS:?runs}"
+: "${BENCH:?Puzzle.Benchmarks folder}" "${OUT:?output folder}" "${RUNS:?runs}"
 MINUTES=${MINUTES:-10}
+SEARCH=${SEARCH:-A B}
+TIME=${TIME:-$SEARCH}
+DRIFT_CONTROL=${DRIFT_CONTROL:-}
+export PUZZLE_DRIFT_CONTROL="$OUT/drift-control.json"
 mkdir -p "$OUT"
 copy() {                                   # copy RUN DEST
   local run=$1 dest=$2
@@ -24,18 +31,24 @@ search() {                                 # search BUILD LABEL RUN
   name=$(basename "$run")
   local dest="$OUT/$label-$name" start end
   copy "$run" "$dest"
+  if [[ " $DRIFT_CONTROL " == *" $label "* ]]; then
+    python3 -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c["search"]["drift_control"]=True; json.dump(c,open(p,"w"),indent=2)' "$dest/config.json"
+  fi
   start=$(date +%s.%N)
   dotnet "$bin/Puzzle.Cli.dll" search --run "$dest" > "$OUT/$label-$name.log" 2>&1
   end=$(date +%s.%N)
   printf '%s\t%s\t%.1f\n' "$label" "$name" "$(echo "$end - $start" | bc)" | tee -a "$OUT/searches.tsv"
 }
-: > "$OUT/searches.tsv"
+touch "$OUT/searches.tsv"
 i=0
+labels=($SEARCH)
 for run in $RUNS; do
-  if (( i % 2 == 0 )); then search "$A" A "$run"; search "$B" B "$run"; else search "$B" B "$run"; search "$A" A "$run"; fi
+  # Alternate the order of the labels run by run (A B, B A, ...).
+  if (( i % 2 == 0 )); then order=("${labels[@]}"); else order=(); for (( j=${#labels[@]}-1; j>=0; j-- )); do order+=("${labels[$j]}"); done; fi
+  for label in "${order[@]}"; do search "${!label:?build $label (a Puzzle.Cli folder)}" "$label" "$run"; done
   i=$((i + 1))
 done
 args=()
-for label in A B; do for run in $RUNS; do name=$(basename "$run"); args+=("$label-$name=$OUT/$label-$name/solutions/child.json"); done; done
+for label in $TIME; do for run in $RUNS; do name=$(basename "$run"); args+=("$label-$name=$OUT/$label-$name/solutions/child.json"); done; done
 dotnet "$BENCH/Puzzle.Benchmarks.dll" side-by-side "$MINUTES" 4 "${args[@]}" > "$OUT/side-by-side.tsv" 2> "$OUT/side-by-side.err"
 python3 "$(dirname "$0")/../search-spread.py" "$OUT/side-by-side.tsv"

@@ -130,6 +130,13 @@ public sealed record SearchSection
     /// token-mixing attention layers than it; "diverse", the next-best children sharing at most `diversity` of its choices.
     /// </summary>
     public string ProbeCandidates { get; init; } = "attention";
+    /// <summary>
+    /// Measured checks time a control child beside each child (attention in every third layer, FFNs at a quarter width) and scale the child's
+    /// ratio to it by the control's reference ratio to the parent on this machine (the median of its earlier readings,
+    /// ~/.cache/puzzle/drift-control.json or $PUZZLE_DRIFT_CONTROL): on a shared VM every child's ratio to the parent
+    /// moves with the moment while their ratios to one another hold (Stages/Search/DriftControl).
+    /// </summary>
+    public bool DriftControl { get; init; }
 
     /// <summary>The values <see cref="ProbeCandidates"/> takes.</summary>
     public static readonly IReadOnlyList<string> ProbeCandidateKinds = ["attention", "diverse"];

@@ -25,7 +25,7 @@ public static class ChildRecipe
         {
             MaxMemoryGiB = s.MaxMemoryGib, MinThroughputRatio = s.MinThroughputRatio, MinTokensPerSecond = s.MinTokensPerS,
             MaxLatencyMs = s.MaxLatencyMs, MaxParameters = s.MaxParams, Target = s.Target, Solutions = s.Solutions, Diversity = s.Diversity,
-            MaxOvershoot = s.MaxOvershoot, Name = Solution,
+            MaxOvershoot = s.MaxOvershoot, DriftControl = s.DriftControl, Name = Solution,
         };
     }
 

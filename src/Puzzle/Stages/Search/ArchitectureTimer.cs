@@ -38,6 +38,12 @@ public sealed record ArchitectureTiming(double ParentTokensPerSecond, double Chi
     public bool Pooled { get; init; }
     /// <summary>How many children were timed in the same loop against one parent (<see cref="ArchitectureTimer.MeasureJointCached"/>); 1: alone.</summary>
     public int TimedTogether { get; init; } = 1;
+    /// <summary>
+    /// Timed beside a control (<see cref="DriftControl"/>): the control's ratio to the parent in these rounds, and the
+    /// reference it was scaled to. <see cref="ParentRoundMs"/> then holds the control's round times × the reference.
+    /// </summary>
+    public double? ControlRatio { get; init; }
+    public double? ControlReference { get; init; }
 
     /// <summary>
     /// Both timings' evidence as one: all their rounds (the ratio the median of every round's ratio; tokens/s from the
@@ -215,8 +221,8 @@ public static class ArchitectureTimer
     public static bool Disagrees(double measured, double estimated) => Math.Abs(measured / estimated - 1) > SuspectDisagreement;
 
     /// <summary>Scenario.repeats rounds (at least 3), or as many as <paramref name="rule"/> asks for.</summary>
-    public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule? rule = null) =>
-        MeasureJoint(parent, [child], sc, [rule ?? RoundsRule.Fixed(Math.Max(3, sc.Repeats))])[0];
+    public static ArchitectureTiming Measure(ModelConfig parent, ModelConfig child, ScenarioSection sc, RoundsRule? rule = null, DriftControl? control = null) =>
+        MeasureJoint(parent, [child], sc, [rule ?? RoundsRule.Fixed(Math.Max(3, sc.Repeats))], control)[0];
 
     /// <summary>
     /// Several architectures against the parent in one interleaved loop (random weights, as <see cref="Measure"/>): every
@@ -227,7 +233,10 @@ public static class ArchitectureTimer
     /// demo run took 27–36 s instead of 31–44 s idle, 16–17 s instead of 23–25 s beside a spinner
     /// (benchmarks/results/joint-checks-2026-12-05.md §2).
     /// </summary>
-    public static ArchitectureTiming[] MeasureJoint(ModelConfig parent, IReadOnlyList<ModelConfig> children, ScenarioSection sc, IReadOnlyList<RoundsRule> rules)
+    /// <param name="control">A control child timed beside them (<see cref="DriftControl"/>): each child's rounds are paired
+    /// with the control's, scaled by the control's reference ratio to the parent, instead of with the parent's.</param>
+    public static ArchitectureTiming[] MeasureJoint(ModelConfig parent, IReadOnlyList<ModelConfig> children, ScenarioSection sc, IReadOnlyList<RoundsRule> rules,
+        DriftControl? control = null)
     {
         if (rules.Count != children.Count) throw new ArgumentException($"{children.Count} children but {rules.Count} rules");
         if (children.Count == 0) return [];
@@ -236,27 +245,42 @@ public static class ArchitectureTimer
         var device = Devices.Parse(sc.Device);
         int capacity = scenario.CacheCapacity;
         var models = new List<CausalLm>();
+        // Models: the parent, the control where given, then the children (the first child at index `first`).
+        int first = control is null ? 1 : 2;
         try
         {
-            foreach (var config in children.Prepend(parent))
+            foreach (var config in (control is null ? children.Prepend(parent) : children.Prepend(control.Control).Prepend(parent)))
                 models.Add(new CausalLm(config with { MaxPositionEmbeddings = Math.Max(config.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1));
             static List<double> Ms(IEnumerable<EngineSample> s) => [.. s.Select(x => x.TotalSeconds * 1e3)];
+            // What a child's rounds pair with: the parent's, or the control's scaled by its reference ratio to the parent
+            // (the stored one, or, before any is stored, this loop's own reading so far).
+            double? known = control is null ? null : control.FixedReference ?? (control.Readings() is { Count: > 0 } stored ? TimingStatistic.Median.Apply([.. stored]) : null);
+            double Reference(List<EngineSample>[] s) => known ?? TimingStatistic.Median.Apply([.. Benchmark.BenchRow.RoundRatios(Ms(s[1]), Ms(s[0].Take(s[1].Count)))]);
+            List<double> Against(List<EngineSample>[] s, int n, double reference) =>
+                control is null ? Ms(s[0].Take(n)) : [.. Ms(s[1].Take(n)).Select(ms => ms * reference)];
             bool Done(int m, List<EngineSample>[] s)
             {
-                if (m == 0) return false;                                                   // the parent runs while any child does
-                var rule = rules[m - 1];
+                if (m < first) return false;                                                // the parent (and control) run while any child does
+                var rule = rules[m - first];
                 int n = s[m].Count;
-                return n >= rule.MaxRounds || (rule.Enough is { } enough && n >= rule.MinRounds && enough(Ms(s[0].Take(n)), Ms(s[m])));
+                return n >= rule.MaxRounds || (rule.Enough is { } enough && n >= rule.MinRounds && enough(Against(s, n, control is null ? 1 : Reference(s)), Ms(s[m])));
             }
             var samples = CpuContention.Measure(children.Count == 1 ? "measured check" : "measured checks", () => EngineTimer.Interleaved(models, scenario, WarmupRounds(sc, EngineTimer.Requests),
-                rules.Max(r => r.MaxRounds), enough: s => Enumerable.Range(1, children.Count).All(m => Done(m, s)), done: Done), out TimingConditions _);
-            return [.. Enumerable.Range(1, children.Count).Select(m =>
+                rules.Max(r => r.MaxRounds), enough: s => Enumerable.Range(first, children.Count).All(m => Done(m, s)), done: Done), out TimingConditions _);
+            double? controlRatio = null, reference = null;
+            if (control is not null)
             {
-                var parentMs = Ms(samples[0].Take(samples[m].Count));
+                controlRatio = TimingStatistic.Median.Apply([.. Benchmark.BenchRow.RoundRatios(Ms(samples[1]), Ms(samples[0].Take(samples[1].Count)))]);
+                reference = control.Reference(controlRatio.Value);
+                control.Record(controlRatio.Value, samples[1].Count);
+            }
+            return [.. Enumerable.Range(first, children.Count).Select(m =>
+            {
+                var parentMs = Against(samples, samples[m].Count, reference ?? 1);
                 var childMs = Ms(samples[m]);
                 return new ArchitectureTiming(scenario.TokensPerSecond(TimingStatistic.Median.Apply(parentMs)), scenario.TokensPerSecond(TimingStatistic.Median.Apply(childMs)), childMs.Count)
                 {
-                    ParentRoundMs = parentMs, ChildRoundMs = childMs, TimedTogether = children.Count,
+                    ParentRoundMs = parentMs, ChildRoundMs = childMs, TimedTogether = children.Count, ControlRatio = controlRatio, ControlReference = reference,
                 };
             })];
         }
@@ -274,16 +298,19 @@ public static class ArchitectureTimer
     /// <see cref="SuspectDisagreement"/> from its estimate is not cached: the child's own check times it again, alone.
     /// Returns each child's timing (cached or fresh), null for one left to its own check. With an
     /// <paramref name="evidenceKey"/>, every (estimated, measured) pair is recorded as <see cref="MeasureCached"/> records it.
+    /// With <paramref name="driftControl"/>, the children are timed beside a control child (<see cref="DriftControl"/>)
+    /// and cached apart from timings against the parent alone.
     /// </summary>
     public static ArchitectureTiming?[] MeasureJointCached(RunDirectory run, ModelConfig parent, IReadOnlyList<ModelConfig> children, IReadOnlyList<double> estimatedRatios,
-        CheckBand band, JointTiming? measure = null, Action<string>? log = null, string? evidenceKey = null)
+        CheckBand band, JointTiming? measure = null, Action<string>? log = null, string? evidenceKey = null, bool driftControl = false)
     {
         if (estimatedRatios.Count != children.Count) throw new ArgumentException($"{children.Count} children but {estimatedRatios.Count} estimates");
         using var timingScope = CpuContention.EnterTiming("measured checks", log);
         var sc = run.Config.Scenario;
         int maxRounds = MaxRounds(sc), minRounds = Math.Min(MinRounds, maxRounds);
         string path = run.Artifact(CacheFileName);
-        var keys = children.Select(c => Key(parent, c, sc, timingScope.Threads)).ToList();
+        var control = driftControl ? DriftControl.For(parent, sc, timingScope.Threads) : null;
+        var keys = children.Select(c => Key(parent, c, sc, timingScope.Threads, driftControl)).ToList();
         var result = new ArchitectureTiming?[children.Count];
         var entries = ReadCache(path)?["entries"] as JsonObject;
         var fresh = new List<int>();
@@ -295,7 +322,8 @@ public static class ArchitectureTimer
         if (fresh.Count > 0)
         {
             var rule = new RoundsRule(minRounds, maxRounds, (p, c) => Decided(Benchmark.BenchRow.RoundRatios(c, p), band, minRounds));
-            var timings = (measure ?? MeasureJoint)(parent, [.. fresh.Select(i => children[i])], sc, [.. fresh.Select(_ => rule)]);
+            var timings = (measure ?? ((p, c, s, r) => MeasureJoint(p, c, s, r, control)))(parent, [.. fresh.Select(i => children[i])], sc, [.. fresh.Select(_ => rule)]);
+            if (timings.FirstOrDefault() is { ControlRatio: { } now, ControlReference: { } reference }) LogControl(control!, now, reference, log);
             if (timings.Length != fresh.Count) throw new InvalidOperationException($"a joint timing of {fresh.Count} children returned {timings.Length}");
             var cache = ReadCache(path) ?? new JsonObject { ["format_version"] = 1, ["entries"] = new JsonObject() };
             foreach (var (i, timing) in fresh.Zip(timings))
@@ -337,17 +365,30 @@ public static class ArchitectureTimer
     /// </summary>
     /// <param name="evidenceKey">The cost model the estimate came from (<see cref="SearchProblem.CostsKey"/>): with an estimate,
     /// the pair (estimated, measured) is recorded under it in the cache's "evidence" (<see cref="Evidence"/>), a hit included, unless suspect.</param>
+    /// <param name="driftControl">Time the child beside a control child (<see cref="DriftControl"/>); cached apart from timings against the parent alone.</param>
     public static ArchitectureTiming MeasureCached(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio = null, CheckBand? band = null,
-        string? name = null, Timing? measure = null, Action<string>? log = null, Action<string>? warn = null, string? evidenceKey = null)
+        string? name = null, Timing? measure = null, Action<string>? log = null, Action<string>? warn = null, string? evidenceKey = null, bool driftControl = false)
     {
         // One timing scope for the lookup and the rounds: a check timed on the cores others left free (fewer threads) is
         // another measurement than one with every thread, and is cached apart from it (Key).
         using var timingScope = CpuContention.EnterTiming("measured check", log);
-        var timing = MeasureCachedCore(run, parent, child, estimatedRatio, band, name, measure, log, warn, timingScope.Threads);
+        var control = driftControl ? DriftControl.For(parent, run.Config.Scenario, timingScope.Threads) : null;
+        Timing? controlled = measure ?? (control is null ? null : (p, c, sc, r) =>
+        {
+            var t = Measure(p, c, sc, r, control);
+            if (t is { ControlRatio: { } now, ControlReference: { } reference }) LogControl(control, now, reference, log);
+            return t;
+        });
+        var timing = MeasureCachedCore(run, parent, child, estimatedRatio, band, name, controlled, log, warn, timingScope.Threads, driftControl);
         // A suspect timing (far from the estimate twice: a loaded machine) says nothing reliable about the cost model.
-        if (evidenceKey is not null && estimatedRatio is { } estimated && !timing.Suspect) RecordEvidence(run, evidenceKey, Key(parent, child, run.Config.Scenario, timingScope.Threads), estimated, timing);
+        if (evidenceKey is not null && estimatedRatio is { } estimated && !timing.Suspect)
+            RecordEvidence(run, evidenceKey, Key(parent, child, run.Config.Scenario, timingScope.Threads, driftControl), estimated, timing);
         return timing;
     }
+
+    static void LogControl(DriftControl control, double now, double reference, Action<string>? log) =>
+        (log ?? Log.Info)($"search: timed beside a control child (attention in every third layer, FFNs at a quarter width): its ratio to the parent {now:F2}x now, " +
+                          $"{reference:F2}x the reference the check is scaled to ({control.Readings().Count - 1} earlier readings in {control.StorePath})");
 
     /// <summary>
     /// Every (estimated, measured) pair the checks of this run have seen on the cost model <paramref name="evidenceKey"/>,
@@ -377,10 +418,10 @@ public static class ArchitectureTimer
     }
 
     static ArchitectureTiming MeasureCachedCore(RunDirectory run, ModelConfig parent, ModelConfig child, double? estimatedRatio, CheckBand? band,
-        string? name, Timing? measure, Action<string>? log, Action<string>? warn, int threads)
+        string? name, Timing? measure, Action<string>? log, Action<string>? warn, int threads, bool driftControl)
     {
         var sc = run.Config.Scenario;
-        string key = Key(parent, child, sc, threads);
+        string key = Key(parent, child, sc, threads, driftControl);
         string path = run.Artifact(CacheFileName);
         string architecture = $"{name ?? "architecture"} [{string.Join("; ", child.Blocks)}]";
         int maxRounds = MaxRounds(sc), minRounds = Math.Min(MinRounds, maxRounds);
@@ -394,7 +435,7 @@ public static class ArchitectureTimer
                 return cached;
             (prior, priorEntry) = (cached, hit);
         }
-        measure ??= Measure;
+        measure ??= (p, c, s, r) => Measure(p, c, s, r);
         RoundsRule Rule(ArchitectureTiming? before)
         {
             if (band is null) return RoundsRule.Fixed(Math.Max(3, sc.Repeats));
@@ -474,9 +515,9 @@ public static class ArchitectureTimer
     /// and on the CPU the torch threads the rounds ran with (on this VM the demo child measured 2.27x at 2 threads and
     /// 2.61x at 1: its small matmuls lose more to the threads' barriers than the parent's).
     /// </summary>
-    public static string Key(ModelConfig parent, ModelConfig child, ScenarioSection sc, int threads)
+    public static string Key(ModelConfig parent, ModelConfig child, ScenarioSection sc, int threads, bool driftControl = false)
     {
         static string Shape(ModelConfig c) => $"{c.VocabSize},{c.HiddenSize},{c.NumAttentionHeads},{c.HeadDim},{c.TieWordEmbeddings}|{string.Join(";", c.Blocks)}";
-        return RunDirectory.Hash($"measured-check-v1|{Shape(parent)}|{Shape(child)}|{sc.Batch},{sc.PromptLength},{sc.GenerationLength}|{sc.MeasureDtype}|{sc.Device}|{sc.WarmupRuns},{sc.Repeats}{(Devices.Parse(sc.Device).type == TorchSharp.DeviceType.CPU ? $"|t{threads}" : "")}");
+        return RunDirectory.Hash($"measured-check-v1|{Shape(parent)}|{Shape(child)}|{sc.Batch},{sc.PromptLength},{sc.GenerationLength}|{sc.MeasureDtype}|{sc.Device}|{sc.WarmupRuns},{sc.Repeats}{(Devices.Parse(sc.Device).type == TorchSharp.DeviceType.CPU ? $"|t{threads}" : "")}{(driftControl ? "|control" : "")}");
     }
 }

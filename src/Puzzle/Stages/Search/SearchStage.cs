@@ -47,6 +47,14 @@ public sealed record SearchRequest
     /// </summary>
     public bool AttentionLadder { get; init; }
 
+    /// <summary>
+    /// Measured checks also time a control child and read each child against it, scaled to the control's reference ratio
+    /// to the parent on this machine (<see cref="DriftControl"/>), so that the moment of a check does not move the search.
+    /// Left out of the request's fingerprint when off, so solutions stored before it stand.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool DriftControl { get; init; }
+
     /// <summary>How the measured check times an architecture against the parent; null: <see cref="ArchitectureTimer.Measure"/> (tests inject one).</summary>
     [System.Text.Json.Serialization.JsonIgnore]
     public ArchitectureTimer.Timing? Timer { get; init; }
@@ -276,7 +284,7 @@ public static partial class SearchStage
             double estimated = parentTime / best.Totals.TimeMs;
             var band = Band(targetRatio, request.MaxOvershoot);
             var timing = ArchitectureTimer.MeasureCached(run, parentConfig, parentConfig.WithBlocks(Blocks(run, problem, best.Choice)), estimated, band, request.Name, request.Timer, log,
-                evidenceKey: problem.CostsKey);
+                evidenceKey: problem.CostsKey, driftControl: request.DriftControl);
             double measured = timing.Ratio;
             attempts.Add(new MeasuredAttempt(estimated, measured, timing.ParentTokensPerSecond, timing.ChildTokensPerSecond, current.MaxTimeMs, timing.Cached)
             {
@@ -386,7 +394,7 @@ public static partial class SearchStage
             "timed in one loop against one parent");
         ArchitectureTimer.JointTiming? joint = request.Timer is { } pair ? (p, children, sc, rules) => [.. children.Select((c, i) => pair(p, c, sc, rules[i]))] : null;
         var timings = ArchitectureTimer.MeasureJointCached(run, parentConfig, [.. solutions.Select(s => parentConfig.WithBlocks(Blocks(run, problem, s.Choice)))],
-            estimates, band, joint, log, problem.CostsKey);
+            estimates, band, joint, log, problem.CostsKey, request.DriftControl);
         var others = timings.Select((t, i) => (t, i)).Skip(1).Where(x => x.t is { Suspect: false })
             .Select(x => new MeasuredAttempt(estimates[x.i], x.t!.Ratio, x.t.ParentTokensPerSecond, x.t.ChildTokensPerSecond, bound, x.t.Cached)).ToList();
         return (timings.All(t => t is not null && band.Region(t) == 0), others);

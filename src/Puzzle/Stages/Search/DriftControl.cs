@@ -1,0 +1,118 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Puzzle.Config;
+using Puzzle.IO;
+using Puzzle.Model;
+using Puzzle.Runtime;
+using Puzzle.Stages.Costs;
+
+namespace Puzzle.Stages.Search;
+
+/// <summary>
+/// A control child timed beside every measured check (search.drift_control). On a shared VM a child's ratio to the
+/// parent moves with the moment: the same 22 children measured 6.2% faster together from one 10-minute bench to the next,
+/// and a check and a bench minutes apart differed by 6% for the same child, while the children's ratios to one another
+/// held (benchmarks/results/search-spread-2026-12-05.md). A check that also times a fixed control reads the child's
+/// ratio to the control, which holds, and scales it by a fixed reference of the control's ratio to the parent: the
+/// median of this machine's earlier readings of that ratio (<see cref="StorePath"/>), or, with none yet, the check's own.
+/// Every check adds its reading to the store. Two runs on one machine thus judge their children against the same
+/// reference, whatever the moment of their checks.
+/// The control is a child of a typical shape (<see cref="ControlOf"/>), timed with random weights like every check.
+/// </summary>
+public sealed class DriftControl
+{
+    /// <summary>The readings kept per key (the newest).</summary>
+    public const int MaxReadings = 200;
+
+    /// <summary>The environment variable that moves the store; default $XDG_CACHE_HOME/puzzle or ~/.cache/puzzle.</summary>
+    public const string StoreVariable = "PUZZLE_DRIFT_CONTROL";
+
+    static readonly Dictionary<string, double> ProcessReferences = [];
+    static readonly Lock Gate = new();
+
+    public ModelConfig Control { get; }
+    /// <summary>The store of readings: one JSON file for the machine, keyed by parent shape, scenario and threads.</summary>
+    public string StorePath { get; }
+    readonly string _key;
+
+    DriftControl(ModelConfig control, string storePath, string key) => (Control, StorePath, _key) = (control, storePath, key);
+
+    /// <summary>The control for this parent and scenario, timed on <paramref name="threads"/> threads, with its readings in <paramref name="storePath"/> (default <see cref="DefaultStorePath"/>).</summary>
+    public static DriftControl For(ModelConfig parent, ScenarioSection sc, int threads, string? storePath = null)
+    {
+        var control = ControlOf(parent);
+        string key = ArchitectureTimer.Key(parent, control, sc, threads);
+        return new DriftControl(control, storePath ?? DefaultStorePath(), key);
+    }
+
+    /// <summary>
+    /// A child of the shape searches at 2–3x keep: the parent's attention in every third layer (0, 3, 6, …) and none in
+    /// the others, every SwiGLU FFN at a quarter of its width (at least 1). The drift moves children against the parent,
+    /// so the control must be child-like: the parent with FFNs at half width ran only 1.12x the parent's speed, against
+    /// 2.4–2.7x for the demo's children and this control's 2.5–2.7x (A-i3 of the 5 Dec runs, whose shape it follows).
+    /// </summary>
+    public static ModelConfig ControlOf(ModelConfig parent) =>
+        parent.WithBlocks(parent.Blocks.Select((b, layer) => new BlockConfig(
+            layer % 3 == 0 ? b.Attention : AttentionConfig.NoOperation,
+            b.Ffn.IsSwiGlu ? FfnConfig.SwiGlu(Math.Max(1, b.Ffn.IntermediateSize!.Value / 4)) : b.Ffn)));
+
+    public static string DefaultStorePath()
+    {
+        if (Environment.GetEnvironmentVariable(StoreVariable) is { Length: > 0 } path) return path;
+        string cache = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(cache, "puzzle", "drift-control.json");
+    }
+
+    /// <summary>The stored readings of this control (oldest first).</summary>
+    public IReadOnlyList<double> Readings() =>
+        Read()?["controls"]?[_key]?["readings"] is JsonArray a ? [.. a.Select(r => r!["ratio"]!.GetValue<double>())] : [];
+
+    /// <summary>
+    /// The reference this process scales checks by: fixed at its first use, the median of the readings stored before it,
+    /// or, with none, <paramref name="firstReading"/> (the first check's own: no correction).
+    /// </summary>
+    public double Reference(double firstReading)
+    {
+        lock (Gate)
+        {
+            string processKey = StorePath + "|" + _key;
+            if (ProcessReferences.TryGetValue(processKey, out double reference)) return reference;
+            var readings = Readings();
+            reference = readings.Count > 0 ? TimingStatistic.Median.Apply([.. readings]) : firstReading;
+            ProcessReferences[processKey] = reference;
+            return reference;
+        }
+    }
+
+    /// <summary>The reference fixed for this process, if a check has fixed it yet.</summary>
+    public double? FixedReference
+    {
+        get { lock (Gate) return ProcessReferences.TryGetValue(StorePath + "|" + _key, out double r) ? r : null; }
+    }
+
+    /// <summary>Adds a check's reading of the control's ratio to the parent (the newest <see cref="MaxReadings"/> are kept).</summary>
+    public void Record(double ratio, int rounds)
+    {
+        if (!(ratio > 0) || double.IsInfinity(ratio)) throw new ArgumentException($"a control reading must be positive and finite, got {ratio}");
+        lock (Gate)
+        {
+            var store = Read() ?? new JsonObject { ["format_version"] = 1, ["controls"] = new JsonObject() };
+            var controls = store["controls"] as JsonObject ?? (JsonObject)(store["controls"] = new JsonObject());
+            var entry = controls[_key] as JsonObject ?? (JsonObject)(controls[_key] = new JsonObject { ["control"] = string.Join("; ", Control.Blocks), ["readings"] = new JsonArray() });
+            var readings = entry["readings"] as JsonArray ?? (JsonArray)(entry["readings"] = new JsonArray());
+            readings.Add(new JsonObject { ["ratio"] = ratio, ["rounds"] = rounds, ["at"] = DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture) });
+            while (readings.Count > MaxReadings) readings.RemoveAt(0);
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(StorePath))!);
+            AtomicFile.WriteJson(StorePath, store);
+        }
+    }
+
+    JsonObject? Read() => JsonFile.ReadDerived(StorePath, j => j["format_version"].Int() == 1)?.Object();
+
+    /// <summary>Forgets the references fixed in this process (tests).</summary>
+    public static void ResetProcessReferences()
+    {
+        lock (Gate) ProcessReferences.Clear();
+    }
+}
