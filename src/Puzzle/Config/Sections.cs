@@ -131,10 +131,12 @@ public sealed record SearchSection
     /// </summary>
     public string ProbeCandidates { get; init; } = "attention";
     /// <summary>
-    /// Measured checks time a control child beside each child (attention in every third layer, FFNs at a quarter width) and scale the child's
-    /// ratio to it by the control's reference ratio to the parent on this machine (the median of its earlier readings,
-    /// ~/.cache/puzzle/drift-control.json or $PUZZLE_DRIFT_CONTROL): on a shared VM every child's ratio to the parent
-    /// moves with the moment while their ratios to one another hold (Stages/Search/DriftControl).
+    /// Measured checks time a control child beside each child (attention in every third layer, FFNs at a quarter
+    /// width) and scale the child's ratio to it by the control's reference ratio to the parent on this machine (the
+    /// median of its earlier readings, ~/.cache/puzzle/drift-control.json or $PUZZLE_DRIFT_CONTROL): on a shared VM
+    /// every child's ratio to the parent moves with the moment while their ratios to one another hold
+    /// (Stages/Search/DriftControl). Off by default: with a short history the reference moves too
+    /// (benchmarks/results/search-spread-2026-12-05.md §7).
     /// </summary>
     public bool DriftControl { get; init; }
 
