@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Puzzle.Stages.Costs;
+using Puzzle.Stages.Search;
 
 namespace Puzzle.Benchmarks;
 
@@ -25,7 +26,7 @@ public static class ControlCheck
         var (first, parent, architectures) = SolutionsSideBySide.Architectures([.. entries.Select(e => e.Path)]);
         var sc = first.Config.Scenario;
         var scenario = ScenarioCost.From(sc);
-        var models = SolutionsSideBySide.Models([parent, .. architectures], sc);           // 0: parent, 1: control, 2..: children
+        var models = ArchitectureTimer.TimingModels([parent, .. architectures], sc).ToList();           // 0: parent, 1: control, 2..: children
         try
         {
             Console.WriteLine($"# control-check: the parent of {first.Path}, control {entries[0].Label}, children {string.Join(", ", entries.Skip(1).Select(e => e.Label))}; " +

@@ -32,7 +32,7 @@ public static class SolutionsSideBySide
         var (first, parent, children) = Architectures(entries.Select(e => e.Path).ToList());
         var sc = first.Config.Scenario;
         var scenario = ScenarioCost.From(sc);
-        var models = Models([parent, .. children], sc);
+        var models = ArchitectureTimer.TimingModels([parent, .. children], sc).ToList();
         try
         {
             Console.WriteLine($"# side-by-side: the parent of {first.Path} and {entries.Count} children, batches of {rounds} rounds for {minutes} min on {torch.get_num_threads()} threads; " +
@@ -91,15 +91,6 @@ public static class SolutionsSideBySide
             children.Add(config.WithBlocks(ChildAssembler.Choices(run, path, layers).Select(c => new BlockConfig(c.Attention.Attention!, c.Ffn.Ffn!))));
         }
         return (first, parent, children);
-    }
-
-    /// <summary>Random-weight models of the architectures at the scenario's measure dtype and device (speed does not depend on the weights).</summary>
-    public static List<CausalLm> Models(IEnumerable<ModelConfig> configs, Puzzle.Config.ScenarioSection sc)
-    {
-        int capacity = ScenarioCost.From(sc).CacheCapacity;
-        var device = Runtime.Devices.Parse(sc.Device);
-        var dtype = Checkpoint.ParseDtype(sc.MeasureDtype);
-        return [.. configs.Select(c => new CausalLm(c with { MaxPositionEmbeddings = Math.Max(c.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1))];
     }
 
     static string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);

@@ -225,6 +225,19 @@ public static class ArchitectureTimer
         MeasureJoint(parent, [child], sc, [rule ?? RoundsRule.Fixed(Math.Max(3, sc.Repeats))], control)[0];
 
     /// <summary>
+    /// Random-weight models of the architectures (speed does not depend on the weights) at the scenario's measure dtype
+    /// and device, with room for its prompt and generation: what every check times.
+    /// </summary>
+    public static IEnumerable<CausalLm> TimingModels(IEnumerable<ModelConfig> configs, ScenarioSection sc)
+    {
+        var dtype = Checkpoints.Checkpoint.ParseDtype(sc.MeasureDtype);
+        var device = Devices.Parse(sc.Device);
+        int capacity = ScenarioCost.From(sc).CacheCapacity;
+        foreach (var config in configs)
+            yield return new CausalLm(config with { MaxPositionEmbeddings = Math.Max(config.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1);
+    }
+
+    /// <summary>
     /// Several architectures against the parent in one interleaved loop (random weights, as <see cref="Measure"/>): every
     /// round times the parent and each child still open, ABBA; a child stops when its rule says enough (its rounds paired
     /// with the parent's of the same rounds) or at its rule's most rounds, and the loop ends when every child has. Each
@@ -241,20 +254,16 @@ public static class ArchitectureTimer
         if (rules.Count != children.Count) throw new ArgumentException($"{children.Count} children but {rules.Count} rules");
         if (children.Count == 0) return [];
         var scenario = ScenarioCost.From(sc);
-        var dtype = Checkpoints.Checkpoint.ParseDtype(sc.MeasureDtype);
-        var device = Devices.Parse(sc.Device);
-        int capacity = scenario.CacheCapacity;
-        var models = new List<CausalLm>();
         // Models: the parent, the control where given, then the children (the first child at index `first`).
         int first = control is null ? 1 : 2;
+        var models = new List<CausalLm>();
         try
         {
-            foreach (var config in (control is null ? children.Prepend(parent) : children.Prepend(control.Control).Prepend(parent)))
-                models.Add(new CausalLm(config with { MaxPositionEmbeddings = Math.Max(config.MaxPositionEmbeddings, capacity) }, device, dtype).InitializeRandom(1));
+            models.AddRange(TimingModels(control is null ? children.Prepend(parent) : children.Prepend(control.Control).Prepend(parent), sc));
             static List<double> Ms(IEnumerable<EngineSample> s) => [.. s.Select(x => x.TotalSeconds * 1e3)];
             // What a child's rounds pair with: the parent's, or the control's scaled by its reference ratio to the parent
             // (the stored one, or, before any is stored, this loop's own reading so far).
-            double? known = control is null ? null : control.FixedReference ?? (control.Readings() is { Count: > 0 } stored ? TimingStatistic.Median.Apply([.. stored]) : null);
+            double? known = control?.StoredReference();
             double Reference(List<EngineSample>[] s) => known ?? TimingStatistic.Median.Apply([.. Benchmark.BenchRow.RoundRatios(Ms(s[1]), Ms(s[0].Take(s[1].Count)))]);
             List<double> Against(List<EngineSample>[] s, int n, double reference) =>
                 control is null ? Ms(s[0].Take(n)) : [.. Ms(s[1].Take(n)).Select(ms => ms * reference)];
@@ -271,7 +280,7 @@ public static class ArchitectureTimer
             if (control is not null)
             {
                 controlRatio = TimingStatistic.Median.Apply([.. Benchmark.BenchRow.RoundRatios(Ms(samples[1]), Ms(samples[0].Take(samples[1].Count)))]);
-                reference = control.Reference(controlRatio.Value);
+                reference = known ?? control.Reference(controlRatio.Value);
                 control.Record(controlRatio.Value, samples[1].Count);
             }
             return [.. Enumerable.Range(first, children.Count).Select(m =>

@@ -72,15 +72,20 @@ public sealed class DriftControl
     /// The reference this process scales checks by: fixed at its first use, the median of the readings stored before it,
     /// or, with none, <paramref name="firstReading"/> (the first check's own: no correction).
     /// </summary>
-    public double Reference(double firstReading)
+    public double Reference(double firstReading) => Fix(firstReading)!.Value;
+
+    /// <summary>The reference where one is fixed or stored (fixing it for the process), else null: the first check sets it (<see cref="Reference"/>).</summary>
+    public double? StoredReference() => Fix(null);
+
+    double? Fix(double? firstReading)
     {
         lock (Gate)
         {
             string processKey = StorePath + "|" + _key;
-            if (ProcessReferences.TryGetValue(processKey, out double reference)) return reference;
+            if (ProcessReferences.TryGetValue(processKey, out double fixedHere)) return fixedHere;
             var readings = Readings();
-            reference = readings.Count > 0 ? TimingStatistic.Median.Apply([.. readings]) : firstReading;
-            ProcessReferences[processKey] = reference;
+            double? reference = readings.Count > 0 ? TimingStatistic.Median.Apply([.. readings]) : firstReading;
+            if (reference is { } r) ProcessReferences[processKey] = r;
             return reference;
         }
     }
