@@ -51,11 +51,44 @@ internal static class TestSupport
         return randint(vocab, [batch, length], dtype: ScalarType.Int64, generator: generator);
     }
 
+    /// <summary>
+    /// A new directory under this test process's root, /tmp/puzzle-tests/pPID-… (a suite run writes about 0.5 GB
+    /// there). The root is deleted at a normal exit; as the test runner may end its host without one, the first
+    /// TempDir of a process also deletes the roots of processes no longer running (and unowned ones a day old).
+    /// </summary>
     public static string TempDir()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "puzzle-tests", Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestRoot.Value, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         return dir;
+    }
+
+    static readonly Lazy<string> TestRoot = new(() =>
+    {
+        string parent = Path.Combine(Path.GetTempPath(), "puzzle-tests");
+        string root = Path.Combine(parent, $"p{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(root);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(root, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        };
+        foreach (var stale in Directory.EnumerateDirectories(parent))
+        {
+            string name = Path.GetFileName(stale);
+            int dash = name.IndexOf('-');
+            bool orphan = name.StartsWith('p') && dash > 1 && int.TryParse(name[1..dash], out int pid) && !Running(pid)
+                || !name.StartsWith('p') && Directory.GetLastWriteTimeUtc(stale) < DateTime.UtcNow.AddDays(-1);
+            if (orphan)
+                try { Directory.Delete(stale, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+        return root;
+    });
+
+    static bool Running(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     /// <summary>../shared from the project root, found by walking up from the test binaries.</summary>

@@ -59,7 +59,7 @@ public sealed record BldSection
     /// "auto": cache when it fits, else recompute.
     /// </summary>
     public string Activations { get; init; } = "cache";
-    /// <summary>Most disk the activation cache may take, GiB; null: the free space of the run directory's disk less 1 GiB.</summary>
+    /// <summary>Most disk the activation cache may take, GiB; null: the free space of the run directory's disk less a reserve of 1 GiB (half the free space below 2 GiB).</summary>
     public double? DiskBudgetGib { get; init; }
 }
 

@@ -226,8 +226,8 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
         string run = fixture.NewRun(c => c["bld"]!["disk_budget_gib"] = 1e-6);
         var e = Assert.Throws<PuzzleException>(() => BlockLibraryBuilder.Run(new RunDirectory(run), new LogProgress(), Quiet));
         // 12 steps × batch 8 × 32 tokens × hidden × 3 boundaries × 2 bytes
-        Assert.Contains("need 0.00 GiB of disk (12 steps × batch 8 × 32 tokens", e.Message);
-        Assert.Contains("bld.disk_budget_gib allows 0.00 GiB", e.Message);
+        Assert.Matches(@"need \d+\.\d MiB of disk \(12 steps × batch 8 × 32 tokens", e.Message);
+        Assert.Contains("bld.disk_budget_gib allows 0.0 MiB", e.Message);
         Assert.Contains("bld.activations=recompute", e.Message);
         Assert.False(Directory.Exists(Path.Combine(run, "library", "activations")));
 
@@ -237,6 +237,22 @@ public sealed class LibraryTests(RunFixture fixture) : IClassFixture<RunFixture>
         Assert.Contains(logs, l => l.Contains("recomputing the parent's activations per batch"));
         Assert.Equal(result.Variants, result.Done);
         Assert.False(Directory.Exists(Path.Combine(auto, "library", "activations")));
+    }
+
+    [Theory]
+    [InlineData(10L << 30, 9L << 30, "(10.00 GiB) less a reserve of 1.00 GiB")]
+    [InlineData(3L << 29, 3L << 28, "(1.50 GiB) less a reserve of 768.0 MiB")]
+    [InlineData(0L, 0L, "(0.0 MiB) less a reserve of 0.0 MiB")]
+    [InlineData(-5L, 0L, "(0.0 MiB) less a reserve of 0.0 MiB")]
+    public void DiskRoom_KeepsAGibFree_OrHalfOfANearlyFullDisk(long available, long room, string what)
+    {
+        var (bytes, message) = ActivationCache.DiskRoom(available, "/runs' disk", null);
+        Assert.Equal(room, bytes);
+        Assert.Equal($"the free space on /runs' disk {what}", message);
+        // a budget below the room is the room; above it, the free space still bounds it
+        Assert.Equal((1L << 20, "bld.disk_budget_gib"), ActivationCache.DiskRoom(10L << 30, "d", 1.0 / 1024));
+        Assert.Equal(9L << 30, ActivationCache.DiskRoom(10L << 30, "d", 50).Bytes);
+        Assert.Throws<PuzzleException>(() => ActivationCache.DiskRoom(10L << 30, "d", -1));
     }
 
     [Fact]

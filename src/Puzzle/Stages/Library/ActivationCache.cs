@@ -25,19 +25,37 @@ public sealed class ActivationCache : IDisposable
 
     public static long Bytes(int steps, int batch, int seqLen, int hidden, int boundaries) => (long)steps * batch * seqLen * hidden * 2 * boundaries;
 
-    /// <summary>Disk the cache may use: the budget (GiB) if given, never more than the free space less 1 GiB.</summary>
+    /// <summary>
+    /// Disk the cache may use: the budget (GiB) if given, never more than the free space less a reserve of 1 GiB, or
+    /// of half the free space where less than 2 GiB is free (a megabyte-sized cache still fits on a nearly full disk;
+    /// a large one is refused before it fills it).
+    /// </summary>
     public static (long Bytes, string What) DiskRoom(string dir, double? budgetGib)
     {
         Directory.CreateDirectory(dir);
-        long free = Math.Max(0, new DriveInfo(Path.GetFullPath(dir)).AvailableFreeSpace - (1L << 30));
+        return DiskRoom(new DriveInfo(Path.GetFullPath(dir)).AvailableFreeSpace, $"{dir}'s disk", budgetGib);
+    }
+
+    /// <summary><see cref="DiskRoom(string, double?)"/> for <paramref name="available"/> free bytes on <paramref name="disk"/>.</summary>
+    public static (long Bytes, string What) DiskRoom(long available, string disk, double? budgetGib)
+    {
+        available = Math.Max(0, available);
+        long reserve = Math.Min(1L << 30, available / 2);
+        long free = available - reserve;
+        string what = $"the free space on {disk} ({Size(available)}) less a reserve of {Size(reserve)}";
         if (budgetGib is { } gib)
         {
             if (!(gib >= 0)) throw new PuzzleException($"bld.disk_budget_gib must be at least 0, got {gib}");
             long budget = (long)(gib * (1L << 30));
-            return budget <= free ? (budget, "bld.disk_budget_gib") : (free, $"the free space on {dir}'s disk less 1 GiB");
+            return budget <= free ? (budget, "bld.disk_budget_gib") : (free, what);
         }
-        return (free, $"the free space on {dir}'s disk less 1 GiB");
+        return (free, what);
     }
+
+    /// <summary>A size for a message: GiB with two decimals from 1 GiB, else MiB with one.</summary>
+    public static string Size(long bytes) => bytes >= 1L << 30
+        ? (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture) + " GiB"
+        : (bytes / (double)(1L << 20)).ToString("F1", System.Globalization.CultureInfo.InvariantCulture) + " MiB";
 
     /// <summary>The library's cache: RUN/library/activations.</summary>
     public static string LibraryDir(string runDir) => Path.Combine(runDir, BlockLibrary.Folder, "activations");

@@ -37,8 +37,8 @@ public static class BlockTraining
         bool useCache = bld.Activations switch
         {
             "cache" when !fits => throw new PuzzleException(
-                $"bld: the parent's activations need {Gib(cacheBytes)} GiB of disk ({steps} steps × batch {bld.Batch} × {seqLen} tokens × hidden {hidden} × " +
-                $"{boundaries.Count} layer boundaries × 2 bytes) but {disk.What} allows {Gib(disk.Bytes)} GiB; free disk, raise bld.disk_budget_gib, " +
+                $"bld: the parent's activations need {ActivationCache.Size(cacheBytes)} of disk ({steps} steps × batch {bld.Batch} × {seqLen} tokens × hidden {hidden} × " +
+                $"{boundaries.Count} layer boundaries × 2 bytes) but {disk.What} allows {ActivationCache.Size(disk.Bytes)}; free disk, raise bld.disk_budget_gib, " +
                 $"lower {tokensKey}, split the layers with --shard, or set bld.activations=recompute (about L/2 times the parent compute)"),
             "cache" => true,
             "recompute" => false,
@@ -47,7 +47,7 @@ public static class BlockTraining
         };
         if (boundaries.Count == 0) return null;
         if (useCache) return ActivationCache.Build(dir, parent, new TokenBatchLoader(train, seqLen, bld.Seed), steps, bld.Batch, seqLen, boundaries, fingerprint, stage, log);
-        log($"{stage}: recomputing the parent's activations per batch (a cache would need {Gib(cacheBytes)} GiB, {disk.What} allows {Gib(disk.Bytes)} GiB)");
+        log($"{stage}: recomputing the parent's activations per batch (a cache would need {ActivationCache.Size(cacheBytes)}, {disk.What} allows {ActivationCache.Size(disk.Bytes)})");
         return null;
     }
 
@@ -158,7 +158,6 @@ public static class BlockTraining
         return error / energy;
     }
 
-    static string Gib(long bytes) => (bytes / (double)(1L << 30)).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
 }
 
 /// <summary>
