@@ -27,6 +27,7 @@ root.Subcommands.Add(LibraryCommand.Create());
 root.Subcommands.Add(ScoreCommand.Create());
 root.Subcommands.Add(CostsCommand.Create());
 root.Subcommands.Add(SearchCommand.Create());
+root.Subcommands.Add(DriftControlCommand.Create());
 root.Subcommands.Add(ChildCommands.Assemble());
 root.Subcommands.Add(ChildCommands.Distill());
 root.Subcommands.Add(ChildCommands.Eval());

@@ -11,6 +11,7 @@ using Puzzle.Stages.Evaluation;
 using Puzzle.Stages.Library;
 using Puzzle.Stages.Report;
 using Puzzle.Stages.Scoring;
+using Puzzle.Stages.Search;
 
 namespace Puzzle;
 
@@ -41,9 +42,15 @@ public static class Pipeline
         JsonObject report = new();
         stages.Run("1 parent", () => ParentStage.Run(run));
         stages.Run("2 data", () => DataStage.Run(run));
+        // With search.drift_control, readings of its control between the stages before the search (DriftControl.BetweenStages).
+        void ControlReading() { if (only is null) DriftControl.BetweenStages(run, log); }
+        ControlReading();
         stages.Run("3 library", () => BlockLibraryBuilder.Run(run));
+        ControlReading();
         stages.Run("4 score", () => BlockScorer.Run(run));
+        ControlReading();
         stages.Run("5 costs", () => BlockCosts.Run(run));
+        ControlReading();
         stages.Run("6 search", () => ChildRecipe.Search(run));
         stages.Run("7 assemble", () => AssemblyStage.Run(run));
         stages.Run("8 distill", () => DistillationStage.Run(run));

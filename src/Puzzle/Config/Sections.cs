@@ -135,8 +135,10 @@ public sealed record SearchSection
     /// width) and scale the child's ratio to it by the control's reference ratio to the parent on this machine (the
     /// median of its earlier readings, ~/.cache/puzzle/drift-control.json or $PUZZLE_DRIFT_CONTROL): on a shared VM
     /// every child's ratio to the parent moves with the moment while their ratios to one another hold
-    /// (Stages/Search/DriftControl). Off by default: with a short history the reference moves too
-    /// (benchmarks/results/search-spread-2026-12-05.md §7).
+    /// (Stages/Search/DriftControl). With it on, the pipeline takes readings of the control between its stages while
+    /// fewer than 12 are stored, and `puzzle drift-control` takes more. On in the demo: with the reference settled, the
+    /// kept children of 11 runs spread by sd 0.052x against 0.104x (search-spread-2026-12-05.md §8). Off by default: it
+    /// makes a search ~35% slower, and a single run gains nothing from agreeing with others.
     /// </summary>
     public bool DriftControl { get; init; }
 

@@ -1,7 +1,10 @@
+using System.Diagnostics;
 using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
 using Puzzle.Config;
 using Puzzle.IO;
 using Puzzle.Model;
+using Puzzle.Stages;
 using Puzzle.Stages.Search;
 
 namespace Puzzle.Tests.Stages;
@@ -90,5 +93,54 @@ public class DriftControlTests
         // Off, the request serialises as before (stored solutions keep their fingerprints); on, it is part of the request.
         Assert.DoesNotContain("drift", Fingerprint.Canonical(new SearchRequest { MinThroughputRatio = 2 }));
         Assert.Contains("drift", Fingerprint.Canonical(new SearchRequest { MinThroughputRatio = 2, DriftControl = true }), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public void Calibration_StoresSpacedReadings_AndThePipelineTakesOneBetweenStages_UntilSettled()
+    {
+        string dir = TestSupport.TempDir(), store = Store();
+        Directory.CreateDirectory(Path.Combine(dir, "parent"));
+        HfConfig.WriteAtomically(Path.Combine(dir, "parent", "config.json"), HfConfig.ToLlama(TestSupport.TinyParentConfig(3), "float32"));
+        void Configure(SearchSection search) =>
+            new RunConfig { Parent = new ParentSection { Path = "parent" }, Scenario = Small, Search = search }.Save(Path.Combine(dir, RunConfig.FileName));
+        JsonArray Stored()
+        {
+            var controls = JsonNode.Parse(File.ReadAllText(store))!["controls"]!.AsObject();
+            Assert.Single(controls);                                                                // one parent shape, scenario and thread count
+            return controls.Single().Value!["readings"]!.AsArray();
+        }
+
+        // Off (the default), nothing is timed between the stages.
+        Configure(new SearchSection());
+        DriftControl.BetweenStages(new RunDirectory(dir), _ => { }, store);
+        Assert.False(File.Exists(store));
+
+        var logs = new List<string>();
+        var clock = Stopwatch.StartNew();
+        var taken = DriftControl.Calibrate(new RunDirectory(dir), 3, TimeSpan.FromMilliseconds(300), logs.Add, store);
+        Assert.True(clock.Elapsed >= TimeSpan.FromMilliseconds(600), $"3 readings 300 ms apart took {clock.Elapsed.TotalMilliseconds:F0} ms");
+        Assert.Equal(3, taken.Count);
+        Assert.All(taken, r => Assert.InRange(r, 0.05, 50));
+        var readings = Stored();
+        Assert.Equal(taken, readings.Select(r => r!["ratio"]!.GetValue<double>()));
+        Assert.All(readings, r => Assert.Equal(ArchitectureTimer.MaxRounds(Small), r!["rounds"]!.GetValue<int>()));
+        Assert.Contains(logs, l => l.StartsWith("drift control: reading 3/3: the control ran ") && l.Contains("3 readings stored, their median"));
+
+        // On with a measured target: up to ReadingsPerGap readings per call while fewer than SettledReadings are stored, then none.
+        Configure(new SearchSection { DriftControl = true, Target = "h100" });
+        DriftControl.BetweenStages(new RunDirectory(dir), _ => { }, store);
+        Assert.Equal(3, Stored().Count);                                                            // a roofline target has no checks
+        Configure(new SearchSection { DriftControl = true });
+        for (int i = 0; i < DriftControl.SettledReadings; i++)
+        {
+            DriftControl.BetweenStages(new RunDirectory(dir), _ => { }, store);
+            Assert.Equal(Math.Min(DriftControl.SettledReadings, 3 + DriftControl.ReadingsPerGap * (i + 1)), Stored().Count);
+        }
+
+        Assert.Equal("drift-control: --readings must be at least 1, got 0",
+            Assert.Throws<PuzzleException>(() => DriftControl.Calibrate(new RunDirectory(dir), 0, TimeSpan.Zero, null, store)).Message);
+        var (code, _, stderr) = TestSupport.RunCli("drift-control", "--run", dir, "--readings", "2", "--every", "-1");
+        Assert.Equal(1, code);
+        Assert.Equal("error: drift-control: --every must be at least 0 s, got -1 s", stderr.Trim());
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Puzzle.Checkpoints;
 using Puzzle.Config;
 using Puzzle.IO;
 using Puzzle.Model;
@@ -23,6 +24,14 @@ public sealed class DriftControl
 {
     /// <summary>The readings kept per key (the newest).</summary>
     public const int MaxReadings = 200;
+
+    /// <summary>
+    /// The readings a reference should rest on: with fewer, one moment's drift moves it (on 5 Dec the reference of a
+    /// fresh store fell from 2.48x to 2.26x over its first readings, and the children kept followed it). The pipeline
+    /// takes one reading between its stages while fewer are stored (<see cref="BetweenStages"/>); `puzzle drift-control`
+    /// takes as many as asked.
+    /// </summary>
+    public const int SettledReadings = 12;
 
     /// <summary>The environment variable that moves the store; default $XDG_CACHE_HOME/puzzle or ~/.cache/puzzle.</summary>
     public const string StoreVariable = "PUZZLE_DRIFT_CONTROL";
@@ -111,6 +120,63 @@ public sealed class DriftControl
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(StorePath))!);
             AtomicFile.WriteJson(StorePath, store);
         }
+    }
+
+    /// <summary>
+    /// One reading: the parent and the control timed in one interleaved loop of a check's most rounds
+    /// (<see cref="ArchitectureTimer.MaxRounds"/>), the control's paired ratio to the parent stored and returned.
+    /// </summary>
+    public double TakeReading(ModelConfig parent, ScenarioSection sc)
+    {
+        int rounds = ArchitectureTimer.MaxRounds(sc);
+        double ratio = ArchitectureTimer.MeasureJoint(parent, [Control], sc, [RoundsRule.Fixed(rounds)])[0].Ratio;
+        Record(ratio, rounds);
+        return ratio;
+    }
+
+    /// <summary>
+    /// <paramref name="readings"/> readings of the run's control, <paramref name="every"/> apart (so they sample several
+    /// moments), each timed on the threads a check would use and stored; returns them.
+    /// </summary>
+    public static IReadOnlyList<double> Calibrate(RunDirectory run, int readings, TimeSpan every, Action<string>? log = null, string? storePath = null)
+    {
+        if (readings < 1) throw new PuzzleException($"drift-control: --readings must be at least 1, got {readings}");
+        if (every < TimeSpan.Zero) throw new PuzzleException($"drift-control: --every must be at least 0 s, got {every.TotalSeconds} s");
+        log ??= Log.Info;
+        var parent = HfConfig.Read(run.ParentDir);
+        var sc = run.Config.Scenario;
+        var taken = new List<double>();
+        for (int i = 0; i < readings; i++)
+        {
+            if (i > 0) Thread.Sleep(every);
+            using var scope = CpuContention.EnterTiming("drift-control reading", log);
+            var control = For(parent, sc, scope.Threads, storePath);
+            taken.Add(control.TakeReading(parent, sc));
+            var stored = control.Readings();
+            log($"drift control: reading {i + 1}/{readings}: the control ran {taken[^1]:F2}x the parent; {stored.Count} readings stored, " +
+                $"their median {TimingStatistic.Median.Apply([.. stored]):F2}x ({control.StorePath})");
+        }
+        return taken;
+    }
+
+    /// <summary>Readings <see cref="BetweenStages"/> takes at most per gap between two stages (about 17 s each on the demo).</summary>
+    public const int ReadingsPerGap = 2;
+
+    /// <summary>
+    /// Between the pipeline's stages, where search.drift_control is on, the target measured and the parent in place:
+    /// up to <see cref="ReadingsPerGap"/> readings while fewer than <see cref="SettledReadings"/> are stored, so a
+    /// first run's search starts from readings of several moments (the library, scoring and costs stages take minutes)
+    /// instead of its first check's alone; later runs on the machine find the history and take none.
+    /// </summary>
+    public static void BetweenStages(RunDirectory run, Action<string>? log = null, string? storePath = null)
+    {
+        var search = run.Config.Search;
+        if (!search.DriftControl || search.Target != "measured" || !File.Exists(Path.Combine(run.ParentDir, "config.json"))) return;
+        var parent = HfConfig.Read(run.ParentDir);
+        int threads;
+        using (var scope = CpuContention.EnterTiming("drift-control reading", log)) threads = scope.Threads;
+        int missing = SettledReadings - For(parent, run.Config.Scenario, threads, storePath).Readings().Count;
+        if (missing > 0) Calibrate(run, Math.Min(ReadingsPerGap, missing), TimeSpan.Zero, log, storePath);
     }
 
     JsonObject? Read() => JsonFile.ReadDerived(StorePath, j => j["format_version"].Int() == 1)?.Object();
