@@ -137,6 +137,13 @@ public class DriftControlTests
             Assert.Equal(Math.Min(DriftControl.SettledReadings, 3 + DriftControl.ReadingsPerGap * (i + 1)), Stored().Count);
         }
 
+        // A rerun whose child is already searched takes none either.
+        File.Delete(store);
+        Directory.CreateDirectory(Path.Combine(dir, "solutions"));
+        File.WriteAllText(Path.Combine(dir, "solutions", "child.json"), "{}");
+        DriftControl.BetweenStages(new RunDirectory(dir), _ => { }, store);
+        Assert.False(File.Exists(store));
+
         Assert.Equal("drift-control: --readings must be at least 1, got 0",
             Assert.Throws<PuzzleException>(() => DriftControl.Calibrate(new RunDirectory(dir), 0, TimeSpan.Zero, null, store)).Message);
         var (code, _, stderr) = TestSupport.RunCli("drift-control", "--run", dir, "--readings", "2", "--every", "-1");

@@ -28,8 +28,8 @@ public sealed class DriftControl
     /// <summary>
     /// The readings a reference should rest on: with fewer, one moment's drift moves it (on 5 Dec the reference of a
     /// fresh store fell from 2.48x to 2.26x over its first readings, and the children kept followed it). The pipeline
-    /// takes one reading between its stages while fewer are stored (<see cref="BetweenStages"/>); `puzzle drift-control`
-    /// takes as many as asked.
+    /// takes up to <see cref="ReadingsPerGap"/> readings between its stages while fewer are stored
+    /// (<see cref="BetweenStages"/>); `puzzle drift-control` takes as many as asked.
     /// </summary>
     public const int SettledReadings = 12;
 
@@ -166,12 +166,14 @@ public sealed class DriftControl
     /// Between the pipeline's stages, where search.drift_control is on, the target measured and the parent in place:
     /// up to <see cref="ReadingsPerGap"/> readings while fewer than <see cref="SettledReadings"/> are stored, so a
     /// first run's search starts from readings of several moments (the library, scoring and costs stages take minutes)
-    /// instead of its first check's alone; later runs on the machine find the history and take none.
+    /// instead of its first check's alone; later runs on the machine find the history and take none, and so does a
+    /// rerun whose child is already searched (RUN/solutions/child.json).
     /// </summary>
     public static void BetweenStages(RunDirectory run, Action<string>? log = null, string? storePath = null)
     {
         var search = run.Config.Search;
-        if (!search.DriftControl || search.Target != "measured" || !File.Exists(Path.Combine(run.ParentDir, "config.json"))) return;
+        if (!search.DriftControl || search.Target != "measured" || !File.Exists(Path.Combine(run.ParentDir, "config.json"))
+            || File.Exists(run.Solution(ChildRecipe.Solution))) return;
         var parent = HfConfig.Read(run.ParentDir);
         int threads;
         using (var scope = CpuContention.EnterTiming("drift-control reading", log)) threads = scope.Threads;
