@@ -39,9 +39,14 @@ internal static class SearchCommand
             Description = "on the measured target: a child measured more than this fraction above the target is loosened toward it " +
                           "(search.max_overshoot; the demo's 0.06 keeps two seeds' children within ~0.1x, 0.15 needs fewer checks)",
         };
+        var driftControl = new Option<bool?>("--drift-control")
+        {
+            Description = "true|false: time each measured check beside a drift control child (search.drift_control; on in the demo, where it keeps two " +
+                          "seeds' children closer; off, a re-search at a new target needs fewer rounds)",
+        };
         var name = new Option<string>("--name") { Description = "solution name (RUN/solutions/NAME.json)", DefaultValueFactory = _ => ChildRecipe.Solution };
         var command = new Command("search", "Choose one block per layer with a mixed-integer program (OR-Tools) under the run's config.search; flags override its keys.")
-            { run, memory, ratio, tps, latency, parameters, target, solutions, probeTokens, probeCandidates, diversity, sweep, checks, overshoot, name };
+            { run, memory, ratio, tps, latency, parameters, target, solutions, probeTokens, probeCandidates, diversity, sweep, checks, overshoot, driftControl, name };
         command.SetAction(r => CliSupport.Run(() =>
         {
             if (r.GetValue(checks) is < 0) throw new PuzzleException($"--measured-checks must be 0 or more, got {r.GetValue(checks)}");
@@ -62,6 +67,7 @@ internal static class SearchCommand
             Set(overshoot, "max_overshoot", Number);
             Set(probeTokens, "probe_tokens", v => $"{v}");
             Set(probeCandidates, "probe_candidates", v => v!);
+            Set(driftControl, "drift_control", v => v!.Value ? "true" : "false");
             // One throughput bound: a flag for one replaces the config's other.
             if (r.GetValue(tps) is not null && r.GetValue(ratio) is null) overrides.Add("search.min_throughput_ratio=null");
             if (r.GetValue(ratio) is not null && r.GetValue(tps) is null) overrides.Add("search.min_tokens_per_s=null");

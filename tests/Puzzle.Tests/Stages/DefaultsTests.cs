@@ -57,12 +57,15 @@ public sealed class DefaultsTests(RunFixture fixture) : IClassFixture<RunFixture
 
         Assert.Equal(4, stored["request"]!["measured_checks"]!.GetValue<int>());
 
-        result = InProcessCli.Run(TimeSpan.FromSeconds(120), "search", "--run", run, "--max-params", "900000", "--solutions", "1", "--measured-checks", "0", "--max-overshoot", "0.06", "--name", "tight");
+        result = InProcessCli.Run(TimeSpan.FromSeconds(120), "search", "--run", run, "--max-params", "900000", "--solutions", "1", "--measured-checks", "0", "--max-overshoot", "0.06", "--drift-control", "true", "--name", "tight");
         Assert.True(result.Code == 0, result.Stderr);
         stored = JsonNode.Parse(File.ReadAllText(Path.Combine(run, "solutions", "tight.json")))!;
         Assert.Equal(900_000, stored["request"]!["max_params"]!.GetValue<long>());
         Assert.Equal(0, stored["request"]!["measured_checks"]!.GetValue<int>());
         Assert.Equal(0.06, stored["request"]!["max_overshoot"]!.GetValue<double>());
+        Assert.True(stored["request"]!["drift_control"]!.GetValue<bool>());
+        Assert.True(SolutionFile.Read(Path.Combine(run, "solutions", "tight.json")).Request.DriftControl);                 // read back
+        Assert.Null(JsonNode.Parse(File.ReadAllText(child))!["request"]!["drift_control"]);          // off unless set
         Assert.Equal(0, SolutionFile.Read(Path.Combine(run, "solutions", "tight.json")).Request.MeasuredChecks);
         Assert.Equal("h100", stored["target"]!.GetValue<string>());
         Assert.Equal(1_000_000, new RunDirectory(run).Config.Search.MaxParams);                      // flags never rewrite RUN/config.json

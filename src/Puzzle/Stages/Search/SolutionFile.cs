@@ -61,12 +61,18 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
     /// <summary>Only with a measured check: whether the measured ratio met the target.</summary>
     public bool? TargetMet => MeasuredCheck?.Met;
 
-    public JsonObject RequestJson() => new()
+    /// <summary>The request as stored; drift_control only where on (files searched without it read as before).</summary>
+    public JsonObject RequestJson()
     {
-        ["max_memory_gib"] = Request.MaxMemoryGiB, ["min_throughput_ratio"] = Request.MinThroughputRatio, ["min_tokens_per_s"] = Request.MinTokensPerSecond,
-        ["max_latency_ms"] = Request.MaxLatencyMs, ["max_params"] = Request.MaxParameters, ["solutions"] = Request.Solutions, ["diversity"] = Request.Diversity,
-        ["measured_checks"] = Request.MeasuredChecks, ["max_overshoot"] = Request.MaxOvershoot, ["attention_ladder"] = Request.AttentionLadder,
-    };
+        var json = new JsonObject
+        {
+            ["max_memory_gib"] = Request.MaxMemoryGiB, ["min_throughput_ratio"] = Request.MinThroughputRatio, ["min_tokens_per_s"] = Request.MinTokensPerSecond,
+            ["max_latency_ms"] = Request.MaxLatencyMs, ["max_params"] = Request.MaxParameters, ["solutions"] = Request.Solutions, ["diversity"] = Request.Diversity,
+            ["measured_checks"] = Request.MeasuredChecks, ["max_overshoot"] = Request.MaxOvershoot, ["attention_ladder"] = Request.AttentionLadder,
+        };
+        if (Request.DriftControl) json["drift_control"] = true;
+        return json;
+    }
 
     public JsonObject ToJson()
     {
@@ -132,7 +138,7 @@ public sealed record SolutionFile(string Name, string Target, string ScoreMode, 
             MinTokensPerSecond = r["min_tokens_per_s"].OptionalDouble(), MaxLatencyMs = r["max_latency_ms"].OptionalDouble(), MaxParameters = r["max_params"].OptionalLong(),
             Solutions = r["solutions"].Int(), Diversity = r["diversity"].Double(), Target = j["target"].String(), Name = j["name"].String(),
             MeasuredChecks = r["measured_checks"].OptionalInt() ?? new SearchRequest().MeasuredChecks, MaxOvershoot = r["max_overshoot"].OptionalDouble(),
-            AttentionLadder = r["attention_ladder"].OptionalBool() ?? false,
+            AttentionLadder = r["attention_ladder"].OptionalBool() ?? false, DriftControl = r["drift_control"].OptionalBool() ?? false,
         };
         var c = j["constraints"];
         var s = j["solver"];
