@@ -142,9 +142,11 @@ public sealed class DriftControl
     {
         if (readings < 1) throw new PuzzleException($"drift-control: --readings must be at least 1, got {readings}");
         if (every < TimeSpan.Zero) throw new PuzzleException($"drift-control: --every must be at least 0 s, got {every.TotalSeconds} s");
-        log ??= Log.Info;
-        var parent = HfConfig.Read(run.ParentDir);
-        var sc = run.Config.Scenario;
+        return Calibrate(HfConfig.Read(run.ParentDir), run.Config.Scenario, readings, every, log ?? Log.Info, storePath);
+    }
+
+    static IReadOnlyList<double> Calibrate(ModelConfig parent, ScenarioSection sc, int readings, TimeSpan every, Action<string> log, string? storePath)
+    {
         var taken = new List<double>();
         for (int i = 0; i < readings; i++)
         {
@@ -175,10 +177,10 @@ public sealed class DriftControl
         if (!search.DriftControl || search.Target != "measured" || !File.Exists(Path.Combine(run.ParentDir, "config.json"))
             || File.Exists(run.Solution(ChildRecipe.Solution))) return;
         var parent = HfConfig.Read(run.ParentDir);
-        int threads;
-        using (var scope = CpuContention.EnterTiming("drift-control reading", log)) threads = scope.Threads;
-        int missing = SettledReadings - For(parent, run.Config.Scenario, threads, storePath).Readings().Count;
-        if (missing > 0) Calibrate(run, Math.Min(ReadingsPerGap, missing), TimeSpan.Zero, log, storePath);
+        // One timing scope (one probe of the other processes' load) for the count and the readings nested in it.
+        using var scope = CpuContention.EnterTiming("drift-control reading", log);
+        int missing = SettledReadings - For(parent, run.Config.Scenario, scope.Threads, storePath).Readings().Count;
+        if (missing > 0) Calibrate(parent, run.Config.Scenario, Math.Min(ReadingsPerGap, missing), TimeSpan.Zero, log ?? Log.Info, storePath);
     }
 
     JsonObject? Read() => JsonFile.ReadDerived(StorePath, j => j["format_version"].Int() == 1)?.Object();
